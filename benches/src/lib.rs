@@ -1,0 +1,1 @@
+//! Benchmark programs live in benches/src/bin/.

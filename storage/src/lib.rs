@@ -1,0 +1,1 @@
+//! raxe-storage

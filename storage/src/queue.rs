@@ -1,0 +1,93 @@
+//! The queue contract the engine programs against. `SledStore` implements it; tests and
+//! future backends (a distributed one) implement it too.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::QueueError;
+
+/// Sequence number of one record in one queue. Strictly increasing, never reused, across
+/// restarts too.
+pub type Seq = u64;
+
+/// One queued record: opaque bytes (the engine stores one event per record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: Seq,
+    pub data: Vec<u8>,
+}
+
+/// Records handed to one consumer until it acks or releases them. A lease lives in memory
+/// only: after a restart everything not acked is leased again.
+#[derive(Debug)]
+#[must_use = "a lease must be acked or released"]
+pub struct Lease {
+    /// Identifies the lease within its queue (unique per process).
+    pub id: u64,
+    /// Consecutive in the queue's delivery order, oldest first.
+    pub records: Vec<Record>,
+}
+
+impl Lease {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+    /// Total payload bytes.
+    pub fn bytes(&self) -> usize {
+        self.records.iter().map(|r| r.data.len()).sum()
+    }
+}
+
+/// Live figures for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Records appended and not yet acked (leased ones included).
+    pub len: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Age of the oldest record not yet acked, by its append time.
+    pub oldest_age: Option<Duration>,
+}
+
+/// A durable FIFO of byte records with leases and acks.
+pub trait Queue: Send + Sync {
+    /// The stable name the queue was opened with.
+    fn name(&self) -> &str;
+
+    /// Appends records; returns their sequence numbers only once they are durable on disk
+    /// (fsynced). Fails with `QueueError::Full` past the byte cap, appending nothing.
+    fn append(&self, records: &[&[u8]]) -> Result<Range<Seq>, QueueError>;
+
+    /// Leases the oldest records that are neither acked nor leased: at most `max_records`
+    /// and at most `max_bytes` (but always at least one record when any is available).
+    /// `Ok(None)` when nothing is available.
+    fn lease(&self, max_records: usize, max_bytes: usize) -> Result<Option<Lease>, QueueError>;
+
+    /// Splits a lease after its first `at` records, so the parts can be acked or released
+    /// separately.
+    fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease);
+
+    /// Removes the lease's records for good.
+    fn ack(&self, lease: Lease) -> Result<(), QueueError>;
+
+    /// Returns the lease's records to the head of the queue, order intact.
+    fn release(&self, lease: Lease);
+
+    fn stats(&self) -> QueueStats;
+}
+
+/// A set of named queues sharing one data directory.
+pub trait QueueStore: Send + Sync {
+    /// Opens (creating if needed) the queue with this stable name.
+    fn open_queue(&self, name: &str) -> Result<Arc<dyn Queue>, QueueError>;
+    /// Names of every queue that exists on disk.
+    fn list_queues(&self) -> Result<Vec<String>, QueueError>;
+    /// Deletes a queue and its records.
+    fn drop_queue(&self, name: &str) -> Result<(), QueueError>;
+    /// Bytes the store occupies on disk (sled reuses freed space but never shrinks its file).
+    fn disk_bytes(&self) -> Result<u64, QueueError>;
+}
