@@ -1,1 +1,82 @@
-//! raxe-storage
+//! raxe-storage: durable on-disk write-ahead queues for the delivery engine.
+//!
+//! # Job
+//! Keep every scan event the engine accepted until a destination acked it. The crate
+//! knows bytes, sequence numbers, leases and acks; nothing about SIEMs. The engine
+//! programs against [`Queue`] / [`QueueStore`]; [`SledStore`] implements them on sled
+//! 0.34.
+//!
+//! # Invariants
+//! * An `append` that returned `Ok` survives a process crash and a power loss.
+//! * Seqs in a queue strictly increase and are never reused, across restarts too.
+//! * Records are delivered (leased) in seq order; a released lease goes back to the head.
+//! * A crash can cause duplicates (records leased or acked-but-not-yet-flushed come back),
+//!   never loss and never reordering. After kill -9 only records of leases in flight come
+//!   back (an `ack` returns after sled's flush); after a power loss also acks since the
+//!   last fdatasync.
+//! * Nothing is dropped silently: past its byte cap an append fails as a whole with
+//!   [`QueueError::Full`]; a damaged chunk fails the lease with [`QueueError::Damaged`].
+//!
+//! # On-disk layout
+//! A data directory holds `raxe.lock` (flock: one process per directory), and sled's files:
+//! `conf`, `db` (the log-structured data file), `blobs/` (log items above a quarter of
+//! sled's segment; chunks are sized so that even a whole leaf of them stays inline, with a
+//! 2 MiB segment), `snap.*`. In sled:
+//! * default tree: `raxe-storage/format` → layout version (a foreign or empty-but-nonzero
+//!   `db` is refused rather than overwritten);
+//! * tree `raxe/markers`: marker key → value, set atomically with a group append;
+//! * one tree per queue, `q/<name>`, holding
+//!   - `c ‖ first_seq(u64 BE)` → chunk: `0xC1 ‖ count u32 ‖ crc32 ‖ (len u32 ‖ bytes)*`,
+//!     many records per value (per-record keys cost ~3x throughput and ~2x disk); the crc
+//!     covers the first seq too, so a value under the wrong key is caught;
+//!   - `m ‖ first_seq` → chunk metadata: count, payload bytes, append time, crc32. Reopen
+//!     scans only this prefix, never the payloads;
+//!   - `a` → ack state: `low` (every seq below is acked), `next` (floor for the next seq,
+//!     so seqs never repeat after the newest chunks were acked away), and the acked ranges
+//!     above `low` (out-of-order acks), crc32.
+//!
+//! Big-endian seqs make sled's key order the seq order. A chunk and its metadata are
+//! written in one `apply_batch`, so they exist together or not at all.
+//!
+//! # What `append` promises
+//! It returns once the records are on disk: inserted into sled, sled's log flushed, and
+//! then sled's `db` file fdatasynced by us. (sled's `flush()` only calls sync_file_range —
+//! no disk-cache flush, no metadata — and leaves the real fsync to a background thread.)
+//! Concurrent appenders share one flush: group commit (see `commit.rs`): a writer takes a
+//! ticket after its sled write, and a single leader flushes + syncs for every ticket issued
+//! before its flush started while the rest wait on a condvar. Records become leasable only
+//! after their sync, in seq order. A failed fdatasync poisons the store (the kernel may
+//! have dropped the dirty pages; retrying could report data durable that is not): every
+//! later append fails until the store is reopened. All syncs go through the [`Syncer`]
+//! hook, which tests use to observe ordering and inject faults. Should sled ever write a
+//! blob file (a record bigger than a chunk), it is fdatasynced (and its directory) too.
+//!
+//! [`SledStore::append_group`] appends to several queues and sets a marker in one sled
+//! transaction (sled logs a multi-tree transaction as one atomic batch) and one group
+//! commit: after a crash either all of it is there or none of it, which lets the CLI
+//! record "this spool file was ingested" in the same durable step as its events.
+//!
+//! # Leases and acks
+//! Leases live in memory only; after a restart everything not acked is leased again.
+//! `ack` records the acked seqs, deletes every chunk that became fully acked together with
+//! the new ack state in one batch, and waits for sled's flush (not fdatasync: a lost ack
+//! only means a duplicate after a power loss, never a loss). The in-memory index is a map
+//! of chunk metadata plus range sets (available, acked), so memory does not grow with
+//! the record count; the last decoded chunk is cached so consecutive leases read it once.
+//!
+//! # Disk size
+//! sled reuses space freed by acks but never truncates its file: `disk_bytes` does not
+//! shrink when queues drain. Expect ~1.5-1.7x the payload while records are queued (sled's
+//! log structure and node rewrites), and sled's cache is capped (8 MiB by default) so RSS
+//! does not grow with the queue.
+
+mod crc;
+pub mod error;
+pub mod queue;
+mod sled_store;
+
+pub use error::QueueError;
+pub use queue::{Lease, Queue, QueueStats, QueueStore, Record, Seq};
+pub use sled_store::{
+    FsSyncer, SledQueue, SledStore, StoreOptions, Syncer, LOCK_FILE, MAX_RECORD_BYTES,
+};

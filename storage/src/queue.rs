@@ -90,4 +90,20 @@ pub trait QueueStore: Send + Sync {
     fn drop_queue(&self, name: &str) -> Result<(), QueueError>;
     /// Bytes the store occupies on disk (sled reuses freed space but never shrinks its file).
     fn disk_bytes(&self) -> Result<u64, QueueError>;
+
+    /// Appends to several queues (opening them if needed) and optionally sets a marker
+    /// key/value, all in one atomic step that is durable on return (one group commit).
+    /// Returns one seq range per part. After a crash either all of it exists or none.
+    /// A queue past its cap fails the whole call with `QueueError::Full`.
+    fn append_group(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<Vec<Range<Seq>>, QueueError>;
+
+    /// The value of a marker set by `append_group`, if any.
+    fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError>;
+
+    /// Removes a marker; returns whether it existed.
+    fn remove_marker(&self, key: &[u8]) -> Result<bool, QueueError>;
 }

@@ -1,0 +1,374 @@
+//! Queue benchmark: `cargo run --release -p raxe-benches --bin queue_bench`.
+//!
+//! Env: QUEUE_BENCH_EVENTS (default 1_000_000 queued for the reopen/RSS/disk figures),
+//! QUEUE_BENCH_QUICK=1 (100_000 events, shorter timed phases), QUEUE_BENCH_DIR (where to
+//! put the data; default a temp dir on the /tmp filesystem), QUEUE_BENCH_CHUNK (chunk
+//! target bytes), QUEUE_BENCH_SEGMENT (sled segment size).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raxe_storage::{Queue, QueueStore, SledStore, StoreOptions};
+
+const RECORD: usize = 400;
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+}
+
+fn record(i: u64) -> Vec<u8> {
+    let mut v = format!("{{\"seq\":{i},\"event\":\"prompt_injection\",\"payload\":\"").into_bytes();
+    while v.len() < RECORD - 2 {
+        v.push(b'a' + (v.len() % 26) as u8);
+    }
+    v.extend_from_slice(b"\"}");
+    v
+}
+
+fn proc_status(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+struct Row {
+    name: String,
+    events: u64,
+    secs: f64,
+}
+
+impl Row {
+    fn print(&self, raw: Option<&Row>) {
+        let eps = self.events as f64 / self.secs;
+        let mbs = eps * RECORD as f64 / 1e6;
+        let ratio = raw
+            .map(|r| format!("{:>6.2}", eps / (r.events as f64 / r.secs)))
+            .unwrap_or_else(|| "     -".into());
+        println!(
+            "| {:<44} | {:>12.0} | {:>8.1} | {} |",
+            self.name, eps, mbs, ratio
+        );
+    }
+}
+
+/// Append-only file, records length-prefixed, one fdatasync per batch: the disk's limit.
+fn raw_file(dir: &Path, batch: usize, max_events: u64, max_time: Duration) -> Row {
+    let path = dir.join(format!("raw-{batch}.log"));
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("raw file");
+    let recs: Vec<Vec<u8>> = (0..batch as u64).map(record).collect();
+    let mut buf = Vec::with_capacity(batch * (RECORD + 4));
+    let start = Instant::now();
+    let mut events = 0u64;
+    while events < max_events && start.elapsed() < max_time {
+        buf.clear();
+        for r in &recs {
+            buf.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            buf.extend_from_slice(r);
+        }
+        f.write_all(&buf).expect("write");
+        f.sync_data().expect("fdatasync");
+        events += batch as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Row {
+        name: format!("raw file + fdatasync, batch {batch}"),
+        events,
+        secs,
+    }
+}
+
+fn append(
+    q: &dyn Queue,
+    batch: usize,
+    first: u64,
+    max_events: u64,
+    max_time: Duration,
+    name: &str,
+) -> Row {
+    let recs: Vec<Vec<u8>> = (first..first + batch as u64).map(record).collect();
+    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+    let start = Instant::now();
+    let mut events = 0u64;
+    while events < max_events && start.elapsed() < max_time {
+        q.append(&refs).expect("append");
+        events += batch as u64;
+    }
+    Row {
+        name: name.to_string(),
+        events,
+        secs: start.elapsed().as_secs_f64(),
+    }
+}
+
+fn options() -> StoreOptions {
+    let mut o = StoreOptions::default();
+    if let Some(c) = env_usize("QUEUE_BENCH_CHUNK") {
+        o.chunk_bytes = c;
+    }
+    if let Some(s) = env_usize("QUEUE_BENCH_SEGMENT") {
+        o.segment_size = s;
+    }
+    o
+}
+
+fn print_header() {
+    println!(
+        "| {:<44} | {:>12} | {:>8} | ratio  |",
+        "phase", "events/s", "MB/s"
+    );
+    println!("|{:-<46}|{:-<14}|{:-<10}|--------|", "", "", "");
+}
+
+fn fig(k: &str, v: String) {
+    println!("| {k:<44} | {v:>22} |");
+}
+
+/// Runs one phase in a fresh process, so its RSS figures are its own.
+fn run_phase(phase: &str, dir: &Path) {
+    let exe = std::env::current_exe().expect("exe");
+    let status = std::process::Command::new(exe)
+        .arg(phase)
+        .arg(dir)
+        .status()
+        .expect("spawn phase");
+    assert!(status.success(), "phase {phase} failed");
+}
+
+fn settings() -> (u64, Duration) {
+    let quick = std::env::var("QUEUE_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let total =
+        env_usize("QUEUE_BENCH_EVENTS").unwrap_or(if quick { 100_000 } else { 1_000_000 }) as u64;
+    (total, Duration::from_secs(if quick { 1 } else { 3 }))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 {
+        let dir = Path::new(&args[2]);
+        match args[1].as_str() {
+            "small" => phase_small(dir),
+            "fill" => phase_fill(dir),
+            "drain" => phase_drain(dir),
+            other => panic!("unknown phase {other}"),
+        }
+        return;
+    }
+    let (total, _) = settings();
+    let base = std::env::var("QUEUE_BENCH_DIR")
+        .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let tmp = tempfile::tempdir_in(&base).expect("temp dir");
+    println!(
+        "queue_bench: {RECORD}-byte records, {total} queued for reopen/RSS/disk, dir {}",
+        tmp.path().display()
+    );
+    println!("options: {:?}", options());
+    println!();
+    print_header();
+    run_phase("small", tmp.path());
+    run_phase("fill", tmp.path());
+    run_phase("drain", tmp.path());
+}
+
+/// Raw-file baselines and the small-batch appends.
+fn phase_small(base: &Path) {
+    let (_, timed) = settings();
+    let raw1 = raw_file(base, 1, 20_000, timed);
+    let raw100 = raw_file(base, 100, 2_000_000, timed);
+    raw1.print(None);
+    raw100.print(None);
+    let dir = base.join("small");
+    let store = SledStore::open_with(&dir, options()).expect("open");
+    let q1 = store.queue("batch-1").expect("queue");
+    append(
+        &*q1,
+        1,
+        0,
+        20_000,
+        timed,
+        "durable append, batch 1 (1 thread)",
+    )
+    .print(Some(&raw1));
+    let threads = 8;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let q = q1.clone();
+            std::thread::spawn(move || append(&*q, 1, 0, 20_000, timed, "").events)
+        })
+        .collect();
+    let events = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    Row {
+        name: format!("durable append, batch 1 ({threads} threads)"),
+        events,
+        secs: start.elapsed().as_secs_f64(),
+    }
+    .print(Some(&raw1));
+    let q100 = store.queue("batch-100").expect("queue");
+    append(
+        &*q100,
+        100,
+        0,
+        2_000_000,
+        timed,
+        "durable append, batch 100",
+    )
+    .print(Some(&raw100));
+    drop((q1, q100, store));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn phase_fill(base: &Path) {
+    let (total, timed) = settings();
+    let raw1000 = raw_file(base, 1000, 5_000_000, timed);
+    raw1000.print(None);
+    let dir = base.join("store");
+    let store = SledStore::open_with(&dir, options()).expect("open");
+    let q = store.queue("main").expect("queue");
+    let fill = append(
+        &*q,
+        1000,
+        0,
+        total,
+        Duration::from_secs(3600),
+        "durable append, batch 1000",
+    );
+    fill.print(Some(&raw1000));
+    assert_eq!(q.stats().len, total);
+    let disk = store.disk_bytes().expect("disk");
+    std::fs::write(
+        base.join("fill.txt"),
+        format!("{disk} {} {}", proc_status("VmRSS:"), proc_status("VmHWM:")),
+    )
+    .expect("write figures");
+}
+
+fn phase_drain(base: &Path) {
+    let (total, _) = settings();
+    let figs = std::fs::read_to_string(base.join("fill.txt")).expect("fill figures");
+    let figs: Vec<u64> = figs
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (disk_full, rss_fill, hwm_fill) = (figs[0], figs[1], figs[2]);
+    let dir = base.join("store");
+    let t = Instant::now();
+    let store = SledStore::open_with(&dir, options()).expect("reopen");
+    let q = store.queue("main").expect("queue");
+    let reopen = t.elapsed();
+    assert_eq!(q.stats().len, total);
+    let rss_reopen = proc_status("VmRSS:");
+
+    let t = Instant::now();
+    let half = total / 2;
+    let mut acked = 0u64;
+    let (mut in_lease, mut in_ack) = (Duration::ZERO, Duration::ZERO);
+    while acked < half {
+        let t0 = Instant::now();
+        let l = q.lease(100, usize::MAX).expect("lease").expect("records");
+        let t1 = Instant::now();
+        acked += l.len() as u64;
+        q.ack(l).expect("ack");
+        in_lease += t1 - t0;
+        in_ack += t1.elapsed();
+    }
+    Row {
+        name: "lease 100 + ack (1 consumer)".into(),
+        events: acked,
+        secs: t.elapsed().as_secs_f64(),
+    }
+    .print(None);
+    let calls = (acked / 100).max(1) as u32;
+    println!(
+        "|   per call: lease {:>5.0} us, ack {:>5.0} us (ack waits for sled's flush) |",
+        (in_lease / calls).as_secs_f64() * 1e6,
+        (in_ack / calls).as_secs_f64() * 1e6
+    );
+    let t = Instant::now();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let q: Arc<dyn Queue> = q.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while let Some(l) = q.lease(100, usize::MAX).expect("lease") {
+                    n += l.len() as u64;
+                    q.ack(l).expect("ack");
+                }
+                n
+            })
+        })
+        .collect();
+    let acked: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    Row {
+        name: "lease 100 + ack (4 consumers)".into(),
+        events: acked,
+        secs: t.elapsed().as_secs_f64(),
+    }
+    .print(None);
+    assert_eq!(q.stats().len, 0);
+    let disk_empty = store.disk_bytes().expect("disk");
+    let blobs = std::fs::read_dir(dir.join("blobs"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+
+    println!();
+    println!("| {:<44} | {:>22} |", "figure", "value");
+    println!("|{:-<46}|{:-<24}|", "", "");
+    fig(
+        &format!("reopen with {total} queued"),
+        format!("{:.3} s", reopen.as_secs_f64()),
+    );
+    fig(
+        "disk bytes per queued record",
+        format!(
+            "{:.1} B ({:.2}x payload)",
+            disk_full as f64 / total as f64,
+            disk_full as f64 / (total * RECORD as u64) as f64
+        ),
+    );
+    fig(
+        &format!("disk total with {total} queued"),
+        format!("{:.1} MiB", mib(disk_full)),
+    );
+    fig(
+        "disk total after all acked (never shrinks)",
+        format!("{:.1} MiB", mib(disk_empty)),
+    );
+    fig(
+        &format!("VmRSS with {total} queued (end of fill)"),
+        format!("{:.1} MiB", mib(rss_fill)),
+    );
+    fig(
+        "VmHWM of the fill process",
+        format!("{:.1} MiB", mib(hwm_fill)),
+    );
+    fig(
+        &format!("VmRSS after reopen with {total} queued"),
+        format!("{:.1} MiB", mib(rss_reopen)),
+    );
+    fig(
+        "VmHWM of the reopen + drain process",
+        format!("{:.1} MiB", mib(proc_status("VmHWM:"))),
+    );
+    fig("sled blob files at end", blobs.to_string());
+}

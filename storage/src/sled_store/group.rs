@@ -1,0 +1,133 @@
+//! Atomic multi-queue append with an optional marker, in one sled transaction and one
+//! group commit.
+
+use std::ops::Range;
+use std::sync::{Arc, MutexGuard};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::commit::Level;
+use super::sled_queue::{now_ms, QState, SledQueue, Staged};
+use super::SledStore;
+use crate::error::QueueError;
+use crate::queue::{Queue, Seq};
+
+impl SledStore {
+    /// Appends to several queues and optionally sets a marker key, all or nothing, and
+    /// returns once all of it is durable (one fdatasync). Returns one seq range per part.
+    /// A queue may appear in several parts; its parts get consecutive ranges.
+    ///
+    /// A crash before return leaves either every record and the marker, or none of it.
+    /// Any queue past its cap fails the whole call with `QueueError::Full`.
+    pub fn append_group(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<Vec<Range<Seq>>, QueueError> {
+        let mut queues: Vec<Arc<SledQueue>> = Vec::new();
+        let mut part_queue = Vec::with_capacity(parts.len());
+        for (name, _) in parts {
+            let i = match queues.iter().position(|q| q.name() == *name) {
+                Some(i) => i,
+                None => {
+                    queues.push(self.queue(name)?);
+                    queues.len() - 1
+                }
+            };
+            part_queue.push(i);
+        }
+        if let Some(p) = self.shared.committer.poisoned() {
+            return Err(self.shared.poisoned(p));
+        }
+        // Lock in name order so concurrent groups cannot deadlock.
+        let mut order: Vec<usize> = (0..queues.len()).collect();
+        order.sort_by(|&a, &b| queues[a].name().cmp(queues[b].name()));
+        let mut guards: Vec<Option<MutexGuard<'_, QState>>> =
+            (0..queues.len()).map(|_| None).collect();
+        for &i in &order {
+            guards[i] = Some(queues[i].lock_state());
+        }
+        let now = now_ms();
+        let mut batches: Vec<sled::Batch> =
+            (0..queues.len()).map(|_| sled::Batch::default()).collect();
+        let mut staged: Vec<(usize, Staged)> = Vec::with_capacity(parts.len());
+        let mut failure = None;
+        for (p, (_, records)) in parts.iter().enumerate() {
+            let qi = part_queue[p];
+            let Some(st) = guards[qi].as_deref_mut() else {
+                continue;
+            };
+            match queues[qi].stage(st, records, &mut batches[qi], now) {
+                Ok(s) => staged.push((qi, s)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            if let Err(e) = self.write_group(&queues, batches, marker) {
+                failure = Some(e);
+            }
+        }
+        if let Some(e) = failure {
+            for (qi, s) in &staged {
+                if let Some(st) = guards[*qi].as_deref_mut() {
+                    queues[*qi].unstage(st, s);
+                }
+            }
+            return Err(e);
+        }
+        let ticket = self.shared.committer.ticket();
+        let ranges = staged.iter().map(|(_, s)| s.range.clone()).collect();
+        for (qi, s) in staged {
+            if let Some(st) = guards[qi].as_deref_mut() {
+                queues[qi].commit_staged(st, s, ticket);
+            }
+        }
+        drop(guards);
+        self.shared.commit(ticket, Level::Sync)?;
+        for q in &queues {
+            let mut st = q.lock_state();
+            q.publish(&mut st);
+        }
+        Ok(ranges)
+    }
+
+    fn write_group(
+        &self,
+        queues: &[Arc<SledQueue>],
+        mut batches: Vec<sled::Batch>,
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<(), QueueError> {
+        if queues.len() == 1 && marker.is_none() {
+            if let Some(b) = batches.pop() {
+                return queues[0]
+                    .tree
+                    .apply_batch(b)
+                    .map_err(|e| self.shared.db_err(e));
+            }
+        }
+        let mut trees: Vec<&sled::Tree> = queues.iter().map(|q| &q.tree).collect();
+        trees.push(&self.shared.markers);
+        let n = queues.len();
+        let res: Result<(), TransactionError<()>> = trees[..].transaction(|tx| {
+            for (i, b) in batches.iter().enumerate() {
+                tx[i].apply_batch(b)?;
+            }
+            if let Some((k, v)) = marker {
+                tx[n].insert(k, v)?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match res {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(self.shared.db_err(e)),
+            Err(TransactionError::Abort(())) => Err(QueueError::Db {
+                path: self.dir().to_path_buf(),
+                detail: "group append transaction aborted".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Reopen: rebuilds a queue's in-memory index from its metadata keys and ack state.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use super::codec::{self, AckState};
+use super::ranges::RangeSet;
+use super::sled_queue::{normalize_low, QState, SledQueue};
+use super::Shared;
+use crate::error::QueueError;
+
+impl SledQueue {
+    /// Loads the queue's index from its metadata keys (chunk payloads are read only for
+    /// the few chunks that are partly acked).
+    pub(crate) fn load(
+        name: &str,
+        tree: sled::Tree,
+        shared: Arc<Shared>,
+        cap: Option<u64>,
+    ) -> Result<SledQueue, QueueError> {
+        let ack = match tree.get(codec::ACK_KEY).map_err(|e| shared.db_err(e))? {
+            Some(v) => codec::decode_ack(&v).map_err(|d| shared.corrupt(name, &d))?,
+            None => AckState::default(),
+        };
+        let mut acked_above = RangeSet::new();
+        for r in &ack.above {
+            acked_above.insert(r.clone());
+        }
+        let mut st = QState::new(cap);
+        st.next_seq = ack.next.max(ack.low);
+        st.acked_low = ack.low;
+        st.acked_above = acked_above;
+        let q = SledQueue {
+            name: name.to_string(),
+            tree,
+            shared,
+            state: Mutex::new(QState::new(cap)),
+            chunk_reads: AtomicU64::new(0),
+        };
+        let mut stale = sled::Batch::default();
+        let mut any_stale = false;
+        for item in q.tree.scan_prefix([codec::META_PREFIX]) {
+            let (k, v) = item.map_err(|e| q.shared.db_err(e))?;
+            let first = codec::key_seq(&k)
+                .ok_or_else(|| q.shared.corrupt(name, "malformed chunk metadata key"))?;
+            let meta = codec::decode_meta(first, &v).map_err(|d| q.damaged(first, d))?;
+            let end = meta.end(first);
+            st.next_seq = st.next_seq.max(end);
+            let mut unacked = RangeSet::new();
+            unacked.insert(first.max(st.acked_low)..end);
+            for r in st.acked_above.iter() {
+                unacked.remove(r);
+            }
+            if unacked.is_empty() {
+                // Fully acked but still present (defensive: acks delete atomically).
+                stale.remove(&codec::meta_key(first));
+                stale.remove(&codec::chunk_key(first));
+                any_stale = true;
+                continue;
+            }
+            let count = unacked.count_in(&(first..end));
+            let bytes = if count == meta.count as u64 {
+                meta.bytes
+            } else {
+                let chunk = q.read_chunk(first, &meta)?;
+                let mut b = 0u64;
+                for r in unacked.iter() {
+                    for s in r {
+                        b += chunk.get(s).map_or(0, |d| d.len() as u64);
+                    }
+                }
+                b
+            };
+            for r in unacked.iter() {
+                st.avail.insert(r);
+            }
+            st.len += count;
+            st.bytes += bytes;
+            st.chunks.insert(first, meta);
+        }
+        if any_stale {
+            q.tree.apply_batch(stale).map_err(|e| q.shared.db_err(e))?;
+        }
+        normalize_low(&mut st);
+        *q.lock() = st;
+        Ok(q)
+    }
+}

@@ -1,0 +1,521 @@
+//! The sled-backed store: one sled database per data directory, one tree per queue.
+
+mod codec;
+mod commit;
+mod group;
+mod load;
+mod ranges;
+mod sled_queue;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fs2::FileExt;
+
+pub use commit::{FsSyncer, Syncer};
+pub use sled_queue::{SledQueue, MAX_RECORD_BYTES};
+
+use crate::error::QueueError;
+use crate::queue::{Queue, QueueStore};
+use commit::{Committer, Level};
+
+/// Key in sled's default tree that marks a database as ours, with its layout version.
+const FORMAT_KEY: &[u8] = b"raxe-storage/format";
+const FORMAT_V1: &[u8] = b"raxe-storage chunked queues v1";
+const QUEUE_TREE_PREFIX: &str = "q/";
+const MARKERS_TREE: &[u8] = b"raxe/markers";
+/// Lock file held (flock) for as long as the store is open.
+pub const LOCK_FILE: &str = "raxe.lock";
+const MAX_NAME_BYTES: usize = 200;
+
+/// Tuning and hooks for [`SledStore::open_with`].
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// sled's page cache. sled's default (1 GiB) lets RSS grow with the queue.
+    pub cache_capacity: u64,
+    /// Target encoded size of one chunk value (many records per sled value). Capped at
+    /// `segment_size / 96`: sled rewrites a whole leaf (up to ~20 values) as one log
+    /// item, and items above a quarter segment go to unsynced blob files.
+    pub chunk_bytes: usize,
+    /// sled's segment (IO buffer) size; fixed when the directory is created (sled refuses
+    /// to open with another value). sled writes any value above a quarter of it to a
+    /// separate blob file, so chunks are kept to `segment_size / 96` at most.
+    pub segment_size: usize,
+    /// Byte cap for queues opened through [`QueueStore::open_queue`]; `None` = unbounded.
+    pub max_queue_bytes: Option<u64>,
+    /// sled's background fsync interval (our appends fdatasync themselves anyway).
+    pub flush_every_ms: Option<u64>,
+    /// Every durability sync goes through this.
+    pub syncer: Arc<dyn Syncer>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity: 8 << 20,
+            chunk_bytes: 8 << 10,
+            segment_size: 2 << 20,
+            max_queue_bytes: None,
+            flush_every_ms: Some(1000),
+            syncer: Arc::new(FsSyncer),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("cache_capacity", &self.cache_capacity)
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("segment_size", &self.segment_size)
+            .field("max_queue_bytes", &self.max_queue_bytes)
+            .field("flush_every_ms", &self.flush_every_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the store and its queue handles. Field order matters: sled closes
+/// before the directory lock is released.
+pub(crate) struct Shared {
+    dir: PathBuf,
+    db_path: PathBuf,
+    db: sled::Db,
+    markers: sled::Tree,
+    /// Our own handle on sled's data file, for fdatasync.
+    db_file: File,
+    blobs_dir: PathBuf,
+    synced_blobs: Mutex<HashSet<OsString>>,
+    syncer: Arc<dyn Syncer>,
+    pub(crate) committer: Committer,
+    pub(crate) chunk_bytes: usize,
+    _lock: File,
+}
+
+impl Shared {
+    pub(crate) fn db_err(&self, e: sled::Error) -> QueueError {
+        sled_err(&self.dir, &self.db_path, e)
+    }
+
+    pub(crate) fn corrupt(&self, queue: &str, detail: &str) -> QueueError {
+        QueueError::Corrupt {
+            path: self.db_path.clone(),
+            detail: format!("queue {queue:?}: {detail}"),
+        }
+    }
+
+    pub(crate) fn poisoned(&self, detail: String) -> QueueError {
+        QueueError::Poisoned {
+            dir: self.dir.clone(),
+            detail,
+        }
+    }
+
+    /// Waits until `ticket` is durable at `level` (group commit).
+    pub(crate) fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
+        self.committer
+            .wait(ticket, level, &|sync| self.flush(sync))
+            .map_err(|p| self.poisoned(p))
+    }
+
+    /// sled's flush writes its log buffer and calls sync_file_range, which survives a
+    /// process crash but not a power loss (no disk cache flush, no metadata). So for
+    /// `sync` we fdatasync the data file (and any blob files) ourselves.
+    fn flush(&self, sync: bool) -> Result<(), String> {
+        self.db
+            .flush()
+            .map_err(|e| format!("sled flush of {}: {e}", self.db_path.display()))?;
+        if sync {
+            self.sync_blobs()?;
+            self.syncer
+                .sync_data(&self.db_path, &self.db_file)
+                .map_err(|e| format!("fdatasync of {}: {e}", self.db_path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// sled never syncs its blob files (values above its inline threshold). Chunks are
+    /// sized to avoid them; should any appear anyway, sync them and their directory.
+    fn sync_blobs(&self) -> Result<(), String> {
+        let rd = match fs::read_dir(&self.blobs_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", self.blobs_dir.display())),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut present = HashSet::new();
+        let mut new_files = false;
+        for entry in rd {
+            let entry = entry.map_err(|e| format!("{}: {e}", self.blobs_dir.display()))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                let path = entry.path();
+                match File::open(&path) {
+                    Ok(f) => self
+                        .syncer
+                        .sync_data(&path, &f)
+                        .map_err(|e| format!("fdatasync of {}: {e}", path.display()))?,
+                    // Garbage-collected by sled meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                }
+                new_files = true;
+            }
+            present.insert(name);
+        }
+        if new_files {
+            sync_path(&*self.syncer, &self.blobs_dir).map_err(|e| e.to_string())?;
+        }
+        *synced = present;
+        Ok(())
+    }
+}
+
+fn sync_path(syncer: &dyn Syncer, path: &Path) -> Result<(), QueueError> {
+    let io_err = |source| QueueError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = File::open(path).map_err(io_err)?;
+    syncer.sync_data(path, &f).map_err(io_err)
+}
+
+/// Opens sled, waiting out its own lock on `db`: we hold the directory lock, so whoever
+/// still holds sled's is a closing handle (sled's IO threads keep the file open briefly
+/// after the last `Db` is dropped).
+fn open_sled(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let res = catch_unwind(AssertUnwindSafe(|| config.open()));
+        let busy = matches!(&res, Ok(Err(sled::Error::Io(e)))
+            if e.to_string().contains("could not acquire lock"));
+        if !busy || std::time::Instant::now() >= deadline {
+            return res;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn sled_err(dir: &Path, db_path: &Path, e: sled::Error) -> QueueError {
+    match e {
+        sled::Error::Io(source) => QueueError::Io {
+            path: db_path.to_path_buf(),
+            source,
+        },
+        sled::Error::Corruption { at, .. } => QueueError::Corrupt {
+            path: db_path.to_path_buf(),
+            detail: format!("the storage engine found corruption at {at:?}"),
+        },
+        other => QueueError::Db {
+            path: dir.to_path_buf(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Durable queues in one data directory. See the crate docs for the design.
+pub struct SledStore {
+    shared: Arc<Shared>,
+    queues: Mutex<HashMap<String, Arc<SledQueue>>>,
+    default_cap: Option<u64>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<SledStore, QueueError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    pub fn open_with(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<SledStore, QueueError> {
+        let dir = dir.as_ref().to_path_buf();
+        let dir_err = |source| QueueError::Directory {
+            dir: dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(dir_err)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(dir_err)?;
+        if let Err(e) = lock.try_lock_exclusive() {
+            let contended = fs2::lock_contended_error().raw_os_error();
+            if e.raw_os_error() == contended || e.kind() == io::ErrorKind::WouldBlock {
+                return Err(QueueError::InUse {
+                    dir,
+                    lock: lock_path,
+                });
+            }
+            return Err(dir_err(e));
+        }
+        let db_path = dir.join("db");
+        // sled silently treats an unreadable data file as empty; remember it was not.
+        let preexisting = fs::metadata(&db_path).map(|m| m.len()).unwrap_or(0);
+        let config = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(opts.cache_capacity)
+            .segment_size(opts.segment_size)
+            .flush_every_ms(opts.flush_every_ms);
+        // sled may panic on some kinds of garbage; report it as a damaged file instead.
+        let db = match open_sled(&config) {
+            Ok(Ok(db)) => db,
+            // Bad options, or options that differ from the ones in `conf`.
+            Ok(Err(sled::Error::Unsupported(detail))) => {
+                return Err(QueueError::Db {
+                    path: dir.join("conf"),
+                    detail,
+                })
+            }
+            // At open, sled reports a bad `conf` (its only checksummed file without a
+            // log position) as corruption at no position.
+            Ok(Err(sled::Error::Corruption { at: None, .. })) => {
+                return Err(QueueError::Corrupt {
+                    path: dir.join("conf"),
+                    detail: "sled's configuration file fails its checksum".into(),
+                })
+            }
+            Ok(Err(e)) => return Err(sled_err(&dir, &db_path, e)),
+            Err(_) => {
+                return Err(QueueError::Corrupt {
+                    path: db_path,
+                    detail: "the storage engine could not read it (it panicked)".into(),
+                })
+            }
+        };
+        let err = |e| sled_err(&dir, &db_path, e);
+        match db.get(FORMAT_KEY).map_err(err)? {
+            Some(v) if v == FORMAT_V1 => {}
+            Some(v) => {
+                return Err(QueueError::Corrupt {
+                    path: db_path,
+                    detail: format!(
+                        "unsupported raxe-storage format {:?}",
+                        String::from_utf8_lossy(&v)
+                    ),
+                })
+            }
+            None => {
+                if db.tree_names().len() > 1 || !db.is_empty() {
+                    return Err(QueueError::Corrupt {
+                        path: db_path,
+                        detail: "a sled database without the raxe-storage format marker \
+                                 (not written by raxe)"
+                            .into(),
+                    });
+                }
+                if preexisting > 0 {
+                    return Err(QueueError::Corrupt {
+                        path: db_path,
+                        detail: format!(
+                            "the file has {preexisting} bytes but no readable raxe-storage \
+                             data (damaged, or not written by raxe); move it away to start \
+                             an empty store"
+                        ),
+                    });
+                }
+                db.insert(FORMAT_KEY, FORMAT_V1).map_err(err)?;
+            }
+        }
+        let markers = db.open_tree(MARKERS_TREE).map_err(err)?;
+        let db_file = File::open(&db_path).map_err(|source| QueueError::Io {
+            path: db_path.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            db_path,
+            db,
+            markers,
+            db_file,
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: Mutex::new(HashSet::new()),
+            syncer: opts.syncer.clone(),
+            committer: Committer::default(),
+            // A leaf holds up to ~20 values before sled splits it (more while merging);
+            // the whole leaf must stay under the blob threshold (segment_size / 4).
+            chunk_bytes: opts.chunk_bytes.clamp(64, (opts.segment_size / 96).max(64)),
+            _lock: lock,
+        });
+        // Make the files sled just created (and the format marker) durable once.
+        let t = shared.committer.ticket();
+        shared.commit(t, Level::Sync)?;
+        sync_path(&*opts.syncer, &dir.join("conf"))?;
+        sync_path(&*opts.syncer, &dir)?;
+        Ok(SledStore {
+            shared,
+            queues: Mutex::new(HashMap::new()),
+            default_cap: opts.max_queue_bytes,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    fn queues(&self) -> MutexGuard<'_, HashMap<String, Arc<SledQueue>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue named `name` (created if needed), as its concrete type.
+    pub fn queue(&self, name: &str) -> Result<Arc<SledQueue>, QueueError> {
+        validate_name(name)?;
+        let mut map = self.queues();
+        if let Some(q) = map.get(name) {
+            return Ok(q.clone());
+        }
+        let tree = self
+            .shared
+            .db
+            .open_tree(format!("{QUEUE_TREE_PREFIX}{name}"))
+            .map_err(|e| self.shared.db_err(e))?;
+        let q = Arc::new(SledQueue::load(
+            name,
+            tree,
+            self.shared.clone(),
+            self.default_cap,
+        )?);
+        map.insert(name.to_string(), q.clone());
+        Ok(q)
+    }
+
+    /// Like [`SledStore::queue`], setting the queue's byte cap (`None` = unbounded).
+    pub fn queue_with_cap(
+        &self,
+        name: &str,
+        cap: Option<u64>,
+    ) -> Result<Arc<SledQueue>, QueueError> {
+        let q = self.queue(name)?;
+        q.set_cap(cap);
+        Ok(q)
+    }
+
+    /// The value of a marker set by [`SledStore::append_group`], if present.
+    pub fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(self
+            .shared
+            .markers
+            .get(key)
+            .map_err(|e| self.shared.db_err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Removes a marker; returns whether it existed. Durable against a process crash on
+    /// return (not fdatasynced: after a power loss the marker may come back).
+    pub fn remove_marker(&self, key: &[u8]) -> Result<bool, QueueError> {
+        let old = self
+            .shared
+            .markers
+            .remove(key)
+            .map_err(|e| self.shared.db_err(e))?;
+        let t = self.shared.committer.ticket();
+        self.shared.commit(t, Level::Flush)?;
+        Ok(old.is_some())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), QueueError> {
+    let why = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "longer than 200 bytes"
+    } else if name.chars().any(char::is_control) {
+        "contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(QueueError::InvalidName {
+        name: name.to_string(),
+        why,
+    })
+}
+
+fn dir_bytes(path: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        let md = entry.metadata()?;
+        total += if md.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            md.len()
+        };
+    }
+    Ok(total)
+}
+
+impl QueueStore for SledStore {
+    fn open_queue(&self, name: &str) -> Result<Arc<dyn Queue>, QueueError> {
+        Ok(self.queue(name)?)
+    }
+
+    fn list_queues(&self) -> Result<Vec<String>, QueueError> {
+        let mut names: Vec<String> = self
+            .shared
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| std::str::from_utf8(n).ok())
+            .filter_map(|n| n.strip_prefix(QUEUE_TREE_PREFIX))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes the queue's tree. Live handles to it fail with `QueueError::Dropped`; a
+    /// queue later opened under the same name is a new queue (its seqs start at 0 again).
+    fn drop_queue(&self, name: &str) -> Result<(), QueueError> {
+        validate_name(name)?;
+        let mut map = self.queues();
+        if let Some(q) = map.remove(name) {
+            q.mark_dropped();
+        }
+        self.shared
+            .db
+            .drop_tree(format!("{QUEUE_TREE_PREFIX}{name}"))
+            .map_err(|e| self.shared.db_err(e))?;
+        let t = self.shared.committer.ticket();
+        drop(map);
+        self.shared.commit(t, Level::Flush)
+    }
+
+    fn append_group(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<Vec<std::ops::Range<crate::queue::Seq>>, QueueError> {
+        SledStore::append_group(self, parts, marker)
+    }
+
+    fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
+        SledStore::marker(self, key)
+    }
+
+    fn remove_marker(&self, key: &[u8]) -> Result<bool, QueueError> {
+        SledStore::remove_marker(self, key)
+    }
+
+    /// Sum of the files in the data directory. sled reuses space freed by acks but never
+    /// truncates its data file, so this does not shrink when queues drain.
+    fn disk_bytes(&self) -> Result<u64, QueueError> {
+        dir_bytes(&self.shared.dir).map_err(|source| QueueError::Io {
+            path: self.shared.dir.clone(),
+            source,
+        })
+    }
+}

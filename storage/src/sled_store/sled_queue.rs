@@ -1,0 +1,560 @@
+//! One queue: a sled tree plus its in-memory index (chunk metadata, what is available,
+//! leased, acked).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::codec::{self, AckState, ChunkMeta, DecodedChunk};
+use super::commit::Level;
+use super::ranges::RangeSet;
+use super::Shared;
+use crate::error::QueueError;
+use crate::queue::{Lease, Queue, QueueStats, Record, Seq};
+
+/// Largest single record accepted (chunk values hold u32 lengths; keep well below).
+pub const MAX_RECORD_BYTES: usize = 32 << 20;
+
+static NEXT_LEASE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A chunk written to sled whose group commit has not completed yet: not leasable.
+pub(super) struct Pending {
+    ticket: u64,
+    first: Seq,
+    meta: ChunkMeta,
+}
+
+pub(super) struct LeaseInfo {
+    ranges: Vec<Range<Seq>>,
+    count: u64,
+    pub(super) bytes: u64,
+}
+
+pub(crate) struct QState {
+    pub(super) next_seq: Seq,
+    /// Durable chunks holding at least one unacked record, by first seq.
+    pub(super) chunks: BTreeMap<Seq, ChunkMeta>,
+    /// Written, waiting for their sync; in seq order (so tickets are increasing too).
+    pub(super) pending: VecDeque<Pending>,
+    pub(super) pending_bytes: u64,
+    /// Seqs that exist, are durable, and are neither leased nor acked.
+    pub(super) avail: RangeSet,
+    /// Everything below is acked or never existed.
+    pub(super) acked_low: Seq,
+    /// Acked seqs at or above `acked_low` (out-of-order acks).
+    pub(super) acked_above: RangeSet,
+    pub(super) leases: HashMap<u64, LeaseInfo>,
+    /// Durable, unacked records and their payload bytes.
+    pub(super) len: u64,
+    pub(super) bytes: u64,
+    pub(super) cap: Option<u64>,
+    /// Last decoded chunk, so consecutive leases from one chunk read it once.
+    pub(super) cache: Option<Arc<DecodedChunk>>,
+    pub(super) dropped: bool,
+}
+
+impl QState {
+    pub(super) fn new(cap: Option<u64>) -> Self {
+        QState {
+            next_seq: 0,
+            chunks: BTreeMap::new(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            avail: RangeSet::new(),
+            acked_low: 0,
+            acked_above: RangeSet::new(),
+            leases: HashMap::new(),
+            len: 0,
+            bytes: 0,
+            cap,
+            cache: None,
+            dropped: false,
+        }
+    }
+}
+
+/// A queue handle from [`super::SledStore`]; cheap to share (`Arc`).
+pub struct SledQueue {
+    pub(super) name: String,
+    pub(crate) tree: sled::Tree,
+    pub(super) shared: Arc<Shared>,
+    pub(super) state: Mutex<QState>,
+    /// Chunk values read from sled (for tests of the chunk cache).
+    pub(super) chunk_reads: AtomicU64,
+}
+
+/// What `stage` reserved in a queue for an append in progress.
+pub(crate) struct Staged {
+    pub(crate) range: Range<Seq>,
+    pub(super) chunks: Vec<(Seq, ChunkMeta)>,
+    pub(super) bytes: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Groups consecutive seqs of `records` into ranges.
+fn ranges_of(records: &[Record]) -> Vec<Range<Seq>> {
+    let mut out: Vec<Range<Seq>> = Vec::new();
+    for r in records {
+        match out.last_mut() {
+            Some(last) if last.end == r.seq => last.end += 1,
+            _ => out.push(r.seq..r.seq + 1),
+        }
+    }
+    out
+}
+
+impl SledQueue {
+    pub(super) fn lock(&self) -> MutexGuard<'_, QState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, QState> {
+        self.lock()
+    }
+
+    pub(super) fn damaged(&self, seq: Seq, detail: String) -> QueueError {
+        QueueError::Damaged {
+            queue: self.name.clone(),
+            seq,
+            detail,
+        }
+    }
+
+    /// Sets (or removes) the byte cap.
+    pub fn set_cap(&self, cap: Option<u64>) {
+        self.lock().cap = cap;
+    }
+
+    pub fn cap(&self) -> Option<u64> {
+        self.lock().cap
+    }
+
+    /// How many chunk values this handle has read from sled (diagnostics and tests).
+    pub fn chunk_reads(&self) -> u64 {
+        self.chunk_reads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_dropped(&self) {
+        let mut st = self.lock();
+        st.dropped = true;
+        st.chunks.clear();
+        st.pending.clear();
+        st.avail = RangeSet::new();
+        st.leases.clear();
+        st.cache = None;
+        st.len = 0;
+        st.bytes = 0;
+    }
+
+    fn check_live(&self, st: &QState) -> Result<(), QueueError> {
+        if st.dropped {
+            return Err(QueueError::Dropped {
+                queue: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Under the state lock: checks limits, allocates seqs and adds the chunk writes to
+    /// `batch`. Nothing is visible until `commit_staged`; `unstage` undoes the reservation.
+    pub(crate) fn stage(
+        &self,
+        st: &mut QState,
+        records: &[&[u8]],
+        batch: &mut sled::Batch,
+        now: u64,
+    ) -> Result<Staged, QueueError> {
+        self.check_live(st)?;
+        let mut incoming = 0u64;
+        for r in records {
+            if r.len() > MAX_RECORD_BYTES {
+                return Err(QueueError::RecordTooLarge {
+                    queue: self.name.clone(),
+                    len: r.len(),
+                    max: MAX_RECORD_BYTES,
+                });
+            }
+            incoming += r.len() as u64;
+        }
+        let queued = st.bytes + st.pending_bytes;
+        if let Some(cap) = st.cap {
+            if queued + incoming > cap {
+                return Err(QueueError::Full {
+                    queue: self.name.clone(),
+                    cap,
+                    queued,
+                    incoming,
+                });
+            }
+        }
+        let start = st.next_seq;
+        let target = self.shared.chunk_bytes;
+        let mut chunks = Vec::new();
+        let mut i = 0;
+        while i < records.len() {
+            // Cut chunks so each encoded value stays under the target (sled writes values
+            // above ~64 KiB to separate blob files); an oversized record gets its own.
+            let mut j = i + 1;
+            let mut payload = records[i].len();
+            while j < records.len()
+                && codec::chunk_size_of(payload + records[j].len(), j + 1 - i) <= target
+            {
+                payload += records[j].len();
+                j += 1;
+            }
+            let first = start + i as u64;
+            let part = &records[i..j];
+            batch.insert(&codec::chunk_key(first), codec::encode_chunk(first, part));
+            let meta = ChunkMeta {
+                count: part.len() as u32,
+                bytes: payload as u64,
+                append_ms: now,
+            };
+            batch.insert(
+                &codec::meta_key(first),
+                &codec::encode_meta(first, &meta)[..],
+            );
+            chunks.push((first, meta));
+            i = j;
+        }
+        st.next_seq = start + records.len() as u64;
+        st.pending_bytes += incoming;
+        Ok(Staged {
+            range: start..st.next_seq,
+            chunks,
+            bytes: incoming,
+        })
+    }
+
+    /// The write failed: release the byte reservation (the seqs stay unused).
+    pub(crate) fn unstage(&self, st: &mut QState, staged: &Staged) {
+        st.pending_bytes = st.pending_bytes.saturating_sub(staged.bytes);
+    }
+
+    /// The write is in sled under commit `ticket`: queue its chunks for publication.
+    pub(crate) fn commit_staged(&self, st: &mut QState, staged: Staged, ticket: u64) {
+        for (first, meta) in staged.chunks {
+            st.pending.push_back(Pending {
+                ticket,
+                first,
+                meta,
+            });
+        }
+    }
+
+    /// Makes pending chunks whose commit is synced leasable, in seq order.
+    pub(crate) fn publish(&self, st: &mut QState) {
+        if st.pending.is_empty() {
+            return;
+        }
+        let synced = self.shared.committer.synced();
+        while let Some(p) = st.pending.front() {
+            if p.ticket > synced {
+                break;
+            }
+            let (first, meta) = (p.first, p.meta);
+            st.pending.pop_front();
+            st.pending_bytes = st.pending_bytes.saturating_sub(meta.bytes);
+            st.len += meta.count as u64;
+            st.bytes += meta.bytes;
+            st.avail.insert(first..meta.end(first));
+            st.chunks.insert(first, meta);
+        }
+    }
+
+    pub(super) fn read_chunk(
+        &self,
+        first: Seq,
+        meta: &ChunkMeta,
+    ) -> Result<DecodedChunk, QueueError> {
+        self.chunk_reads.fetch_add(1, Ordering::Relaxed);
+        let v = self
+            .tree
+            .get(codec::chunk_key(first))
+            .map_err(|e| self.shared.db_err(e))?
+            .ok_or_else(|| self.damaged(first, "chunk payload is missing".into()))?;
+        let c = codec::decode_chunk(first, v).map_err(|d| self.damaged(first, d))?;
+        if c.count() != meta.count as u64 {
+            return Err(self.damaged(
+                first,
+                format!(
+                    "chunk holds {} records, metadata says {}",
+                    c.count(),
+                    meta.count
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    fn cached_chunk(
+        &self,
+        st: &mut QState,
+        first: Seq,
+        meta: &ChunkMeta,
+    ) -> Result<Arc<DecodedChunk>, QueueError> {
+        if let Some(c) = &st.cache {
+            if c.first == first {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(self.read_chunk(first, meta)?);
+        st.cache = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Takes records off `avail` into `out`. Stops at the limits or on error.
+    fn take(
+        &self,
+        st: &mut QState,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<Record>,
+        bytes: &mut usize,
+    ) -> Result<(), QueueError> {
+        while out.len() < max_records {
+            let Some(r) = st.avail.first() else {
+                return Ok(());
+            };
+            let (first, meta) = match st.chunks.range(..=r.start).next_back() {
+                Some((&f, &m)) if m.end(f) > r.start => (f, m),
+                _ => return Err(self.damaged(r.start, "no chunk holds this record".into())),
+            };
+            let chunk = self.cached_chunk(st, first, &meta)?;
+            let upto = r.end.min(meta.end(first));
+            let mut seq = r.start;
+            let mut full = false;
+            while seq < upto && out.len() < max_records {
+                let Some(data) = chunk.get(seq) else {
+                    break;
+                };
+                if !out.is_empty() && *bytes + data.len() > max_bytes {
+                    full = true;
+                    break;
+                }
+                *bytes += data.len();
+                out.push(Record {
+                    seq,
+                    data: data.to_vec(),
+                });
+                seq += 1;
+            }
+            st.avail.remove(r.start..seq);
+            if full {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn register_lease(st: &mut QState, records: &[Record]) -> u64 {
+        let id = NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed);
+        st.leases.insert(
+            id,
+            LeaseInfo {
+                ranges: ranges_of(records),
+                count: records.len() as u64,
+                bytes: records.iter().map(|r| r.data.len() as u64).sum(),
+            },
+        );
+        id
+    }
+
+    fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
+        self.shared.commit(ticket, level)
+    }
+}
+
+/// Raises `acked_low` over deleted or missing seqs and merges acked ranges into it.
+pub(super) fn normalize_low(st: &mut QState) {
+    let floor = st
+        .chunks
+        .keys()
+        .next()
+        .copied()
+        .or_else(|| st.pending.front().map(|p| p.first))
+        .unwrap_or(st.next_seq);
+    st.acked_low = st.acked_low.max(floor);
+    while let Some(r) = st.acked_above.first() {
+        if r.start > st.acked_low {
+            break;
+        }
+        st.acked_low = st.acked_low.max(r.end);
+        st.acked_above.remove(r);
+    }
+    let low = st.acked_low;
+    st.acked_above.remove_below(low);
+}
+
+impl Queue for SledQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn append(&self, records: &[&[u8]]) -> Result<Range<Seq>, QueueError> {
+        let mut st = self.lock();
+        if records.is_empty() {
+            self.check_live(&st)?;
+            return Ok(st.next_seq..st.next_seq);
+        }
+        if let Some(p) = self.shared.committer.poisoned() {
+            return Err(self.shared.poisoned(p));
+        }
+        let mut batch = sled::Batch::default();
+        let staged = self.stage(&mut st, records, &mut batch, now_ms())?;
+        if let Err(e) = self.tree.apply_batch(batch) {
+            self.unstage(&mut st, &staged);
+            return Err(self.shared.db_err(e));
+        }
+        let ticket = self.shared.committer.ticket();
+        let range = staged.range.clone();
+        self.commit_staged(&mut st, staged, ticket);
+        drop(st);
+        self.commit(ticket, Level::Sync)?;
+        let mut st = self.lock();
+        self.publish(&mut st);
+        Ok(range)
+    }
+
+    fn lease(&self, max_records: usize, max_bytes: usize) -> Result<Option<Lease>, QueueError> {
+        let mut st = self.lock();
+        self.check_live(&st)?;
+        self.publish(&mut st);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let res = self.take(&mut st, max_records.max(1), max_bytes, &mut out, &mut bytes);
+        if out.is_empty() {
+            res?;
+            return Ok(None);
+        }
+        // On a damaged chunk, hand out what came before it; the next lease reports it.
+        let id = Self::register_lease(&mut st, &out);
+        Ok(Some(Lease { id, records: out }))
+    }
+
+    fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease) {
+        let mut records = lease.records;
+        let tail = records.split_off(at.min(records.len()));
+        let mut st = self.lock();
+        if st.leases.remove(&lease.id).is_some() {
+            let a = Self::register_lease(&mut st, &records);
+            let b = Self::register_lease(&mut st, &tail);
+            (
+                Lease { id: a, records },
+                Lease {
+                    id: b,
+                    records: tail,
+                },
+            )
+        } else {
+            // Not ours or no longer outstanding: the parts stay unknown too.
+            let a = NEXT_LEASE_ID.fetch_add(2, Ordering::Relaxed);
+            (
+                Lease { id: a, records },
+                Lease {
+                    id: a + 1,
+                    records: tail,
+                },
+            )
+        }
+    }
+
+    fn ack(&self, lease: Lease) -> Result<(), QueueError> {
+        let mut st = self.lock();
+        self.check_live(&st)?;
+        let info = st
+            .leases
+            .remove(&lease.id)
+            .ok_or_else(|| QueueError::UnknownLease {
+                queue: self.name.clone(),
+                id: lease.id,
+            })?;
+        if info.count == 0 {
+            return Ok(());
+        }
+        st.len = st.len.saturating_sub(info.count);
+        st.bytes = st.bytes.saturating_sub(info.bytes);
+        for r in &info.ranges {
+            st.acked_above.insert(r.clone());
+        }
+        let mut batch = sled::Batch::default();
+        for r in &info.ranges {
+            let lead = st.chunks.range(..r.start).next_back().map(|(&f, _)| f);
+            let firsts: Vec<Seq> = lead
+                .into_iter()
+                .chain(st.chunks.range(r.start..r.end).map(|(&f, _)| f))
+                .collect();
+            for f in firsts {
+                let Some(m) = st.chunks.get(&f).copied() else {
+                    continue;
+                };
+                let span = f..m.end(f);
+                // Acked = below `acked_low` or inside one acked range above it.
+                let rest = span.start.max(st.acked_low)..span.end;
+                if rest.is_empty() || st.acked_above.contains_range(&rest) {
+                    st.chunks.remove(&f);
+                    batch.remove(&codec::chunk_key(f));
+                    batch.remove(&codec::meta_key(f));
+                    if st.cache.as_ref().is_some_and(|c| c.first == f) {
+                        st.cache = None;
+                    }
+                }
+            }
+        }
+        normalize_low(&mut st);
+        let state = AckState {
+            low: st.acked_low,
+            next: st.next_seq,
+            above: st.acked_above.iter().collect(),
+        };
+        batch.insert(codec::ACK_KEY, codec::encode_ack(&state));
+        // If this write fails the records stay acked in memory but come back after a
+        // restart: a duplicate, never a loss.
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| self.shared.db_err(e))?;
+        let ticket = self.shared.committer.ticket();
+        drop(st);
+        self.commit(ticket, Level::Flush)
+    }
+
+    fn release(&self, lease: Lease) {
+        let mut st = self.lock();
+        if let Some(info) = st.leases.remove(&lease.id) {
+            for r in info.ranges {
+                st.avail.insert(r);
+            }
+        }
+    }
+
+    fn stats(&self) -> QueueStats {
+        let mut st = self.lock();
+        self.publish(&mut st);
+        let oldest_age = st
+            .chunks
+            .values()
+            .next()
+            .map(|m| Duration::from_millis(now_ms().saturating_sub(m.append_ms)));
+        QueueStats {
+            len: st.len,
+            bytes: st.bytes,
+            oldest_age,
+        }
+    }
+}
+
+impl std::fmt::Debug for SledQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledQueue")
+            .field("name", &self.name)
+            .finish()
+    }
+}
