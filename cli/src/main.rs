@@ -1,1 +1,74 @@
-fn main() {}
+//! `raxe`: the command-line front end and service of raxe-siem. Thin: configuration files,
+//! commands, the service loop and spool intake; the work happens in raxe-engine.
+
+mod args;
+mod commands;
+mod config_store;
+mod data_dir;
+mod host;
+mod service;
+mod spool;
+mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::args::{Cli, Command, CustomerCommand, GlobalCommand, LogFormat};
+use crate::data_dir::DataDir;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let data = DataDir::open(DataDir::resolve(cli.data_dir)?)?;
+    match cli.command {
+        Command::Customer {
+            command: CustomerCommand::Siem { command },
+        } => commands::siem::run(&data, command).await,
+        Command::Global {
+            command: GlobalCommand::Siem { command },
+        } => commands::siem::run(&data, command).await,
+        Command::Ingest { file } => {
+            tokio::task::spawn_blocking(move || commands::ops::ingest(&data, &file)).await?
+        }
+        Command::Serve(args) => service::serve(data, args).await.map(|()| 0),
+        Command::Drain { timeout } => {
+            commands::ops::drain(&data, Duration::from_secs(timeout)).await
+        }
+        Command::Stats { json } => commands::ops::stats(&data, json),
+        Command::Dlq { command } => commands::ops::dlq(&data, command),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("RAXE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,1 +1,6 @@
-//! Cross-crate integration tests live in tests/tests/.
+//! Test support shared by integration tests, benchmarks and the crash harness: local SIEM
+//! receivers on 127.0.0.1 that parse what they get, record every event id they accept, and
+//! misbehave on request (status codes, Retry-After, hangs, resets, poison events).
+//! The integration tests themselves live in `tests/tests/`.
+
+pub mod hec;

@@ -1,0 +1,301 @@
+//! Command-line grammar. Names match the documentation our operators already use.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "raxe",
+    version,
+    about = "Durable delivery of RAXE scan events to SIEMs (Splunk, LogScale, Sentinel, ArcSight, CEF)",
+    long_about = "Durable delivery of RAXE scan events to SIEMs.\n\n\
+        Every event is written to an on-disk queue (fsynced) before it is accepted and removed \
+        only after the SIEM accepted it. Configure destinations per customer with \
+        `raxe customer siem configure`, run the service with `raxe serve`, and watch it with \
+        `raxe stats`."
+)]
+pub struct Cli {
+    /// Data directory: queues, configuration, audit log, spool.
+    /// Default: $XDG_DATA_HOME/raxe or ~/.local/share/raxe.
+    #[arg(long, global = true, env = "RAXE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Log format for messages on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per-customer destinations.
+    Customer {
+        #[command(subcommand)]
+        command: CustomerCommand,
+    },
+    /// Global destinations: they receive every event, whatever the customer.
+    Global {
+        #[command(subcommand)]
+        command: GlobalCommand,
+    },
+    /// Read JSON-lines events from FILE (or stdin) and queue them durably.
+    Ingest {
+        /// A JSON-lines file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Run the delivery service: watch the spool, deliver queued events, reload on change.
+    Serve(ServeArgs),
+    /// Deliver everything queued now; exit 0 when every queue is empty.
+    Drain {
+        /// Give up after this many seconds (exit 1 with a per-destination summary).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Delivery statistics per destination and in total.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead-lettered events: events a SIEM refused for good.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Spool directory agents drop `*.jsonl` files into (default: <data-dir>/spool).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// How often to look at the spool and the configuration, in milliseconds.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub poll_interval_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub shutdown_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// A customer's SIEM destination.
+    Siem {
+        #[command(subcommand)]
+        command: SiemCommand<CustomerTarget>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GlobalCommand {
+    /// A global SIEM destination.
+    Siem {
+        #[command(subcommand)]
+        command: SiemCommand<GlobalTarget>,
+    },
+}
+
+/// Which customer.
+#[derive(Debug, Clone, Args)]
+pub struct CustomerTarget {
+    /// Customer id (as agents send it in `customer_id`).
+    pub customer: String,
+    /// MSSP id (as agents send it in `mssp_id`).
+    #[arg(long)]
+    pub mssp: String,
+}
+
+/// Which global destination.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalTarget {
+    /// Name of the global destination.
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiemCommand<T: Args> {
+    /// Create or update the destination (validates everything before saving).
+    Configure {
+        #[command(flatten)]
+        target: T,
+        #[command(flatten)]
+        options: ConfigureArgs,
+    },
+    /// Connect, authenticate and deliver one clearly marked test event.
+    Test {
+        #[command(flatten)]
+        target: T,
+    },
+    /// Show the configuration (token masked), queue depth and last delivery.
+    Show {
+        #[command(flatten)]
+        target: T,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop delivering; events keep accumulating in the queue.
+    Disable {
+        #[command(flatten)]
+        target: T,
+    },
+    /// Resume delivering.
+    Enable {
+        #[command(flatten)]
+        target: T,
+    },
+    /// Delete the destination.
+    Remove {
+        #[command(flatten)]
+        target: T,
+        /// Also delete its undelivered events (otherwise they are kept for a later configure).
+        #[arg(long)]
+        drop_queue: bool,
+    },
+    /// List destinations.
+    List {
+        /// Only this MSSP's customers.
+        #[arg(long)]
+        mssp: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SiemTypeArg {
+    Splunk,
+    Crowdstrike,
+    Sentinel,
+    Arcsight,
+    Cef,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigureArgs {
+    /// Destination type.
+    #[arg(long = "type", value_enum)]
+    pub siem_type: SiemTypeArg,
+    /// Endpoint URL (https://... for HTTP destinations, syslog://host for CEF over syslog).
+    #[arg(long)]
+    pub url: String,
+
+    /// The credential (HEC token, ingest token, shared key, client secret). Prefer
+    /// --token-file or --token-env: a command line is visible to other users.
+    #[arg(long, group = "token_source")]
+    pub token: Option<String>,
+    /// Read the credential from this file (trailing newline ignored).
+    #[arg(long, group = "token_source", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Read the credential from this environment variable.
+    #[arg(long, group = "token_source", value_name = "VAR")]
+    pub token_env: Option<String>,
+
+    /// Splunk: index (default: the token's default index).
+    #[arg(long, help_heading = "Splunk")]
+    pub index: Option<String>,
+    /// Splunk: source (default raxe).
+    #[arg(long, help_heading = "Splunk")]
+    pub source: Option<String>,
+    /// Splunk: sourcetype (default _json).
+    #[arg(long, help_heading = "Splunk")]
+    pub sourcetype: Option<String>,
+    /// Splunk: host field (default: this machine's hostname).
+    #[arg(long, help_heading = "Splunk")]
+    pub host: Option<String>,
+
+    /// CrowdStrike LogScale: repository (sent as the HEC index).
+    #[arg(long, help_heading = "CrowdStrike")]
+    pub repository: Option<String>,
+    /// CrowdStrike LogScale: parser (sent as the HEC sourcetype).
+    #[arg(long, help_heading = "CrowdStrike")]
+    pub parser: Option<String>,
+
+    /// Sentinel: Log Analytics workspace id.
+    #[arg(long, help_heading = "Sentinel")]
+    pub workspace_id: Option<String>,
+    /// Sentinel: log type (table name without _CL).
+    #[arg(long, help_heading = "Sentinel")]
+    pub log_type: Option<String>,
+
+    /// ArcSight: SmartConnector id (sent with every request).
+    #[arg(long, help_heading = "ArcSight")]
+    pub smart_connector_id: Option<String>,
+    /// ArcSight/CEF: device vendor (default RAXE).
+    #[arg(long, help_heading = "ArcSight")]
+    pub device_vendor: Option<String>,
+    /// ArcSight/CEF: device product (default ThreatDetection).
+    #[arg(long, help_heading = "ArcSight")]
+    pub device_product: Option<String>,
+
+    /// CEF: transport (http, udp or tcp; a syslog:// URL implies syslog).
+    #[arg(long, help_heading = "CEF")]
+    pub transport: Option<String>,
+    /// CEF over syslog: port (default 514 for UDP, 6514 for TCP).
+    #[arg(long, help_heading = "CEF")]
+    pub port: Option<u16>,
+    /// CEF over syslog: TLS (TCP only).
+    #[arg(long, help_heading = "CEF")]
+    pub tls: bool,
+    /// CEF over syslog: facility number (default 16, local0).
+    #[arg(long, help_heading = "CEF")]
+    pub facility: Option<u8>,
+
+    /// Events per request (default 100).
+    #[arg(long, help_heading = "Batching")]
+    pub batch_size: Option<usize>,
+    /// Seconds to wait for a full batch before sending a partial one (default 10).
+    #[arg(long, help_heading = "Batching")]
+    pub flush_interval: Option<u64>,
+    /// Quick retries before a destination is marked degraded (default 3).
+    #[arg(long, help_heading = "Batching")]
+    pub retry_count: Option<u32>,
+    /// Seconds one request may take, end to end (default 30).
+    #[arg(long, help_heading = "Batching")]
+    pub timeout: Option<u64>,
+
+    /// PEM file of a private CA to trust.
+    #[arg(long, help_heading = "TLS", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    #[arg(long, help_heading = "TLS", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, help_heading = "TLS", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Accept any server certificate. Dangerous: only for testing.
+    #[arg(long, help_heading = "TLS")]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered events with the reason.
+    List(DlqFilter),
+    /// Move dead-lettered events back to their queue for another try.
+    Replay(DlqFilter),
+    /// Delete dead-lettered events.
+    Purge(DlqFilter),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DlqFilter {
+    /// Only this customer's destination.
+    #[arg(long, requires = "mssp")]
+    pub customer: Option<String>,
+    /// Only this MSSP's destinations.
+    #[arg(long)]
+    pub mssp: Option<String>,
+    /// At most this many events (list).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}

@@ -1,0 +1,339 @@
+//! `raxe ingest`, `drain`, `stats` and `dlq`.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use raxe_adapters::event::ScanEvent;
+use raxe_engine::dead_letter::ops as dlq_ops;
+use raxe_storage::QueueStore;
+use serde_json::Value;
+
+use super::siem::describe_state;
+use super::{describe_queue, live_stats, Source};
+use crate::args::DlqCommand;
+use crate::config_store::Scope;
+use crate::data_dir::DataDir;
+use crate::host::{Host, OpenError};
+use crate::spool::read_line_bounded;
+
+const INGEST_BATCH: usize = 1_000;
+
+/// Reads JSON lines, queues the good ones durably (or hands them to the running service
+/// through its spool) and reports bad lines on stderr. Exit 1 when any line was rejected.
+pub fn ingest(data: &DataDir, file: &str) -> Result<i32> {
+    let input: Box<dyn BufRead> = if file == "-" {
+        Box::new(BufReader::new(io::stdin().lock()))
+    } else {
+        Box::new(BufReader::new(
+            File::open(file).with_context(|| format!("cannot open {file}"))?,
+        ))
+    };
+    match Host::open(data.clone()) {
+        Ok(host) => ingest_direct(&host, input),
+        Err(OpenError::InUse(_)) => ingest_via_spool(data, input),
+        Err(OpenError::Other(e)) => Err(e),
+    }
+}
+
+fn for_each_line(
+    mut input: Box<dyn BufRead>,
+    mut good: impl FnMut(ScanEvent, &[u8]) -> Result<()>,
+) -> Result<usize> {
+    let mut line = Vec::new();
+    let mut line_no = 0;
+    let mut rejected = 0;
+    loop {
+        line.clear();
+        let (n, too_long) =
+            read_line_bounded(&mut input, &mut line, raxe_adapters::event::MAX_EVENT_BYTES)?;
+        if n == 0 {
+            return Ok(rejected);
+        }
+        line_no += 1;
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let parsed = if too_long {
+            Err("event is over 1 MiB".to_string())
+        } else {
+            ScanEvent::parse_line(text, line_no).map_err(|e| e.to_string())
+        };
+        match parsed {
+            Ok(event) => good(event, text)?,
+            Err(reason) => {
+                rejected += 1;
+                eprintln!("line {line_no}: rejected: {reason}");
+            }
+        }
+    }
+}
+
+fn ingest_direct(host: &Host, input: Box<dyn BufRead>) -> Result<i32> {
+    let mut batch = Vec::with_capacity(INGEST_BATCH);
+    let (mut accepted, mut unrouted) = (0, 0);
+    let mut flush = |batch: &mut Vec<ScanEvent>| -> Result<()> {
+        let report = host.dispatcher.dispatch_batch(batch)?;
+        accepted += report.accepted;
+        unrouted += report.unrouted;
+        batch.clear();
+        Ok(())
+    };
+    let rejected = for_each_line(input, |event, _| {
+        batch.push(event);
+        if batch.len() >= INGEST_BATCH {
+            flush(&mut batch)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut batch)?;
+    println!("accepted {accepted}, rejected {rejected}");
+    if unrouted > 0 {
+        println!("{unrouted} of the accepted events have no destination yet: they are kept and delivered once their customer's SIEM is configured");
+    }
+    Ok(if rejected > 0 { 1 } else { 0 })
+}
+
+/// The running service owns the queues: write the good lines to a spool file and publish
+/// it by rename. The service makes them durable on its next poll.
+fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
+    let stamp = raxe_engine::audit::now_ms();
+    let name = format!("raxe-ingest-{}-{stamp}.jsonl", std::process::id());
+    let tmp = data.spool_dir().join(format!("{name}.tmp"));
+    let mut out = io::BufWriter::new(
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?,
+    );
+    let mut accepted = 0;
+    let rejected = for_each_line(input, |_, raw| {
+        out.write_all(raw)?;
+        out.write_all(b"\n")?;
+        accepted += 1;
+        Ok(())
+    })?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    if accepted == 0 {
+        fs::remove_file(&tmp)?;
+    } else {
+        fs::rename(&tmp, data.spool_dir().join(&name))?;
+        File::open(data.spool_dir())?.sync_all()?;
+    }
+    println!("accepted {accepted}, rejected {rejected} (handed to the running service through its spool)");
+    Ok(if rejected > 0 { 1 } else { 0 })
+}
+
+/// Delivers everything queued; exit 0 when every queue is empty.
+pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
+    match Host::open(data.clone()) {
+        Ok(host) => {
+            host.dispatcher.start()?;
+            let progress = tokio::spawn(progress_bar(host.dispatcher.clone()));
+            let drained = host.dispatcher.drain(timeout).await;
+            progress.abort();
+            host.dispatcher.shutdown(Duration::from_secs(10)).await;
+            let stats = serde_json::to_value(host.dispatcher.stats())?;
+            finish_drain(&stats, drained)
+        }
+        Err(OpenError::InUse(_)) => {
+            // The service delivers; watch its figures until the queues are empty.
+            let deadline = Instant::now() + timeout;
+            loop {
+                let (stats, _) = live_stats(data)?;
+                let empty = queued(&stats) == 0;
+                if empty || Instant::now() >= deadline {
+                    return finish_drain(&stats, empty);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Err(OpenError::Other(e)) => Err(e),
+    }
+}
+
+async fn progress_bar(dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>) {
+    if !io::stderr().is_terminal() {
+        return;
+    }
+    let total = dispatcher.stats().queued().max(1);
+    loop {
+        let left = dispatcher.stats().queued();
+        let done = total.saturating_sub(left);
+        let width = 30;
+        let filled = (done * width / total) as usize;
+        eprint!(
+            "\r[{}{}] {done}/{total} delivered",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn queued(stats: &Value) -> u64 {
+    stats["destinations"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|d| d["queue"]["events"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn finish_drain(stats: &Value, drained: bool) -> Result<i32> {
+    if io::stderr().is_terminal() {
+        eprintln!();
+    }
+    if drained {
+        println!("✓ every queue is empty");
+        return Ok(0);
+    }
+    println!("✗ not drained; per destination:");
+    for dest in stats["destinations"].as_array().into_iter().flatten() {
+        if dest["queue"]["events"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "  {:<36} {} — {}",
+                dest["id"].as_str().unwrap_or("?"),
+                describe_queue(&dest["queue"]),
+                describe_state(&dest["state"])
+            );
+        }
+    }
+    Ok(1)
+}
+
+/// `raxe stats`.
+pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
+    let (stats, source) = live_stats(data)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(0);
+    }
+    println!("Delivery statistics ({})", source.describe());
+    let row = |name: &str, c: &Value, queue: Option<&Value>, state: Option<&Value>| {
+        let total = c["total_deliveries"].as_u64().unwrap_or(0);
+        let ok = c["successful"].as_u64().unwrap_or(0);
+        let rate = if total == 0 {
+            100.0
+        } else {
+            ok as f64 * 100.0 / total as f64
+        };
+        println!(
+            "{:<36} {:>9} {:>9} {:>7} {:>8} {:>7.1}% {:>10} {:>10}  {}",
+            name,
+            total,
+            ok,
+            c["failed"].as_u64().unwrap_or(0),
+            c["dead_lettered"].as_u64().unwrap_or(0),
+            rate,
+            queue
+                .map(|q| q["events"].as_u64().unwrap_or(0).to_string())
+                .unwrap_or_default(),
+            queue
+                .and_then(|q| q["oldest_age_seconds"].as_f64())
+                .map(super::human_age)
+                .unwrap_or_else(|| "-".into()),
+            state.map(describe_state).unwrap_or_default(),
+        );
+    };
+    println!(
+        "{:<36} {:>9} {:>9} {:>7} {:>8} {:>8} {:>10} {:>10}  STATE",
+        "DESTINATION", "REQUESTS", "OK", "FAILED", "DEAD", "SUCCESS", "QUEUED", "OLDEST"
+    );
+    for dest in stats["destinations"].as_array().into_iter().flatten() {
+        row(
+            dest["id"].as_str().unwrap_or("?"),
+            &dest["counters"],
+            Some(&dest["queue"]),
+            Some(&dest["state"]),
+        );
+    }
+    row("TOTAL", &stats["total"], None, None);
+    let unrouted = stats["unrouted"]["events"].as_u64().unwrap_or(0);
+    if unrouted > 0 {
+        println!(
+            "{unrouted} events wait for a destination (their customer has no SIEM configured)"
+        );
+    }
+    if matches!(source, Source::Service { age_ms } if age_ms > 10_000) {
+        println!("⚠ these figures are stale: is raxe serve still running?");
+    }
+    Ok(0)
+}
+
+/// `raxe dlq list|replay|purge`.
+pub fn dlq(data: &DataDir, command: DlqCommand) -> Result<i32> {
+    let host = match Host::open(data.clone()) {
+        Ok(host) => host,
+        Err(OpenError::InUse(_)) => bail!(
+            "raxe serve holds the queues; stop it to work on dead letters (its stats show their counts)"
+        ),
+        Err(OpenError::Other(e)) => return Err(e),
+    };
+    let filter = match &command {
+        DlqCommand::List(f) | DlqCommand::Replay(f) | DlqCommand::Purge(f) => f.clone(),
+    };
+    let store = host.dispatcher.store().clone();
+    let ids: Vec<String> = host
+        .store
+        .list_queues()?
+        .into_iter()
+        .filter_map(|q| raxe_engine::queue_names::dead_letters_of(&q).map(str::to_string))
+        .filter(|id| matches_filter(id, &filter))
+        .collect();
+    let mut total = 0;
+    for id in ids {
+        match &command {
+            DlqCommand::List(f) => {
+                for letter in dlq_ops::list(store.as_ref(), &id, f.limit)? {
+                    total += 1;
+                    let event: Value = serde_json::from_slice(&letter.event).unwrap_or(Value::Null);
+                    println!(
+                        "{id}\t{}\t{}\t{}",
+                        event["event_id"].as_str().unwrap_or("?"),
+                        letter.header.reason,
+                        String::from_utf8_lossy(&letter.event)
+                    );
+                }
+            }
+            DlqCommand::Replay(_) => {
+                let n = dlq_ops::replay(store.as_ref(), &id)?;
+                total += n;
+                println!("{id}: {n} events re-queued");
+            }
+            DlqCommand::Purge(_) => {
+                let n = dlq_ops::purge(store.as_ref(), &id)?;
+                total += n;
+                println!("{id}: {n} dead letters deleted");
+            }
+        }
+    }
+    if matches!(command, DlqCommand::List(_)) && total == 0 {
+        println!("No dead letters.");
+    }
+    Ok(0)
+}
+
+fn matches_filter(id: &str, filter: &crate::args::DlqFilter) -> bool {
+    match (&filter.mssp, &filter.customer) {
+        (None, _) => true,
+        (Some(mssp), customer) => {
+            let scope = Scope::Customer {
+                mssp_id: mssp.clone(),
+                customer_id: customer.clone().unwrap_or_default(),
+            };
+            match customer {
+                Some(_) => id == scope.destination_id(),
+                None => id.starts_with(&format!("customer/{mssp}/")),
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Destination configuration on disk: one JSON file per destination under
+//! `config/destinations/`, replaced atomically, 0600 (it holds the SIEM credential).
+//! The running service polls a fingerprint of the directory and reloads on change, so
+//! every `raxe customer siem ...` command works while `raxe serve` runs.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use raxe_adapters::config::SiemConfig;
+use raxe_engine::CustomerKey;
+use serde::{Deserialize, Serialize};
+
+use crate::data_dir::write_atomic;
+
+/// Who a destination serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scope {
+    Customer {
+        mssp_id: String,
+        customer_id: String,
+    },
+    Global {
+        name: String,
+    },
+}
+
+impl Scope {
+    /// The engine's destination id (also the queue name: never change the format).
+    pub fn destination_id(&self) -> String {
+        match self {
+            Scope::Customer {
+                mssp_id,
+                customer_id,
+            } => format!("customer/{mssp_id}/{customer_id}"),
+            Scope::Global { name } => format!("global/{name}"),
+        }
+    }
+
+    pub fn customer_key(&self) -> Option<CustomerKey> {
+        match self {
+            Scope::Customer {
+                mssp_id,
+                customer_id,
+            } => Some(CustomerKey::new(mssp_id, customer_id)),
+            Scope::Global { .. } => None,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::Customer {
+                mssp_id,
+                customer_id,
+            } => format!("customer {customer_id} (MSSP {mssp_id})"),
+            Scope::Global { name } => format!("global destination {name}"),
+        }
+    }
+}
+
+/// One configured destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DestinationRecord {
+    pub scope: Scope,
+    pub config: SiemConfig,
+}
+
+impl DestinationRecord {
+    pub fn id(&self) -> String {
+        self.scope.destination_id()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigStore {
+    dir: PathBuf,
+}
+
+impl ConfigStore {
+    pub fn new(dir: PathBuf) -> ConfigStore {
+        ConfigStore { dir }
+    }
+
+    fn path_of(&self, scope: &Scope) -> PathBuf {
+        self.dir.join(format!(
+            "{}.json",
+            encode_file_name(&scope.destination_id())
+        ))
+    }
+
+    pub fn get(&self, scope: &Scope) -> Result<Option<DestinationRecord>> {
+        let path = self.path_of(scope);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(parse(&path, &bytes)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Saves (creating or replacing) a destination.
+    pub fn put(&self, record: &DestinationRecord) -> Result<()> {
+        let path = self.path_of(&record.scope);
+        let bytes = serde_json::to_vec_pretty(record)?;
+        write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Deletes a destination's configuration; false when there was none.
+    pub fn remove(&self, scope: &Scope) -> Result<bool> {
+        let path = self.path_of(scope);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+
+    /// Every destination, sorted by id, plus a message for each file that cannot be used
+    /// (it is skipped, never half-applied).
+    pub fn list(&self) -> Result<(Vec<DestinationRecord>, Vec<String>)> {
+        let mut records = Vec::new();
+        let mut problems = Vec::new();
+        for path in self.files()? {
+            match fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| parse(&path, &bytes))
+            {
+                Ok(record) => records.push(record),
+                Err(e) => problems.push(format!("{}: {e:#}", path.display())),
+            }
+        }
+        records.sort_by_key(|r| r.id());
+        Ok((records, problems))
+    }
+
+    /// Changes whenever a configuration file is added, removed or rewritten.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        if let Ok(files) = self.files() {
+            for path in files {
+                path.hash(&mut hasher);
+                if let Ok(meta) = fs::metadata(&path) {
+                    (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino()).hash(&mut hasher);
+                }
+            }
+        }
+        hasher.finish()
+    }
+
+    fn files(&self) -> Result<Vec<PathBuf>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.dir.display())),
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                name.ends_with(".json") && !name.starts_with('.')
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<DestinationRecord> {
+    let record: DestinationRecord = serde_json::from_slice(bytes)
+        .with_context(|| format!("{} is not a valid destination file", path.display()))?;
+    if let Err(e) = record.config.validate() {
+        bail!("{}: {e}", path.display());
+    }
+    Ok(record)
+}
+
+/// File-system-safe, reversible: keeps `[A-Za-z0-9_.-]`, percent-encodes the rest.
+fn encode_file_name(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        assert_eq!(encode_file_name("customer/m1/acme"), "customer%2Fm1%2Facme");
+        assert_ne!(encode_file_name("a/b"), encode_file_name("a%2Fb"));
+        assert_eq!(encode_file_name("../x"), "..%2Fx");
+    }
+}

@@ -1,0 +1,104 @@
+//! Opening the engine on a data directory: the sled store (exclusive), the audit log, and
+//! a dispatcher with every configured destination registered.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use raxe_engine::{AuditLog, DestinationOptions, SiemDispatcher};
+use raxe_storage::{QueueError, QueueStore, SledStore};
+
+use crate::config_store::{ConfigStore, DestinationRecord};
+use crate::data_dir::DataDir;
+
+/// The engine, owned by this process.
+pub struct Host {
+    pub data: DataDir,
+    pub store: Arc<SledStore>,
+    pub dispatcher: Arc<SiemDispatcher>,
+    pub configs: ConfigStore,
+}
+
+/// Why the engine could not be opened.
+pub enum OpenError {
+    /// A running `raxe serve` (or another command) holds the data directory.
+    InUse(String),
+    Other(anyhow::Error),
+}
+
+impl Host {
+    /// Opens the store and registers every configured destination (not started).
+    pub fn open(data: DataDir) -> Result<Host, OpenError> {
+        let store = match SledStore::open(data.queues_dir()) {
+            Ok(store) => Arc::new(store),
+            Err(e @ QueueError::InUse { .. }) => return Err(OpenError::InUse(e.to_string())),
+            Err(e) => {
+                return Err(OpenError::Other(
+                    anyhow::Error::new(e).context("cannot open the event queues"),
+                ))
+            }
+        };
+        let host = (|| {
+            let audit = AuditLog::open(
+                &data.audit_dir(),
+                raxe_engine::audit::DEFAULT_MAX_FILE_BYTES,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot open the audit log in {}",
+                    data.audit_dir().display()
+                )
+            })?;
+            let dyn_store: Arc<dyn QueueStore> = store.clone();
+            let dispatcher = Arc::new(SiemDispatcher::new(dyn_store, Arc::new(audit))?);
+            let configs = ConfigStore::new(data.config_dir());
+            let host = Host {
+                data,
+                store,
+                dispatcher,
+                configs,
+            };
+            host.apply_configs()?;
+            Ok::<_, anyhow::Error>(host)
+        })();
+        host.map_err(OpenError::Other)
+    }
+
+    /// Registers every configured destination (a changed one gets its new adapter; a
+    /// stopped one resumes). Returns the ids registered. Files that cannot be used are
+    /// logged and skipped.
+    pub fn apply_configs(&self) -> Result<Vec<String>> {
+        let (records, problems) = self.configs.list()?;
+        for problem in problems {
+            tracing::error!(%problem, "skipping destination configuration");
+        }
+        let mut ids = Vec::new();
+        for record in records {
+            match register(&self.dispatcher, &record) {
+                Ok(()) => ids.push(record.id()),
+                Err(e) => {
+                    tracing::error!(destination = %record.id(), error = %format!("{e:#}"), "cannot start destination")
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// Builds the adapter for a record and registers it with the dispatcher.
+pub fn register(dispatcher: &SiemDispatcher, record: &DestinationRecord) -> Result<()> {
+    let adapter = raxe_adapters::create_siem_adapter(record.config.clone())
+        .with_context(|| format!("destination {}", record.id()))?;
+    dispatcher.register_destination(
+        &record.id(),
+        adapter.into(),
+        record.scope.customer_key(),
+        DestinationOptions::default(),
+    )?;
+    Ok(())
+}
+
+impl From<anyhow::Error> for OpenError {
+    fn from(e: anyhow::Error) -> Self {
+        OpenError::Other(e)
+    }
+}

@@ -1,0 +1,276 @@
+//! Spool intake: agents drop JSON-lines files into the spool directory and make them
+//! visible by rename (`*.tmp` and dot-files are ignored). For each complete `*.jsonl` file
+//! the service parses every line, makes the good events durable in their queues, records
+//! the progress in the same durable step, then deletes the file.
+//!
+//! Crash safety: progress is a marker `spool:<name>:<inode>:<size>:<mtime>` → byte offset,
+//! written atomically with each chunk's events (`dispatch_batch_marked`). After a crash the
+//! file is resumed at the recorded offset: no event is lost or taken twice. Files stream in
+//! chunks, so a large file never sits in memory. Bad lines go to `rejected/<file>.rejected`
+//! with the line number and the reason (a crash can repeat a reject line, never an event).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use raxe_adapters::event::ScanEvent;
+use raxe_engine::SiemDispatcher;
+use raxe_storage::SledStore;
+
+/// Events per durable step.
+const CHUNK_EVENTS: usize = 1_000;
+/// Longest line read; longer ones are rejected without being held in memory.
+const MAX_LINE: usize = 1 << 20;
+
+/// What one file gave.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FileReport {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub unrouted: usize,
+}
+
+/// Complete spool files, oldest first.
+pub fn pending_files(spool: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in
+        fs::read_dir(spool).with_context(|| format!("cannot read spool {}", spool.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.ends_with(".tmp") || !name.ends_with(".jsonl") {
+            continue;
+        }
+        if entry.file_type()?.is_file() {
+            let mtime = entry.metadata()?.modified()?;
+            files.push((mtime, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|(_, path)| path).collect())
+}
+
+/// Ingests one spool file (resuming where a crash left it) and deletes it.
+pub fn ingest_file(
+    path: &Path,
+    dispatcher: &SiemDispatcher,
+    store: &SledStore,
+    rejected_dir: &Path,
+) -> Result<FileReport> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let marker_key = format!(
+        "spool:{name}:{}:{}:{}",
+        meta.ino(),
+        meta.len(),
+        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+    );
+    let (mut offset, mut line_no) = match store.marker(marker_key.as_bytes())? {
+        Some(value) => parse_progress(&value).unwrap_or((0, 0)),
+        None => (0, 0),
+    };
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::with_capacity(256 << 10, file);
+    let mut report = FileReport::default();
+    let mut events = Vec::with_capacity(CHUNK_EVENTS);
+    let mut rejects: Vec<String> = Vec::new();
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        let (consumed, too_long) = read_line_bounded(&mut reader, &mut line, MAX_LINE)?;
+        if consumed == 0 {
+            break;
+        }
+        offset += consumed as u64;
+        line_no += 1;
+        let text = trim(&line);
+        if !text.is_empty() {
+            if too_long {
+                rejects.push(reject_line(
+                    line_no,
+                    "event is over 1 MiB",
+                    &text[..text.len().min(200)],
+                ));
+            } else {
+                match ScanEvent::parse_line(text, line_no) {
+                    Ok(event) => events.push(event),
+                    Err(e) => rejects.push(reject_line(line_no, &e.to_string(), text)),
+                }
+            }
+        }
+        if events.len() >= CHUNK_EVENTS {
+            commit(
+                dispatcher,
+                &marker_key,
+                &mut events,
+                &mut rejects,
+                offset,
+                line_no,
+                &name,
+                rejected_dir,
+                &mut report,
+            )?;
+        }
+    }
+    commit(
+        dispatcher,
+        &marker_key,
+        &mut events,
+        &mut rejects,
+        offset,
+        line_no,
+        &name,
+        rejected_dir,
+        &mut report,
+    )?;
+    fs::remove_file(path).with_context(|| format!("cannot delete ingested {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    // The file is gone, so its identity cannot come back; the marker is no longer needed.
+    store.remove_marker(marker_key.as_bytes())?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit(
+    dispatcher: &SiemDispatcher,
+    marker_key: &str,
+    events: &mut Vec<ScanEvent>,
+    rejects: &mut Vec<String>,
+    offset: u64,
+    line_no: usize,
+    file_name: &str,
+    rejected_dir: &Path,
+    report: &mut FileReport,
+) -> Result<()> {
+    if !rejects.is_empty() {
+        let path = rejected_dir.join(format!("{file_name}.rejected"));
+        let mut out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        for reject in rejects.iter() {
+            out.write_all(reject.as_bytes())?;
+        }
+        out.sync_data()?;
+        tracing::warn!(file = %file_name, lines = rejects.len(), rejects = %path.display(), "rejected spool lines");
+        report.rejected += rejects.len();
+        rejects.clear();
+    }
+    let progress = format!("{offset},{line_no}");
+    let dispatched = dispatcher
+        .dispatch_batch_marked(events, Some((marker_key.as_bytes(), progress.as_bytes())))
+        .with_context(|| format!("cannot queue events of spool file {file_name}"))?;
+    report.accepted += dispatched.accepted;
+    report.unrouted += dispatched.unrouted;
+    events.clear();
+    Ok(())
+}
+
+fn reject_line(line_no: usize, reason: &str, raw: &[u8]) -> String {
+    let value = serde_json::json!({
+        "line": line_no,
+        "reason": reason,
+        "raw": String::from_utf8_lossy(raw),
+    });
+    format!("{value}\n")
+}
+
+fn parse_progress(value: &[u8]) -> Option<(u64, usize)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (offset, line) = text.split_once(',')?;
+    Some((offset.parse().ok()?, line.parse().ok()?))
+}
+
+fn trim(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let start = line[..end]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(end);
+    &line[start..end]
+}
+
+/// Reads one line (up to and including `\n`, or to EOF) into `out`, keeping at most
+/// `max + 1` bytes of it. Returns (bytes consumed, whether the line was longer than `max`).
+pub fn read_line_bounded(
+    reader: &mut impl BufRead,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<(usize, bool)> {
+    let mut consumed = 0;
+    let mut too_long = false;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((consumed, too_long));
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let room = (max + 1).saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() > max {
+            too_long = true;
+        }
+        let n = chunk.len();
+        reader.consume(n);
+        consumed += n;
+        if done {
+            return Ok((consumed, too_long));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_lines_report_overflow_without_holding_it() {
+        let data = format!("short\n{}\nlast", "x".repeat(100));
+        let mut reader = io::Cursor::new(data.into_bytes());
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 10).unwrap(),
+            (6, false)
+        );
+        line.clear();
+        let (n, long) = read_line_bounded(&mut reader, &mut line, 10).unwrap();
+        assert_eq!((n, long, line.len()), (101, true, 11));
+        line.clear();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 10).unwrap(),
+            (4, false)
+        );
+        assert_eq!(line, b"last");
+        line.clear();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 10).unwrap(),
+            (0, false)
+        );
+    }
+
+    #[test]
+    fn only_complete_jsonl_files_are_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.jsonl", "b.jsonl.tmp", ".c.jsonl", "d.txt"] {
+            fs::write(dir.path().join(name), "{}\n").unwrap();
+        }
+        let files = pending_files(dir.path()).unwrap();
+        assert_eq!(files, vec![dir.path().join("a.jsonl")]);
+    }
+}

@@ -1,0 +1,37 @@
+//! `status.json`: the running service's live figures, for commands that cannot open the
+//! queues while `raxe serve` holds them.
+
+use anyhow::{Context, Result};
+use raxe_engine::EngineStats;
+use serde_json::{json, Value};
+
+use crate::data_dir::{write_atomic, DataDir};
+
+/// Publishes the figures (best effort: a failure is logged, never fatal).
+pub fn write(data: &DataDir, stats: &EngineStats, running: bool) {
+    let body = json!({
+        "pid": std::process::id(),
+        "running": running,
+        "updated_ms": raxe_engine::audit::now_ms(),
+        "stats": stats,
+    });
+    if let Err(e) = write_atomic(&data.status_file(), body.to_string().as_bytes()) {
+        tracing::warn!(error = %e, "cannot write status.json");
+    }
+}
+
+/// The service's last published figures (`stats` part), and how old they are in ms.
+pub fn read(data: &DataDir) -> Result<(Value, u64)> {
+    let path = data.status_file();
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "the service holds the queues and has not published {} yet",
+            path.display()
+        )
+    })?;
+    let status: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let updated = status["updated_ms"].as_u64().unwrap_or(0);
+    let age = raxe_engine::audit::now_ms().saturating_sub(updated);
+    Ok((status["stats"].clone(), age))
+}

@@ -1,0 +1,349 @@
+//! The `raxe` binary end to end: real processes, a real data directory, a real HEC
+//! receiver on 127.0.0.1.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use raxe_tests::hec::HecReceiver;
+
+const RAXE: &str = env!("CARGO_BIN_EXE_raxe");
+const TOKEN: &str = "12345678-1234-1234-1234-1234567890AB";
+
+fn raxe(data: &Path, args: &[&str]) -> Output {
+    Command::new(RAXE)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("RAXE_LOG", "warn")
+        .output()
+        .expect("run raxe")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn raxe_async(data: &Path, args: &[&str]) -> Output {
+    let data = data.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        raxe(&data, &refs)
+    })
+    .await
+    .unwrap()
+}
+
+fn event_line(n: usize, customer: &str) -> String {
+    format!(
+        r#"{{"event_id":"evt-{n}","timestamp":1769769000123,"threat_detected":true,"severity":"HIGH","rule_ids":["pi-001"],"families":["PI"],"prompt_hash":"sha256:ab","prompt_length":42,"customer_id":"{customer}","mssp_id":"m1","agent_id":"a1"}}"#
+    )
+}
+
+fn configure_splunk(data: &Path, url: &str, token: &str) -> Output {
+    raxe(
+        data,
+        &[
+            "customer",
+            "siem",
+            "configure",
+            "acme",
+            "--mssp",
+            "m1",
+            "--type",
+            "splunk",
+            "--url",
+            url,
+            "--token",
+            token,
+            "--flush-interval",
+            "0",
+            "--timeout",
+            "2",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configure_show_test_ingest_drain_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+
+    let out = configure_splunk(data, &hec.url(), TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = raxe(data, &["customer", "siem", "show", "acme", "--mssp", "m1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("Type:          splunk"), "{shown}");
+    assert!(shown.contains("****90AB"), "token masked: {shown}");
+    assert!(!shown.contains(TOKEN), "token leaked: {shown}");
+
+    let out = raxe_async(data, &["customer", "siem", "test", "acme", "--mssp", "m1"]).await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("✓ Connection successful (HTTP 200"), "{said}");
+    assert!(said.contains("✓ Authentication valid"), "{said}");
+    assert!(said.contains("✓ Test event delivered"), "{said}");
+    assert_eq!(hec.accepted_count(), 1);
+    assert_eq!(hec.envelopes()[0]["event"]["event_type"], "test");
+
+    let input = dir.path().join("events.jsonl");
+    let mut file = fs::File::create(&input).unwrap();
+    for n in 0..500 {
+        writeln!(file, "{}", event_line(n, "acme")).unwrap();
+    }
+    writeln!(file, "not json").unwrap();
+    writeln!(
+        file,
+        r#"{{"event_id":"x","severity":"apocalyptic","customer_id":"acme"}}"#
+    )
+    .unwrap();
+    drop(file);
+    let out = raxe(data, &["ingest", input.to_str().unwrap()]);
+    let said = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "rejected lines make exit 1: {said}"
+    );
+    assert!(said.contains("accepted 500, rejected 2"), "{said}");
+    assert!(said.contains("line 501"), "{said}");
+    assert!(
+        said.contains("line 502") && said.contains("severity"),
+        "{said}"
+    );
+
+    let out = raxe_async(data, &["drain", "--timeout", "30"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let ids: HashSet<String> = hec.accepted().into_iter().collect();
+    for n in 0..500 {
+        assert!(ids.contains(&format!("evt-{n}")), "evt-{n} not delivered");
+    }
+
+    let out = raxe(data, &["stats", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["total"]["events_delivered"], 500);
+    assert_eq!(stats["destinations"][0]["queue"]["events"], 0);
+    let out = raxe(data, &["stats"]);
+    assert!(text(&out).contains("customer/m1/acme"), "{}", text(&out));
+}
+
+#[test]
+fn invalid_configurations_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let out = configure_splunk(
+        data,
+        "https://splunk.example.com:8088/services/collector/event",
+        TOKEN,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let config_dir = data.join("config/destinations");
+    let snapshot = || -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = fs::read_dir(&config_dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (p.display().to_string(), fs::read(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--type",
+                "sentinel",
+                "--url",
+                "https://x.ods.opinsights.azure.com/api/logs",
+                "--token",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                "--log-type",
+                "Raxe",
+            ],
+            "workspace",
+        ),
+        (
+            &["--type", "splunk", "--url", "not a url", "--token", "t"],
+            "url",
+        ),
+        (
+            &[
+                "--type",
+                "sentinel",
+                "--url",
+                "https://x.ods.opinsights.azure.com/api/logs",
+                "--workspace-id",
+                "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+                "--log-type",
+                "Raxe",
+                "--token",
+                "not base64!!",
+            ],
+            "base64",
+        ),
+        (
+            &["--type", "nosuchsiem", "--url", "https://x", "--token", "t"],
+            "nosuchsiem",
+        ),
+        (
+            &[
+                "--type",
+                "splunk",
+                "--url",
+                "https://x/services/collector/event",
+                "--token",
+                "t",
+                "--workspace-id",
+                "w",
+            ],
+            "--workspace-id",
+        ),
+    ];
+    for (args, expect) in cases {
+        let mut full = vec!["customer", "siem", "configure", "acme", "--mssp", "m1"];
+        full.extend_from_slice(args);
+        let out = raxe(data, &full);
+        let said = text(&out).to_lowercase();
+        assert!(!out.status.success(), "{args:?} should fail: {said}");
+        assert!(said.contains(&expect.to_lowercase()), "{args:?}: {said}");
+        assert!(
+            !said.contains("aaecawqfbgcicqolda0odxaref"),
+            "secret echoed: {said}"
+        );
+        assert_eq!(snapshot(), before, "{args:?} changed the configuration");
+    }
+}
+
+fn spawn_serve(data: &Path) -> Child {
+    Command::new(RAXE)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--poll-interval-ms", "50"])
+        .env("RAXE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn raxe serve")
+}
+
+fn write_spool_file(spool: &Path, name: &str, lines: &[String]) {
+    let tmp = spool.join(format!("{name}.tmp"));
+    fs::write(&tmp, lines.join("\n") + "\n").unwrap();
+    fs::rename(&tmp, spool.join(name)).unwrap();
+}
+
+async fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_spool_files_and_rejects_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let mut serve = spawn_serve(data);
+    let spool = data.join("spool");
+    let mut lines: Vec<String> = (0..300).map(|n| event_line(n, "acme")).collect();
+    lines.insert(10, "{\"customer_id\":\"\"}".into());
+    write_spool_file(&spool, "batch-1.jsonl", &lines);
+    // A file still being written (.tmp) and a dot-file are left alone.
+    fs::write(spool.join("partial.jsonl.tmp"), event_line(9999, "acme")).unwrap();
+    fs::write(spool.join(".hidden.jsonl"), event_line(9998, "acme")).unwrap();
+    assert!(
+        hec.wait_for(300, Duration::from_secs(20)).await,
+        "{}",
+        hec.accepted_count()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || !spool
+            .join("batch-1.jsonl")
+            .exists())
+        .await
+    );
+    let rejected = fs::read_to_string(spool.join("rejected/batch-1.jsonl.rejected")).unwrap();
+    assert!(
+        rejected.contains("\"line\":11") && rejected.contains("customer_id"),
+        "{rejected}"
+    );
+    assert!(spool.join("partial.jsonl.tmp").exists());
+    let ids: HashSet<String> = hec.accepted().into_iter().collect();
+    assert!(!ids.contains("evt-9999") && !ids.contains("evt-9998"));
+    // While serve holds the queues, ingest hands events over through the spool.
+    let input = data.join("more.jsonl");
+    fs::write(&input, event_line(5000, "acme") + "\n").unwrap();
+    let out = raxe_async(data, &["ingest", input.to_str().unwrap()]).await;
+    assert!(text(&out).contains("running service"), "{}", text(&out));
+    assert!(hec.wait_for(301, Duration::from_secs(20)).await);
+    let out = raxe_async(data, &["stats", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_killed_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = data.join("spool");
+    let total = 20 * 500;
+    let mut serve = spawn_serve(data);
+    for f in 0..20 {
+        let lines: Vec<String> = (f * 500..(f + 1) * 500)
+            .map(|n| event_line(n, "acme"))
+            .collect();
+        write_spool_file(&spool, &format!("f{f:02}.jsonl"), &lines);
+        if f % 4 == 3 {
+            tokio::time::sleep(Duration::from_millis(40 + 17 * f as u64)).await;
+            serve.kill().unwrap(); // SIGKILL
+            serve.wait().unwrap();
+            serve = spawn_serve(data);
+        }
+    }
+    let delivered = wait_for(Duration::from_secs(60), || {
+        let ids: HashSet<String> = hec.accepted().into_iter().collect();
+        ids.len() >= total
+    })
+    .await;
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let ids: HashSet<String> = hec.accepted().into_iter().collect();
+    assert!(delivered, "{} of {total} delivered", ids.len());
+    for n in 0..total {
+        assert!(ids.contains(&format!("evt-{n}")), "evt-{n} lost");
+    }
+    let remaining: Vec<_> = fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .collect();
+    assert!(remaining.is_empty(), "spool files left behind");
+    let duplicates = hec.accepted_count() - total;
+    // Each kill can repeat at most the batches in flight (batch size 100, one in flight).
+    assert!(duplicates <= 5 * 100, "{duplicates} duplicates");
+}

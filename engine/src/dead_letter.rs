@@ -1,0 +1,137 @@
+//! Dead letters: events a SIEM refused for good, kept durably with the reason.
+//!
+//! Each destination has its own dead-letter queue (see [`crate::queue_names`]). A record is
+//! one JSON header line (time, destination, reason) followed by the event's queue bytes,
+//! untouched, so a replay re-queues exactly what was refused.
+
+use serde::{Deserialize, Serialize};
+
+/// Why and when an event was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterHeader {
+    pub time_ms: u64,
+    pub destination: String,
+    pub reason: String,
+}
+
+/// One dead-lettered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub header: DeadLetterHeader,
+    /// The event as it was queued.
+    pub event: Vec<u8>,
+}
+
+impl DeadLetter {
+    pub fn encode(&self) -> Vec<u8> {
+        // serde_json never emits a raw newline, so the first '\n' ends the header.
+        let mut bytes = serde_json::to_vec(&self.header).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&self.event);
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<DeadLetter, String> {
+        let split = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("dead-letter record has no header line")?;
+        let header = serde_json::from_slice(&bytes[..split])
+            .map_err(|e| format!("dead-letter header is not valid: {e}"))?;
+        Ok(DeadLetter {
+            header,
+            event: bytes[split + 1..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_newlines_in_reason_and_event() {
+        let letter = DeadLetter {
+            header: DeadLetterHeader {
+                time_ms: 1,
+                destination: "acme".into(),
+                reason: "HTTP 400 code 6:\nInvalid data format".into(),
+            },
+            event: b"{\"a\":1}\n{\"b\":2}".to_vec(),
+        };
+        assert_eq!(DeadLetter::decode(&letter.encode()).unwrap(), letter);
+        assert!(DeadLetter::decode(b"no header").is_err());
+    }
+}
+
+/// Operations on a destination's dead letters, straight on the store (the dead-letter
+/// queue has no other consumer).
+pub mod ops {
+    use raxe_storage::QueueStore;
+
+    use super::DeadLetter;
+    use crate::error::EngineError;
+    use crate::queue_names;
+
+    const CHUNK: usize = 10_000;
+    const CHUNK_BYTES: usize = 64 << 20;
+
+    /// Up to `limit` dead letters, oldest first, left in place. Records that do not decode
+    /// are reported as an error naming the destination.
+    pub fn list(
+        store: &dyn QueueStore,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, EngineError> {
+        let dlq = store.open_queue(&queue_names::dead_letters(id))?;
+        let Some(lease) = dlq.lease(limit.max(1), usize::MAX)? else {
+            return Ok(Vec::new());
+        };
+        let letters: Result<Vec<_>, _> = lease
+            .records
+            .iter()
+            .map(|r| DeadLetter::decode(&r.data))
+            .collect();
+        dlq.release(lease);
+        letters.map_err(|why| EngineError::Task(format!("dead letters of {id:?}: {why}")))
+    }
+
+    /// Moves every dead letter back to the destination's queue (after the SIEM or the
+    /// configuration was fixed). Durable in the queue before it leaves the dead letters.
+    pub fn replay(store: &dyn QueueStore, id: &str) -> Result<usize, EngineError> {
+        let dlq = store.open_queue(&queue_names::dead_letters(id))?;
+        let target = queue_names::destination(id);
+        let mut moved = 0;
+        let mut remaining = dlq.stats().len;
+        while remaining > 0 {
+            let Some(lease) = dlq.lease(CHUNK, CHUNK_BYTES)? else {
+                break;
+            };
+            remaining = remaining.saturating_sub(lease.len() as u64);
+            let letters: Vec<DeadLetter> = lease
+                .records
+                .iter()
+                .filter_map(|r| DeadLetter::decode(&r.data).ok())
+                .collect();
+            let events: Vec<&[u8]> = letters.iter().map(|l| l.event.as_slice()).collect();
+            if let Err(e) = store.append_group(&[(target.as_str(), &events)], None) {
+                dlq.release(lease);
+                return Err(e.into());
+            }
+            moved += events.len();
+            dlq.ack(lease)?;
+        }
+        Ok(moved)
+    }
+
+    /// Deletes every dead letter of the destination; returns how many.
+    pub fn purge(store: &dyn QueueStore, id: &str) -> Result<usize, EngineError> {
+        let dlq = store.open_queue(&queue_names::dead_letters(id))?;
+        let mut purged = 0;
+        while let Some(lease) = dlq.lease(CHUNK, CHUNK_BYTES)? {
+            purged += lease.len();
+            dlq.ack(lease)?;
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,144 @@
+//! One registered destination: its queues, its adapter, its live state.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use raxe_adapters::adapter::SiemAdapter;
+use raxe_storage::Queue;
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::routing::{CustomerKey, DestinationId};
+
+/// What a destination is doing, for stats, logs and health checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum DestinationState {
+    /// Delivering (or idle with nothing to deliver).
+    Ok,
+    /// Retries exhausted; still retrying on a capped schedule.
+    Degraded(String),
+    /// The SIEM refused the credentials. Nothing is sent until the configuration changes.
+    AuthFailed(String),
+    /// The SIEM says the configuration is wrong. Nothing is sent until it changes.
+    Misconfigured(String),
+    /// Disabled by the operator: events accumulate and are delivered when enabled.
+    Disabled,
+}
+
+impl DestinationState {
+    /// True when the destination needs an operator (bad token, wrong URL).
+    pub fn is_stopped(&self) -> bool {
+        matches!(
+            self,
+            DestinationState::AuthFailed(_) | DestinationState::Misconfigured(_)
+        )
+    }
+}
+
+/// Per-destination options that are the engine's business, not the SIEM's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestinationOptions {
+    /// Requests in flight at once. 1 (the default) preserves order.
+    pub max_in_flight: usize,
+    /// Largest batch in payload bytes (before encoding).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for DestinationOptions {
+    fn default() -> Self {
+        DestinationOptions {
+            max_in_flight: 1,
+            max_batch_bytes: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryMarks {
+    /// When the SIEM last accepted a request (ms since epoch).
+    pub last_delivery_ms: Option<u64>,
+    /// The last failure, as the operator should read it.
+    pub last_error: Option<String>,
+}
+
+pub(crate) struct Destination {
+    pub id: DestinationId,
+    pub customer: Option<CustomerKey>,
+    pub queue: Arc<dyn Queue>,
+    pub dead_letters: Arc<dyn Queue>,
+    pub adapter: watch::Sender<Arc<dyn SiemAdapter>>,
+    pub enabled: watch::Sender<bool>,
+    pub options: DestinationOptions,
+    /// Pinged on every append, so an idle worker wakes up at once.
+    pub wake: Notify,
+    pub state: Mutex<DestinationState>,
+    pub marks: Mutex<DeliveryMarks>,
+    /// Set when the worker should not wait for a full batch (drain, shutdown flush).
+    pub flush_now: Arc<AtomicBool>,
+    /// Set when the destination was removed or replaced: its workers exit.
+    pub retired: AtomicBool,
+}
+
+impl Destination {
+    pub fn customer_label(&self) -> Option<String> {
+        self.customer.as_ref().map(|c| c.to_string())
+    }
+
+    pub fn set_state(&self, state: DestinationState) {
+        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != state {
+            match &state {
+                DestinationState::Ok => tracing::info!(destination = %self.id, "delivering"),
+                DestinationState::Degraded(reason) => {
+                    tracing::warn!(destination = %self.id, %reason, "destination degraded, events stay queued")
+                }
+                DestinationState::AuthFailed(reason) | DestinationState::Misconfigured(reason) => {
+                    tracing::error!(destination = %self.id, %reason, "destination stopped until its configuration changes; events stay queued")
+                }
+                DestinationState::Disabled => {
+                    tracing::info!(destination = %self.id, "disabled, events accumulate")
+                }
+            }
+            *current = state;
+        }
+    }
+
+    pub fn state(&self) -> DestinationState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn mark_delivered(&self, time_ms: u64) {
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_delivery_ms = Some(time_ms);
+    }
+
+    pub fn mark_error(&self, error: String) {
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(error);
+    }
+
+    pub fn marks(&self) -> DeliveryMarks {
+        self.marks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Tells this destination's workers to exit (removed, or replaced by a new scope).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        // Wake every waiter: changing `enabled` does, and a retired worker checks first.
+        self.enabled.send_modify(|_| {});
+        self.wake.notify_waiters();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    pub fn flushing(&self) -> bool {
+        self.flush_now.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,509 @@
+//! `SiemDispatcher`: the engine's front door (the API our users know from the SDK).
+//!
+//! Registering a destination opens its queues; `start` spawns its workers; `dispatch`
+//! routes events and returns once they are durable in every destination's queue (one
+//! group-committed append for a whole batch, across all queues).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use raxe_adapters::adapter::SiemAdapter;
+use raxe_adapters::event::ScanEvent;
+use raxe_storage::{Queue, QueueError, QueueStore};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::audit::AuditLog;
+use crate::backoff::BackoffPolicy;
+use crate::destination::{Destination, DestinationOptions, DestinationState};
+use crate::error::EngineError;
+use crate::queue_names;
+use crate::routing::{CustomerKey, DestinationId, RouteTable};
+use crate::stats::{DestinationReport, EngineStats};
+use crate::worker::Worker;
+
+/// What `dispatch_batch` did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchReport {
+    /// Events made durable (routed or unrouted).
+    pub accepted: usize,
+    /// Of those, events with no destination: kept in the unrouted queue.
+    pub unrouted: usize,
+    /// Event copies queued across destinations.
+    pub queued: usize,
+}
+
+/// What to do with a removed destination's undelivered events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovePolicy {
+    /// Delete the queue and its dead letters.
+    Drop,
+    /// Keep the queues on disk: registering the same id again resumes delivery.
+    Keep,
+}
+
+/// Routes events to destinations and runs their delivery workers.
+pub struct SiemDispatcher {
+    store: Arc<dyn QueueStore>,
+    audit: Arc<AuditLog>,
+    policy: BackoffPolicy,
+    routes: RwLock<RouteTable>,
+    destinations: RwLock<BTreeMap<DestinationId, Arc<Destination>>>,
+    unrouted: Arc<dyn Queue>,
+    unrouted_warned: Mutex<HashSet<CustomerKey>>,
+    unrouted_total: AtomicU64,
+    flush_now: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    handle: tokio::runtime::Handle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SiemDispatcher {
+    pub fn new(store: Arc<dyn QueueStore>, audit: Arc<AuditLog>) -> Result<Self, EngineError> {
+        Self::with_policy(store, audit, BackoffPolicy::default())
+    }
+
+    pub fn with_policy(
+        store: Arc<dyn QueueStore>,
+        audit: Arc<AuditLog>,
+        policy: BackoffPolicy,
+    ) -> Result<Self, EngineError> {
+        let unrouted = store.open_queue(queue_names::UNROUTED)?;
+        Ok(SiemDispatcher {
+            store,
+            audit,
+            policy,
+            routes: RwLock::new(RouteTable::default()),
+            destinations: RwLock::new(BTreeMap::new()),
+            unrouted,
+            unrouted_warned: Mutex::new(HashSet::new()),
+            unrouted_total: AtomicU64::new(0),
+            flush_now: Arc::new(AtomicBool::new(false)),
+            shutdown: watch::channel(false).0,
+            running: Mutex::new(None),
+        })
+    }
+
+    /// Registers a destination under an id derived from its scope and configuration
+    /// (stable across restarts) and returns that id. `None` = global: gets every event.
+    pub fn register_adapter(
+        &self,
+        adapter: Box<dyn SiemAdapter>,
+        customer: Option<CustomerKey>,
+    ) -> Result<DestinationId, EngineError> {
+        let id = derive_id(adapter.as_ref(), customer.as_ref());
+        self.register_destination(&id, adapter.into(), customer, DestinationOptions::default())?;
+        Ok(id)
+    }
+
+    /// Registers (or updates) a destination under a stable id. Updating replaces the
+    /// adapter, which also resumes a destination stopped for bad credentials. Events held
+    /// as unrouted that now match are moved to the destination's queue.
+    pub fn register_destination(
+        &self,
+        id: &str,
+        adapter: Arc<dyn SiemAdapter>,
+        customer: Option<CustomerKey>,
+        options: DestinationOptions,
+    ) -> Result<(), EngineError> {
+        queue_names::validate_id(id)?;
+        let enabled = adapter.config().enabled;
+        let mut routes = write(&self.routes);
+        let existing = read(&self.destinations).get(id).cloned();
+        match existing {
+            Some(dest) if dest.customer == customer => {
+                dest.adapter.send_replace(adapter);
+                dest.enabled.send_replace(enabled);
+            }
+            Some(dest) => {
+                // A destination's scope is fixed: a new scope gets a new Destination over
+                // the same queues, and the old workers are retired.
+                let (queue, dead_letters) = (dest.queue.clone(), dest.dead_letters.clone());
+                dest.enabled.send_replace(false);
+                self.install(id, queue, dead_letters, adapter, customer.clone(), options);
+            }
+            None => {
+                let queue = self.store.open_queue(&queue_names::destination(id))?;
+                let dead_letters = self.store.open_queue(&queue_names::dead_letters(id))?;
+                self.install(id, queue, dead_letters, adapter, customer.clone(), options);
+            }
+        }
+        routes.insert(id, customer);
+        self.reroute_unrouted(&routes)?;
+        Ok(())
+    }
+
+    fn install(
+        &self,
+        id: &str,
+        queue: Arc<dyn Queue>,
+        dead_letters: Arc<dyn Queue>,
+        adapter: Arc<dyn SiemAdapter>,
+        customer: Option<CustomerKey>,
+        options: DestinationOptions,
+    ) {
+        let enabled = adapter.config().enabled;
+        let dest = Arc::new(Destination {
+            id: id.to_string(),
+            customer,
+            queue,
+            dead_letters,
+            adapter: watch::channel(adapter).0,
+            enabled: watch::channel(enabled).0,
+            options,
+            wake: Notify::new(),
+            state: Mutex::new(if enabled {
+                DestinationState::Ok
+            } else {
+                DestinationState::Disabled
+            }),
+            marks: Mutex::default(),
+            flush_now: self.flush_now.clone(),
+            retired: AtomicBool::new(false),
+        });
+        if let Some(old) = write(&self.destinations).insert(id.to_string(), dest.clone()) {
+            old.retire();
+        }
+        self.spawn_workers(&dest);
+    }
+
+    /// Enables or disables a destination. Disabled destinations keep queueing.
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), EngineError> {
+        let dest = self.destination(id)?;
+        dest.enabled.send_replace(enabled);
+        Ok(())
+    }
+
+    /// Removes a destination; `policy` says what happens to its queued events.
+    pub fn remove_destination(&self, id: &str, policy: RemovePolicy) -> Result<(), EngineError> {
+        let mut routes = write(&self.routes);
+        let dest = write(&self.destinations)
+            .remove(id)
+            .ok_or_else(|| EngineError::UnknownDestination(id.to_string()))?;
+        routes.remove(id);
+        dest.retire();
+        drop(dest);
+        if policy == RemovePolicy::Drop {
+            self.store.drop_queue(&queue_names::destination(id))?;
+            self.store.drop_queue(&queue_names::dead_letters(id))?;
+        }
+        Ok(())
+    }
+
+    /// Starts every destination's workers on the current tokio runtime. Destinations
+    /// registered later start at once.
+    pub fn start(&self) -> Result<(), EngineError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        {
+            let mut running = lock(&self.running);
+            if running.is_some() {
+                return Ok(());
+            }
+            *running = Some(Running {
+                handle,
+                tasks: Vec::new(),
+            });
+        }
+        let destinations: Vec<_> = read(&self.destinations).values().cloned().collect();
+        for dest in destinations {
+            self.spawn_workers(&dest);
+        }
+        Ok(())
+    }
+
+    fn spawn_workers(&self, dest: &Arc<Destination>) {
+        let mut running = lock(&self.running);
+        let Some(running) = running.as_mut() else {
+            return;
+        };
+        for _ in 0..dest.options.max_in_flight.max(1) {
+            let worker = Worker {
+                dest: dest.clone(),
+                audit: self.audit.clone(),
+                policy: self.policy,
+                shutdown: self.shutdown.subscribe(),
+            };
+            running.tasks.push(running.handle.spawn(worker.run()));
+        }
+    }
+
+    /// Routes one event; returns once it is durable in every matching queue.
+    pub fn dispatch(&self, event: &ScanEvent) -> Result<DispatchReport, EngineError> {
+        self.dispatch_batch(std::slice::from_ref(event))
+    }
+
+    /// Routes a batch; returns once every event is durable in every matching queue, with
+    /// one group commit for the whole batch. Blocks: call it from a blocking context (or
+    /// use [`SiemDispatcher::dispatch_batch_async`]).
+    pub fn dispatch_batch(&self, events: &[ScanEvent]) -> Result<DispatchReport, EngineError> {
+        self.dispatch_batch_marked(events, None)
+    }
+
+    /// As `dispatch_batch`, and sets `marker` in the same durable step (the spool intake
+    /// records "this file was ingested" this way, so a crash neither loses nor repeats it).
+    pub fn dispatch_batch_marked(
+        &self,
+        events: &[ScanEvent],
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<DispatchReport, EngineError> {
+        let encoded: Vec<Vec<u8>> = events.iter().map(ScanEvent::to_queue_bytes).collect();
+        let routes = read(&self.routes);
+        let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
+        let mut report = DispatchReport {
+            accepted: events.len(),
+            ..DispatchReport::default()
+        };
+        for (event, bytes) in events.iter().zip(&encoded) {
+            let key = CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
+            let mut routed = false;
+            for id in routes.route(&key) {
+                buckets
+                    .entry(queue_names::destination(id))
+                    .or_default()
+                    .push(bytes);
+                report.queued += 1;
+                routed = true;
+            }
+            if !routed {
+                self.note_unrouted(&key);
+                buckets
+                    .entry(queue_names::UNROUTED.to_string())
+                    .or_default()
+                    .push(bytes);
+                report.unrouted += 1;
+            }
+        }
+        let parts: Vec<(&str, &[&[u8]])> = buckets
+            .iter()
+            .map(|(name, records)| (name.as_str(), records.as_slice()))
+            .collect();
+        if !parts.is_empty() || marker.is_some() {
+            self.store.append_group(&parts, marker)?;
+        }
+        drop(routes);
+        self.unrouted_total
+            .fetch_add(report.unrouted as u64, Ordering::Relaxed);
+        let destinations = read(&self.destinations);
+        for name in buckets.keys() {
+            if let Some(dest) =
+                queue_names::destination_of(name).and_then(|id| destinations.get(id))
+            {
+                dest.wake.notify_waiters();
+                dest.wake.notify_one();
+            }
+        }
+        Ok(report)
+    }
+
+    /// `dispatch_batch` on tokio's blocking pool.
+    pub async fn dispatch_batch_async(
+        self: &Arc<Self>,
+        events: Vec<ScanEvent>,
+    ) -> Result<DispatchReport, EngineError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.dispatch_batch(&events))
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))?
+    }
+
+    fn note_unrouted(&self, key: &CustomerKey) {
+        if lock(&self.unrouted_warned).insert(key.clone()) {
+            tracing::warn!(customer = %key, "no destination for this customer: its events are kept as unrouted until one is configured");
+        }
+    }
+
+    /// Moves unrouted events that now have a destination. Runs under the routes write lock,
+    /// so no dispatch can slip an event into the unrouted queue meanwhile.
+    fn reroute_unrouted(&self, routes: &RouteTable) -> Result<(), EngineError> {
+        let mut remaining = self.unrouted.stats().len;
+        while remaining > 0 {
+            let Some(lease) = self.unrouted.lease(1_000, 8 << 20)? else {
+                break;
+            };
+            remaining = remaining.saturating_sub(lease.len() as u64);
+            let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
+            let mut moved = 0;
+            for record in &lease.records {
+                let target = match ScanEvent::from_queue_bytes(&record.data) {
+                    Ok(event) => {
+                        let key =
+                            CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
+                        let ids: Vec<String> = routes
+                            .route(&key)
+                            .map(|id| queue_names::destination(id))
+                            .collect();
+                        ids
+                    }
+                    Err(_) => Vec::new(),
+                };
+                if target.is_empty() {
+                    buckets
+                        .entry(queue_names::UNROUTED.to_string())
+                        .or_default()
+                        .push(&record.data);
+                } else {
+                    moved += 1;
+                    for name in target {
+                        buckets.entry(name).or_default().push(&record.data);
+                    }
+                }
+            }
+            if moved == 0 {
+                self.unrouted.release(lease);
+                // Nothing here matches; the rest was checked when it arrived.
+                if remaining == 0 {
+                    break;
+                }
+                continue;
+            }
+            let parts: Vec<(&str, &[&[u8]])> = buckets
+                .iter()
+                .map(|(name, records)| (name.as_str(), records.as_slice()))
+                .collect();
+            // Durable in the new queues before leaving the unrouted one: a crash repeats, never loses.
+            self.store.append_group(&parts, None)?;
+            self.unrouted.ack(lease)?;
+            tracing::info!(
+                events = moved,
+                "re-routed events that were waiting for a destination"
+            );
+        }
+        Ok(())
+    }
+
+    /// Delivers everything queued now, ignoring flush intervals, until every enabled,
+    /// running destination's queue is empty or `timeout` passes. Returns true when empty.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.flush_now.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        let drained = loop {
+            let pending: u64 = read(&self.destinations)
+                .values()
+                .map(|dest| {
+                    dest.wake.notify_one();
+                    dest.queue.stats().len
+                })
+                .sum();
+            if pending == 0 {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.flush_now.store(false, Ordering::Relaxed);
+        drained
+    }
+
+    /// Stops the workers: no new batches; in-flight requests get until `deadline` to
+    /// finish (their outcome is acked); whatever is unfinished stays queued.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.shutdown.send_replace(true);
+        let tasks = lock(&self.running)
+            .take()
+            .map(|running| running.tasks)
+            .unwrap_or_default();
+        let abort: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let joined = tokio::time::timeout(deadline, async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                ?deadline,
+                "in-flight deliveries did not finish in time; they stay queued"
+            );
+            for handle in abort {
+                handle.abort();
+            }
+        }
+    }
+
+    /// Live figures: audit counters plus every queue's depth and state.
+    pub fn stats(&self) -> EngineStats {
+        let audit = self.audit.stats();
+        let destinations = read(&self.destinations)
+            .values()
+            .map(|dest| DestinationReport {
+                id: dest.id.clone(),
+                customer: dest.customer.clone(),
+                siem_type: dest.adapter.borrow().config().siem_type.to_string(),
+                state: dest.state(),
+                enabled: *dest.enabled.borrow(),
+                queue: dest.queue.stats(),
+                dead_letters: dest.dead_letters.stats(),
+                marks: dest.marks(),
+                counters: audit
+                    .destinations
+                    .get(&dest.id)
+                    .copied()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        EngineStats {
+            total: audit.total,
+            destinations,
+            unrouted: self.unrouted.stats(),
+        }
+    }
+
+    /// The state of one destination.
+    pub fn state(&self, id: &str) -> Result<DestinationState, EngineError> {
+        Ok(self.destination(id)?.state())
+    }
+
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    pub fn store(&self) -> &Arc<dyn QueueStore> {
+        &self.store
+    }
+
+    fn destination(&self, id: &str) -> Result<Arc<Destination>, EngineError> {
+        read(&self.destinations)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownDestination(id.to_string()))
+    }
+}
+
+/// A stable id: `<mssp>/<customer>/<type>` or `global/<type>/<hash of the URL>`.
+fn derive_id(adapter: &dyn SiemAdapter, customer: Option<&CustomerKey>) -> DestinationId {
+    let config = adapter.config();
+    match customer {
+        Some(key) => format!("{}/{}/{}", key.mssp_id, key.customer_id, config.siem_type),
+        None => {
+            let url = config.endpoint_url.to_string();
+            let hash = url.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
+            format!("global/{}/{:08x}", config.siem_type, hash as u32)
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl From<QueueError> for EngineError {
+    fn from(e: QueueError) -> Self {
+        EngineError::Queue(e)
+    }
+}

@@ -1,0 +1,16 @@
+use raxe_storage::QueueError;
+
+/// Everything the engine can refuse to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Queue(QueueError),
+    #[error("no destination named {0:?}")]
+    UnknownDestination(String),
+    #[error("invalid destination id {id:?}: {why}")]
+    InvalidId { id: String, why: &'static str },
+    #[error("SiemDispatcher::start must be called inside a tokio runtime")]
+    NoRuntime,
+    #[error("background task failed: {0}")]
+    Task(String),
+}

@@ -1,0 +1,187 @@
+//! The delivery worker: one task (or `max_in_flight` tasks) per destination.
+//!
+//! A worker waits until its queue holds a full batch or the oldest event has waited
+//! `flush_interval_seconds`, leases a batch, and delivers it (see [`crate::delivery`]).
+//! Failures shape what it does next: transient ones back off, exhausted retries degrade the
+//! destination to a capped retry schedule, auth and configuration errors stop it until its
+//! adapter is replaced. It never drops an event and never blocks another destination.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raxe_adapters::adapter::SiemAdapter;
+use tokio::sync::watch;
+
+use crate::audit::AuditLog;
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::delivery::{Delivery, Halt};
+use crate::destination::{Destination, DestinationState};
+
+/// How often a stopped destination repeats its complaint in the log.
+const STOPPED_REMINDER: Duration = Duration::from_secs(60);
+
+pub(crate) struct Worker {
+    pub dest: Arc<Destination>,
+    pub audit: Arc<AuditLog>,
+    pub policy: BackoffPolicy,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+enum Wait {
+    Ready,
+    For(Duration),
+    Idle,
+}
+
+impl Worker {
+    pub async fn run(mut self) {
+        let mut adapter_rx = self.dest.adapter.subscribe();
+        let mut enabled_rx = self.dest.enabled.subscribe();
+        let mut backoff = Backoff::new(self.policy);
+        loop {
+            if self.stopping() {
+                return;
+            }
+            if !*enabled_rx.borrow_and_update() {
+                self.dest.set_state(DestinationState::Disabled);
+                tokio::select! {
+                    _ = enabled_rx.changed() => continue,
+                    _ = self.shutdown.changed() => continue,
+                }
+            }
+            let adapter: Arc<dyn SiemAdapter> = adapter_rx.borrow_and_update().clone();
+            if self.dest.state() == DestinationState::Disabled {
+                self.dest.set_state(DestinationState::Ok);
+            }
+            let config = adapter.config();
+            let batch_size = config.batch_size.max(1);
+            let flush = Duration::from_secs(config.flush_interval_seconds);
+            match self.readiness(batch_size, flush) {
+                Wait::Ready => {}
+                wait => {
+                    let nap = match wait {
+                        Wait::For(d) => d,
+                        _ => flush.max(Duration::from_secs(1)),
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(nap) => {}
+                        _ = self.dest.wake.notified() => {}
+                        _ = adapter_rx.changed() => {}
+                        _ = enabled_rx.changed() => {}
+                        _ = self.shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            }
+            let queue = self.dest.queue.clone();
+            let max_bytes = self.dest.options.max_batch_bytes;
+            let leased =
+                tokio::task::spawn_blocking(move || queue.lease(batch_size, max_bytes)).await;
+            let lease = match leased {
+                Ok(Ok(Some(lease))) => lease,
+                Ok(Ok(None)) => {
+                    // Everything queued is leased by this destination's other lanes.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = self.dest.wake.notified() => {}
+                        _ = self.shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(destination = %self.dest.id, error = %e, "cannot read queue");
+                    self.dest
+                        .set_state(DestinationState::Degraded(e.to_string()));
+                    self.pause(backoff.next_degraded(None), &mut adapter_rx)
+                        .await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(destination = %self.dest.id, error = %e, "lease task failed");
+                    continue;
+                }
+            };
+            let delivery = Delivery::new(
+                &self.dest,
+                adapter.as_ref(),
+                &self.audit,
+                &mut backoff,
+                self.shutdown.clone(),
+            );
+            match delivery.run(lease).await {
+                Ok(()) => {
+                    backoff.reset();
+                    if self.dest.state() != DestinationState::Ok {
+                        self.dest.set_state(DestinationState::Ok);
+                    }
+                }
+                Err(Halt::Shutdown) => return,
+                Err(Halt::Retry { after, reason }) => {
+                    self.dest.set_state(DestinationState::Degraded(reason));
+                    let delay = backoff.next_degraded(after);
+                    self.pause(delay, &mut adapter_rx).await;
+                }
+                Err(Halt::AuthFailed(reason)) => {
+                    self.dest.set_state(DestinationState::AuthFailed(reason));
+                    self.stopped(&mut adapter_rx).await;
+                    backoff.reset();
+                }
+                Err(Halt::Misconfigured(reason)) => {
+                    self.dest.set_state(DestinationState::Misconfigured(reason));
+                    self.stopped(&mut adapter_rx).await;
+                    backoff.reset();
+                }
+            }
+        }
+    }
+
+    /// True once shutdown was asked for, or the engine that owns the signal is gone.
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow() || self.shutdown.has_changed().is_err() || self.dest.is_retired()
+    }
+
+    /// Whether a batch should go now: a full batch is queued, or the oldest event has
+    /// waited a flush interval, or a drain asked to flush.
+    fn readiness(&self, batch_size: usize, flush: Duration) -> Wait {
+        let stats = self.dest.queue.stats();
+        if stats.len == 0 {
+            return Wait::Idle;
+        }
+        if stats.len >= batch_size as u64 || self.dest.flushing() {
+            return Wait::Ready;
+        }
+        let age = stats.oldest_age.unwrap_or(flush);
+        if age >= flush {
+            Wait::Ready
+        } else {
+            Wait::For(flush - age)
+        }
+    }
+
+    /// Sleeps, but wakes early for shutdown or a new adapter (a fixed configuration).
+    async fn pause(
+        &mut self,
+        delay: Duration,
+        adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>,
+    ) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = adapter_rx.changed() => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+
+    /// Waits for a configuration change, repeating the complaint every so often.
+    async fn stopped(&mut self, adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STOPPED_REMINDER) => {
+                    let queued = self.dest.queue.stats().len;
+                    tracing::error!(destination = %self.dest.id, state = ?self.dest.state(), queued, "destination still stopped; fix its configuration");
+                }
+                _ = adapter_rx.changed() => return,
+                _ = self.shutdown.changed() => return,
+            }
+        }
+    }
+}

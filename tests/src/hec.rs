@@ -1,0 +1,290 @@
+//! A Splunk HEC receiver: `POST /services/collector/event` with concatenated envelopes
+//! (optionally gzip), `Authorization: Splunk <token>`. Answers like Splunk does.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// A scripted misbehaviour, consumed one per request before normal handling.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and HEC code (and optional `Retry-After` seconds).
+    Status {
+        status: u16,
+        code: u32,
+        retry_after: Option<u64>,
+    },
+    /// Accept the connection, read the request, never answer.
+    Hang,
+    /// Close the connection without answering.
+    Reset,
+    /// Answer normally after a delay.
+    Slow(Duration),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    token: String,
+    faults: VecDeque<Fault>,
+    /// Event ids answered with HEC 400 code 6 (`invalid-event-number`).
+    poison: HashSet<String>,
+    /// Accepted event ids, in arrival order (duplicates included).
+    accepted: Vec<String>,
+    /// Accepted envelopes, raw JSON.
+    envelopes: Vec<serde_json::Value>,
+    requests: u64,
+    always_hang: bool,
+    /// Count only (benchmarks): no parsing beyond counting envelopes, nothing stored.
+    count_only: bool,
+    counted: usize,
+}
+
+/// A running receiver. Dropping it stops accepting connections.
+pub struct HecReceiver {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HecReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HecReceiver {
+    /// Starts on 127.0.0.1 with an OS-chosen port; accepts `Splunk <token>`.
+    pub async fn start(token: &str) -> HecReceiver {
+        Self::start_on("127.0.0.1:0", token).await
+    }
+
+    /// A receiver for benchmarks: checks the token, counts newline-terminated envelopes,
+    /// stores nothing, so its own cost stays small and flat.
+    pub async fn start_counting(token: &str) -> HecReceiver {
+        let receiver = Self::start_on("127.0.0.1:0", token).await;
+        receiver.state.lock().unwrap().count_only = true;
+        receiver
+    }
+
+    /// Starts on a given address (to come back on the same port after a restart).
+    pub async fn start_on(addr: &str, token: &str) -> HecReceiver {
+        let listener = TcpListener::bind(addr).await.expect("bind HEC receiver");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(Mutex::new(State {
+            token: token.to_string(),
+            ..State::default()
+        }));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        HecReceiver { addr, state, task }
+    }
+
+    /// The URL to configure a destination with.
+    pub fn url(&self) -> String {
+        format!("http://{}/services/collector/event", self.addr)
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().faults.push_back(fault);
+    }
+
+    pub fn poison(&self, event_id: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .poison
+            .insert(event_id.to_string());
+    }
+
+    pub fn set_token(&self, token: &str) {
+        self.state.lock().unwrap().token = token.to_string();
+    }
+
+    /// Hang on every request until turned off.
+    pub fn set_always_hang(&self, hang: bool) {
+        self.state.lock().unwrap().always_hang = hang;
+    }
+
+    /// Accepted event ids in arrival order (duplicates included).
+    pub fn accepted(&self) -> Vec<String> {
+        self.state.lock().unwrap().accepted.clone()
+    }
+
+    pub fn accepted_count(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.accepted.len() + s.counted
+    }
+
+    pub fn envelopes(&self) -> Vec<serde_json::Value> {
+        self.state.lock().unwrap().envelopes.clone()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.state.lock().unwrap().requests
+    }
+
+    /// Waits until at least `n` events were accepted, or `timeout`. True when reached.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.accepted_count() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.accepted_count() >= n
+    }
+}
+
+fn reply(status: u16, code: u32, text: &str) -> Response<Full<Bytes>> {
+    json_reply(status, serde_json::json!({"text": text, "code": code}))
+}
+
+fn json_reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (fault, hang_all) = {
+        let mut s = state.lock().unwrap();
+        s.requests += 1;
+        (s.faults.pop_front(), s.always_hang)
+    };
+    if hang_all {
+        std::future::pending::<()>().await;
+    }
+    match fault {
+        Some(Fault::Hang) => std::future::pending::<()>().await,
+        Some(Fault::Reset) => {
+            // An error from the service makes hyper drop the connection without answering.
+            return Err(std::io::Error::other("scripted connection reset"));
+        }
+        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Status {
+            status,
+            code,
+            retry_after,
+        }) => {
+            let mut resp = reply(status, code, "scripted fault");
+            if let Some(secs) = retry_after {
+                resp.headers_mut()
+                    .insert("retry-after", secs.to_string().parse().unwrap());
+            }
+            return Ok(resp);
+        }
+        None => {}
+    }
+    if parts.uri.path() != "/services/collector/event" && parts.uri.path() != "/services/collector"
+    {
+        return Ok(reply(404, 404, "Not Found"));
+    }
+    let expected = format!("Splunk {}", state.lock().unwrap().token);
+    match parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => return Ok(reply(401, 2, "Token is required")),
+        Some(auth) if !auth.starts_with("Splunk ") => {
+            return Ok(reply(401, 3, "Invalid authorization"))
+        }
+        Some(auth) if auth != expected => return Ok(reply(403, 4, "Invalid token")),
+        _ => {}
+    }
+    let gzip = parts
+        .headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let body = if gzip {
+        let mut out = Vec::new();
+        if flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return Ok(reply(400, 6, "Invalid data format"));
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    if body.is_empty() {
+        return Ok(reply(400, 5, "No data"));
+    }
+    if state.lock().unwrap().count_only {
+        let n = body.iter().filter(|&&b| b == b'\n').count();
+        state.lock().unwrap().counted += n;
+        return Ok(reply(200, 0, "Success"));
+    }
+    let mut envelopes = Vec::new();
+    for value in serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>() {
+        match value {
+            Ok(v) => envelopes.push(v),
+            Err(_) => return Ok(reply(400, 6, "Invalid data format")),
+        }
+    }
+    let mut s = state.lock().unwrap();
+    for (i, envelope) in envelopes.iter().enumerate() {
+        let Some(event) = envelope.get("event") else {
+            return Ok(json_reply(
+                400,
+                serde_json::json!({"text":"Event field is required","code":12,"invalid-event-number":i}),
+            ));
+        };
+        let id = event
+            .get("event_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        if s.poison.contains(id) {
+            return Ok(json_reply(
+                400,
+                serde_json::json!({"text":"Invalid data format","code":6,"invalid-event-number":i}),
+            ));
+        }
+    }
+    // Splunk indexes the whole request or (on a 400) none of it as far as we rely on.
+    for envelope in envelopes {
+        let id = envelope["event"]["event_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        s.accepted.push(id);
+        s.envelopes.push(envelope);
+    }
+    Ok(reply(200, 0, "Success"))
+}

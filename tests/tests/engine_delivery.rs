@@ -1,0 +1,247 @@
+//! The engine end to end: SiemDispatcher → sled queues → workers → Splunk HEC adapter →
+//! a real hyper HEC receiver on 127.0.0.1. Counts what the receiver accepted.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use raxe_engine::{CustomerKey, DestinationState, RemovePolicy};
+use raxe_tests::hec::{Fault, HecReceiver};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_exactly_its_customers_siem_and_the_global_one() {
+    let engine = Engine::new();
+    let acme = HecReceiver::start("tok-a").await;
+    let globex = HecReceiver::start("tok-b").await;
+    let soc = HecReceiver::start("tok-g").await;
+    engine.add("acme", &acme, "tok-a", Some(CustomerKey::new("m1", "acme")));
+    engine.add(
+        "globex",
+        &globex,
+        "tok-b",
+        Some(CustomerKey::new("m1", "globex")),
+    );
+    engine.add("soc", &soc, "tok-g", None);
+    engine.dispatcher.start().unwrap();
+
+    let a = events("m1", "acme", 0..250);
+    let b = events("m1", "globex", 1000..1100);
+    engine.dispatch(a.clone()).await;
+    engine.dispatch(b.clone()).await;
+
+    assert!(acme.wait_for(250, WAIT).await);
+    assert!(globex.wait_for(100, WAIT).await);
+    assert!(soc.wait_for(350, WAIT).await);
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&acme.accepted()), ids(&a));
+    assert_eq!(as_set(&globex.accepted()), ids(&b));
+    let all: HashSet<String> = ids(&a).union(&ids(&b)).cloned().collect();
+    assert_eq!(as_set(&soc.accepted()), all);
+    assert_eq!(acme.accepted_count(), 250, "no duplicates without faults");
+    assert_eq!(soc.accepted_count(), 350);
+    // The envelope carries the scan event as the adapter encoded it.
+    let envelope = &acme.envelopes()[0];
+    assert_eq!(envelope["event"]["customer_id"], "acme");
+    assert_eq!(envelope["source"], "raxe");
+    let stats = engine.dispatcher.stats();
+    assert_eq!(stats.total.events_delivered, 700);
+    assert_eq!(stats.queued(), 0);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_until_delivered() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    for fault in [
+        Fault::Status {
+            status: 503,
+            code: 9,
+            retry_after: None,
+        },
+        Fault::Status {
+            status: 503,
+            code: 9,
+            retry_after: None,
+        },
+        Fault::Status {
+            status: 429,
+            code: 9,
+            retry_after: Some(1),
+        },
+        Fault::Reset,
+        Fault::Hang,
+        Fault::Status {
+            status: 500,
+            code: 8,
+            retry_after: None,
+        },
+        Fault::Slow(Duration::from_millis(300)),
+    ] {
+        hec.push_fault(fault);
+    }
+    engine.add("d", &hec, "t", None);
+    engine.dispatcher.start().unwrap();
+    let batch = events("m", "c", 0..300);
+    engine.dispatch(batch.clone()).await;
+    assert!(
+        hec.wait_for(300, WAIT).await,
+        "got {}",
+        hec.accepted_count()
+    );
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    let stats = engine.dispatcher.stats();
+    assert!(stats.total.retried >= 6, "{:?}", stats.total);
+    assert_eq!(stats.total.dead_lettered, 0);
+    assert_eq!(engine.dispatcher.state("d").unwrap(), DestinationState::Ok);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_and_the_rest_delivered() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    let batch = events("m", "c", 0..100);
+    let poison = batch[37].event_id.clone();
+    hec.poison(&poison);
+    engine.add_with("d", &hec, "t", None, |c| c.batch_size = 100);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(engine.dispatcher.drain(WAIT).await);
+    let accepted = as_set(&hec.accepted());
+    assert_eq!(accepted.len(), 99);
+    assert!(!accepted.contains(&poison));
+    let letters = raxe_engine::dead_letter::ops::list(engine.store(), "d", 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].header.reason.contains("400"),
+        "{}",
+        letters[0].header.reason
+    );
+    let event = raxe_adapters::event::ScanEvent::from_queue_bytes(&letters[0].event).unwrap();
+    assert_eq!(event.event_id, poison);
+    assert_eq!(engine.dispatcher.stats().total.dead_lettered, 1);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_keeps_events_queued_until_reconfigured() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("right").await;
+    engine.add("d", &hec, "wrong", None);
+    engine.dispatcher.start().unwrap();
+    let batch = events("m", "c", 0..50);
+    engine.dispatch(batch.clone()).await;
+    let stopped = wait_until(WAIT, || engine.dispatcher.state("d").unwrap().is_stopped()).await;
+    assert!(stopped, "state: {:?}", engine.dispatcher.state("d"));
+    assert!(matches!(
+        engine.dispatcher.state("d").unwrap(),
+        DestinationState::AuthFailed(_)
+    ));
+    assert_eq!(hec.accepted_count(), 0);
+    assert_eq!(engine.dispatcher.stats().queued(), 50, "nothing lost");
+    engine.add("d", &hec, "right", None);
+    assert!(hec.wait_for(50, WAIT).await);
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_siem_does_not_slow_another_destination() {
+    let engine = Engine::new();
+    let stuck = HecReceiver::start("t").await;
+    stuck.set_always_hang(true);
+    let healthy = HecReceiver::start("t").await;
+    engine.add("stuck", &stuck, "t", Some(CustomerKey::new("m", "a")));
+    engine.add("healthy", &healthy, "t", Some(CustomerKey::new("m", "b")));
+    engine.dispatcher.start().unwrap();
+    engine.dispatch(events("m", "a", 0..500)).await;
+    let batch = events("m", "b", 1000..3000);
+    engine.dispatch(batch.clone()).await;
+    // The stuck destination's requests time out after 1 s each; the healthy one must finish
+    // its 20 batches while the other is still stuck in its first.
+    assert!(healthy.wait_for(2000, Duration::from_secs(10)).await);
+    assert_eq!(as_set(&healthy.accepted()), ids(&batch));
+    assert_eq!(stuck.accepted_count(), 0);
+    engine.dispatcher.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_events_wait_for_their_destination() {
+    let engine = Engine::new();
+    let batch = events("m", "late", 0..40);
+    let report = engine.dispatch(batch.clone()).await;
+    assert_eq!(report.unrouted, 40);
+    assert_eq!(engine.dispatcher.stats().unrouted.len, 40);
+    let hec = HecReceiver::start("t").await;
+    engine.dispatcher.start().unwrap();
+    engine.add("late", &hec, "t", Some(CustomerKey::new("m", "late")));
+    assert_eq!(engine.dispatcher.stats().unrouted.len, 0);
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_destination_accumulates_and_delivers_when_enabled() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    engine.add("d", &hec, "t", None);
+    engine.dispatcher.start().unwrap();
+    engine.dispatcher.set_enabled("d", false).unwrap();
+    let batch = events("m", "c", 0..120);
+    engine.dispatch(batch.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hec.accepted_count(), 0);
+    assert_eq!(
+        engine.dispatcher.state("d").unwrap(),
+        DestinationState::Disabled
+    );
+    engine.dispatcher.set_enabled("d", true).unwrap();
+    assert!(hec.wait_for(120, WAIT).await);
+    engine
+        .dispatcher
+        .remove_destination("d", RemovePolicy::Drop)
+        .unwrap();
+    assert!(engine
+        .store()
+        .list_queues()
+        .unwrap()
+        .iter()
+        .all(|q| !q.ends_with(":d")));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_delivery_loses_nothing_and_repeats_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecReceiver::start("t").await;
+    let batch = events("m", "c", 0..2_000);
+    {
+        let engine = Engine::open(dir.path());
+        engine.add_with("d", &hec, "t", None, |c| c.batch_size = 100);
+        engine.dispatch(batch.clone()).await;
+        hec.push_fault(Fault::Slow(Duration::from_millis(200)));
+        engine.dispatcher.start().unwrap();
+        assert!(hec.wait_for(500, WAIT).await);
+        // Stop with a request in flight: the shutdown deadline is shorter than the answer.
+        hec.push_fault(Fault::Slow(Duration::from_secs(2)));
+        engine.dispatcher.shutdown(Duration::from_millis(50)).await;
+    }
+    let engine = Engine::open(dir.path());
+    engine.add_with("d", &hec, "t", None, |c| c.batch_size = 100);
+    engine.dispatcher.start().unwrap();
+    assert!(engine.dispatcher.drain(WAIT).await);
+    let accepted = hec.accepted();
+    assert_eq!(as_set(&accepted), ids(&batch), "every event delivered");
+    let duplicates = accepted.len() - batch.len();
+    assert!(
+        duplicates <= 100,
+        "{duplicates} duplicates, more than the one batch in flight"
+    );
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
