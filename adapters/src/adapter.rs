@@ -32,8 +32,11 @@ pub trait SiemAdapter: Send + Sync {
     ) -> BoxFuture<'a, Result<Response, TransportError>>;
 
     /// What the engine should do with the events of `request` given the answer.
-    fn classify(&self, request: &EncodedRequest, answer: &Result<Response, TransportError>)
-        -> Outcome;
+    fn classify(
+        &self,
+        request: &EncodedRequest,
+        answer: &Result<Response, TransportError>,
+    ) -> Outcome;
 
     /// Encodes, sends and classifies one event now (the SDK's `send_event`).
     fn send_event<'a>(&'a self, event: &'a ScanEvent) -> BoxFuture<'a, Outcome> {

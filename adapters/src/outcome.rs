@@ -9,9 +9,15 @@ pub enum Outcome {
     Delivered,
     /// Transient failure: keep the events queued and try again, no sooner than `after`
     /// when the peer said so (`Retry-After`).
-    Retry { after: Option<Duration>, reason: String },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
     /// The SIEM refused some events for good: dead-letter them with `reason`.
-    Rejected { events: RejectedEvents, reason: String },
+    Rejected {
+        events: RejectedEvents,
+        reason: String,
+    },
     /// The request was too large for the peer (HTTP 413 and the like): split and resend.
     TooLarge { reason: String },
     /// Credentials are wrong or revoked: stop, keep everything queued, alert.

@@ -18,6 +18,8 @@ pub struct EncodedRequest {
     pub payload: Payload,
 }
 
+// One payload per request, built once: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Payload {
     Http(HttpRequest),

@@ -129,7 +129,7 @@ pub enum SiemCommand<T: Args> {
         #[command(flatten)]
         target: T,
         #[command(flatten)]
-        options: ConfigureArgs,
+        options: Box<ConfigureArgs>,
     },
     /// Connect, authenticate and deliver one clearly marked test event.
     Test {

@@ -377,23 +377,27 @@ impl SiemDispatcher {
         Ok(())
     }
 
-    /// Delivers everything queued now, ignoring flush intervals, until every enabled,
-    /// running destination's queue is empty or `timeout` passes. Returns true when empty.
+    /// Delivers everything queued now, ignoring flush intervals. Returns true once every
+    /// queue is empty; false at `timeout`, or as soon as only destinations that cannot
+    /// deliver (disabled, or stopped for bad credentials or configuration) still hold events.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.flush_now.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         let drained = loop {
-            let pending: u64 = read(&self.destinations)
-                .values()
-                .map(|dest| {
-                    dest.wake.notify_one();
-                    dest.queue.stats().len
-                })
-                .sum();
-            if pending == 0 {
+            let (mut queued, mut deliverable) = (0, 0);
+            for dest in read(&self.destinations).values() {
+                dest.wake.notify_one();
+                let len = dest.queue.stats().len;
+                queued += len;
+                let state = dest.state();
+                if !state.is_stopped() && state != DestinationState::Disabled {
+                    deliverable += len;
+                }
+            }
+            if queued == 0 {
                 break true;
             }
-            if Instant::now() >= deadline {
+            if deliverable == 0 || Instant::now() >= deadline {
                 break false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -124,12 +124,12 @@ impl Worker {
                 Err(Halt::AuthFailed(reason)) => {
                     self.dest.set_state(DestinationState::AuthFailed(reason));
                     self.stopped(&mut adapter_rx).await;
-                    backoff.reset();
+                    self.resume(&mut backoff);
                 }
                 Err(Halt::Misconfigured(reason)) => {
                     self.dest.set_state(DestinationState::Misconfigured(reason));
                     self.stopped(&mut adapter_rx).await;
-                    backoff.reset();
+                    self.resume(&mut backoff);
                 }
             }
         }
@@ -155,6 +155,14 @@ impl Worker {
             Wait::Ready
         } else {
             Wait::For(flush - age)
+        }
+    }
+
+    /// A new configuration arrived: try again from a clean slate.
+    fn resume(&self, backoff: &mut Backoff) {
+        backoff.reset();
+        if !self.stopping() {
+            self.dest.set_state(DestinationState::Ok);
         }
     }
 

@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod error;
 pub mod http;
 pub mod syslog;
 pub mod tls;
 
+pub use self::error::TransportSetupError;
 pub use self::http::HttpTransport;
 pub use self::syslog::SyslogTransport;
 

@@ -35,7 +35,7 @@ pub enum Source {
 impl Source {
     pub fn describe(self) -> String {
         match self {
-            Source::Queues => "from the queues (no service running)".into(),
+            Source::Queues => "read from the queues; no service running".into(),
             Source::Service { age_ms } => {
                 format!(
                     "from the running service, {:.1} s ago",

@@ -1,0 +1,181 @@
+//! One CEF line per scan event (protocols.md §4, §7.5, §7.6).
+//!
+//! `CEF:0|<vendor>|<product>|<crate version>|<first rule id or "scan">|<name>|<0..10>|ext`
+//! with the extension keys, in this order, each only when the event has a value:
+//! `rt` (ms), `src` (installation_id; or `deviceExternalId` by option), `suser`
+//! (agent_id), `cs1` PromptHash, `cs2` RuleIDs (comma-separated), `cs3` ThreatFamilies
+//! (comma-separated), `cs4` EventId (our addition, for de-duplication), `cs5` MsspId,
+//! `cs6` CustomerId, `cn1` PromptLength, `cn2` DetectionCount, `cn3` ScanDurationMs
+//! (rounded to an integer). Each `csN`/`cnN` is followed by its `csNLabel`/`cnNLabel`.
+//! Values are escaped, trailing spaces trimmed (receivers cannot tell them apart from
+//! the separator), truncated to the dictionary lengths; empty values are left out.
+
+use super::escape::{escape_header, escape_value, truncate_chars};
+use crate::config::CefSrcField;
+use crate::event::ScanEvent;
+
+/// The engine's version, sent as Device Version.
+pub const DEVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Header settings of a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CefSettings {
+    pub device_vendor: String,
+    pub device_product: String,
+    pub device_version: String,
+    pub src_field: CefSrcField,
+}
+
+impl Default for CefSettings {
+    fn default() -> Self {
+        CefSettings {
+            device_vendor: "RAXE".into(),
+            device_product: "ThreatDetection".into(),
+            device_version: DEVICE_VERSION.into(),
+            src_field: CefSrcField::Src,
+        }
+    }
+}
+
+/// Threat family code → readable name for the CEF Name.
+pub fn family_name(code: &str) -> Option<&'static str> {
+    const NAMES: [(&str, &str); 10] = [
+        ("PI", "Prompt Injection"),
+        ("JB", "Jailbreak"),
+        ("PII", "PII Exposure"),
+        ("CMD", "Command Injection"),
+        ("ENC", "Encoding Attack"),
+        ("RAG", "RAG Poisoning"),
+        ("HC", "Harmful Content"),
+        ("SEC", "Secret Exposure"),
+        ("QUAL", "Quality Issue"),
+        ("TOOL", "Tool Abuse"),
+    ];
+    NAMES
+        .iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(code.trim()))
+        .map(|&(_, n)| n)
+}
+
+/// The CEF Name: `"<Family> Detected"` for the first known family, `"Threat Detected"`
+/// for a threat without a known family, `"Scan Clean"` when no threat was found.
+pub fn event_name(event: &ScanEvent) -> String {
+    if !event.threat_detected {
+        return "Scan Clean".into();
+    }
+    match event.families.iter().find_map(|f| family_name(f)) {
+        Some(name) => format!("{name} Detected"),
+        None => "Threat Detected".into(),
+    }
+}
+
+/// The CEF header severity (0 when the event has none).
+pub fn cef_severity(event: &ScanEvent) -> u8 {
+    event.severity.map_or(0, |s| s.cef())
+}
+
+/// Appends the CEF line for `event` (no line terminator).
+pub fn write_cef(settings: &CefSettings, event: &ScanEvent, out: &mut String) {
+    out.push_str("CEF:0|");
+    escape_header(truncate_chars(&settings.device_vendor, 63), out);
+    out.push('|');
+    escape_header(truncate_chars(&settings.device_product, 63), out);
+    out.push('|');
+    escape_header(truncate_chars(&settings.device_version, 31), out);
+    out.push('|');
+    let sig = event
+        .rule_ids
+        .first()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("scan");
+    escape_header(truncate_chars(sig, 1023), out);
+    out.push('|');
+    escape_header(truncate_chars(&event_name(event), 512), out);
+    out.push('|');
+    out.push_str(&cef_severity(event).to_string());
+    out.push('|');
+
+    let mut ext = Ext { out, first: true };
+    ext.raw("rt", &event.timestamp_ms.to_string());
+    let src_key = match settings.src_field {
+        CefSrcField::Src => "src",
+        CefSrcField::DeviceExternalId => "deviceExternalId",
+    };
+    if let Some(v) = &event.installation_id {
+        ext.value(src_key, v, 255);
+    }
+    if let Some(v) = &event.agent_id {
+        ext.value("suser", v, 1023);
+    }
+    if let Some(v) = &event.prompt_hash {
+        ext.labelled("cs1", v, "PromptHash");
+    }
+    ext.labelled("cs2", &event.rule_ids.join(","), "RuleIDs");
+    ext.labelled("cs3", &event.families.join(","), "ThreatFamilies");
+    ext.labelled("cs4", &event.event_id, "EventId");
+    if let Some(v) = &event.mssp_id {
+        ext.labelled("cs5", v, "MsspId");
+    }
+    ext.labelled("cs6", &event.customer_id, "CustomerId");
+    if let Some(v) = event.prompt_length {
+        ext.number("cn1", v as i128, "PromptLength");
+    }
+    if let Some(v) = event.detection_count {
+        ext.number("cn2", v as i128, "DetectionCount");
+    }
+    if let Some(v) = event.scan_duration_ms {
+        ext.number("cn3", v.round() as i128, "ScanDurationMs");
+    }
+}
+
+/// The CEF line for `event`.
+pub fn cef_line(settings: &CefSettings, event: &ScanEvent) -> String {
+    let mut out = String::with_capacity(384);
+    write_cef(settings, event, &mut out);
+    out
+}
+
+struct Ext<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl Ext<'_> {
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(' ');
+        }
+        self.first = false;
+        self.out.push_str(key);
+        self.out.push('=');
+    }
+
+    fn raw(&mut self, key: &str, v: &str) {
+        self.key(key);
+        self.out.push_str(v);
+    }
+
+    /// Returns false (and writes nothing) for a value that is empty once trimmed.
+    fn value(&mut self, key: &str, v: &str, max: usize) -> bool {
+        let v = truncate_chars(v, max).trim_end_matches(' ');
+        if v.is_empty() {
+            return false;
+        }
+        self.key(key);
+        escape_value(v, self.out);
+        true
+    }
+
+    fn labelled(&mut self, key: &str, v: &str, label: &str) {
+        if self.value(key, v, 4000) {
+            self.raw(&format!("{key}Label"), label);
+        }
+    }
+
+    fn number(&mut self, key: &str, v: i128, label: &str) {
+        let v = v.clamp(i64::MIN as i128, i64::MAX as i128);
+        self.raw(key, &v.to_string());
+        self.raw(&format!("{key}Label"), label);
+    }
+}

@@ -1,0 +1,255 @@
+//! Generic CEF (protocols.md §4, §7.5–7.7): over HTTP (one CEF line per event, `\n`
+//! after each, `Authorization: Bearer` when a token is set) or over syslog (UDP, TCP,
+//! TLS; RFC 5424 or RFC 3164 header, PRI = facility × 8 + syslog severity).
+//!
+//! Stages: [`escape`], [`encoder`] (the line), [`retry`] (HTTP classification);
+//! syslog headers come from [`crate::syslog`].
+
+pub mod encoder;
+pub mod escape;
+pub mod retry;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, Uri};
+
+use crate::adapter::{BoxFuture, EncodedBatch, SiemAdapter};
+use crate::config::{CefMode, CefOptions, ConfigError, SiemConfig, SiemOptions, SyslogFormat};
+use crate::event::ScanEvent;
+use crate::http_common::{
+    classify_syslog_transport_error, classify_transport_error, pack, post, secret_header, CONCAT,
+};
+use crate::outcome::Outcome;
+use crate::request::{EncodedRequest, Payload, Response, TransportError};
+use crate::syslog::{format_rfc3164, format_rfc5424, pri, rfc5424_timestamp, Rfc5424};
+use crate::transport::{HttpTransport, SyslogTarget, SyslogTransport};
+
+pub use self::encoder::{cef_line, write_cef, CefSettings, DEVICE_VERSION};
+pub use self::retry::classify_cef_http;
+
+/// CEF lines over HTTP: shared with ArcSight.
+#[derive(Debug, Clone)]
+pub struct CefHttpBuilder {
+    pub settings: CefSettings,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub max_bytes: usize,
+}
+
+impl CefHttpBuilder {
+    pub fn line(&self, event: &ScanEvent) -> Vec<u8> {
+        let mut s = cef_line(&self.settings, event);
+        s.push('\n');
+        s.into_bytes()
+    }
+
+    pub fn build(&self, batch: &[ScanEvent]) -> EncodedBatch {
+        let items = batch.iter().map(|e| self.line(e)).collect();
+        let max = self.max_bytes;
+        pack(
+            items,
+            CONCAT,
+            max,
+            |n| format!("CEF line is {n} bytes, over the request limit of {max} bytes"),
+            |_, body| post(&self.uri, &self.headers, body, false),
+        )
+    }
+}
+
+/// Syslog message settings.
+#[derive(Debug, Clone)]
+pub struct CefSyslogFormatter {
+    pub settings: CefSettings,
+    pub format: SyslogFormat,
+    pub facility: u8,
+    pub hostname: String,
+    pub app_name: String,
+}
+
+impl CefSyslogFormatter {
+    /// One unframed syslog message carrying the event's CEF line.
+    pub fn message(&self, event: &ScanEvent) -> Vec<u8> {
+        let cef = cef_line(&self.settings, event);
+        let pri = pri(self.facility, event.severity.map_or(6, |s| s.syslog()));
+        match self.format {
+            SyslogFormat::Rfc5424 => format_rfc5424(&Rfc5424 {
+                pri,
+                timestamp: &rfc5424_timestamp(event.timestamp_ms),
+                hostname: &self.hostname,
+                app_name: &self.app_name,
+                procid: "-",
+                msgid: "-",
+                structured_data: &[],
+                msg: cef.as_bytes(),
+                bom: false,
+            }),
+            SyslogFormat::Rfc3164 => format_rfc3164(
+                pri,
+                event.datetime(),
+                &self.hostname,
+                &self.app_name,
+                None,
+                cef.as_bytes(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Mode {
+    Http {
+        builder: CefHttpBuilder,
+        transport: HttpTransport,
+    },
+    Syslog {
+        formatter: CefSyslogFormatter,
+        transport: SyslogTransport,
+    },
+}
+
+/// A generic CEF destination.
+#[derive(Debug)]
+pub struct CefAdapter {
+    config: SiemConfig,
+    mode: Mode,
+}
+
+impl CefAdapter {
+    pub fn new(config: SiemConfig) -> Result<CefAdapter, ConfigError> {
+        config.validate()?;
+        let SiemOptions::Cef(o) = &config.extra else {
+            return Err(ConfigError::OptionsMismatch {
+                siem_type: crate::config::SiemType::Cef,
+                options: config.siem_type,
+            });
+        };
+        let settings = settings(o);
+        let timeout = Duration::from_secs(config.timeout_seconds);
+        let mode = match config.cef_mode()? {
+            CefMode::Http => {
+                let mut headers = HeaderMap::new();
+                let token = config.auth_token.expose().trim();
+                if !token.is_empty() {
+                    headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {token}"))?);
+                }
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                Mode::Http {
+                    builder: CefHttpBuilder {
+                        settings,
+                        uri: config.uri()?,
+                        headers,
+                        max_bytes: o.max_request_bytes,
+                    },
+                    transport: HttpTransport::new(&config.tls, timeout)?,
+                }
+            }
+            CefMode::Syslog(protocol) => {
+                let uri = config.uri()?;
+                let host = uri.host().unwrap_or_default().to_string();
+                let target = SyslogTarget {
+                    host,
+                    port: config.syslog_port(protocol),
+                    protocol,
+                    framing: o.framing.0,
+                    max_datagram: o.max_datagram,
+                    timeout,
+                };
+                Mode::Syslog {
+                    formatter: CefSyslogFormatter {
+                        settings,
+                        format: o.syslog_format,
+                        facility: o.facility,
+                        hostname: o.hostname.clone().unwrap_or_else(crate::hostname::hostname),
+                        app_name: o.app_name.clone(),
+                    },
+                    transport: SyslogTransport::new(target, &config.tls)?,
+                }
+            }
+        };
+        Ok(CefAdapter { config, mode })
+    }
+}
+
+fn settings(o: &CefOptions) -> CefSettings {
+    CefSettings {
+        device_vendor: o.device_vendor.clone(),
+        device_product: o.device_product.clone(),
+        device_version: DEVICE_VERSION.into(),
+        src_field: o.src_field,
+    }
+}
+
+impl SiemAdapter for CefAdapter {
+    fn config(&self) -> &SiemConfig {
+        &self.config
+    }
+
+    fn transform_event(&self, event: &ScanEvent) -> Vec<u8> {
+        match &self.mode {
+            Mode::Http { builder, .. } => builder.line(event),
+            Mode::Syslog { formatter, .. } => formatter.message(event),
+        }
+    }
+
+    fn encode(&self, batch: &[ScanEvent]) -> EncodedBatch {
+        match &self.mode {
+            Mode::Http { builder, .. } => builder.build(batch),
+            Mode::Syslog { formatter, .. } => {
+                let mut out = EncodedBatch::default();
+                if !batch.is_empty() {
+                    out.requests.push(EncodedRequest {
+                        events: 0..batch.len(),
+                        payload: Payload::Syslog(
+                            batch
+                                .iter()
+                                .map(|e| Bytes::from(formatter.message(e)))
+                                .collect(),
+                        ),
+                    });
+                }
+                out
+            }
+        }
+    }
+
+    fn send<'a>(
+        &'a self,
+        request: &'a EncodedRequest,
+    ) -> BoxFuture<'a, Result<Response, TransportError>> {
+        Box::pin(async move {
+            match (&self.mode, &request.payload) {
+                (Mode::Http { transport, .. }, Payload::Http(req)) => {
+                    transport.send(req).await.map(Response::Http)
+                }
+                (Mode::Syslog { transport, .. }, Payload::Syslog(messages)) => transport
+                    .send(messages)
+                    .await
+                    .map(|()| Response::SyslogWritten),
+                _ => Err(TransportError::Io(
+                    "payload does not match the CEF transport".into(),
+                )),
+            }
+        })
+    }
+
+    fn classify(
+        &self,
+        _request: &EncodedRequest,
+        answer: &Result<Response, TransportError>,
+    ) -> Outcome {
+        let syslog = matches!(self.mode, Mode::Syslog { .. });
+        match answer {
+            Ok(Response::Http(resp)) => classify_cef_http(resp),
+            Ok(Response::SyslogWritten) => Outcome::Delivered,
+            Err(e) if syslog => classify_syslog_transport_error(e),
+            Err(e) => classify_transport_error(e),
+        }
+    }
+}

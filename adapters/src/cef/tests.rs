@@ -1,0 +1,235 @@
+use std::time::Duration;
+
+use super::*;
+use crate::config::{ArcsightOptions, CefOptions, CefSrcField, CefTransport, SyslogFormat};
+use crate::request::HttpRequest;
+use crate::test_support::{clean_event, event, resp};
+
+fn v() -> &'static str {
+    DEVICE_VERSION
+}
+
+fn line_1() -> String {
+    format!(
+        "CEF:0|RAXE|ThreatDetection|{}|pi-001|Prompt Injection Detected|10|rt=1769769000123 src=inst_abc123 suser=agent_prod_001 cs1=sha256:abc123 cs1Label=PromptHash cs2=pi-001,pi-003 cs2Label=RuleIDs cs3=PI cs3Label=ThreatFamilies cs4=evt-1 cs4Label=EventId cs5=mssp_1 cs5Label=MsspId cs6=cust_acme cs6Label=CustomerId cn1=42 cn1Label=PromptLength cn2=2 cn2Label=DetectionCount cn3=5 cn3Label=ScanDurationMs",
+        v()
+    )
+}
+
+fn line_clean() -> String {
+    format!(
+        "CEF:0|RAXE|ThreatDetection|{}|scan|Scan Clean|0|rt=1751371200000 cs4=evt-clean cs4Label=EventId cs6=cust_acme cs6Label=CustomerId",
+        v()
+    )
+}
+
+fn http(r: &EncodedRequest) -> &HttpRequest {
+    match &r.payload {
+        Payload::Http(h) => h,
+        _ => panic!(),
+    }
+}
+
+#[test]
+fn golden_lines() {
+    let s = CefSettings::default();
+    assert_eq!(cef_line(&s, &event(1)), line_1());
+    assert_eq!(cef_line(&s, &clean_event()), line_clean());
+    let s = CefSettings {
+        src_field: CefSrcField::DeviceExternalId,
+        ..Default::default()
+    };
+    assert!(cef_line(&s, &event(1)).contains(" deviceExternalId=inst_abc123 "));
+}
+
+#[test]
+fn names_and_severities() {
+    let mut e = event(1);
+    e.families = vec!["jb".into()];
+    assert_eq!(encoder::event_name(&e), "Jailbreak Detected");
+    e.families = vec!["XYZ".into()];
+    assert_eq!(encoder::event_name(&e), "Threat Detected");
+    e.families.clear();
+    assert_eq!(encoder::event_name(&e), "Threat Detected");
+    e.threat_detected = false;
+    assert_eq!(encoder::event_name(&e), "Scan Clean");
+    for (sev, n) in [
+        (crate::event::Severity::None, 0),
+        (crate::event::Severity::Low, 3),
+        (crate::event::Severity::Medium, 5),
+        (crate::event::Severity::High, 7),
+        (crate::event::Severity::Critical, 10),
+    ] {
+        e.severity = Some(sev);
+        assert_eq!(encoder::cef_severity(&e), n);
+    }
+}
+
+#[test]
+fn forged_values_stay_inside_their_field() {
+    let mut e = clean_event();
+    e.agent_id = Some("x cs6=evil\nCEF:0|a|b|c|d|e|10|".into());
+    e.rule_ids = vec!["r|1\r\n".into()];
+    let line = cef_line(&CefSettings::default(), &e);
+    assert!(!line.contains('\n') && !line.contains('\r'));
+    assert!(line.contains("|r\\|1  |"), "{line}");
+    assert!(
+        line.contains("suser=x cs6\\=evil\\nCEF:0|a|b|c|d|e|10|"),
+        "{line}"
+    );
+}
+
+#[test]
+fn golden_cef_over_http() {
+    let c = SiemConfig::cef(
+        "https://collector.example.com/cef",
+        "tok",
+        CefOptions::default(),
+    )
+    .unwrap();
+    let a = CefAdapter::new(c).unwrap();
+    let batch = a.encode(&[event(1), clean_event()]);
+    assert_eq!(batch.requests.len(), 1);
+    let h = http(&batch.requests[0]);
+    assert_eq!(h.uri.to_string(), "https://collector.example.com/cef");
+    assert_eq!(h.headers["authorization"], "Bearer tok");
+    assert_eq!(h.headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(h.headers.len(), 2);
+    assert_eq!(
+        std::str::from_utf8(&h.body).unwrap(),
+        format!("{}\n{}\n", line_1(), line_clean())
+    );
+    // No token: no Authorization header.
+    let c = SiemConfig::cef("http://c/", "", CefOptions::default()).unwrap();
+    let a = CefAdapter::new(c).unwrap();
+    assert!(http(&a.encode(&[clean_event()]).requests[0])
+        .headers
+        .get("authorization")
+        .is_none());
+}
+
+#[test]
+fn golden_arcsight() {
+    let c = SiemConfig::with_options(
+        "https://arcsight.example.com:8443/receiver",
+        "tok",
+        crate::config::SiemOptions::Arcsight(ArcsightOptions {
+            smart_connector_id: "conn-42".into(),
+            device_vendor: "Acme|Sec".into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let a = crate::arcsight::ArcsightAdapter::new(c).unwrap();
+    let batch = a.encode(&[clean_event()]);
+    let h = http(&batch.requests[0]);
+    assert_eq!(h.headers["authorization"], "Bearer tok");
+    assert_eq!(h.headers[crate::arcsight::CONNECTOR_HEADER], "conn-42");
+    assert_eq!(h.headers.len(), 3);
+    assert_eq!(
+        std::str::from_utf8(&h.body).unwrap(),
+        format!(
+            "CEF:0|Acme\\|Sec|ThreatDetection|{}|scan|Scan Clean|0|rt=1751371200000 cs4=evt-clean cs4Label=EventId cs6=cust_acme cs6Label=CustomerId\n",
+            v()
+        )
+    );
+}
+
+fn syslog_adapter(format: SyslogFormat) -> CefAdapter {
+    let c = SiemConfig::cef(
+        "syslog://127.0.0.1",
+        "",
+        CefOptions {
+            transport: Some(CefTransport::Tcp),
+            syslog_format: format,
+            hostname: Some("raxe-agent-01".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    CefAdapter::new(c).unwrap()
+}
+
+#[test]
+fn golden_cef_over_syslog_5424_and_3164() {
+    let a = syslog_adapter(SyslogFormat::Rfc5424);
+    let batch = a.encode(&[event(1), clean_event()]);
+    assert_eq!(batch.requests.len(), 1);
+    assert_eq!(batch.requests[0].events, 0..2);
+    let Payload::Syslog(msgs) = &batch.requests[0].payload else {
+        panic!()
+    };
+    // local0 (16) * 8 + critical (2) = 130; clean: informational 6 → 134.
+    assert_eq!(
+        std::str::from_utf8(&msgs[0]).unwrap(),
+        format!(
+            "<130>1 2026-01-30T10:30:00.123Z raxe-agent-01 raxe - - - {}",
+            line_1()
+        )
+    );
+    assert_eq!(
+        std::str::from_utf8(&msgs[1]).unwrap(),
+        format!(
+            "<134>1 2025-07-01T12:00:00.000Z raxe-agent-01 raxe - - - {}",
+            line_clean()
+        )
+    );
+    let a = syslog_adapter(SyslogFormat::Rfc3164);
+    assert_eq!(
+        String::from_utf8(a.transform_event(&clean_event())).unwrap(),
+        format!("<134>Jul  1 12:00:00 raxe-agent-01 raxe: {}", line_clean())
+    );
+}
+
+fn kind(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Delivered => "delivered",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Rejected { .. } => "rejected",
+        Outcome::TooLarge { .. } => "too_large",
+        Outcome::AuthFailed { .. } => "auth",
+        Outcome::Misconfigured { .. } => "config",
+    }
+}
+
+#[test]
+fn cef_http_statuses() {
+    let k = |s: u16| kind(&classify_cef_http(&resp(s, "")));
+    for s in [200, 201, 202, 204] {
+        assert_eq!(k(s), "delivered");
+    }
+    assert_eq!(k(401), "auth");
+    assert_eq!(k(403), "auth");
+    for s in [408, 429, 500, 502, 503, 504] {
+        assert_eq!(k(s), "retry", "{s}");
+    }
+    assert_eq!(k(400), "rejected");
+    assert_eq!(k(422), "rejected");
+    assert_eq!(k(413), "too_large");
+    assert_eq!(k(404), "config");
+    assert_eq!(k(301), "config");
+}
+
+#[test]
+fn syslog_answers() {
+    let a = syslog_adapter(SyslogFormat::Rfc5424);
+    let req = &a.encode(&[clean_event()]).requests[0];
+    assert_eq!(
+        a.classify(req, &Ok(Response::SyslogWritten)),
+        Outcome::Delivered
+    );
+    for e in [
+        TransportError::Connect("refused".into()),
+        TransportError::Timeout(Duration::from_secs(1)),
+        TransportError::Io("broken pipe".into()),
+        TransportError::Tls("received fatal alert: HandshakeFailure".into()),
+    ] {
+        assert_eq!(kind(&a.classify(req, &Err(e))), "retry");
+    }
+    for e in [
+        TransportError::Tls("invalid peer certificate: UnknownIssuer".into()),
+        TransportError::Tls("received fatal alert: BadCertificate".into()),
+    ] {
+        assert_eq!(kind(&a.classify(req, &Err(e))), "config");
+    }
+}

@@ -1,0 +1,157 @@
+//! Syslog message formatting (protocols.md §5): RFC 5424 (default) and RFC 3164 headers.
+//! Produces *unframed* messages; framing (octet counting / newline) and datagram limits
+//! are the transport's job (`crate::transport::syslog::frame_batch`).
+
+#[cfg(test)]
+mod tests;
+
+use time::OffsetDateTime;
+
+/// `PRIVAL = facility × 8 + severity` (facility 0–23, severity 0–7).
+pub fn pri(facility: u8, severity: u8) -> u8 {
+    facility.min(23) * 8 + severity.min(7)
+}
+
+/// One SD-ELEMENT: `[id name="value" ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdElement {
+    pub id: String,
+    pub params: Vec<(String, String)>,
+}
+
+/// The parts of an RFC 5424 message. Header fields are sanitized when written: anything
+/// but printable US-ASCII (33–126) becomes `_`, over-long fields are cut, empty → `-`.
+#[derive(Debug, Clone)]
+pub struct Rfc5424<'a> {
+    pub pri: u8,
+    /// An RFC 3339 timestamp as it should appear (see [`rfc5424_timestamp`]), or `-`.
+    pub timestamp: &'a str,
+    pub hostname: &'a str,
+    pub app_name: &'a str,
+    pub procid: &'a str,
+    pub msgid: &'a str,
+    pub structured_data: &'a [SdElement],
+    pub msg: &'a [u8],
+    /// Prefix MSG with the UTF-8 BOM (RFC 5424 §6.4 "should" for UTF-8 text).
+    pub bom: bool,
+}
+
+/// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD [SP [BOM]MSG]`.
+pub fn format_rfc5424(m: &Rfc5424<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + m.msg.len());
+    out.extend_from_slice(format!("<{}>1 ", m.pri).as_bytes());
+    header_field(m.timestamp, 64, &mut out);
+    out.push(b' ');
+    header_field(m.hostname, 255, &mut out);
+    out.push(b' ');
+    header_field(m.app_name, 48, &mut out);
+    out.push(b' ');
+    header_field(m.procid, 128, &mut out);
+    out.push(b' ');
+    header_field(m.msgid, 32, &mut out);
+    out.push(b' ');
+    if m.structured_data.is_empty() {
+        out.push(b'-');
+    } else {
+        for sd in m.structured_data {
+            out.push(b'[');
+            sd_name(&sd.id, &mut out);
+            for (name, value) in &sd.params {
+                out.push(b' ');
+                sd_name(name, &mut out);
+                out.extend_from_slice(b"=\"");
+                for c in value.chars() {
+                    if matches!(c, '"' | '\\' | ']') {
+                        out.push(b'\\');
+                    }
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                out.push(b'"');
+            }
+            out.push(b']');
+        }
+    }
+    if !m.msg.is_empty() || m.bom {
+        out.push(b' ');
+        if m.bom {
+            out.extend_from_slice(b"\xEF\xBB\xBF");
+        }
+        out.extend_from_slice(m.msg);
+    }
+    out
+}
+
+/// `<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG` (RFC 3164). `time` is written as given
+/// (we pass UTC: the format has no zone). TAG is cut at 32 alphanumerics.
+pub fn format_rfc3164(
+    pri: u8,
+    time: OffsetDateTime,
+    hostname: &str,
+    tag: &str,
+    pid: Option<&str>,
+    msg: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + msg.len());
+    out.extend_from_slice(format!("<{pri}>{} ", rfc3164_timestamp(time)).as_bytes());
+    // No domain part in 3164.
+    let host = hostname.split('.').next().unwrap_or_default();
+    header_field(host, 255, &mut out);
+    out.push(b' ');
+    let tag: String = tag
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(32)
+        .collect();
+    out.extend_from_slice(if tag.is_empty() { "raxe" } else { &tag }.as_bytes());
+    if let Some(pid) = pid {
+        out.push(b'[');
+        header_field(pid, 16, &mut out);
+        out.push(b']');
+    }
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(msg);
+    out
+}
+
+/// `Mmm dd hh:mm:ss` with a space-padded day (`Jul  1 12:00:02`).
+pub fn rfc3164_timestamp(t: OffsetDateTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:>2} {:02}:{:02}:{:02}",
+        MONTHS[u8::from(t.month()) as usize - 1],
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// RFC 5424 timestamp for epoch ms: UTC with milliseconds, `2025-07-01T12:00:00.123Z`.
+pub fn rfc5424_timestamp(ms: i64) -> String {
+    crate::event::format_rfc3339_ms(ms)
+}
+
+fn header_field(s: &str, max: usize, out: &mut Vec<u8>) {
+    if s.is_empty() {
+        out.push(b'-');
+        return;
+    }
+    out.extend(
+        s.bytes()
+            .take(max)
+            .map(|b| if (33..=126).contains(&b) { b } else { b'_' }),
+    );
+}
+
+fn sd_name(s: &str, out: &mut Vec<u8>) {
+    out.extend(s.bytes().take(32).map(|b| {
+        if (33..=126).contains(&b) && !matches!(b, b'=' | b']' | b'"') {
+            b
+        } else {
+            b'_'
+        }
+    }));
+}
