@@ -12,13 +12,14 @@
 //! * Records are delivered (leased) in seq order; a released lease goes back to the head.
 //! * A crash can cause duplicates (records leased or acked-but-not-yet-flushed come back),
 //!   never loss and never reordering. After kill -9 only records of leases in flight come
-//!   back (an `ack` returns after sled's flush); after a power loss also acks since the
-//!   last fdatasync.
+//!   back (an `ack` returns once it is in the ack journal, i.e. in the page cache); after a
+//!   power loss also acks since the last fdatasync.
 //! * Nothing is dropped silently: past its byte cap an append fails as a whole with
 //!   [`QueueError::Full`]; a damaged chunk fails the lease with [`QueueError::Damaged`].
 //!
 //! # On-disk layout
-//! A data directory holds `raxe.lock` (flock: one process per directory), and sled's files:
+//! A data directory holds `raxe.lock` (flock: one process per directory), the ack journal
+//! `acks-<generation, 16 hex digits>.log` (usually one file; see below), and sled's files:
 //! `conf`, `db` (the log-structured data file), `blobs/` (log items above a quarter of
 //! sled's segment; chunks are sized so that even a whole leaf of them stays inline, with a
 //! 2 MiB segment), `snap.*`. In sled:
@@ -33,7 +34,14 @@
 //!     scans only this prefix, never the payloads;
 //!   - `a` → ack state: `low` (every seq below is acked), `next` (floor for the next seq,
 //!     so seqs never repeat after the newest chunks were acked away), and the acked ranges
-//!     above `low` (out-of-order acks), crc32.
+//!     above `low` (out-of-order acks), crc32;
+//!   - `i` → the queue's nonce: `0x1D ‖ u64 ‖ crc32`, random, written (and flushed) when
+//!     the queue is first opened. Ack-journal records name their queue by it, so records
+//!     of a dropped queue never touch a new queue of the same name (whose seqs restart).
+//!
+//! Ack journal record (all little-endian): `0xAB ‖ range count u32 ‖ generation u64 ‖
+//! queue nonce u64 ‖ (start u64 ‖ end u64)* ‖ crc32` over everything before it. The
+//! generation is the file's own, so bytes from another file never validate.
 //!
 //! Big-endian seqs make sled's key order the seq order. A chunk and its metadata are
 //! written in one `apply_batch`, so they exist together or not at all.
@@ -58,11 +66,33 @@
 //!
 //! # Leases and acks
 //! Leases live in memory only; after a restart everything not acked is leased again.
-//! `ack` records the acked seqs, deletes every chunk that became fully acked together with
-//! the new ack state in one batch, and waits for sled's flush (not fdatasync: a lost ack
-//! only means a duplicate after a power loss, never a loss). The in-memory index is a map
-//! of chunk metadata plus range sets (available, acked), so memory does not grow with
-//! the record count; the last decoded chunk is cached so consecutive leases read it once.
+//!
+//! What `ack` promises: on return, the acked records do not come back after a process
+//! crash (kill -9); after a power loss they may (a duplicate, never a loss). It does not
+//! wait for any flush. Under the queue lock it
+//! 1. appends one record (queue nonce + acked seq ranges + crc) to the ack journal with a
+//!    single `write()`, no fsync: the page cache survives a process crash;
+//! 2. writes the new ack state, then removes every chunk that became fully acked (payload,
+//!    then metadata), as plain sled writes in memory. Not a sled batch: sled writes out its
+//!    log buffer (pwrite + a waiting sync_file_range) around every batch, which cost more
+//!    than the rest of the ack. That order keeps every prefix sled may recover safe: a
+//!    chunk is never gone while the persisted state calls it unacked, and metadata whose
+//!    payload is gone is fully acked and removed at load.
+//!
+//! sled persists those writes with its next flush (any append's group commit, its
+//! background flusher, a journal rotation). Opening a store replays every journal file
+//! into the ack state of the queue with the matching nonce (acking is idempotent; a torn
+//! or crc-failing tail record is ignored), fdatasyncs, and deletes the replayed files.
+//! Rotation bounds the journal: past `StoreOptions::ack_journal_bytes` (1 MiB, ~20k acks)
+//! the ack that crosses it switches to a new generation file, waits for a sled flush that
+//! started after the switch, then deletes the old file. Journal writes and their sled
+//! writes happen under one lock that the switch also takes, so that flush covers every
+//! record of the old file. Should a journal write fail, acks fall back to waiting for
+//! sled's flush until the store is reopened.
+//!
+//! The in-memory index is a map of chunk metadata plus range sets (available, acked), so
+//! memory does not grow with the record count; the last decoded chunk is cached so
+//! consecutive leases read it once.
 //!
 //! # Disk size
 //! sled reuses space freed by acks but never truncates its file: `disk_bytes` does not

@@ -47,6 +47,10 @@ struct State {
     /// Count only (benchmarks): no parsing beyond counting envelopes, nothing stored.
     count_only: bool,
     counted: usize,
+    /// LogScale's HEC endpoint: `/api/v1/ingest/hec` with `Authorization: Bearer`.
+    logscale: bool,
+    /// Requests refused for a missing or wrong token.
+    auth_failures: u64,
 }
 
 /// A running receiver. Dropping it stops accepting connections.
@@ -74,6 +78,20 @@ impl HecReceiver {
         let receiver = Self::start_on("127.0.0.1:0", token).await;
         receiver.state.lock().unwrap().count_only = true;
         receiver
+    }
+
+    /// A CrowdStrike Falcon LogScale receiver (protocols.md §2): the HEC body at
+    /// `/api/v1/ingest/hec` (and the `/services/collector` aliases) with
+    /// `Authorization: Bearer <token>`.
+    pub async fn start_logscale(token: &str) -> HecReceiver {
+        let receiver = Self::start_on("127.0.0.1:0", token).await;
+        receiver.state.lock().unwrap().logscale = true;
+        receiver
+    }
+
+    /// The URL for a LogScale destination.
+    pub fn logscale_url(&self) -> String {
+        format!("http://{}/api/v1/ingest/hec", self.addr)
     }
 
     /// Starts on a given address (to come back on the same port after a restart).
@@ -146,6 +164,11 @@ impl HecReceiver {
         self.state.lock().unwrap().requests
     }
 
+    /// Requests refused for a missing or wrong token (401/403).
+    pub fn auth_failures(&self) -> u64 {
+        self.state.lock().unwrap().auth_failures
+    }
+
     /// Waits until at least `n` events were accepted, or `timeout`. True when reached.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -210,18 +233,29 @@ async fn handle(
         }
         None => {}
     }
-    if parts.uri.path() != "/services/collector/event" && parts.uri.path() != "/services/collector"
+    let (scheme, expected) = {
+        let s = state.lock().unwrap();
+        let scheme = if s.logscale { "Bearer " } else { "Splunk " };
+        (scheme, format!("{scheme}{}", s.token))
+    };
+    let logscale = scheme == "Bearer ";
+    let path = parts.uri.path();
+    if path != "/services/collector/event"
+        && path != "/services/collector"
+        && !(logscale && path == "/api/v1/ingest/hec")
     {
         return Ok(reply(404, 404, "Not Found"));
     }
-    let expected = format!("Splunk {}", state.lock().unwrap().token);
-    match parts
+    let auth = parts
         .headers
         .get("authorization")
-        .and_then(|v| v.to_str().ok())
-    {
+        .and_then(|v| v.to_str().ok());
+    if auth != Some(expected.as_str()) {
+        state.lock().unwrap().auth_failures += 1;
+    }
+    match auth {
         None => return Ok(reply(401, 2, "Token is required")),
-        Some(auth) if !auth.starts_with("Splunk ") => {
+        Some(auth) if !auth.starts_with(scheme) => {
             return Ok(reply(401, 3, "Invalid authorization"))
         }
         Some(auth) if auth != expected => return Ok(reply(403, 4, "Invalid token")),

@@ -3,4 +3,7 @@
 //! misbehave on request (status codes, Retry-After, hangs, resets, poison events).
 //! The integration tests themselves live in `tests/tests/`.
 
+pub mod azure_sig;
 pub mod hec;
+pub mod sink;
+pub mod syslog_tcp;

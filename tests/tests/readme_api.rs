@@ -21,8 +21,10 @@ async fn the_readme_example_delivers() -> Result<(), Box<dyn std::error::Error>>
     let splunk = create_siem_adapter(config)?;
     dispatcher.register_adapter(splunk, Some(CustomerKey::new("m1", "acme")))?;
     dispatcher.start()?;
-    let event =
-        ScanEvent::parse_line(br#"{"customer_id":"acme","mssp_id":"m1","severity":"high"}"#, 1)?;
+    let event = ScanEvent::parse_line(
+        br#"{"customer_id":"acme","mssp_id":"m1","severity":"high"}"#,
+        1,
+    )?;
     let dispatched = tokio::task::block_in_place(|| dispatcher.dispatch(&event))?;
     assert_eq!(dispatched.queued, 1);
     assert!(hec.wait_for(1, Duration::from_secs(10)).await);

@@ -295,10 +295,11 @@ pub fn dlq(data: &DataDir, command: DlqCommand) -> Result<i32> {
             DlqCommand::List(f) => {
                 for letter in dlq_ops::list(store.as_ref(), &id, f.limit)? {
                     total += 1;
-                    let event: Value = serde_json::from_slice(&letter.event).unwrap_or(Value::Null);
+                    let event_id = ScanEvent::from_queue_bytes(&letter.event)
+                        .map(|e| e.event_id)
+                        .unwrap_or_else(|_| "?".into());
                     println!(
-                        "{id}\t{}\t{}\t{}",
-                        event["event_id"].as_str().unwrap_or("?"),
+                        "{id}\t{event_id}\t{}\t{}",
                         letter.header.reason,
                         String::from_utf8_lossy(&letter.event)
                     );

@@ -10,10 +10,14 @@ pub(crate) const CHUNK_PREFIX: u8 = b'c';
 pub(crate) const META_PREFIX: u8 = b'm';
 /// Key of the queue's persisted ack state.
 pub(crate) const ACK_KEY: &[u8] = b"a";
+/// Key of the queue's incarnation nonce (ack-journal records name the queue by it).
+pub(crate) const NONCE_KEY: &[u8] = b"i";
 
 const CHUNK_MAGIC: u8 = 0xC1;
 const META_MAGIC: u8 = 0x4D;
 const ACK_MAGIC: u8 = 0xA1;
+const NONCE_MAGIC: u8 = 0x1D;
+const JOURNAL_MAGIC: u8 = 0xAB;
 
 /// Per-record length prefix.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -250,6 +254,135 @@ pub(crate) fn decode_ack(v: &[u8]) -> Result<AckState, String> {
     })
 }
 
+/// Merges acked `ranges` into a persisted ack state (idempotent). Returns whether it changed.
+pub(crate) fn merge_acks(a: &mut AckState, ranges: &[Range<Seq>]) -> bool {
+    use super::ranges::RangeSet;
+    let mut set = RangeSet::new();
+    for r in &a.above {
+        set.insert(r.clone());
+    }
+    let mut next = a.next;
+    for r in ranges {
+        set.insert(r.clone());
+        next = next.max(r.end);
+    }
+    let mut low = a.low;
+    while let Some(r) = set.first() {
+        if r.start > low {
+            break;
+        }
+        low = low.max(r.end);
+        set.remove(r);
+    }
+    set.remove_below(low);
+    let merged = AckState {
+        low,
+        next,
+        above: set.iter().collect(),
+    };
+    let changed = merged != *a;
+    *a = merged;
+    changed
+}
+
+const NONCE_LEN: usize = 1 + 8 + 4;
+
+/// `magic | nonce u64 | crc32`.
+pub(crate) fn encode_nonce(nonce: u64) -> [u8; NONCE_LEN] {
+    let mut v = [0u8; NONCE_LEN];
+    v[0] = NONCE_MAGIC;
+    v[1..9].copy_from_slice(&nonce.to_le_bytes());
+    let mut c = Crc32::new();
+    c.update(&v[..9]);
+    v[9..].copy_from_slice(&c.finish().to_le_bytes());
+    v
+}
+
+pub(crate) fn decode_nonce(v: &[u8]) -> Result<u64, String> {
+    if v.len() != NONCE_LEN || v[0] != NONCE_MAGIC {
+        return Err(format!(
+            "queue nonce of {} bytes has an unknown format",
+            v.len()
+        ));
+    }
+    let mut c = Crc32::new();
+    c.update(&v[..9]);
+    if c.finish() != u32_at(v, 9) {
+        return Err("queue nonce checksum mismatch".into());
+    }
+    Ok(u64_at(v, 1))
+}
+
+/// Fixed part of an ack-journal record: magic, range count u32, generation u64, nonce u64.
+const JOURNAL_HEAD: usize = 1 + 4 + 8 + 8;
+
+/// Appends one ack-journal record to `buf`:
+/// `magic | n u32 | generation u64 | queue nonce u64 | (start u64 | end u64)*n | crc32`,
+/// the crc covering everything before it. The generation (the journal file's) makes a
+/// record from another file, or stale bytes, fail the check.
+pub(crate) fn encode_journal_ack(buf: &mut Vec<u8>, gen: u64, nonce: u64, ranges: &[Range<Seq>]) {
+    let at = buf.len();
+    buf.push(JOURNAL_MAGIC);
+    buf.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&gen.to_le_bytes());
+    buf.extend_from_slice(&nonce.to_le_bytes());
+    for r in ranges {
+        buf.extend_from_slice(&r.start.to_le_bytes());
+        buf.extend_from_slice(&r.end.to_le_bytes());
+    }
+    let mut c = Crc32::new();
+    c.update(&buf[at..]);
+    buf.extend_from_slice(&c.finish().to_le_bytes());
+}
+
+/// One decoded ack-journal record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournalAck {
+    pub(crate) nonce: u64,
+    pub(crate) ranges: Vec<Range<Seq>>,
+}
+
+/// Decodes the records of a journal file of generation `gen`, stopping at the first one
+/// that is torn, fails its crc, or belongs to another generation. Returns the records and
+/// how many bytes they span (the rest is a torn tail or garbage, never applied).
+pub(crate) fn decode_journal(data: &[u8], gen: u64) -> (Vec<JournalAck>, usize) {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while data.len() - pos >= JOURNAL_HEAD + 4 {
+        let v = &data[pos..];
+        if v[0] != JOURNAL_MAGIC {
+            break;
+        }
+        let n = u32_at(v, 1) as usize;
+        let Some(len) = n
+            .checked_mul(16)
+            .and_then(|b| b.checked_add(JOURNAL_HEAD + 4))
+        else {
+            break;
+        };
+        if len > v.len() {
+            break;
+        }
+        let mut c = Crc32::new();
+        c.update(&v[..len - 4]);
+        if c.finish() != u32_at(v, len - 4) || u64_at(v, 5) != gen {
+            break;
+        }
+        let ranges = (0..n)
+            .map(|i| {
+                let at = JOURNAL_HEAD + i * 16;
+                u64_at(v, at)..u64_at(v, at + 8)
+            })
+            .collect();
+        out.push(JournalAck {
+            nonce: u64_at(v, 13),
+            ranges,
+        });
+        pos += len;
+    }
+    (out, pos)
+}
+
 fn u32_at(v: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&v[at..at + 4]);
@@ -263,6 +396,8 @@ fn u64_at(v: &[u8], at: usize) -> u64 {
 }
 
 #[cfg(test)]
+// Lists of one seq range are what these tests mean.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -301,5 +436,71 @@ mod tests {
         let mut bad = encode_ack(&a);
         bad[2] ^= 1;
         assert!(decode_ack(&bad).is_err());
+        assert_eq!(decode_nonce(&encode_nonce(77)).unwrap(), 77);
+        let mut bad = encode_nonce(77);
+        bad[3] ^= 1;
+        assert!(decode_nonce(&bad).is_err());
+    }
+
+    #[test]
+    fn merge_acks_is_idempotent_and_folds_into_low() {
+        let mut a = AckState {
+            low: 3,
+            next: 50,
+            above: vec![5..9, 20..21],
+        };
+        assert!(merge_acks(&mut a, &[3..5, 60..61]));
+        assert_eq!(
+            a,
+            AckState {
+                low: 9,
+                next: 61,
+                above: vec![20..21, 60..61],
+            }
+        );
+        let before = a.clone();
+        assert!(!merge_acks(&mut a, &[0..9, 20..21]));
+        assert_eq!(a, before);
+    }
+
+    #[test]
+    fn journal_roundtrip_torn_tail_and_generation() {
+        let mut buf = Vec::new();
+        encode_journal_ack(&mut buf, 7, 11, &[1..5, 9..10]);
+        let one = buf.len();
+        encode_journal_ack(&mut buf, 7, 12, &[]);
+        encode_journal_ack(&mut buf, 7, 13, &[100..200]);
+        let (recs, used) = decode_journal(&buf, 7);
+        assert_eq!(used, buf.len());
+        assert_eq!(
+            recs,
+            vec![
+                JournalAck {
+                    nonce: 11,
+                    ranges: vec![1..5, 9..10]
+                },
+                JournalAck {
+                    nonce: 12,
+                    ranges: vec![]
+                },
+                JournalAck {
+                    nonce: 13,
+                    ranges: vec![100..200]
+                },
+            ]
+        );
+        // Another generation's records are not ours.
+        assert_eq!(decode_journal(&buf, 8), (vec![], 0));
+        // Every torn tail stops cleanly after the last whole record.
+        for cut in 0..buf.len() {
+            let (recs, used) = decode_journal(&buf[..cut], 7);
+            assert!(used <= cut);
+            assert_eq!(recs.len(), if cut < one { 0 } else { recs.len() });
+        }
+        // A flipped bit stops replay at that record; zeros are never a record.
+        let mut bad = buf.clone();
+        bad[one + 3] ^= 1;
+        assert_eq!(decode_journal(&bad, 7).0.len(), 1);
+        assert_eq!(decode_journal(&[0u8; 100], 0), (vec![], 0));
     }
 }

@@ -1,8 +1,9 @@
 //! Group commit. Writers put their data into sled, take a ticket, and wait until a flush
 //! that started after their write has finished. One waiter at a time (the leader) runs
 //! the flush for everyone; the others sleep on a condvar. Two levels: `Flush` (sled's
-//! own flush: survives kill -9; enough for acks) and `Sync` (flush + fdatasync of the
-//! data file: survives power loss; required by appends).
+//! own flush: survives kill -9; marker removal, queue drop, ack-journal rotation, acks
+//! when the journal is broken) and `Sync` (flush + fdatasync of the data file: survives
+//! power loss; required by appends).
 
 use std::fs::File;
 use std::io;

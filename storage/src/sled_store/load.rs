@@ -1,9 +1,11 @@
 //! Reopen: rebuilds a queue's in-memory index from its metadata keys and ack state.
 
-use std::sync::atomic::AtomicU64;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::codec::{self, AckState};
+use super::commit::Level;
 use super::ranges::RangeSet;
 use super::sled_queue::{normalize_low, QState, SledQueue};
 use super::Shared;
@@ -18,6 +20,19 @@ impl SledQueue {
         shared: Arc<Shared>,
         cap: Option<u64>,
     ) -> Result<SledQueue, QueueError> {
+        let nonce = match tree.get(codec::NONCE_KEY).map_err(|e| shared.db_err(e))? {
+            Some(v) => codec::decode_nonce(&v).map_err(|d| shared.corrupt(name, &d))?,
+            None => {
+                // A new queue (or one from before the ack journal). Flushed before any ack
+                // can journal it, so reopen finds the same nonce.
+                let n = new_nonce();
+                tree.insert(codec::NONCE_KEY, &codec::encode_nonce(n)[..])
+                    .map_err(|e| shared.db_err(e))?;
+                let t = shared.committer.ticket();
+                shared.commit(t, Level::Flush)?;
+                n
+            }
+        };
         let ack = match tree.get(codec::ACK_KEY).map_err(|e| shared.db_err(e))? {
             Some(v) => codec::decode_ack(&v).map_err(|d| shared.corrupt(name, &d))?,
             None => AckState::default(),
@@ -32,6 +47,7 @@ impl SledQueue {
         st.acked_above = acked_above;
         let q = SledQueue {
             name: name.to_string(),
+            nonce,
             tree,
             shared,
             state: Mutex::new(QState::new(cap)),
@@ -85,4 +101,19 @@ impl SledQueue {
         *q.lock() = st;
         Ok(q)
     }
+}
+
+/// A queue's incarnation nonce: random (std's per-process random hasher keys), mixed with
+/// the time, pid and a counter. Distinguishes a queue from a dropped one of the same name.
+fn new_nonce() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }

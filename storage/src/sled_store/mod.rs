@@ -3,6 +3,7 @@
 mod codec;
 mod commit;
 mod group;
+mod journal;
 mod load;
 mod ranges;
 mod sled_queue;
@@ -11,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,8 +23,9 @@ pub use commit::{FsSyncer, Syncer};
 pub use sled_queue::{SledQueue, MAX_RECORD_BYTES};
 
 use crate::error::QueueError;
-use crate::queue::{Queue, QueueStore};
+use crate::queue::{Queue, QueueStore, Seq};
 use commit::{Committer, Level};
+use journal::Journal;
 
 /// Key in sled's default tree that marks a database as ours, with its layout version.
 const FORMAT_KEY: &[u8] = b"raxe-storage/format";
@@ -40,7 +43,9 @@ pub struct StoreOptions {
     pub cache_capacity: u64,
     /// Target encoded size of one chunk value (many records per sled value). Capped at
     /// `segment_size / 96`: sled rewrites a whole leaf (up to ~20 values) as one log
-    /// item, and items above a quarter segment go to unsynced blob files.
+    /// item, and items above a quarter segment go to unsynced blob files. 16 KiB measured
+    /// ~30% less user CPU per appended record than the 8 KiB default (sled's per-item work
+    /// dominates appends) but ~18 MiB more RSS with 1M records queued.
     pub chunk_bytes: usize,
     /// sled's segment (IO buffer) size; fixed when the directory is created (sled refuses
     /// to open with another value). sled writes any value above a quarter of it to a
@@ -48,8 +53,13 @@ pub struct StoreOptions {
     pub segment_size: usize,
     /// Byte cap for queues opened through [`QueueStore::open_queue`]; `None` = unbounded.
     pub max_queue_bytes: Option<u64>,
-    /// sled's background fsync interval (our appends fdatasync themselves anyway).
+    /// sled's background flush interval (our appends fdatasync themselves anyway). Acks
+    /// do not wait for a flush: until one happens they are in the ack journal only.
     pub flush_every_ms: Option<u64>,
+    /// The ack journal (`acks-<gen>.log`) starts a new file, after a sled flush, once the
+    /// current one reaches this many bytes (~50 bytes per ack). Bounds the journal's disk
+    /// use and the replay work at open.
+    pub ack_journal_bytes: u64,
     /// Every durability sync goes through this.
     pub syncer: Arc<dyn Syncer>,
 }
@@ -62,6 +72,7 @@ impl Default for StoreOptions {
             segment_size: 2 << 20,
             max_queue_bytes: None,
             flush_every_ms: Some(1000),
+            ack_journal_bytes: 1 << 20,
             syncer: Arc::new(FsSyncer),
         }
     }
@@ -75,6 +86,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("segment_size", &self.segment_size)
             .field("max_queue_bytes", &self.max_queue_bytes)
             .field("flush_every_ms", &self.flush_every_ms)
+            .field("ack_journal_bytes", &self.ack_journal_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +104,7 @@ pub(crate) struct Shared {
     synced_blobs: Mutex<HashSet<OsString>>,
     syncer: Arc<dyn Syncer>,
     pub(crate) committer: Committer,
+    pub(crate) journal: Journal,
     pub(crate) chunk_bytes: usize,
     _lock: File,
 }
@@ -120,6 +133,17 @@ impl Shared {
         self.committer
             .wait(ticket, level, &|sync| self.flush(sync))
             .map_err(|p| self.poisoned(p))
+    }
+
+    /// Rotates the ack journal: new file, a sled flush that started after the switch, then
+    /// the old file is deleted (see `journal.rs`). A failed flush keeps the old file.
+    pub(crate) fn rotate_journal(&self) {
+        if !self.journal.begin_rotation() {
+            return;
+        }
+        let t = self.committer.ticket();
+        let flushed = self.commit(t, Level::Flush).is_ok();
+        self.journal.end_rotation(flushed);
     }
 
     /// sled's flush writes its log buffer and calls sync_file_range, which survives a
@@ -332,6 +356,18 @@ impl SledStore {
             }
         }
         let markers = db.open_tree(MARKERS_TREE).map_err(err)?;
+        // Acks journaled but perhaps not in sled yet (kill -9): fold them into the queues'
+        // ack state before any queue is loaded.
+        let recovered = journal::recover(&dir)?;
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes = recovered.torn_bytes,
+                "ignored a torn ack journal tail (an ack cut by a crash)"
+            );
+        }
+        let replayed_all = replay_acks(&db, &recovered.acks).map_err(err)?;
+        let journal = Journal::create(&dir, recovered.next_gen, opts.ack_journal_bytes)?;
         let db_file = File::open(&db_path).map_err(|source| QueueError::Io {
             path: db_path.clone(),
             source,
@@ -346,15 +382,30 @@ impl SledStore {
             synced_blobs: Mutex::new(HashSet::new()),
             syncer: opts.syncer.clone(),
             committer: Committer::default(),
+            journal,
             // A leaf holds up to ~20 values before sled splits it (more while merging);
             // the whole leaf must stay under the blob threshold (segment_size / 4).
             chunk_bytes: opts.chunk_bytes.clamp(64, (opts.segment_size / 96).max(64)),
             _lock: lock,
         });
-        // Make the files sled just created (and the format marker) durable once.
+        // Make the files sled just created (and the format marker, and the replayed acks)
+        // durable once; then the journal files just replayed are redundant.
         let t = shared.committer.ticket();
         shared.commit(t, Level::Sync)?;
         sync_path(&*opts.syncer, &dir.join("conf"))?;
+        // Kept while a queue's nonce or ack state is unreadable (its load fails and names
+        // it): its acks may be in these files. Replaying them again later is harmless.
+        let replayed = if replayed_all {
+            &recovered.files[..]
+        } else {
+            &[]
+        };
+        for path in replayed {
+            fs::remove_file(path).map_err(|source| QueueError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
         sync_path(&*opts.syncer, &dir)?;
         Ok(SledStore {
             shared,
@@ -426,6 +477,51 @@ impl SledStore {
         self.shared.commit(t, Level::Flush)?;
         Ok(old.is_some())
     }
+}
+
+/// Merges journaled acks into the persisted ack state of the queues they name (by nonce;
+/// records of dropped queues match nothing). Idempotent. Returns false if some queue's
+/// nonce or ack state could not be read (its acks may be in the journal).
+fn replay_acks(db: &sled::Db, acks: &HashMap<u64, Vec<Range<Seq>>>) -> sled::Result<bool> {
+    if acks.is_empty() {
+        return Ok(true);
+    }
+    let mut all = true;
+    for name in db.tree_names() {
+        if !name.starts_with(QUEUE_TREE_PREFIX.as_bytes()) {
+            continue;
+        }
+        let tree = db.open_tree(&name)?;
+        // A damaged nonce or ack state fails that queue's load later, with its name.
+        let nonce = match tree.get(codec::NONCE_KEY)? {
+            Some(v) => match codec::decode_nonce(&v) {
+                Ok(n) => n,
+                Err(_) => {
+                    all = false;
+                    continue;
+                }
+            },
+            // From before the journal: no record can name it.
+            None => continue,
+        };
+        let Some(ranges) = acks.get(&nonce) else {
+            continue;
+        };
+        let mut state = match tree.get(codec::ACK_KEY)? {
+            Some(v) => match codec::decode_ack(&v) {
+                Ok(s) => s,
+                Err(_) => {
+                    all = false;
+                    continue;
+                }
+            },
+            None => codec::AckState::default(),
+        };
+        if codec::merge_acks(&mut state, ranges) {
+            tree.insert(codec::ACK_KEY, codec::encode_ack(&state))?;
+        }
+    }
+    Ok(all)
 }
 
 fn validate_name(name: &str) -> Result<(), QueueError> {
