@@ -322,11 +322,27 @@ impl SiemDispatcher {
     /// so no dispatch can slip an event into the unrouted queue meanwhile.
     fn reroute_unrouted(&self, routes: &RouteTable) -> Result<(), EngineError> {
         let mut remaining = self.unrouted.stats().len;
-        while remaining > 0 {
+        // Leases with no match are held until the scan ends: releasing one at once would put
+        // it back at the head and the next lease would read it again instead of moving on.
+        let mut untouched = Vec::new();
+        let result = self.reroute_scan(routes, &mut remaining, &mut untouched);
+        for lease in untouched {
+            self.unrouted.release(lease);
+        }
+        result
+    }
+
+    fn reroute_scan(
+        &self,
+        routes: &RouteTable,
+        remaining: &mut u64,
+        untouched: &mut Vec<raxe_storage::Lease>,
+    ) -> Result<(), EngineError> {
+        while *remaining > 0 {
             let Some(lease) = self.unrouted.lease(1_000, 8 << 20)? else {
                 break;
             };
-            remaining = remaining.saturating_sub(lease.len() as u64);
+            *remaining = remaining.saturating_sub(lease.len() as u64);
             let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
             let mut moved = 0;
             for record in &lease.records {
@@ -355,11 +371,7 @@ impl SiemDispatcher {
                 }
             }
             if moved == 0 {
-                self.unrouted.release(lease);
-                // Nothing here matches; the rest was checked when it arrived.
-                if remaining == 0 {
-                    break;
-                }
+                untouched.push(lease);
                 continue;
             }
             let parts: Vec<(&str, &[&[u8]])> = buckets

@@ -245,3 +245,19 @@ async fn a_restart_mid_delivery_loses_nothing_and_repeats_little() {
     );
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_events_behind_others_are_found_too() {
+    let engine = Engine::new();
+    // More than one re-route lease (1,000) of events nobody wants, then the ones that match.
+    engine.dispatch(events("m", "nobody", 0..1_500)).await;
+    let batch = events("m", "late", 5_000..5_040);
+    engine.dispatch(batch.clone()).await;
+    let hec = HecReceiver::start("t").await;
+    engine.dispatcher.start().unwrap();
+    engine.add("late", &hec, "t", Some(CustomerKey::new("m", "late")));
+    assert_eq!(engine.dispatcher.stats().unrouted.len, 1_500);
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
