@@ -67,6 +67,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the queues for damaged data and set it aside, keeping every intact record.
+    ///
+    /// Run it with the service stopped when a command or the service reports damaged
+    /// records or a database it cannot read. A damaged chunk of a queue is taken out of the
+    /// queue (everything before and after it stays queued, in order); the records it still
+    /// holds that decode as scan events are queued again and its raw bytes are kept under
+    /// <data-dir>/repair/. If the queue database cannot be opened at all, it is moved to
+    /// queues.damaged-<time>, a new one is created, and every scan event found in the old
+    /// files is routed again (events already delivered may then be delivered twice; each
+    /// carries its event_id so the SIEM can de-duplicate).
+    Repair {
+        /// Report what is damaged; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Dead-lettered events: events a SIEM refused for good.
     Dlq {
         #[command(subcommand)]
@@ -85,6 +100,10 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_timeout: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /health
+    /// (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +281,10 @@ pub struct ConfigureArgs {
     /// Seconds one request may take, end to end (default 30).
     #[arg(long, help_heading = "Batching")]
     pub timeout: Option<u64>,
+    /// Requests in flight at once, 1 to 64 (default 1, which delivers events in order;
+    /// more help against a distant or slow SIEM, at the cost of ordering).
+    #[arg(long, help_heading = "Batching", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_in_flight: Option<u16>,
 
     /// PEM file of a private CA to trust.
     #[arg(long, help_heading = "TLS", value_name = "FILE")]
@@ -277,7 +300,8 @@ pub struct ConfigureArgs {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Subcommand)]
+/// Serializable: the CLI forwards it to a running service over its control socket.
+#[derive(Debug, Clone, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum DlqCommand {
     /// List dead-lettered events with the reason.
     List(DlqFilter),
@@ -287,7 +311,7 @@ pub enum DlqCommand {
     Purge(DlqFilter),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct DlqFilter {
     /// Only this customer's destination.
     #[arg(long, requires = "mssp")]

@@ -68,6 +68,13 @@ impl Scope {
 pub struct DestinationRecord {
     pub scope: Scope,
     pub config: SiemConfig,
+    /// Requests in flight at once; 1 keeps events in order.
+    #[serde(default = "one")]
+    pub max_in_flight: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl DestinationRecord {

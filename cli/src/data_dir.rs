@@ -68,6 +68,10 @@ impl DataDir {
     pub fn status_file(&self) -> PathBuf {
         self.root.join("status.json")
     }
+    /// The running service's control socket (see `control.rs`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("control.sock")
+    }
 }
 
 pub fn create_private_dir(path: &Path) -> io::Result<()> {

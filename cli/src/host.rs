@@ -92,7 +92,10 @@ pub fn register(dispatcher: &SiemDispatcher, record: &DestinationRecord) -> Resu
         &record.id(),
         adapter.into(),
         record.scope.customer_key(),
-        DestinationOptions::default(),
+        DestinationOptions {
+            max_in_flight: record.max_in_flight.max(1),
+            ..DestinationOptions::default()
+        },
     )?;
     Ok(())
 }

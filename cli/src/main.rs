@@ -4,8 +4,10 @@
 mod args;
 mod commands;
 mod config_store;
+mod control;
 mod data_dir;
 mod host;
+mod metrics_server;
 mod service;
 mod spool;
 mod status;
@@ -59,6 +61,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Stats { json } => commands::ops::stats(&data, json),
         Command::Dlq { command } => commands::ops::dlq(&data, command),
+        Command::Repair { dry_run } => {
+            tokio::task::spawn_blocking(move || commands::repair::repair(&data, dry_run)).await?
+        }
     }
 }
 

@@ -97,6 +97,34 @@ async fn configure_show_test_ingest_drain_stats() {
     assert_eq!(hec.accepted_count(), 1);
     assert_eq!(hec.envelopes()[0]["event"]["event_type"], "test");
 
+    // Four requests in flight; configure again updates only what it is given.
+    let out = raxe(
+        data,
+        &[
+            "customer",
+            "siem",
+            "configure",
+            "acme",
+            "--mssp",
+            "m1",
+            "--type",
+            "splunk",
+            "--url",
+            &hec.url(),
+            "--max-in-flight",
+            "4",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = raxe(
+        data,
+        &["customer", "siem", "show", "acme", "--mssp", "m1", "--json"],
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["max_in_flight"], 4, "{shown}");
+    assert_eq!(shown["token"], "****90AB", "token kept: {shown}");
+    assert_eq!(shown["flush_interval_seconds"], 0, "{shown}");
+
     let input = dir.path().join("events.jsonl");
     let mut file = fs::File::create(&input).unwrap();
     for n in 0..500 {
@@ -211,6 +239,19 @@ fn invalid_configurations_change_nothing() {
                 "w",
             ],
             "--workspace-id",
+        ),
+        (
+            &[
+                "--type",
+                "splunk",
+                "--url",
+                "https://x/services/collector/event",
+                "--token",
+                "t",
+                "--max-in-flight",
+                "0",
+            ],
+            "max-in-flight",
         ),
     ];
     for (args, expect) in cases {
@@ -346,4 +387,254 @@ async fn serve_killed_mid_stream_loses_nothing() {
     let duplicates = hec.accepted_count() - total;
     // Each kill can repeat at most the batches in flight (batch size 100, one in flight).
     assert!(duplicates <= 5 * 100, "{duplicates} duplicates");
+}
+
+/// Runs a command until its output contains `wanted` (10 s at most); returns the last output.
+async fn until_output(data: &Path, args: &[&str], wanted: &str) -> String {
+    let mut said = String::new();
+    for _ in 0..100 {
+        let out = raxe_async(data, args).await;
+        said = text(&out);
+        assert!(out.status.success(), "{args:?}: {said}");
+        if said.contains(wanted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    said
+}
+
+/// `dlq` and `remove --drop-queue` reach a running service through its control socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_and_drop_queue_while_serve_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    hec.poison("evt-3");
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let mut serve = spawn_serve(data);
+    let spool = data.join("spool");
+    let lines: Vec<String> = (0..10).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&spool, "f.jsonl", &lines);
+    assert!(hec.wait_for(9, Duration::from_secs(20)).await);
+
+    // The poison event shows up in the dead letters, read live from the service.
+    let listed = until_output(data, &["dlq", "list"], "evt-3").await;
+    assert!(
+        listed.contains("customer/m1/acme\tevt-3\t"),
+        "dead letter not listed: {listed}"
+    );
+    assert!(!listed.contains("evt-4"), "{listed}");
+
+    // The SIEM is fixed: replay delivers it.
+    hec.cure("evt-3");
+    let out = raxe_async(
+        data,
+        &["dlq", "replay", "--mssp", "m1", "--customer", "acme"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1 events re-queued"), "{}", text(&out));
+    assert!(
+        wait_for(Duration::from_secs(20), || hec
+            .accepted()
+            .contains(&"evt-3".to_string()))
+        .await,
+        "replayed event not delivered"
+    );
+    let out = raxe_async(data, &["dlq", "list"]).await;
+    assert!(text(&out).contains("No dead letters."), "{}", text(&out));
+
+    // Another poison event, then purged live.
+    hec.poison("evt-20");
+    write_spool_file(&spool, "g.jsonl", &[event_line(20, "acme")]);
+    let purged = until_output(data, &["dlq", "purge"], ": 1 dead letters deleted").await;
+    assert!(purged.contains(": 1 dead letters deleted"), "{purged}");
+
+    // Events queued for a disabled destination are deleted by remove --drop-queue.
+    let out = raxe_async(
+        data,
+        &["customer", "siem", "disable", "acme", "--mssp", "m1"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held: Vec<String> = (100..150).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&spool, "h.jsonl", &held);
+    assert!(wait_for(Duration::from_secs(10), || !spool.join("h.jsonl").exists()).await);
+    let out = raxe_async(
+        data,
+        &[
+            "customer",
+            "siem",
+            "remove",
+            "acme",
+            "--mssp",
+            "m1",
+            "--drop-queue",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("deleted its queued events"),
+        "{}",
+        text(&out)
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert!(serve.wait().unwrap().success());
+    assert!(!data.join("control.sock").exists(), "socket left behind");
+
+    // Configured again, the destination starts from an empty queue: nothing was kept.
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let out = raxe(
+        data,
+        &["customer", "siem", "show", "acme", "--mssp", "m1", "--json"],
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --json");
+    assert_eq!(shown["live"]["queue"]["events"], 0, "{shown}");
+    assert!(!hec.accepted().iter().any(|id| id == "evt-100"));
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the first sample whose line starts with `name{` and holds every label.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `/metrics` agrees with what the receiver counted; `/health` turns 503 on a bad token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_receiver_and_health_reports_auth_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    hec.poison("evt-5");
+    hec.push_fault(raxe_tests::hec::Fault::Status {
+        status: 503,
+        code: 9,
+        retry_after: None,
+    });
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = Command::new(RAXE)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--poll-interval-ms", "50", "--metrics-addr", &addr])
+        .env("RAXE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = (0..250).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&data.join("spool"), "m.jsonl", &lines);
+    assert!(hec.wait_for(249, Duration::from_secs(30)).await);
+    let dest = r#"destination="customer/m1/acme""#;
+    let mut text = String::new();
+    let settled = wait_for(Duration::from_secs(20), || {
+        text = http_get(&addr, "/metrics").1;
+        sample(&text, "raxe_events_dead_lettered_total", &[dest]) == Some(1.0)
+            && sample(&text, "raxe_queue_events", &[dest]) == Some(0.0)
+    })
+    .await;
+    assert!(settled, "{text}");
+    let delivered = hec.accepted().into_iter().collect::<HashSet<_>>().len();
+    assert_eq!(delivered, 249);
+    assert_eq!(
+        sample(&text, "raxe_events_delivered_total", &[dest]),
+        Some(hec.accepted_count() as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "raxe_events_queued_total", &[dest]),
+        Some(250.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "raxe_events_received_total",
+            &[r#"result="accepted""#]
+        ),
+        Some(250.0)
+    );
+    let attempts = |outcome: &str| {
+        sample(
+            &text,
+            "raxe_delivery_attempts_total",
+            &[dest, &format!(r#"outcome="{outcome}""#)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(attempts("retry") >= 1.0, "the 503 was counted: {text}");
+    assert!(
+        attempts("rejected") >= 1.0,
+        "the poison 400 was counted: {text}"
+    );
+    let all_attempts = attempts("delivered") + attempts("retry") + attempts("rejected");
+    assert_eq!(
+        sample(&text, "raxe_request_duration_seconds_count", &[dest]),
+        Some(all_attempts),
+        "one latency sample per request: {text}"
+    );
+    assert_eq!(hec.requests() as f64, all_attempts, "{text}");
+    assert!(
+        text.contains(&format!(r#"raxe_destination_state{{{dest},state="ok"}} 1"#)),
+        "{text}"
+    );
+    let (status, body) = http_get(&addr, "/health");
+    assert_eq!(status, 200, "{body}");
+
+    // The SIEM rotates its token: the destination stops and /health says why.
+    hec.set_token("ffffffff-1234-1234-1234-1234567890AB");
+    write_spool_file(&data.join("spool"), "n.jsonl", &[event_line(900, "acme")]);
+    let mut health = (0, String::new());
+    let unhealthy = wait_for(Duration::from_secs(20), || {
+        health = http_get(&addr, "/health");
+        health.0 == 503
+    })
+    .await;
+    assert!(unhealthy, "{health:?}");
+    let body: serde_json::Value = serde_json::from_str(&health.1).unwrap();
+    assert_eq!(body["destinations"][0]["state"], "auth_failed", "{body}");
+    assert!(!health.1.contains(TOKEN), "no secret in /health");
+    let (_, text) = http_get(&addr, "/metrics");
+    assert_eq!(
+        sample(&text, "raxe_queue_events", &[dest]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert!(serve.wait().unwrap().success());
 }

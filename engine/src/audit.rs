@@ -140,6 +140,8 @@ struct Summary {
 #[derive(Debug)]
 pub struct AuditLog {
     inner: Mutex<Inner>,
+    /// Every record is also counted here, for `/metrics`.
+    metrics: crate::metrics::Metrics,
 }
 
 #[derive(Debug)]
@@ -166,6 +168,7 @@ impl AuditLog {
                 disk: None,
                 stats: AuditStats::default(),
             }),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -213,6 +216,7 @@ impl AuditLog {
                 }),
                 stats,
             }),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -224,6 +228,7 @@ impl AuditLog {
             customer,
             kind,
         };
+        self.metrics.observe(&record);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.stats.add(&record);
         let stats = inner.stats.clone();
@@ -233,6 +238,11 @@ impl AuditLog {
                 tracing::error!(dir = %disk.dir.display(), error = %e, "audit log write failed");
             }
         }
+    }
+
+    /// The Prometheus metrics fed by this log (and by the dispatcher).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     pub fn stats(&self) -> AuditStats {

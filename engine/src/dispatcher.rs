@@ -117,13 +117,13 @@ impl SiemDispatcher {
         let mut routes = write(&self.routes);
         let existing = read(&self.destinations).get(id).cloned();
         match existing {
-            Some(dest) if dest.customer == customer => {
+            Some(dest) if dest.customer == customer && dest.options == options => {
                 dest.adapter.send_replace(adapter);
                 dest.enabled.send_replace(enabled);
             }
             Some(dest) => {
-                // A destination's scope is fixed: a new scope gets a new Destination over
-                // the same queues, and the old workers are retired.
+                // A destination's scope and worker options are fixed: new ones get a new
+                // Destination over the same queues, and the old workers are retired.
                 let (queue, dead_letters) = (dest.queue.clone(), dest.dead_letters.clone());
                 dest.enabled.send_replace(false);
                 self.install(id, queue, dead_letters, adapter, customer.clone(), options);
@@ -289,11 +289,14 @@ impl SiemDispatcher {
         drop(routes);
         self.unrouted_total
             .fetch_add(report.unrouted as u64, Ordering::Relaxed);
+        let metrics = self.audit.metrics();
+        metrics.unrouted(report.unrouted);
         let destinations = read(&self.destinations);
-        for name in buckets.keys() {
+        for (name, records) in &buckets {
             if let Some(dest) =
                 queue_names::destination_of(name).and_then(|id| destinations.get(id))
             {
+                metrics.queued(&dest.id, dest.customer_label(), records.len());
                 dest.wake.notify_waiters();
                 dest.wake.notify_one();
             }

@@ -27,6 +27,7 @@ mod delivery;
 mod destination;
 mod dispatcher;
 pub mod error;
+pub mod metrics;
 pub mod queue_names;
 pub mod routing;
 pub mod stats;

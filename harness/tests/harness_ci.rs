@@ -122,11 +122,9 @@ fn short_crash_and_fault_run_loses_nothing() {
 }
 
 /// The data directory on a 48 MB tmpfs that fills up (needs root for `mount`; skips itself
-/// otherwise). Ignored: today the service does not resume after space returns until it is
-/// restarted (sled keeps its first I/O error), see harness/README.md. Run with
-/// `cargo test -p raxe-harness -- --ignored --nocapture`.
+/// otherwise, saying so): the service refuses intake, keeps everything, and resumes by itself
+/// once space returns.
 #[test]
-#[ignore]
 fn disk_full_refuses_then_resumes() {
     let raxe = raxe_binary();
     let out = Command::new(HARNESS)

@@ -108,5 +108,6 @@ mod sled_store;
 pub use error::QueueError;
 pub use queue::{Lease, Queue, QueueStats, QueueStore, Record, Seq};
 pub use sled_store::{
-    FsSyncer, SledQueue, SledStore, StoreOptions, Syncer, LOCK_FILE, MAX_RECORD_BYTES,
+    scan_raw_records, ClosedSignal, DamagedChunk, FsSyncer, Quarantined, SledQueue, SledStore,
+    StoreOptions, Syncer, LOCK_FILE, MAX_RECORD_BYTES,
 };

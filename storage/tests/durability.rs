@@ -177,15 +177,29 @@ fn failed_sync_poisons_the_store() {
     let q = store.queue("q").unwrap();
     let r = rec400(0);
     q.append(&[&r]).unwrap();
+    assert!(store.health().is_ok());
     rec.fail.store(true, Ordering::SeqCst);
     let err = q.append(&[&r]).unwrap_err();
+    assert!(
+        matches!(store.health(), Err(QueueError::Poisoned { .. })),
+        "health must report the failed sync"
+    );
     assert!(matches!(err, QueueError::Poisoned { .. }), "{err:?}");
     assert!(err.to_string().contains("fdatasync"), "{err}");
     rec.fail.store(false, Ordering::SeqCst);
     // Poisoned for good: the kernel may have dropped the pages that failed to sync.
     assert!(matches!(q.append(&[&r]), Err(QueueError::Poisoned { .. })));
-    drop((q, store));
+    // The owner reopens only once every handle is gone (sled and the lock are released).
+    let closed = store.closed_signal();
+    drop(store);
+    assert!(
+        !closed.is_closed(),
+        "a queue handle still holds the store open"
+    );
+    drop(q);
+    assert!(closed.is_closed());
     let store = open(dir.path(), &rec);
+    assert!(store.health().is_ok());
     let q = store.queue("q").unwrap();
     let n = q.stats().len;
     assert!((1..=2).contains(&n), "{n}");

@@ -1,6 +1,8 @@
 //! Error paths: full queue, damaged or foreign files, directory in use, unwritable
 //! directory. None may panic; each message must say what and where.
 
+mod common;
+
 use std::fs;
 
 use raxe_storage::{Queue, QueueError, QueueStore, SledStore, StoreOptions};
@@ -14,12 +16,7 @@ fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
 }
 
 fn sled_with_our_segment_size(dir: &std::path::Path) -> sled::Db {
-    let seg = StoreOptions::default().segment_size;
-    sled::Config::new()
-        .path(dir)
-        .segment_size(seg)
-        .open()
-        .unwrap()
+    common::raw_sled(dir)
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! the copy holds what the page cache holds (the journal, sled's flushed writes), not
 //! sled's in-memory buffers, and opening it skips the clean close.
 
+mod common;
+use common::raw_sled;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -178,14 +180,6 @@ fn torn_journal_tail_is_ignored() {
     let store = SledStore::open_with(snap.path(), opts(1 << 20)).unwrap();
     let q = store.open_queue("q").unwrap();
     assert_eq!(q.stats().len, 6);
-}
-
-fn raw_sled(dir: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(dir)
-        .segment_size(StoreOptions::default().segment_size)
-        .open()
-        .unwrap()
 }
 
 fn key(prefix: u8, seq: u64) -> Vec<u8> {

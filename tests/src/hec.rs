@@ -137,6 +137,11 @@ impl HecReceiver {
             .insert(event_id.to_string());
     }
 
+    /// Accept a poisoned event again (the SIEM was fixed).
+    pub fn cure(&self, event_id: &str) {
+        self.state.lock().unwrap().poison.remove(event_id);
+    }
+
     pub fn set_token(&self, token: &str) {
         self.state.lock().unwrap().token = token.to_string();
     }

@@ -5,6 +5,7 @@
 //! encoding stored on disk per event. The prompt itself is never carried: only its hash
 //! and length (a top-level `prompt` field sent by a misbehaving agent is dropped).
 
+mod fields;
 mod parse;
 mod queue;
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 
+use super::fields::Fields;
 use super::{now_ms, ScanEvent, Severity};
 
 /// Largest accepted event line, in bytes (1 MiB).
@@ -70,6 +71,12 @@ impl ScanEvent {
                 ),
             ));
         }
+        // Fast path: known fields go straight into slots, with no map of their own.
+        if let Ok(fields) = serde_json::from_slice::<Fields>(line) {
+            return Self::from_fields(fields)
+                .map_err(|(kind, field, message)| err(kind, field, message));
+        }
+        // Not a JSON object, or not JSON: parse again to say precisely why.
         let value: Value = serde_json::from_slice(line).map_err(|e| {
             err(
                 EventErrorKind::InvalidJson,
@@ -100,11 +107,13 @@ impl ScanEvent {
         })
     }
 
-    fn from_map(mut map: Map<String, Value>) -> Result<ScanEvent, Fail> {
-        // The prompt itself is never carried (only its hash and length): a misbehaving
-        // agent's top-level `prompt` field is dropped, not forwarded.
-        map.remove(DROPPED_FIELD);
-        let customer_id = match take(&mut map, "customer_id") {
+    fn from_map(map: Map<String, Value>) -> Result<ScanEvent, Fail> {
+        Self::from_fields(Fields::from_map(map))
+    }
+
+    fn from_fields(mut fields: Fields) -> Result<ScanEvent, Fail> {
+        let map = &mut fields;
+        let customer_id = match take(map, "customer_id") {
             None => {
                 return Err((
                     EventErrorKind::MissingCustomerId,
@@ -121,24 +130,24 @@ impl ScanEvent {
                 "must not be empty".into(),
             ));
         }
-        let event_id = match take(&mut map, "event_id") {
+        let event_id = match take(map, "event_id") {
             Some(v) => string("event_id", v)?,
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let timestamp_ms = match take(&mut map, "timestamp") {
+        let timestamp_ms = match take(map, "timestamp") {
             Some(v) => timestamp(v)?,
             None => now_ms(),
         };
-        let event_type = match take(&mut map, "event_type") {
+        let event_type = match take(map, "event_type") {
             Some(v) => string("event_type", v)?,
             None => "scan".to_string(),
         };
-        let threat_detected = match take(&mut map, "threat_detected") {
+        let threat_detected = match take(map, "threat_detected") {
             Some(Value::Bool(b)) => b,
             Some(other) => return Err(wrong("threat_detected", "a boolean", &other)),
             None => false,
         };
-        let severity = match take(&mut map, "severity") {
+        let severity = match take(map, "severity") {
             Some(Value::String(s)) => Some(Severity::parse(&s).ok_or_else(|| {
                 (
                     EventErrorKind::UnknownSeverity,
@@ -152,15 +161,15 @@ impl ScanEvent {
             Some(other) => return Err(wrong("severity", "a string", &other)),
             None => None,
         };
-        let rule_ids = opt(&mut map, "rule_ids", strings)?.unwrap_or_default();
-        let families = opt(&mut map, "families", strings)?.unwrap_or_default();
-        let prompt_hash = opt(&mut map, "prompt_hash", string)?;
-        let prompt_length = opt(&mut map, "prompt_length", uint)?;
-        let detection_count = opt(&mut map, "detection_count", uint)?;
-        let scan_duration_ms = opt(&mut map, "scan_duration_ms", number)?;
-        let mssp_id = opt(&mut map, "mssp_id", string)?;
-        let agent_id = opt(&mut map, "agent_id", string)?;
-        let installation_id = opt(&mut map, "installation_id", string)?;
+        let rule_ids = opt(map, "rule_ids", strings)?.unwrap_or_default();
+        let families = opt(map, "families", strings)?.unwrap_or_default();
+        let prompt_hash = opt(map, "prompt_hash", string)?;
+        let prompt_length = opt(map, "prompt_length", uint)?;
+        let detection_count = opt(map, "detection_count", uint)?;
+        let scan_duration_ms = opt(map, "scan_duration_ms", number)?;
+        let mssp_id = opt(map, "mssp_id", string)?;
+        let agent_id = opt(map, "agent_id", string)?;
+        let installation_id = opt(map, "installation_id", string)?;
         Ok(ScanEvent {
             event_id,
             timestamp_ms,
@@ -177,22 +186,22 @@ impl ScanEvent {
             mssp_id,
             agent_id,
             installation_id,
-            extra: map,
+            extra: fields.extra,
         })
     }
 }
 
 type Fail = (EventErrorKind, Option<&'static str>, String);
 
-fn take(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
-    match map.remove(key) {
+fn take(fields: &mut Fields, key: &str) -> Option<Value> {
+    match fields.take(key) {
         Some(Value::Null) | None => None,
         some => some,
     }
 }
 
 fn opt<T>(
-    map: &mut Map<String, Value>,
+    map: &mut Fields,
     key: &'static str,
     f: fn(&'static str, Value) -> Result<T, Fail>,
 ) -> Result<Option<T>, Fail> {

@@ -197,3 +197,29 @@ fn a_prompt_field_is_dropped_never_forwarded() {
     let json = serde_json::to_string(&e).unwrap();
     assert!(!json.contains("ignore previous"));
 }
+
+/// The fast path (straight into field slots) and the map path agree, on duplicates, escaped
+/// keys, nulls, the dropped prompt and every error.
+#[test]
+fn fast_path_matches_the_map_path() {
+    let lines = [
+        FULL,
+        r#"{"customer_id":"a","customer_id":"b","event_id":"x","timestamp":1769769000123}"#,
+        r#"{"customer\u005fid":"esc","event_id":"e","timestamp":1,"x\"y":1,"prompt":"secret"}"#,
+        r#"{"customer_id":"c","event_id":"e","timestamp":1,"severity":null,"mssp_id":null}"#,
+        r#"{"customer_id":"c","event_id":"e","timestamp":1,"severity":"bad"}"#,
+        r#"{"customer_id":"c","event_id":"e","timestamp":1,"rule_ids":"pi"}"#,
+        r#"{"customer_id":"","event_id":"e","timestamp":1}"#,
+        r#"{"event_id":"e"}"#,
+    ];
+    for line in lines {
+        let fast = ScanEvent::parse_line(line.as_bytes(), 3);
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        let slow = ScanEvent::from_json_object(map, 3);
+        assert_eq!(fast, slow, "{line}");
+    }
+    let e = parse(r#"{"customer\u005fid":"esc","event_id":"e","timestamp":1,"prompt":"secret"}"#)
+        .unwrap();
+    assert_eq!(e.customer_id, "esc");
+    assert!(!e.extra.contains_key("prompt"));
+}

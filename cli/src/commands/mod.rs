@@ -1,6 +1,7 @@
 //! The commands. Each opens what it needs and prints for humans (or `--json`).
 
 pub mod ops;
+pub mod repair;
 pub mod siem;
 
 use anyhow::Result;

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use raxe_adapters::event::ScanEvent;
 use raxe_engine::dead_letter::ops as dlq_ops;
 use raxe_storage::QueueStore;
@@ -15,6 +15,7 @@ use super::siem::describe_state;
 use super::{describe_queue, live_stats, Source};
 use crate::args::DlqCommand;
 use crate::config_store::Scope;
+use crate::control;
 use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
 use crate::spool::read_line_bounded;
@@ -269,17 +270,23 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// `raxe dlq list|replay|purge`.
+/// `raxe dlq list|replay|purge`: on the queues directly, or through the running service.
 pub fn dlq(data: &DataDir, command: DlqCommand) -> Result<i32> {
-    let host = match Host::open(data.clone()) {
-        Ok(host) => host,
-        Err(OpenError::InUse(_)) => bail!(
-            "raxe serve holds the queues; stop it to work on dead letters (its stats show their counts)"
-        ),
+    match Host::open(data.clone()) {
+        Ok(host) => dlq_on(&host, &command, &mut io::stdout().lock())?,
+        Err(OpenError::InUse(_)) => {
+            let output = control::call(data, &control::Request::Dlq { command })?;
+            print!("{output}");
+        }
         Err(OpenError::Other(e)) => return Err(e),
-    };
-    let filter = match &command {
-        DlqCommand::List(f) | DlqCommand::Replay(f) | DlqCommand::Purge(f) => f.clone(),
+    }
+    Ok(0)
+}
+
+/// Runs a dead-letter command against an open engine, printing to `out`.
+pub fn dlq_on(host: &Host, command: &DlqCommand, out: &mut dyn Write) -> Result<()> {
+    let filter = match command {
+        DlqCommand::List(f) | DlqCommand::Replay(f) | DlqCommand::Purge(f) => f,
     };
     let store = host.dispatcher.store().clone();
     let ids: Vec<String> = host
@@ -287,40 +294,41 @@ pub fn dlq(data: &DataDir, command: DlqCommand) -> Result<i32> {
         .list_queues()?
         .into_iter()
         .filter_map(|q| raxe_engine::queue_names::dead_letters_of(&q).map(str::to_string))
-        .filter(|id| matches_filter(id, &filter))
+        .filter(|id| matches_filter(id, filter))
         .collect();
     let mut total = 0;
     for id in ids {
-        match &command {
+        match command {
             DlqCommand::List(f) => {
                 for letter in dlq_ops::list(store.as_ref(), &id, f.limit)? {
                     total += 1;
                     let event_id = ScanEvent::from_queue_bytes(&letter.event)
                         .map(|e| e.event_id)
                         .unwrap_or_else(|_| "?".into());
-                    println!(
+                    writeln!(
+                        out,
                         "{id}\t{event_id}\t{}\t{}",
                         letter.header.reason,
                         String::from_utf8_lossy(&letter.event)
-                    );
+                    )?;
                 }
             }
             DlqCommand::Replay(_) => {
                 let n = dlq_ops::replay(store.as_ref(), &id)?;
                 total += n;
-                println!("{id}: {n} events re-queued");
+                writeln!(out, "{id}: {n} events re-queued")?;
             }
             DlqCommand::Purge(_) => {
                 let n = dlq_ops::purge(store.as_ref(), &id)?;
                 total += n;
-                println!("{id}: {n} dead letters deleted");
+                writeln!(out, "{id}: {n} dead letters deleted")?;
             }
         }
     }
     if matches!(command, DlqCommand::List(_)) && total == 0 {
-        println!("No dead letters.");
+        writeln!(out, "No dead letters.")?;
     }
-    Ok(0)
+    Ok(())
 }
 
 fn matches_filter(id: &str, filter: &crate::args::DlqFilter) -> bool {

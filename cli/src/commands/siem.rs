@@ -13,12 +13,12 @@ use raxe_adapters::event::ScanEvent;
 use raxe_adapters::outcome::Outcome;
 use raxe_adapters::request::{Response, TransportError};
 use raxe_adapters::transport::TlsOptions;
-use raxe_engine::RemovePolicy;
 use serde_json::{json, Value};
 
 use super::{describe_queue, live_stats};
 use crate::args::{ConfigureArgs, CustomerTarget, GlobalTarget, SiemCommand, SiemTypeArg};
 use crate::config_store::{ConfigStore, DestinationRecord, Scope};
+use crate::control;
 use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
 
@@ -76,9 +76,15 @@ fn configure(configs: &ConfigStore, scope: Scope, args: &ConfigureArgs) -> Resul
     let previous = configs.get(&scope).ok().flatten();
     let config = build_config(args, previous.as_ref().map(|r| &r.config))?;
     let updating = previous.is_some();
+    let max_in_flight = match (args.max_in_flight, &previous) {
+        (Some(n), _) => usize::from(n),
+        (None, Some(previous)) => previous.max_in_flight,
+        (None, None) => 1,
+    };
     configs.put(&DestinationRecord {
         scope: scope.clone(),
         config: config.clone(),
+        max_in_flight,
     })?;
     println!(
         "✓ {} SIEM for {}: {config}",
@@ -462,6 +468,7 @@ fn show(data: &DataDir, configs: &ConfigStore, scope: &Scope, json_out: bool) ->
             "flush_interval_seconds": config.flush_interval_seconds,
             "retry_count": config.retry_count,
             "timeout_seconds": config.timeout_seconds,
+            "max_in_flight": record.max_in_flight,
             "enabled": config.enabled,
             "tls": config.tls,
             "live": report,
@@ -484,11 +491,12 @@ fn show(data: &DataDir, configs: &ConfigStore, scope: &Scope, json_out: bool) ->
         }
     }
     println!(
-        "  Batching:      {} events / {} s, {} retries, {} s timeout",
+        "  Batching:      {} events / {} s, {} retries, {} s timeout, {} in flight",
         config.batch_size,
         config.flush_interval_seconds,
         config.retry_count,
-        config.timeout_seconds
+        config.timeout_seconds,
+        record.max_in_flight
     );
     if config.tls.insecure_skip_verify {
         println!("  TLS:           verification OFF (--insecure-skip-verify)");
@@ -571,19 +579,26 @@ fn set_enabled(configs: &ConfigStore, scope: &Scope, enabled: bool) -> Result<i3
 fn remove(data: &DataDir, configs: &ConfigStore, scope: &Scope, drop_queue: bool) -> Result<i32> {
     let record = existing(configs, scope)?;
     if drop_queue {
-        // Dropping a queue needs the store; refuse before changing anything.
+        // Dropping needs the queues: open them, or ask the service that holds them.
+        let id = record.id();
         match Host::open(data.clone()) {
             Ok(host) => {
                 configs.remove(scope)?;
-                let id = record.id();
-                let _ = host.dispatcher.remove_destination(&id, RemovePolicy::Drop);
-                println!("✓ Removed the SIEM for {} and deleted its queued events", scope.describe());
+                control::drop_queue(&host, &id)?;
             }
-            Err(OpenError::InUse(_)) => bail!(
-                "raxe serve is running: --drop-queue needs the queues; stop the service or remove without --drop-queue (the queue is then kept)"
-            ),
+            Err(OpenError::InUse(_)) => {
+                // The service stops the destination and deletes its queue first: should that
+                // fail, nothing changed.
+                control::call(data, &control::Request::DropQueue { destination: id })
+                    .context("nothing was removed")?;
+                configs.remove(scope)?;
+            }
             Err(OpenError::Other(e)) => return Err(e),
         }
+        println!(
+            "✓ Removed the SIEM for {} and deleted its queued events",
+            scope.describe()
+        );
     } else {
         configs.remove(scope)?;
         println!(

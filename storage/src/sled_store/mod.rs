@@ -6,6 +6,7 @@ mod group;
 mod journal;
 mod load;
 mod ranges;
+mod salvage;
 mod sled_queue;
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use fs2::FileExt;
 
 pub use commit::{FsSyncer, Syncer};
+pub use salvage::{scan_raw_records, DamagedChunk, Quarantined};
 pub use sled_queue::{SledQueue, MAX_RECORD_BYTES};
 
 use crate::error::QueueError;
@@ -242,6 +244,17 @@ fn sled_err(dir: &Path, db_path: &Path, e: sled::Error) -> QueueError {
 }
 
 /// Durable queues in one data directory. See the crate docs for the design.
+/// See [`SledStore::closed_signal`].
+#[derive(Clone)]
+pub struct ClosedSignal(std::sync::Weak<Shared>);
+
+impl ClosedSignal {
+    /// True once the store and all its queue handles were dropped.
+    pub fn is_closed(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 pub struct SledStore {
     shared: Arc<Shared>,
     queues: Mutex<HashMap<String, Arc<SledQueue>>>,
@@ -290,6 +303,12 @@ impl SledStore {
         let db_path = dir.join("db");
         // sled silently treats an unreadable data file as empty; remember it was not.
         let preexisting = fs::metadata(&db_path).map(|m| m.len()).unwrap_or(0);
+        // sled rewrites a file whose segment headers it cannot read (as empty, or cut at
+        // the damage): check them first, so a damaged file is refused untouched and
+        // `raxe repair` can still read every record out of it.
+        if preexisting > 0 {
+            salvage::check_segment_headers(&db_path, opts.segment_size)?;
+        }
         let config = sled::Config::new()
             .path(&dir)
             .cache_capacity(opts.cache_capacity)
@@ -416,6 +435,23 @@ impl SledStore {
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// `Err(Poisoned)` once a durability sync has failed (a full disk, say): from then on
+    /// nothing can be appended or promised durable until the store is closed and opened
+    /// again. A long-running owner polls this to know when to reopen.
+    pub fn health(&self) -> Result<(), QueueError> {
+        match self.shared.committer.poisoned() {
+            Some(detail) => Err(self.shared.poisoned(detail)),
+            None => Ok(()),
+        }
+    }
+
+    /// A handle that tells when this store, and every queue handle it gave out, is gone:
+    /// only then are sled's files and the directory lock released, so a reopen in the same
+    /// process waits for it.
+    pub fn closed_signal(&self) -> ClosedSignal {
+        ClosedSignal(Arc::downgrade(&self.shared))
     }
 
     fn queues(&self) -> MutexGuard<'_, HashMap<String, Arc<SledQueue>>> {

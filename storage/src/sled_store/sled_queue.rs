@@ -374,6 +374,25 @@ impl SledQueue {
     fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
         self.shared.commit(ticket, level)
     }
+
+    /// Registers a lease over `ranges` without reading them (for records that cannot be
+    /// read: see `salvage.rs`).
+    pub(super) fn lease_unread(st: &mut QState, ranges: Vec<Range<Seq>>, bytes: u64) -> u64 {
+        let id = NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed);
+        let count = ranges.iter().map(|r| r.end - r.start).sum();
+        for r in &ranges {
+            st.avail.remove(r.clone());
+        }
+        st.leases.insert(
+            id,
+            LeaseInfo {
+                ranges,
+                count,
+                bytes,
+            },
+        );
+        id
+    }
 }
 
 /// Raises `acked_low` over deleted or missing seqs and merges acked ranges into it.

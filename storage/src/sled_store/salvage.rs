@@ -1,0 +1,211 @@
+//! Repair: finding damaged chunks, setting them aside, and reading records back out of a
+//! database sled can no longer open.
+//!
+//! A chunk whose checksum fails stops its queue at that point (a lease reports
+//! [`QueueError::Damaged`]); nothing after it is lost, but nothing after it is delivered
+//! either. [`SledQueue::quarantine`] takes such a chunk out of the queue (recorded as acked,
+//! like a delivered one) and hands back whatever records its length prefixes still
+//! delimit, plus its raw bytes, for the caller to keep or check. The records of every
+//! intact chunk stay queued, in order.
+//!
+//! [`scan_raw_records`] is the last resort, for a database file sled refuses: it looks for
+//! byte runs shaped like our chunk values (magic byte, count, length-prefixed records that
+//! fit exactly) in raw file bytes. It cannot tell which queue a record belonged to, nor
+//! whether it was already acked, so the caller must route what it finds again and accept
+//! duplicates.
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::codec::{self, ChunkMeta};
+use super::sled_queue::SledQueue;
+use crate::crc::Crc32;
+use crate::error::QueueError;
+use crate::queue::{Queue, Seq};
+
+/// Chunk value layout, as in `codec.rs`: magic, count u32, crc u32, (len u32, bytes)*.
+const CHUNK_MAGIC: u8 = 0xC1;
+const CHUNK_HEADER: usize = 9;
+/// A chunk never holds more records than this when scanning raw bytes (bounds false hits).
+const MAX_SCAN_COUNT: usize = 1 << 16;
+
+/// A chunk that failed its check.
+#[derive(Debug, Clone)]
+pub struct DamagedChunk {
+    pub first: Seq,
+    /// Records the chunk holds according to its metadata.
+    pub count: u32,
+    pub detail: String,
+}
+
+/// What [`SledQueue::quarantine`] took out of the queue.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// Seqs taken out (the unacked part of the chunk).
+    pub seqs: Vec<Range<Seq>>,
+    /// Records its length prefixes still delimit, in order; unverified.
+    pub records: Vec<Vec<u8>>,
+    /// The stored value, if sled still had one.
+    pub raw: Option<Vec<u8>>,
+}
+
+impl SledQueue {
+    /// Reads and checks every chunk holding unacked records.
+    pub fn verify(&self) -> Result<Vec<DamagedChunk>, QueueError> {
+        let chunks: Vec<(Seq, ChunkMeta)> = {
+            let st = self.lock();
+            st.chunks.iter().map(|(&f, &m)| (f, m)).collect()
+        };
+        let mut damaged = Vec::new();
+        for (first, meta) in chunks {
+            match self.read_chunk(first, &meta) {
+                Ok(_) => {}
+                Err(QueueError::Damaged { detail, .. }) => damaged.push(DamagedChunk {
+                    first,
+                    count: meta.count,
+                    detail,
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(damaged)
+    }
+
+    /// Takes the chunk starting at `first` out of the queue, durably, as if its unacked
+    /// records had been delivered, and returns what could be read of it. Leased records
+    /// are left alone (none are, on a store opened for repair).
+    pub fn quarantine(&self, first: Seq) -> Result<Quarantined, QueueError> {
+        let raw = self
+            .tree
+            .get(codec::chunk_key(first))
+            .map_err(|e| self.shared.db_err(e))?
+            .map(|v| v.to_vec());
+        let lease = {
+            let mut st = self.lock();
+            let meta = *st
+                .chunks
+                .get(&first)
+                .ok_or_else(|| self.damaged(first, "no such chunk".into()))?;
+            let span = first..meta.end(first);
+            let seqs: Vec<Range<Seq>> = st
+                .avail
+                .iter()
+                .filter_map(|r| {
+                    let cut = r.start.max(span.start)..r.end.min(span.end);
+                    (!cut.is_empty()).then_some(cut)
+                })
+                .collect();
+            let unacked: u64 = seqs.iter().map(|r| r.end - r.start).sum();
+            // Exact when the whole chunk was unacked (the usual case), else pro rata.
+            let bytes = meta.bytes * unacked / u64::from(meta.count.max(1));
+            if st.cache.as_ref().is_some_and(|c| c.first == first) {
+                st.cache = None;
+            }
+            let id = SledQueue::lease_unread(&mut st, seqs.clone(), bytes);
+            (id, seqs)
+        };
+        let (id, seqs) = lease;
+        self.ack(crate::queue::Lease {
+            id,
+            records: Vec::new(),
+        })?;
+        let records = raw
+            .as_deref()
+            .map(|v| delimited_records(v, usize::MAX).0)
+            .unwrap_or_default();
+        Ok(Quarantined { seqs, records, raw })
+    }
+}
+
+/// Records a chunk value's length prefixes delimit, ignoring its checksum; and whether
+/// they consumed the value exactly.
+fn delimited_records(v: &[u8], max_count: usize) -> (Vec<Vec<u8>>, bool) {
+    if v.len() < CHUNK_HEADER {
+        return (Vec::new(), false);
+    }
+    let count = u32::from_le_bytes([v[1], v[2], v[3], v[4]]) as usize;
+    let mut out = Vec::new();
+    let mut pos = CHUNK_HEADER;
+    for _ in 0..count.min(max_count) {
+        let Some(len) = v.get(pos..pos + 4) else {
+            break;
+        };
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(data) = v.get(pos + 4..pos + 4 + len) else {
+            break;
+        };
+        out.push(data.to_vec());
+        pos += 4 + len;
+    }
+    let exact = out.len() == count && pos <= v.len();
+    (out, exact)
+}
+
+/// Finds chunk-shaped values in raw bytes (a database file sled cannot open) and returns
+/// their records, in file order. A hit needs the magic byte, a plausible count, and that
+/// many length-prefixed records fitting in the bytes; the caller validates each record
+/// (our records are JSON). Old versions of a value may be found more than once.
+pub fn scan_raw_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + CHUNK_HEADER <= bytes.len() {
+        let Some(found) = bytes[at..].iter().position(|&b| b == CHUNK_MAGIC) else {
+            break;
+        };
+        let start = at + found;
+        let window = &bytes[start..];
+        if window.len() < CHUNK_HEADER {
+            break;
+        }
+        let count = u32::from_le_bytes([window[1], window[2], window[3], window[4]]) as usize;
+        if (1..=MAX_SCAN_COUNT).contains(&count) {
+            let (records, exact) = delimited_records(window, MAX_SCAN_COUNT);
+            if exact {
+                let used: usize = CHUNK_HEADER + records.iter().map(|r| 4 + r.len()).sum::<usize>();
+                out.extend(records);
+                at = start + used;
+                continue;
+            }
+        }
+        at = start + 1;
+    }
+    out
+}
+
+/// sled's segment header: crc32 (xor !0) of the next 16 bytes, then two xor-masked LSNs
+/// (sled 0.34, `pagecache/logger.rs`).
+const SEG_HEADER_LEN: usize = 20;
+
+/// Checks the header of every segment of sled's data file without opening it. An
+/// all-zero header is an unused segment. Reads 20 bytes per segment.
+pub(crate) fn check_segment_headers(db_path: &Path, segment_size: usize) -> Result<(), QueueError> {
+    let io_err = |source| QueueError::Io {
+        path: db_path.to_path_buf(),
+        source,
+    };
+    let file = File::open(db_path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    let mut offset = 0u64;
+    while offset + SEG_HEADER_LEN as u64 <= len {
+        let mut header = [0u8; SEG_HEADER_LEN];
+        file.read_exact_at(&mut header, offset).map_err(io_err)?;
+        if header.iter().any(|&b| b != 0) {
+            let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) ^ !0;
+            let mut crc = Crc32::new();
+            crc.update(&header[4..]);
+            if crc.finish() != stored {
+                return Err(QueueError::Corrupt {
+                    path: db_path.to_path_buf(),
+                    detail: format!(
+                        "the log segment at byte {offset} has a damaged header; the file was \
+                         left untouched: stop using it and run `raxe repair` to recover its events"
+                    ),
+                });
+            }
+        }
+        offset += segment_size as u64;
+    }
+    Ok(())
+}
