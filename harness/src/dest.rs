@@ -12,16 +12,23 @@ pub enum DestKind {
     CefHttp,
     /// Splunk HEC behind TLS with a certificate from a private CA.
     Tls,
+    /// CEF over syslog/TLS (octet counting) to the TCP receiver behind the same kind of TLS
+    /// front as `Tls`.
+    SyslogTls,
+    /// CEF over syslog/UDP, one message per datagram.
+    SyslogUdp,
 }
 
 impl DestKind {
-    pub const ALL: [DestKind; 6] = [
+    pub const ALL: [DestKind; 8] = [
         DestKind::Splunk,
         DestKind::Sentinel,
         DestKind::Syslog,
         DestKind::LogScale,
         DestKind::CefHttp,
         DestKind::Tls,
+        DestKind::SyslogTls,
+        DestKind::SyslogUdp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +39,8 @@ impl DestKind {
             DestKind::LogScale => "logscale",
             DestKind::CefHttp => "cef",
             DestKind::Tls => "tls",
+            DestKind::SyslogTls => "syslog-tls",
+            DestKind::SyslogUdp => "syslog-udp",
         }
     }
 
@@ -45,7 +54,10 @@ impl DestKind {
 
     /// Whether the protocol can refuse one event (so poison events make sense).
     pub(crate) fn can_reject(self) -> bool {
-        self != DestKind::Syslog
+        !matches!(
+            self,
+            DestKind::Syslog | DestKind::SyslogTls | DestKind::SyslogUdp
+        )
     }
 }
 
@@ -53,6 +65,7 @@ pub(crate) enum Rx {
     Hec(HecReceiver),
     Sink(HttpSink),
     Syslog(SyslogTcpReceiver),
+    SyslogUdp(SyslogUdpReceiver),
 }
 
 impl Rx {
@@ -61,6 +74,7 @@ impl Rx {
             Rx::Hec(r) => r.accepted_count(),
             Rx::Sink(r) => r.accepted_count(),
             Rx::Syslog(r) => r.accepted_count(),
+            Rx::SyslogUdp(r) => r.accepted_count(),
         }
     }
 
@@ -69,6 +83,7 @@ impl Rx {
             Rx::Hec(r) => r.accepted(),
             Rx::Sink(r) => r.accepted(),
             Rx::Syslog(r) => r.accepted(),
+            Rx::SyslogUdp(r) => r.accepted(),
         }
     }
 
@@ -77,6 +92,7 @@ impl Rx {
             Rx::Hec(r) => r.requests(),
             Rx::Sink(r) => r.requests(),
             Rx::Syslog(r) => r.connections(),
+            Rx::SyslogUdp(r) => r.datagrams(),
         }
     }
 
@@ -84,7 +100,7 @@ impl Rx {
         match self {
             Rx::Hec(r) => r.auth_failures(),
             Rx::Sink(r) => r.auth_failures(),
-            Rx::Syslog(_) => 0,
+            Rx::Syslog(_) | Rx::SyslogUdp(_) => 0,
         }
     }
 
@@ -92,7 +108,7 @@ impl Rx {
         match self {
             Rx::Hec(r) => r.poison(id),
             Rx::Sink(r) => r.poison(id),
-            Rx::Syslog(_) => {}
+            Rx::Syslog(_) | Rx::SyslogUdp(_) => {}
         }
     }
 
@@ -100,11 +116,12 @@ impl Rx {
         match self {
             Rx::Hec(r) => r.set_token(token),
             Rx::Sink(r) => r.set_token(token),
-            Rx::Syslog(_) => {}
+            Rx::Syslog(_) | Rx::SyslogUdp(_) => {}
         }
     }
 
-    /// Applies a scripted fault; syslog maps hang/slow to a read stall.
+    /// Applies a scripted fault; syslog over TCP maps hang/slow to a read stall; UDP has no
+    /// way to push back, so it gets none.
     pub(crate) fn fault(&self, fault: Fault) {
         match self {
             Rx::Hec(r) => r.push_fault(fault),
@@ -113,6 +130,7 @@ impl Rx {
                 Fault::Hang | Fault::Slow(_) => r.pause_for(Duration::from_millis(1000)),
                 _ => {}
             },
+            Rx::SyslogUdp(_) => {}
         }
     }
 }
@@ -177,21 +195,27 @@ impl Dest {
                 "--token",
                 token.unwrap_or(TOKEN),
             ]),
-            DestKind::Syslog => {
-                let Rx::Syslog(r) = &self.rx else {
-                    unreachable!()
+            DestKind::Syslog | DestKind::SyslogTls | DestKind::SyslogUdp => {
+                let (transport, port) = match (&self.rx, &self.tls) {
+                    (_, Some(proxy)) => ("tcp", proxy.addr.port()),
+                    (Rx::SyslogUdp(r), None) => ("udp", r.port()),
+                    (Rx::Syslog(r), None) => ("tcp", r.port()),
+                    _ => unreachable!("syslog destinations have syslog receivers"),
                 };
-                let port = r.port().to_string();
+                let port = port.to_string();
                 push(&[
                     "--type",
                     "cef",
                     "--url",
                     "syslog://127.0.0.1",
                     "--transport",
-                    "tcp",
+                    transport,
                     "--port",
                     &port,
-                ])
+                ]);
+                if self.tls.is_some() {
+                    push(&["--tls"]);
+                }
             }
         }
         if let Some(ca) = ca_cert {

@@ -86,15 +86,20 @@ pub(crate) async fn fault_schedule(
         let Some(proxy) = &d.tls else { continue };
         let (through, refused) = (d.rx.count(), proxy.handshake_failures());
         note(format!(
-            "TLS certificate from an unknown CA: {refused} handshakes refused by the client, {through} events got through, then fixed with --ca-cert"
+            "TLS certificate from an unknown CA ({}): {refused} handshakes refused by the client, {through} events got through, then fixed with --ca-cert",
+            d.kind.name()
         ));
         if through > 0 {
             failures.push(format!(
-                "tls: {through} events delivered to a server whose certificate the client should have rejected"
+                "{}: {through} events delivered to a server whose certificate the client should have rejected",
+                d.kind.name()
             ));
         }
         if refused == 0 {
-            failures.push("tls: the client never tried (and refused) the untrusted server".into());
+            failures.push(format!(
+                "{}: the client never tried (and refused) the untrusted server",
+                d.kind.name()
+            ));
         }
         let args = d.configure_args(batch, None, Some(&proxy.ca_pem));
         let r = raxe.clone();

@@ -2,7 +2,7 @@
 //!
 //! One run:
 //! 1. starts local receivers on 127.0.0.1 that record every event id they accept: Splunk
-//!    HEC, Sentinel Data Collector (verifies the SharedKey HMAC), syslog over TCP
+//!    HEC, Sentinel Data Collector (verifies the SharedKey HMAC), syslog over TCP, TLS and UDP
 //!    (octet-counted RFC 5424 + CEF), LogScale (HEC at `/api/v1/ingest/hec`, Bearer) and
 //!    CEF over HTTP (id from `cs4`);
 //! 2. configures one customer per destination with the real CLI
@@ -31,6 +31,7 @@ use anyhow::{bail, Context, Result};
 use raxe_tests::hec::{Fault, HecReceiver};
 use raxe_tests::sink::HttpSink;
 use raxe_tests::syslog_tcp::SyslogTcpReceiver;
+use raxe_tests::syslog_udp::SyslogUdpReceiver;
 
 mod dest;
 mod disk;
@@ -53,7 +54,8 @@ pub const USAGE: &str =
     "usage: raxe-harness crash|disk-full [--events N] [--kills K] [--seed S] [--raxe PATH]
        [--work-dir DIR] [--keep] [--kill-min-ms MS] [--kill-max-ms MS] [--batch-size N]
        [--drain-timeout SECS] [--poison N] [--no-faults] [--dest LIST]
-  --dest: comma-separated subset of splunk,sentinel,syslog,logscale,cef (default: all)";
+  --dest: comma-separated subset of splunk,sentinel,syslog,logscale,cef,tls,syslog-tls,syslog-udp
+          (default: all)";
 
 const MSSP: &str = "harness";
 const TOKEN: &str = "12345678-1234-1234-1234-1234567890AB";
@@ -130,7 +132,13 @@ async fn run_async(o: &Options) -> Result<Report> {
                 let url = r.url();
                 (Rx::Sink(r), url)
             }
-            DestKind::Syslog => (Rx::Syslog(SyslogTcpReceiver::start().await), String::new()),
+            DestKind::Syslog | DestKind::SyslogTls => {
+                (Rx::Syslog(SyslogTcpReceiver::start().await), String::new())
+            }
+            DestKind::SyslogUdp => (
+                Rx::SyslogUdp(SyslogUdpReceiver::start().await),
+                String::new(),
+            ),
             DestKind::Tls => (Rx::Hec(HecReceiver::start(TOKEN).await), String::new()),
         };
         let mut dest = Dest {
@@ -139,8 +147,15 @@ async fn run_async(o: &Options) -> Result<Report> {
             url,
             tls: None,
         };
-        if let (DestKind::Tls, Rx::Hec(backend)) = (kind, &dest.rx) {
-            let proxy = TlsProxy::start(backend.addr, &work).await?;
+        let tls_backend = match (kind, &dest.rx) {
+            (DestKind::Tls, Rx::Hec(backend)) => Some(backend.addr),
+            (DestKind::SyslogTls, Rx::Syslog(backend)) => Some(backend.addr),
+            _ => None,
+        };
+        if let Some(backend) = tls_backend {
+            let cert_dir = work.join(kind.name());
+            fs::create_dir_all(&cert_dir)?;
+            let proxy = TlsProxy::start(backend, &cert_dir).await?;
             dest.url = proxy.url();
             dest.tls = Some(proxy);
         }

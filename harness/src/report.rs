@@ -66,7 +66,7 @@ impl Report {
         let _ = writeln!(s, "faults: {}", self.faults_injected.join(", "));
         let _ = writeln!(
             s,
-            "\n{:<9} {:>8} {:>9} {:>5} {:>6} {:>6} {:>9} {:>8} {:>8} {:>9} {:>13} {:>13}",
+            "\n{:<10} {:>8} {:>9} {:>5} {:>6} {:>6} {:>9} {:>8} {:>8} {:>9} {:>13} {:>13}",
             "dest",
             "handed",
             "delivered",
@@ -87,7 +87,7 @@ impl Report {
             let max = rec.last().map_or("-".into(), |v| v.to_string());
             let _ = writeln!(
                 s,
-                "{:<9} {:>8} {:>9} {:>5} {:>6} {:>6} {:>9} {:>8} {:>8} {:>9} {:>13} {:>13}",
+                "{:<10} {:>8} {:>9} {:>5} {:>6} {:>6} {:>9} {:>8} {:>8} {:>9} {:>13} {:>13}",
                 d.name,
                 d.handed,
                 d.delivered_unique,

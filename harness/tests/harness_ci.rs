@@ -113,7 +113,16 @@ fn short_crash_and_fault_run_loses_nothing() {
         out.status
     );
     assert!(stdout.contains("PASS"), "{stdout}");
-    for dest in ["splunk", "sentinel", "syslog", "logscale", "cef", "tls"] {
+    for dest in [
+        "splunk",
+        "sentinel",
+        "syslog",
+        "logscale",
+        "cef",
+        "tls",
+        "syslog-tls",
+        "syslog-udp",
+    ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(dest)),
             "{dest} missing:\n{stdout}"

@@ -7,3 +7,4 @@ pub mod azure_sig;
 pub mod hec;
 pub mod sink;
 pub mod syslog_tcp;
+pub mod syslog_udp;

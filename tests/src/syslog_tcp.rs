@@ -173,7 +173,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
 }
 
 /// Checks `<PRI>1 ` and a CEF payload; returns the event id (empty when absent).
-fn parse_message(msg: &[u8]) -> Option<String> {
+pub(crate) fn parse_message(msg: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(msg);
     let close = text.find('>')?;
     if !text.starts_with('<') || !text[close + 1..].starts_with("1 ") {
