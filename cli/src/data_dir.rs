@@ -85,6 +85,17 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 /// Replaces `path` atomically with `bytes` (0600): write a temp file, fsync, rename,
 /// fsync the directory. Readers see the old or the new file, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, true)
+}
+
+/// As [`write_atomic`] without the syncs: for files that are rewritten all the time and
+/// worth nothing after a crash (`status.json`), so they never compete with the queue's
+/// fdatasyncs for the disk.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -100,10 +111,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
+    if durable {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

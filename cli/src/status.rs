@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use raxe_engine::EngineStats;
 use serde_json::{json, Value};
 
-use crate::data_dir::{write_atomic, DataDir};
+use crate::data_dir::{write_replace, DataDir};
 
 /// Publishes the figures (best effort: a failure is logged, never fatal).
 pub fn write(data: &DataDir, stats: &EngineStats, running: bool) {
@@ -15,7 +15,7 @@ pub fn write(data: &DataDir, stats: &EngineStats, running: bool) {
         "updated_ms": raxe_engine::audit::now_ms(),
         "stats": stats,
     });
-    if let Err(e) = write_atomic(&data.status_file(), body.to_string().as_bytes()) {
+    if let Err(e) = write_replace(&data.status_file(), body.to_string().as_bytes()) {
         tracing::warn!(error = %e, "cannot write status.json");
     }
 }
