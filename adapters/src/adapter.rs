@@ -38,6 +38,13 @@ pub trait SiemAdapter: Send + Sync {
         answer: &Result<Response, TransportError>,
     ) -> Outcome;
 
+    /// Indexer acknowledgement (Splunk `useACK`, protocols.md §1.6): `Some` when an
+    /// accepted request is only queued by the SIEM and must be confirmed by an ack poll
+    /// before its events leave the queue. `None` (the default): accepted is final.
+    fn indexer_ack(&self) -> Option<&dyn crate::splunk::ack::IndexerAck> {
+        None
+    }
+
     /// Encodes, sends and classifies one event now (the SDK's `send_event`).
     fn send_event<'a>(&'a self, event: &'a ScanEvent) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {

@@ -5,6 +5,7 @@ use crate::arcsight::ArcsightAdapter;
 use crate::cef::CefAdapter;
 use crate::config::{ConfigError, SiemConfig, SiemType};
 use crate::sentinel::SentinelAdapter;
+use crate::sentinel_ingestion::LogsIngestionAdapter;
 use crate::splunk::HecAdapter;
 
 /// Validates `config` and builds its adapter (with its HTTP or syslog transport; no
@@ -19,10 +20,18 @@ pub fn create_siem_adapter(config: SiemConfig) -> Result<Box<dyn SiemAdapter>, C
     }
     Ok(match config.siem_type {
         SiemType::Splunk | SiemType::Crowdstrike => Box::new(HecAdapter::new(config)?),
+        SiemType::Sentinel if is_logs_ingestion(&config) => {
+            Box::new(LogsIngestionAdapter::new(config)?)
+        }
         SiemType::Sentinel => Box::new(SentinelAdapter::new(config)?),
         SiemType::Arcsight => Box::new(ArcsightAdapter::new(config)?),
         SiemType::Cef => Box::new(CefAdapter::new(config)?),
     })
+}
+
+fn is_logs_ingestion(config: &SiemConfig) -> bool {
+    matches!(&config.extra, crate::config::SiemOptions::Sentinel(o)
+        if o.api == crate::config::SentinelApi::LogsIngestion)
 }
 
 #[cfg(test)]
@@ -81,6 +90,8 @@ mod tests {
             SiemConfig::splunk("https://h:8088", "t").unwrap(),
             SiemConfig::crowdstrike("https://h", "t").unwrap(),
             SiemConfig::sentinel("https://h", "ws", "Raxe", "AAAA").unwrap(),
+            SiemConfig::sentinel_logs_ingestion("https://h", "t", "c", "dcr-1", "Custom-X_CL", "s")
+                .unwrap(),
             SiemConfig::arcsight("https://h", "c", "t").unwrap(),
             SiemConfig::cef("https://h", "", CefOptions::default()).unwrap(),
             SiemConfig::cef("syslog://h", "", CefOptions::default()).unwrap(),

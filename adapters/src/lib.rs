@@ -15,8 +15,8 @@
 //! **Modules.** [`event`] (scan event, parsing, queue encoding), [`config`] (destination
 //! configuration and validation), [`adapter`] / [`request`] / [`outcome`] (the engine
 //! contract), [`splunk`] (HEC) and [`logscale`] (HEC flavour), [`sentinel`] (Data
-//! Collector API), [`cef`] (CEF over HTTP or syslog), [`arcsight`] (CEF over HTTP with a
-//! connector id), [`syslog`] (RFC 5424/3164 formatting), [`transport`] (HTTP and syslog
+//! Collector API), [`sentinel_ingestion`] (Logs Ingestion API), [`cef`] (CEF over HTTP
+//! or syslog), [`arcsight`] (CEF over HTTP with a connector id), [`syslog`] (RFC 5424/3164 formatting), [`transport`] (HTTP and syslog
 //! senders), [`factory`] ([`create_siem_adapter`]).
 
 pub mod adapter;
@@ -31,6 +31,7 @@ pub mod logscale;
 pub mod outcome;
 pub mod request;
 pub mod sentinel;
+pub mod sentinel_ingestion;
 pub mod splunk;
 pub mod syslog;
 #[cfg(test)]

@@ -199,6 +199,18 @@ pub enum SiemTypeArg {
     Cef,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SentinelApiArg {
+    LogsIngestion,
+    DataCollector,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    None,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ConfigureArgs {
     /// Destination type.
@@ -231,6 +243,19 @@ pub struct ConfigureArgs {
     /// Splunk: host field (default: this machine's hostname).
     #[arg(long, help_heading = "Splunk")]
     pub host: Option<String>,
+    /// Splunk: indexer acknowledgement (the token needs useACK). Events leave the queue
+    /// only once Splunk says they are indexed. Creates the channel GUID once and keeps it.
+    #[arg(long, help_heading = "Splunk", conflicts_with = "no_ack")]
+    pub ack: bool,
+    /// Splunk: turn indexer acknowledgement off again.
+    #[arg(long, help_heading = "Splunk")]
+    pub no_ack: bool,
+    /// Splunk: seconds between ack polls (default 10).
+    #[arg(long, help_heading = "Splunk", value_name = "SECS")]
+    pub ack_interval: Option<u64>,
+    /// Splunk: seconds an ack may stay pending before the events are resent (default 300).
+    #[arg(long, help_heading = "Splunk", value_name = "SECS")]
+    pub ack_timeout: Option<u64>,
 
     /// CrowdStrike LogScale: repository (sent as the HEC index).
     #[arg(long, help_heading = "CrowdStrike")]
@@ -245,6 +270,32 @@ pub struct ConfigureArgs {
     /// Sentinel: log type (table name without _CL).
     #[arg(long, help_heading = "Sentinel")]
     pub log_type: Option<String>,
+    /// Sentinel: API. logs-ingestion (DCR + Entra ID; the token is the client secret) is
+    /// the default unless the URL is an ods.opinsights.azure.com one (data-collector, which
+    /// Microsoft retired on 14 September 2026).
+    #[arg(long, help_heading = "Sentinel", value_enum)]
+    pub api: Option<SentinelApiArg>,
+    /// Sentinel Logs Ingestion: Entra ID tenant (directory) id.
+    #[arg(long, help_heading = "Sentinel")]
+    pub tenant_id: Option<String>,
+    /// Sentinel Logs Ingestion: app registration (client) id.
+    #[arg(long, help_heading = "Sentinel")]
+    pub client_id: Option<String>,
+    /// Sentinel Logs Ingestion: DCR immutable id (dcr-...).
+    #[arg(long, help_heading = "Sentinel")]
+    pub dcr_id: Option<String>,
+    /// Sentinel Logs Ingestion: stream name (e.g. Custom-RaxeEvents_CL).
+    #[arg(long, help_heading = "Sentinel")]
+    pub stream: Option<String>,
+    /// Sentinel Logs Ingestion: token endpoint (default: Entra ID v2 for the tenant; set it
+    /// for sovereign clouds).
+    #[arg(long, help_heading = "Sentinel", value_name = "URL")]
+    pub token_url: Option<String>,
+
+    /// HTTP destinations: request body compression (default gzip for Splunk, LogScale and
+    /// Sentinel Logs Ingestion; the Data Collector API takes none).
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionArg>,
 
     /// ArcSight: SmartConnector id (sent with every request).
     #[arg(long, help_heading = "ArcSight")]

@@ -135,3 +135,21 @@ pub mod ops {
         Ok(purged)
     }
 }
+
+/// The marker that records "this queue record is in the dead-letter queue" until the
+/// record is acked: a delivery retried after a crash then skips it instead of writing the
+/// same dead letter twice. Keyed by destination, seq and a hash of the bytes, so a marker
+/// left behind can only ever match the very same record.
+pub(crate) fn marker_key(destination: &str, seq: u64, record: &[u8]) -> Vec<u8> {
+    format!("dl/{destination}/{seq}/{:016x}", fnv1a64(record)).into_bytes()
+}
+
+/// FNV-1a, 64 bits: stable across builds (markers outlive a process).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}

@@ -5,6 +5,12 @@
 //! settled when the SIEM accepted it or when it is durably in the dead-letter queue.
 //! Rejections are narrowed down (the SIEM's `invalid-event-number`, else halving) until only
 //! the refused events are dead-lettered: one poison event never blocks a queue.
+//!
+//! With indexer acknowledgement (Splunk `useACK`) a request accepted with an ack id is
+//! settled for this lease's purposes but not yet safe: its records are split off into a
+//! lease of their own and handed to the destination's [`crate::indexer_ack`] tracker,
+//! which acks them in the queue only once the SIEM confirms the id. The rest of the
+//! settled prefix (dead letters) is acked at once.
 
 use std::future::Future;
 use std::ops::Range;
@@ -50,8 +56,15 @@ pub(crate) struct Delivery<'a> {
     positions: Vec<usize>,
     /// Queue bytes of every lease record, for dead letters.
     raw: Vec<Vec<u8>>,
+    /// Seq of every lease record.
+    seqs: Vec<u64>,
+    /// Lease position and marker of every record dead-lettered by this delivery; a marker
+    /// is removed once its record is acked.
+    dead_letter_markers: Vec<(usize, Vec<u8>)>,
     /// Events settled so far (a prefix of `events`).
     settled: usize,
+    /// Accepted requests that wait for an indexer ack: (event span, ack id), in order.
+    awaiting_ack: Vec<(Range<usize>, u64)>,
 }
 
 type Step<'b> = Pin<Box<dyn Future<Output = Result<(), Halt>> + Send + 'b>>;
@@ -67,12 +80,15 @@ impl<'a> Delivery<'a> {
         Delivery {
             dest,
             adapter,
+            awaiting_ack: Vec::new(),
             audit,
             backoff,
             shutdown,
             events: Vec::new(),
             positions: Vec::new(),
             raw: Vec::new(),
+            seqs: Vec::new(),
+            dead_letter_markers: Vec::new(),
             settled: 0,
         }
     }
@@ -80,6 +96,7 @@ impl<'a> Delivery<'a> {
     /// Delivers a lease; acks what was settled and releases the rest.
     pub async fn run(mut self, lease: Lease) -> Result<(), Halt> {
         self.raw = lease.records.iter().map(|r| r.data.clone()).collect();
+        self.seqs = lease.records.iter().map(|r| r.seq).collect();
         let mut undecodable = Vec::new();
         for (position, data) in self.raw.iter().enumerate() {
             match ScanEvent::from_queue_bytes(data) {
@@ -104,7 +121,48 @@ impl<'a> Delivery<'a> {
             self.positions[self.settled]
         };
         let queue = self.dest.queue.clone();
-        finish_lease(queue, lease, ack_upto).await;
+        let dead_letters_acked;
+        if self.awaiting_ack.is_empty() {
+            dead_letters_acked = finish_lease(queue, lease, ack_upto).await;
+        } else {
+            // Lease positions of each accepted request (undecodable records inside a
+            // request's span go with it: on a resend they are dead-lettered again).
+            let segments = self
+                .awaiting_ack
+                .iter()
+                .map(|(span, id)| {
+                    (
+                        self.positions[span.start]..self.positions[span.end - 1] + 1,
+                        *id,
+                    )
+                })
+                .collect();
+            let (tracked, acked) = split_for_acks(queue.clone(), lease, ack_upto, segments).await;
+            dead_letters_acked = acked;
+            let target = self
+                .adapter
+                .indexer_ack()
+                .map(|a| a.ack_target())
+                .unwrap_or_default();
+            let refused = self.dest.acks.add(&target, tracked);
+            crate::indexer_ack::release_leases(queue, refused).await;
+        }
+        if dead_letters_acked && !self.dead_letter_markers.is_empty() {
+            let store = self.dest.store.clone();
+            // Records from `ack_upto` on were released: they keep their markers.
+            let markers: Vec<Vec<u8>> = std::mem::take(&mut self.dead_letter_markers)
+                .into_iter()
+                .filter(|(position, _)| *position < ack_upto)
+                .map(|(_, key)| key)
+                .collect();
+            // Best effort: a marker left behind only ever matches this same record.
+            let _ = tokio::task::spawn_blocking(move || {
+                for key in markers {
+                    let _ = store.remove_marker(&key);
+                }
+            })
+            .await;
+        }
         result
     }
 
@@ -151,6 +209,13 @@ impl<'a> Delivery<'a> {
             self.record_attempt(&request, &answer, &outcome, started.elapsed());
             match outcome {
                 Outcome::Delivered => {
+                    if let Some(id) = self
+                        .adapter
+                        .indexer_ack()
+                        .and_then(|ack| ack.ack_id(&answer))
+                    {
+                        self.awaiting_ack.push((span.clone(), id));
+                    }
                     self.settled = span.end;
                     self.dest.mark_delivered(now_ms());
                     return Ok(());
@@ -220,14 +285,22 @@ impl<'a> Delivery<'a> {
     }
 
     /// Appends lease records to the dead-letter queue, durably. A full dead-letter queue
-    /// halts delivery (the events stay queued) rather than losing them.
+    /// halts delivery (the events stay queued) rather than losing them. Each record gets a
+    /// marker in the same atomic step, and records whose marker exists (dead-lettered by a
+    /// run that died before its ack) are not written again.
     async fn dead_letter(&mut self, items: Vec<(usize, String)>) -> Result<(), Halt> {
         let time_ms = now_ms();
-        let count = items.len();
         let reason = items.first().map(|(_, r)| r.clone()).unwrap_or_default();
+        let mut keys = Vec::with_capacity(items.len());
         let letters: Vec<Vec<u8>> = items
             .into_iter()
             .map(|(position, reason)| {
+                let key = crate::dead_letter::marker_key(
+                    &self.dest.id,
+                    self.seqs[position],
+                    &self.raw[position],
+                );
+                keys.push((position, key));
                 DeadLetter {
                     header: DeadLetterHeader {
                         time_ms,
@@ -239,23 +312,38 @@ impl<'a> Delivery<'a> {
                 .encode()
             })
             .collect();
-        let dlq = self.dest.dead_letters.clone();
+        let store = self.dest.store.clone();
+        let dlq = self.dest.dead_letters.name().to_string();
+        let markers: Vec<Vec<u8>> = keys.iter().map(|(_, key)| key.clone()).collect();
         let appended = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&[u8]> = letters.iter().map(Vec::as_slice).collect();
-            dlq.append(&refs)
+            let mut fresh: Vec<(&[u8], &[u8])> = Vec::new();
+            let mut records: Vec<&[u8]> = Vec::new();
+            for (key, letter) in markers.iter().zip(&letters) {
+                if store.marker(key)?.is_none() {
+                    fresh.push((key, b""));
+                    records.push(letter);
+                }
+            }
+            if !records.is_empty() {
+                store.append_group_with_markers(&[(dlq.as_str(), &records)], &fresh)?;
+            }
+            Ok::<usize, raxe_storage::QueueError>(records.len())
         })
         .await;
+        self.dead_letter_markers.extend(keys);
         match appended {
-            Ok(Ok(_)) => {
-                tracing::warn!(destination = %self.dest.id, events = count, %reason, "dead-lettered");
-                self.audit.record(
-                    &self.dest.id,
-                    self.dest.customer_label(),
-                    AuditKind::DeadLettered {
-                        events: count,
-                        reason,
-                    },
-                );
+            Ok(Ok(count)) => {
+                if count > 0 {
+                    tracing::warn!(destination = %self.dest.id, events = count, %reason, "dead-lettered");
+                    self.audit.record(
+                        &self.dest.id,
+                        self.dest.customer_label(),
+                        AuditKind::DeadLettered {
+                            events: count,
+                            reason,
+                        },
+                    );
+                }
                 Ok(())
             }
             Ok(Err(e)) => Err(Halt::Retry {
@@ -317,8 +405,57 @@ impl<'a> Delivery<'a> {
     }
 }
 
-/// Acks the first `ack_upto` records of the lease and releases the rest.
-async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) {
+/// Settles a lease some of whose requests wait for an indexer ack: releases the records
+/// from `ack_upto` on, acks the settled records outside `segments` (dead letters) now,
+/// and returns one lease per segment with its ack id, for the ack tracker.
+/// `segments` are lease positions, in order, disjoint, all below `ack_upto`.
+async fn split_for_acks(
+    queue: Arc<dyn Queue>,
+    lease: Lease,
+    ack_upto: usize,
+    segments: Vec<(Range<usize>, u64)>,
+) -> (Vec<(u64, Lease)>, bool) {
+    let id = queue.name().to_string();
+    let done = tokio::task::spawn_blocking(move || {
+        let (mut remaining, rest) = queue.split_lease(lease, ack_upto);
+        // Empty parts are released too: that unregisters them.
+        queue.release(rest);
+        let mut cursor = 0;
+        let mut now = Vec::new();
+        let mut tracked = Vec::new();
+        for (range, ack_id) in segments {
+            // Saturating: a segment out of order would be a bug, but never a panic here.
+            let start = range.start.max(cursor);
+            let (before, tail) = queue.split_lease(remaining, start - cursor);
+            let (segment, tail) = queue.split_lease(tail, range.end.saturating_sub(start));
+            now.push(before);
+            tracked.push((ack_id, segment));
+            remaining = tail;
+            cursor = range.end.max(start);
+        }
+        now.push(remaining);
+        let mut acked = true;
+        for part in now {
+            if part.is_empty() {
+                queue.release(part);
+            } else if let Err(e) = queue.ack(part) {
+                acked = false;
+                tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
+            }
+        }
+        (tracked, acked)
+    })
+    .await;
+    done.unwrap_or_else(|e| {
+        // The leases died with the task: their records stay leased until a restart.
+        tracing::error!(queue = %id, error = %e, "ack task failed");
+        (Vec::new(), false)
+    })
+}
+
+/// Acks the first `ack_upto` records of the lease and releases the rest; true when the
+/// ack succeeded (or there was nothing to ack).
+async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
     let id = queue.name().to_string();
     let done = tokio::task::spawn_blocking(move || {
         let (settled, rest) = queue.split_lease(lease, ack_upto);
@@ -334,10 +471,14 @@ async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) {
     })
     .await;
     match done {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::error!(queue = %id, error = %e, "ack failed; the events will be delivered again")
+            tracing::error!(queue = %id, error = %e, "ack failed; the events will be delivered again");
+            false
         }
-        Err(e) => tracing::error!(queue = %id, error = %e, "ack task failed"),
+        Err(e) => {
+            tracing::error!(queue = %id, error = %e, "ack task failed");
+            false
+        }
     }
 }

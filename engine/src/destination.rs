@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use raxe_adapters::adapter::SiemAdapter;
-use raxe_storage::Queue;
+use raxe_storage::{Queue, QueueStore};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
@@ -67,6 +67,8 @@ pub(crate) struct Destination {
     pub customer: Option<CustomerKey>,
     pub queue: Arc<dyn Queue>,
     pub dead_letters: Arc<dyn Queue>,
+    /// The store both queues live in (for the dead-letter markers, see `delivery.rs`).
+    pub store: Arc<dyn QueueStore>,
     pub adapter: watch::Sender<Arc<dyn SiemAdapter>>,
     pub enabled: watch::Sender<bool>,
     pub options: DestinationOptions,
@@ -78,6 +80,8 @@ pub(crate) struct Destination {
     pub flush_now: Arc<AtomicBool>,
     /// Set when the destination was removed or replaced: its workers exit.
     pub retired: AtomicBool,
+    /// Leases accepted by the SIEM that wait for their indexer ack (Splunk `useACK`).
+    pub acks: crate::indexer_ack::AckTracker,
 }
 
 impl Destination {

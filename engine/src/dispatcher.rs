@@ -154,6 +154,7 @@ impl SiemDispatcher {
             customer,
             queue,
             dead_letters,
+            store: self.store.clone(),
             adapter: watch::channel(adapter).0,
             enabled: watch::channel(enabled).0,
             options,
@@ -166,6 +167,7 @@ impl SiemDispatcher {
             marks: Mutex::default(),
             flush_now: self.flush_now.clone(),
             retired: AtomicBool::new(false),
+            acks: Default::default(),
         });
         if let Some(old) = write(&self.destinations).insert(id.to_string(), dest.clone()) {
             old.retire();
@@ -231,6 +233,10 @@ impl SiemDispatcher {
             };
             running.tasks.push(running.handle.spawn(worker.run()));
         }
+        // One ack poller per destination; it sleeps without a timer unless a lease waits
+        // for an indexer ack.
+        let poller = crate::indexer_ack::run(dest.clone(), self.shutdown.subscribe());
+        running.tasks.push(running.handle.spawn(poller));
     }
 
     /// Routes one event; returns once it is durable in every matching queue.

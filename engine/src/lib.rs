@@ -27,6 +27,7 @@ mod delivery;
 mod destination;
 mod dispatcher;
 pub mod error;
+mod indexer_ack;
 pub mod metrics;
 pub mod queue_names;
 pub mod routing;

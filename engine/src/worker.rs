@@ -5,6 +5,10 @@
 //! Failures shape what it does next: transient ones back off, exhausted retries degrade the
 //! destination to a capped retry schedule, auth and configuration errors stop it until its
 //! adapter is replaced. It never drops an event and never blocks another destination.
+//!
+//! With indexer acknowledgement a worker does not wait for acks: it hands accepted leases
+//! to the destination's ack tracker and goes on, pausing only while the tracker is full
+//! or after an ack poll found the configuration or credentials wrong.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +77,18 @@ impl Worker {
                     continue;
                 }
             }
+            if let Some(halt) = self.dest.acks.halt_for(&adapter) {
+                if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
+                    return;
+                }
+                continue;
+            }
+            if adapter.indexer_ack().is_some() {
+                self.dest.acks.wait_for_room(&mut self.shutdown).await;
+                if self.stopping() {
+                    return;
+                }
+            }
             let queue = self.dest.queue.clone();
             let max_bytes = self.dest.options.max_batch_bytes;
             let leased =
@@ -115,24 +131,41 @@ impl Worker {
                         self.dest.set_state(DestinationState::Ok);
                     }
                 }
-                Err(Halt::Shutdown) => return,
-                Err(Halt::Retry { after, reason }) => {
-                    self.dest.set_state(DestinationState::Degraded(reason));
-                    let delay = backoff.next_degraded(after);
-                    self.pause(delay, &mut adapter_rx).await;
-                }
-                Err(Halt::AuthFailed(reason)) => {
-                    self.dest.set_state(DestinationState::AuthFailed(reason));
-                    self.stopped(&mut adapter_rx).await;
-                    self.resume(&mut backoff);
-                }
-                Err(Halt::Misconfigured(reason)) => {
-                    self.dest.set_state(DestinationState::Misconfigured(reason));
-                    self.stopped(&mut adapter_rx).await;
-                    self.resume(&mut backoff);
+                Err(halt) => {
+                    if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
+                        return;
+                    }
                 }
             }
         }
+    }
+
+    /// Acts on a halt; true when the worker should exit.
+    async fn on_halt(
+        &mut self,
+        halt: Halt,
+        backoff: &mut Backoff,
+        adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>,
+    ) -> bool {
+        match halt {
+            Halt::Shutdown => return true,
+            Halt::Retry { after, reason } => {
+                self.dest.set_state(DestinationState::Degraded(reason));
+                let delay = backoff.next_degraded(after);
+                self.pause(delay, adapter_rx).await;
+            }
+            Halt::AuthFailed(reason) => {
+                self.dest.set_state(DestinationState::AuthFailed(reason));
+                self.stopped(adapter_rx).await;
+                self.resume(backoff);
+            }
+            Halt::Misconfigured(reason) => {
+                self.dest.set_state(DestinationState::Misconfigured(reason));
+                self.stopped(adapter_rx).await;
+                self.resume(backoff);
+            }
+        }
+        false
     }
 
     /// True once shutdown was asked for, or the engine that owns the signal is gone.

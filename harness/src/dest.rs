@@ -178,6 +178,8 @@ impl Dest {
             DestKind::Sentinel => push(&[
                 "--type",
                 "sentinel",
+                "--api",
+                "data-collector",
                 "--url",
                 &self.url,
                 "--workspace-id",

@@ -101,6 +101,14 @@ pub trait QueueStore: Send + Sync {
         marker: Option<(&[u8], &[u8])>,
     ) -> Result<Vec<Range<Seq>>, QueueError>;
 
+    /// As `append_group`, setting any number of markers in the same atomic step (e.g. one
+    /// per record, to make a retried append idempotent).
+    fn append_group_with_markers(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        markers: &[(&[u8], &[u8])],
+    ) -> Result<Vec<Range<Seq>>, QueueError>;
+
     /// The value of a marker set by `append_group`, if any.
     fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError>;
 

@@ -4,7 +4,10 @@
 //! The integration tests themselves live in `tests/tests/`.
 
 pub mod azure_sig;
+pub mod dcr;
+pub mod entra;
 pub mod hec;
+pub mod hec_ack;
 pub mod sink;
 pub mod syslog_tcp;
 pub mod syslog_udp;

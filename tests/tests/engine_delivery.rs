@@ -261,3 +261,54 @@ async fn unrouted_events_behind_others_are_found_too() {
     assert_eq!(as_set(&hec.accepted()), ids(&batch));
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A crash after a refused event was dead-lettered but before its lease was acked: the
+/// event comes back, is refused again, and must not be dead-lettered twice.
+#[test]
+fn a_crash_between_dead_letter_and_ack_writes_the_dead_letter_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let receivers = tokio::runtime::Runtime::new().unwrap();
+    let hec = receivers.block_on(HecReceiver::start("t"));
+    let batch = events("m", "c", 0..10);
+    hec.poison("evt-3");
+    let dead_letters = |engine: &Engine| engine.dispatcher.stats().destinations[0].dead_letters.len;
+    {
+        // The engine's own runtime, dropped mid-request below: a crash, no ack.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let engine = runtime.block_on(async {
+            let engine = Engine::open(dir.path());
+            engine.add_with("d", &hec, "t", None, |c| {
+                c.batch_size = 10;
+                c.timeout_seconds = 30;
+            });
+            engine.dispatch(batch.clone()).await;
+            hec.push_fault(Fault::Slow(Duration::ZERO)); // answered: 400 for evt-3
+            hec.push_fault(Fault::Slow(Duration::ZERO)); // evt-0..2 again, delivered
+            hec.push_fault(Fault::Hang); // evt-4..9 never get an answer
+            engine.dispatcher.start().unwrap();
+            assert!(wait_until(WAIT, || dead_letters(&engine) == 1).await);
+            engine
+        });
+        runtime.shutdown_background();
+        drop(engine);
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let engine = Engine::open(dir.path());
+        engine.add_with("d", &hec, "t", None, |c| c.batch_size = 10);
+        engine.dispatcher.start().unwrap();
+        assert!(engine.dispatcher.drain(WAIT).await);
+        let mut expected = ids(&batch);
+        expected.remove("evt-3");
+        assert_eq!(as_set(&hec.accepted()), expected);
+        assert_eq!(
+            dead_letters(&engine),
+            1,
+            "the same dead letter written twice"
+        );
+        let store = engine.store();
+        let letters = raxe_engine::dead_letter::ops::list(store, "d", 10).unwrap();
+        assert_eq!(letters.len(), 1);
+        engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+    });
+}

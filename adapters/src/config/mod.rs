@@ -164,6 +164,31 @@ impl SiemConfig {
             SiemOptions::Sentinel(SentinelOptions {
                 workspace_id: workspace_id.into(),
                 log_type: log_type.into(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    /// Sentinel through the Logs Ingestion API: `endpoint_url` is the DCE/DCR ingestion
+    /// endpoint, `client_secret` the Entra ID app secret (protocols.md §3.2).
+    pub fn sentinel_logs_ingestion(
+        endpoint_url: &str,
+        tenant_id: &str,
+        client_id: &str,
+        dcr_id: &str,
+        stream: &str,
+        client_secret: impl Into<Secret>,
+    ) -> Result<SiemConfig, ConfigError> {
+        Self::with_options(
+            endpoint_url,
+            client_secret,
+            SiemOptions::Sentinel(SentinelOptions {
+                api: SentinelApi::LogsIngestion,
+                tenant_id: tenant_id.into(),
+                client_id: client_id.into(),
+                dcr_id: dcr_id.into(),
+                stream: stream.into(),
+                ..Default::default()
             }),
         )
     }

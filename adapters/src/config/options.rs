@@ -59,6 +59,29 @@ pub struct SplunkOptions {
     /// Largest uncompressed body per request; bigger batches are split.
     #[serde(default = "hec_max")]
     pub max_request_bytes: usize,
+    /// Indexer acknowledgement (protocols.md §1.6): events leave the queue only once
+    /// Splunk says they are indexed. The token must have `useACK` on.
+    pub ack: bool,
+    /// How often pending ack ids are polled.
+    #[serde(default = "ack_interval")]
+    pub ack_interval_seconds: u64,
+    /// A request whose ack id is still `false` after this long is sent again.
+    #[serde(default = "ack_timeout")]
+    pub ack_timeout_seconds: u64,
+    /// The HEC channel GUID, made once at configure time and kept in the config file so
+    /// that it survives restarts.
+    pub channel: Option<String>,
+}
+
+/// Default `ack_interval_seconds` (Splunk's guidance and Vector's default).
+pub const DEFAULT_ACK_INTERVAL_SECONDS: u64 = 10;
+/// Default `ack_timeout_seconds` (Splunk's "resend after ~5 min").
+pub const DEFAULT_ACK_TIMEOUT_SECONDS: u64 = 300;
+fn ack_interval() -> u64 {
+    DEFAULT_ACK_INTERVAL_SECONDS
+}
+fn ack_timeout() -> u64 {
+    DEFAULT_ACK_TIMEOUT_SECONDS
 }
 
 impl Default for SplunkOptions {
@@ -70,6 +93,10 @@ impl Default for SplunkOptions {
             host: None,
             compression: Compression::Gzip,
             max_request_bytes: DEFAULT_HEC_MAX_BYTES,
+            ack: false,
+            ack_interval_seconds: DEFAULT_ACK_INTERVAL_SECONDS,
+            ack_timeout_seconds: DEFAULT_ACK_TIMEOUT_SECONDS,
+            channel: None,
         }
     }
 }
@@ -108,10 +135,51 @@ impl Default for CrowdstrikeOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelOptions {
-    /// Required.
+    /// Data Collector: required.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub workspace_id: String,
-    /// Required, `[A-Za-z0-9_]{1,100}`; the table is `<log_type>_CL`.
+    /// Data Collector: required, `[A-Za-z0-9_]{1,100}`; the table is `<log_type>_CL`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub log_type: String,
+    /// Which Azure API (default `data-collector`, so older config files keep their meaning).
+    pub api: SentinelApi,
+    /// Logs Ingestion (protocols.md §3.2): Entra ID tenant, app (client) id, DCR immutable
+    /// id and stream name. The client secret is the config's `auth_token`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tenant_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dcr_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stream: String,
+    /// Logs Ingestion: token endpoint; `None` = Entra ID v2 for `tenant_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// `None` = the API's default: gzip for Logs Ingestion, none for Data Collector
+    /// (which signs the exact body and cannot take gzip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+/// The Azure ingestion API of a Sentinel destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SentinelApi {
+    /// HTTP Data Collector API (§3.1): stopped working on 14 September 2026.
+    #[default]
+    DataCollector,
+    /// Logs Ingestion API (§3.2): DCR-based, Entra ID OAuth2.
+    LogsIngestion,
+}
+
+impl SentinelApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SentinelApi::DataCollector => "data-collector",
+            SentinelApi::LogsIngestion => "logs-ingestion",
+        }
+    }
 }
 
 /// Where the CEF `installation_id` goes.

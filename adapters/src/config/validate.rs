@@ -101,14 +101,27 @@ impl SiemConfig {
                 header_safe("index", o.index.as_deref())?;
                 header_safe("host", o.host.as_deref())?;
                 positive("max_request_bytes", o.max_request_bytes)?;
+                crate::splunk::ack::validate_ack(o)?;
             }
             SiemOptions::Crowdstrike(o) => {
                 need_http("https:// or http://")?;
                 need_token()?;
                 positive("max_request_bytes", o.max_request_bytes)?;
             }
+            SiemOptions::Sentinel(o) if o.api == super::SentinelApi::LogsIngestion => {
+                need_http("https:// or http://")?;
+                need_token()?;
+                crate::sentinel_ingestion::validate_options(o)?;
+            }
             SiemOptions::Sentinel(o) => {
                 need_http("https:// or http://")?;
+                if o.compression == Some(super::Compression::Gzip) {
+                    return Err(invalid(
+                        "compression",
+                        "the Data Collector API signs the exact body and does not take gzip; \
+                         use `none`, or the Logs Ingestion API (--api logs-ingestion)",
+                    ));
+                }
                 if o.workspace_id.is_empty() {
                     return Err(ConfigError::MissingOption {
                         siem_type: self.siem_type,

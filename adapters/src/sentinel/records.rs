@@ -29,14 +29,22 @@ pub const RESERVED: [&str; 3] = ["TimeGenerated", "tenant", "RawData"];
 /// The column named in `time-generated-field`.
 pub const TIME_FIELD: &str = "EventTime";
 
-/// Appends the record for `event` as compact JSON.
+/// Appends the Data Collector record for `event` as compact JSON.
 pub fn write_record(event: &ScanEvent, out: &mut Vec<u8>) {
+    write_record_as(event, TIME_FIELD, &RESERVED, out)
+}
+
+/// Appends the record for `event` with the event time in `time_field`; pass-through
+/// names matching `reserved` (any case) get the `Extra` prefix. The Logs Ingestion API
+/// uses `TimeGenerated` and its own reserved list (see `crate::sentinel_ingestion`).
+pub fn write_record_as(event: &ScanEvent, time_field: &str, reserved: &[&str], out: &mut Vec<u8>) {
     let mut r = Record {
         out,
         names: Vec::with_capacity(16 + event.extra.len()),
+        reserved,
     };
     r.out.push(b'{');
-    r.field(TIME_FIELD, Value::String(event.timestamp_rfc3339()));
+    r.field(time_field, Value::String(event.timestamp_rfc3339()));
     r.field("EventId", Value::String(event.event_id.clone()));
     r.field("EventType", Value::String(event.event_type.clone()));
     r.field("ThreatDetected", Value::Bool(event.threat_detected));
@@ -108,13 +116,14 @@ pub fn pascal_case(key: &str) -> String {
 struct Record<'a> {
     out: &'a mut Vec<u8>,
     names: Vec<String>,
+    reserved: &'a [&'a str],
 }
 
 impl Record<'_> {
     fn unique(&self, mut name: String) -> String {
         loop {
             let taken = name.is_empty()
-                || RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&name))
+                || self.reserved.iter().any(|r| r.eq_ignore_ascii_case(&name))
                 || self.names.iter().any(|n| n.eq_ignore_ascii_case(&name));
             if !taken {
                 return name;

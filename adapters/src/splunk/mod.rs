@@ -2,8 +2,12 @@
 //! (see [`crate::logscale`]) with its own auth scheme, defaults and classification.
 //!
 //! Stages: [`encoder`] (envelopes), [`request`] (batching into size-bounded, optionally
-//! gzipped requests), [`retry`] (answer classification).
+//! gzipped requests), [`retry`] (answer classification), [`ack`] (indexer
+//! acknowledgement: channel header, ack ids, ack polls).
 
+pub mod ack;
+#[cfg(test)]
+mod ack_tests;
 pub mod encoder;
 pub mod request;
 pub mod retry;
@@ -43,6 +47,8 @@ pub struct HecAdapter {
     flavor: HecFlavor,
     builder: request::HecRequestBuilder,
     transport: HttpTransport,
+    /// Set when the Splunk destination has indexer acknowledgement on.
+    ack: Option<ack::AckSettings>,
 }
 
 impl HecAdapter {
@@ -51,20 +57,42 @@ impl HecAdapter {
         config.validate()?;
         let uri = config.uri()?;
         let token = config.auth_token.expose().trim().to_string();
+        let mut ack_settings = None;
+        let mut headers = HeaderMap::new();
         let (flavor, meta, compression, max_bytes, uri, auth) = match &config.extra {
-            SiemOptions::Splunk(o) => (
-                HecFlavor::Splunk,
-                HecMeta {
-                    host: o.host.clone().unwrap_or_else(crate::hostname::hostname),
-                    source: o.source.clone(),
-                    sourcetype: Some(o.sourcetype.clone()),
-                    index: o.index.clone(),
-                },
-                o.compression,
-                o.max_request_bytes,
-                with_default_path(&uri, SPLUNK_PATH),
-                format!("Splunk {token}"),
-            ),
+            SiemOptions::Splunk(o) => {
+                let uri = with_default_path(&uri, SPLUNK_PATH);
+                if let (true, Some(channel)) = (o.ack, &o.channel) {
+                    // Validated as a GUID, so it is a valid header value and query.
+                    let value =
+                        HeaderValue::from_str(channel).map_err(|_| ConfigError::InvalidOption {
+                            option: "channel",
+                            reason: "not a valid header value".into(),
+                        })?;
+                    headers.insert(ack::CHANNEL_HEADER, value);
+                    ack_settings = Some(ack::AckSettings {
+                        uri: ack::ack_uri(&uri, channel).ok_or(ConfigError::InvalidOption {
+                            option: "channel",
+                            reason: "cannot build the ack URL".into(),
+                        })?,
+                        interval: std::time::Duration::from_secs(o.ack_interval_seconds),
+                        timeout: std::time::Duration::from_secs(o.ack_timeout_seconds),
+                    });
+                }
+                (
+                    HecFlavor::Splunk,
+                    HecMeta {
+                        host: o.host.clone().unwrap_or_else(crate::hostname::hostname),
+                        source: o.source.clone(),
+                        sourcetype: Some(o.sourcetype.clone()),
+                        index: o.index.clone(),
+                    },
+                    o.compression,
+                    o.max_request_bytes,
+                    uri,
+                    format!("Splunk {token}"),
+                )
+            }
             SiemOptions::Crowdstrike(o) => (
                 HecFlavor::Logscale,
                 HecMeta {
@@ -85,7 +113,6 @@ impl HecAdapter {
                 })
             }
         };
-        let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, secret_header(&auth)?);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let builder = request::HecRequestBuilder {
@@ -104,6 +131,7 @@ impl HecAdapter {
             flavor,
             builder,
             transport,
+            ack: ack_settings,
         })
     }
 
@@ -124,6 +152,14 @@ impl HecAdapter {
 impl SiemAdapter for HecAdapter {
     fn config(&self) -> &SiemConfig {
         &self.config
+    }
+
+    fn indexer_ack(&self) -> Option<&dyn ack::IndexerAck> {
+        if self.ack.is_some() {
+            Some(self)
+        } else {
+            None
+        }
     }
 
     fn transform_event(&self, event: &ScanEvent) -> Vec<u8> {
@@ -155,6 +191,20 @@ impl SiemAdapter for HecAdapter {
     ) -> Outcome {
         match answer {
             Ok(Response::Http(resp)) => match self.flavor {
+                HecFlavor::Splunk if self.ack.is_some() => {
+                    let outcome = classify_hec(resp);
+                    if outcome == Outcome::Delivered && ack::parse_ack_id(&resp.body).is_none() {
+                        // Without an id nothing can ever confirm these events: keep them
+                        // queued and make the operator fix the token or the config.
+                        return Outcome::Misconfigured {
+                            reason: format!(
+                                "Splunk accepted the request but sent no ackId (HTTP {}): indexer acknowledgement is off for this token; turn on useACK for the token, or configure the destination without --ack",
+                                resp.status.as_u16()
+                            ),
+                        };
+                    }
+                    outcome
+                }
                 HecFlavor::Splunk => classify_hec(resp),
                 HecFlavor::Logscale => crate::logscale::classify_logscale(resp),
             },

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use raxe_adapters::config::Secret;
 use raxe_adapters::config::{
-    ArcsightOptions, CefOptions, CefTransport, CrowdstrikeOptions, SentinelOptions, SiemConfig,
-    SiemOptions, SiemType, SplunkOptions,
+    ArcsightOptions, CefOptions, CefTransport, Compression, CrowdstrikeOptions, SentinelApi,
+    SiemConfig, SiemOptions, SiemType, SplunkOptions,
 };
 use raxe_adapters::event::ScanEvent;
 use raxe_adapters::outcome::Outcome;
@@ -16,7 +16,10 @@ use raxe_adapters::transport::TlsOptions;
 use serde_json::{json, Value};
 
 use super::{describe_queue, live_stats};
-use crate::args::{ConfigureArgs, CustomerTarget, GlobalTarget, SiemCommand, SiemTypeArg};
+use crate::args::{
+    CompressionArg, ConfigureArgs, CustomerTarget, GlobalTarget, SentinelApiArg, SiemCommand,
+    SiemTypeArg,
+};
 use crate::config_store::{ConfigStore, DestinationRecord, Scope};
 use crate::control;
 use crate::data_dir::DataDir;
@@ -118,6 +121,9 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     let mut options = previous
         .map(|p| p.extra.clone())
         .unwrap_or_else(|| SiemOptions::default_for(siem_type));
+    if let SiemOptions::Sentinel(o) = &mut options {
+        o.api = sentinel_api(args, previous.is_some().then_some(o.api));
+    }
     apply_options(&mut options, args)?;
     let mut config = SiemConfig::unvalidated(&args.url, token, options);
     if let Some(p) = previous {
@@ -194,6 +200,10 @@ fn check_options_fit(siem_type: SiemType, args: &ConfigureArgs) -> Result<()> {
             vec![
                 given("--index", args.index.is_some()),
                 given("--sourcetype", args.sourcetype.is_some()),
+                given("--ack", args.ack),
+                given("--no-ack", args.no_ack),
+                given("--ack-interval", args.ack_interval.is_some()),
+                given("--ack-timeout", args.ack_timeout.is_some()),
             ],
         ),
         (
@@ -215,6 +225,12 @@ fn check_options_fit(siem_type: SiemType, args: &ConfigureArgs) -> Result<()> {
             vec![
                 given("--workspace-id", args.workspace_id.is_some()),
                 given("--log-type", args.log_type.is_some()),
+                given("--api", args.api.is_some()),
+                given("--tenant-id", args.tenant_id.is_some()),
+                given("--client-id", args.client_id.is_some()),
+                given("--dcr-id", args.dcr_id.is_some()),
+                given("--stream", args.stream.is_some()),
+                given("--token-url", args.token_url.is_some()),
             ],
         ),
         (
@@ -234,6 +250,9 @@ fn check_options_fit(siem_type: SiemType, args: &ConfigureArgs) -> Result<()> {
         if let Some(flag) = flags.into_iter().flatten().next() {
             bail!("{flag} does not apply to --type {siem_type}");
         }
+    }
+    if matches!(siem_type, SiemType::Arcsight | SiemType::Cef) && args.compression.is_some() {
+        bail!("--compression applies to --type splunk, crowdstrike and sentinel");
     }
     let arcsight_only = given("--smart-connector-id", args.smart_connector_id.is_some());
     if siem_type != SiemType::Arcsight {
@@ -261,6 +280,11 @@ fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> 
             source,
             sourcetype,
             host,
+            ack,
+            ack_interval_seconds,
+            ack_timeout_seconds,
+            channel,
+            compression,
             ..
         }) => {
             if args.index.is_some() {
@@ -271,14 +295,27 @@ fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> 
             if args.host.is_some() {
                 *host = args.host.clone();
             }
+            if args.ack || args.no_ack {
+                *ack = args.ack;
+            }
+            set(ack_interval_seconds, &args.ack_interval);
+            set(compression, &compression_arg(args));
+            set(ack_timeout_seconds, &args.ack_timeout);
+            // The channel is made once and kept across reconfigurations and restarts:
+            // Splunk ties ack ids (and load-balancer stickiness) to it.
+            if *ack && channel.is_none() {
+                *channel = Some(raxe_adapters::splunk::ack::new_channel());
+            }
         }
         SiemOptions::Crowdstrike(CrowdstrikeOptions {
             repository,
             parser,
             source,
             host,
+            compression,
             ..
         }) => {
+            set(compression, &compression_arg(args));
             if args.repository.is_some() {
                 *repository = args.repository.clone();
             }
@@ -290,13 +327,19 @@ fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> 
                 *host = args.host.clone();
             }
         }
-        SiemOptions::Sentinel(SentinelOptions {
-            workspace_id,
-            log_type,
-            ..
-        }) => {
-            set(workspace_id, &args.workspace_id);
-            set(log_type, &args.log_type);
+        SiemOptions::Sentinel(o) => {
+            set(&mut o.workspace_id, &args.workspace_id);
+            set(&mut o.log_type, &args.log_type);
+            set(&mut o.tenant_id, &args.tenant_id);
+            set(&mut o.client_id, &args.client_id);
+            set(&mut o.dcr_id, &args.dcr_id);
+            set(&mut o.stream, &args.stream);
+            if args.token_url.is_some() {
+                o.token_url = args.token_url.clone();
+            }
+            if args.compression.is_some() {
+                o.compression = compression_arg(args);
+            }
         }
         SiemOptions::Arcsight(ArcsightOptions {
             smart_connector_id,
@@ -311,6 +354,28 @@ fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> 
         SiemOptions::Cef(cef) => apply_cef(cef, args)?,
     }
     Ok(())
+}
+
+fn compression_arg(args: &ConfigureArgs) -> Option<Compression> {
+    args.compression.map(|c| match c {
+        CompressionArg::Gzip => Compression::Gzip,
+        CompressionArg::None => Compression::None,
+    })
+}
+
+/// `--api`, else what the destination used before, else Logs Ingestion: the Data
+/// Collector API only for its own `*.ods.opinsights.azure.*` URLs without Logs Ingestion
+/// options (it stopped working on 14 September 2026).
+fn sentinel_api(args: &ConfigureArgs, previous: Option<SentinelApi>) -> SentinelApi {
+    let ingestion_options = args.tenant_id.is_some() || args.dcr_id.is_some();
+    match (args.api, previous) {
+        (Some(SentinelApiArg::LogsIngestion), _) => SentinelApi::LogsIngestion,
+        (Some(SentinelApiArg::DataCollector), _) => SentinelApi::DataCollector,
+        (None, _) if ingestion_options => SentinelApi::LogsIngestion,
+        (None, Some(api)) => api,
+        (None, None) if args.url.contains(".ods.opinsights.azure.") => SentinelApi::DataCollector,
+        (None, None) => SentinelApi::LogsIngestion,
+    }
 }
 
 fn apply_cef(cef: &mut CefOptions, args: &ConfigureArgs) -> Result<()> {
@@ -361,6 +426,9 @@ async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
         "message".into(),
         json!("RAXE SIEM connectivity test event: safe to ignore"),
     );
+    if is_logs_ingestion(&record.config) {
+        return test_logs_ingestion(&record.config, &event).await;
+    }
     let batch = adapter.encode(std::slice::from_ref(&event));
     let Some(request) = batch.requests.first() else {
         println!("✗ The test event cannot be encoded for this destination");
@@ -415,6 +483,21 @@ async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
             Ok(1)
         }
     }
+}
+
+fn is_logs_ingestion(config: &SiemConfig) -> bool {
+    matches!(&config.extra, SiemOptions::Sentinel(o) if o.api == SentinelApi::LogsIngestion)
+}
+
+/// Sentinel Logs Ingestion: token, empty array, test event, one line per step.
+async fn test_logs_ingestion(config: &SiemConfig, event: &ScanEvent) -> Result<i32> {
+    let adapter = raxe_adapters::sentinel_ingestion::LogsIngestionAdapter::new(config.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let steps = adapter.connection_test(event).await;
+    for s in &steps {
+        println!("{} {}", if s.ok { "✓" } else { "✗" }, s.line);
+    }
+    Ok(if steps.iter().all(|s| s.ok) { 0 } else { 1 })
 }
 
 fn connection_hint(error: &TransportError, config: &SiemConfig) -> &'static str {
@@ -484,11 +567,17 @@ fn show(data: &DataDir, configs: &ConfigStore, scope: &Scope, json_out: bool) ->
         for (key, value) in map {
             let shown = match value {
                 Value::String(s) => s.clone(),
+                // Splunk indexer acknowledgement reads better as a switch.
+                Value::Bool(on) if key == "ack" => if *on { "on" } else { "off" }.into(),
+                Value::Null if key == "channel" => "(none)".into(),
                 Value::Null => "(default)".into(),
                 other => other.to_string(),
             };
             println!("  {:<14} {shown}", format!("{}:", title(key)));
         }
+    }
+    if matches!(&config.extra, SiemOptions::Sentinel(o) if o.api == SentinelApi::DataCollector) {
+        println!("  ⚠ The Azure HTTP Data Collector API was retired on 14 September 2026: reconfigure with --api logs-ingestion");
     }
     println!(
         "  Batching:      {} events / {} s, {} retries, {} s timeout, {} in flight",

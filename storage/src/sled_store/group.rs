@@ -25,6 +25,15 @@ impl SledStore {
         parts: &[(&str, &[&[u8]])],
         marker: Option<(&[u8], &[u8])>,
     ) -> Result<Vec<Range<Seq>>, QueueError> {
+        self.append_group_with_markers(parts, marker.as_slice())
+    }
+
+    /// See [`QueueStore::append_group_with_markers`](crate::QueueStore).
+    pub fn append_group_with_markers(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        markers: &[(&[u8], &[u8])],
+    ) -> Result<Vec<Range<Seq>>, QueueError> {
         let mut queues: Vec<Arc<SledQueue>> = Vec::new();
         let mut part_queue = Vec::with_capacity(parts.len());
         for (name, _) in parts {
@@ -67,7 +76,7 @@ impl SledStore {
             }
         }
         if failure.is_none() {
-            if let Err(e) = self.write_group(&queues, batches, marker) {
+            if let Err(e) = self.write_group(&queues, batches, markers) {
                 failure = Some(e);
             }
         }
@@ -99,9 +108,9 @@ impl SledStore {
         &self,
         queues: &[Arc<SledQueue>],
         mut batches: Vec<sled::Batch>,
-        marker: Option<(&[u8], &[u8])>,
+        markers: &[(&[u8], &[u8])],
     ) -> Result<(), QueueError> {
-        if queues.len() == 1 && marker.is_none() {
+        if queues.len() == 1 && markers.is_empty() {
             if let Some(b) = batches.pop() {
                 return queues[0]
                     .tree
@@ -116,7 +125,7 @@ impl SledStore {
             for (i, b) in batches.iter().enumerate() {
                 tx[i].apply_batch(b)?;
             }
-            if let Some((k, v)) = marker {
+            for &(k, v) in markers {
                 tx[n].insert(k, v)?;
             }
             Ok::<(), ConflictableTransactionError<()>>(())

@@ -634,6 +634,14 @@ impl QueueStore for SledStore {
         SledStore::append_group(self, parts, marker)
     }
 
+    fn append_group_with_markers(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        markers: &[(&[u8], &[u8])],
+    ) -> Result<Vec<std::ops::Range<crate::queue::Seq>>, QueueError> {
+        SledStore::append_group_with_markers(self, parts, markers)
+    }
+
     fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
         SledStore::marker(self, key)
     }

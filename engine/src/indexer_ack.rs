@@ -1,0 +1,341 @@
+//! Indexer acknowledgement tracking (Splunk `useACK`, protocols.md §1.6), per destination.
+//!
+//! Promises:
+//! - A request the SIEM accepted with an ack id keeps its events leased here; its lease
+//!   is acked in the queue only after a poll reported that id `true`, and released (so
+//!   the events are sent again) when the id is still not `true` after the ack timeout.
+//!   Each lease is acked or released exactly once: an entry leaves `pending` under the
+//!   lock before anything is done with its lease.
+//! - Workers never wait for an ack: they hand the lease over and lease the next batch.
+//!   At most `cap` leases wait here (a worker waits for room), which bounds memory and
+//!   the duplicates a resend or a crash can cause.
+//! - Pending acks are in memory only ("resend on restart"): after a crash their records
+//!   are simply still in the queue and are leased and sent again. On shutdown, disable,
+//!   removal or a configuration change the pending leases are released, never acked.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raxe_adapters::adapter::SiemAdapter;
+use raxe_adapters::outcome::Outcome;
+use raxe_storage::{Lease, Queue};
+use tokio::sync::{watch, Notify};
+
+use crate::delivery::Halt;
+use crate::destination::{Destination, DestinationState};
+
+/// Default number of leases that may wait for their ack at once (per destination).
+pub const DEFAULT_MAX_PENDING: usize = 64;
+
+/// How often the poller looks again when it has nothing to poll or no ack adapter.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+
+struct Pending {
+    ack_id: u64,
+    lease: Lease,
+    /// The server and channel that issued the id (`IndexerAck::ack_target`): ids mean
+    /// nothing to another one.
+    target: String,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: Vec<Pending>,
+    /// Set once the poller has exited: late hand-overs are released at once.
+    closed: bool,
+    /// A poll said the configuration or the credentials are wrong, for this adapter.
+    halt: Option<(Arc<dyn SiemAdapter>, Halt)>,
+}
+
+/// The leases of one destination that wait for their indexer ack.
+pub(crate) struct AckTracker {
+    inner: Mutex<Inner>,
+    /// Pinged whenever `pending` shrinks (a worker may be waiting for room).
+    room: Notify,
+    /// Pinged when a lease is handed over (the poller sleeps without timer when idle).
+    added: Notify,
+    cap: usize,
+}
+
+impl Default for AckTracker {
+    fn default() -> Self {
+        AckTracker::new(DEFAULT_MAX_PENDING)
+    }
+}
+
+impl AckTracker {
+    pub fn new(cap: usize) -> Self {
+        AckTracker {
+            inner: Mutex::new(Inner::default()),
+            room: Notify::new(),
+            added: Notify::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Takes over leases whose requests were accepted with these ack ids. Returns the
+    /// leases it cannot keep (the poller is gone): the caller releases them.
+    pub fn add(&self, target: &str, items: Vec<(u64, Lease)>) -> Vec<Lease> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return items.into_iter().map(|(_, lease)| lease).collect();
+        }
+        let mut stale = Vec::new();
+        let now = Instant::now();
+        for (ack_id, lease) in items {
+            // The same id again from the same channel means the server started counting
+            // anew (a restart): it forgot the old id, which can therefore never turn true.
+            if let Some(at) = inner
+                .pending
+                .iter()
+                .position(|p| p.ack_id == ack_id && p.target == target)
+            {
+                stale.push(inner.pending.swap_remove(at).lease);
+            }
+            inner.pending.push(Pending {
+                ack_id,
+                lease,
+                target: target.to_string(),
+                since: now,
+            });
+        }
+        // notify_one keeps a permit when the poller is not waiting yet: no lost wake-up.
+        self.added.notify_one();
+        stale
+    }
+
+    /// Waits until fewer than `cap` leases are pending (or shutdown).
+    pub async fn wait_for_room(&self, shutdown: &mut watch::Receiver<bool>) {
+        loop {
+            let notified = self.room.notified();
+            if self.pending() < self.cap || *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                // A missed ping costs at most this long.
+                _ = tokio::time::sleep(IDLE_CHECK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The halt a poll decided for `adapter`, if any (it lasts until the adapter changes).
+    pub fn halt_for(&self, adapter: &Arc<dyn SiemAdapter>) -> Option<Halt> {
+        match &self.lock().halt {
+            Some((a, halt)) if Arc::ptr_eq(a, adapter) => Some(halt.clone()),
+            _ => None,
+        }
+    }
+
+    /// Removes the entries `pick` selects, under the lock.
+    fn take(&self, mut pick: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
+        let mut inner = self.lock();
+        let (taken, kept) = std::mem::take(&mut inner.pending)
+            .into_iter()
+            .partition(|p| pick(p));
+        inner.pending = kept;
+        taken
+    }
+}
+
+/// Runs a destination's ack poller until shutdown or until the destination is retired;
+/// then releases whatever is still pending.
+pub(crate) async fn run(dest: Arc<Destination>, mut shutdown: watch::Receiver<bool>) {
+    let mut enabled_rx = dest.enabled.subscribe();
+    let mut adapter_rx = dest.adapter.subscribe();
+    let mut next_poll = Instant::now();
+    loop {
+        if *shutdown.borrow() || shutdown.has_changed().is_err() || dest.is_retired() {
+            break;
+        }
+        let adapter: Arc<dyn SiemAdapter> = adapter_rx.borrow_and_update().clone();
+        let enabled = *enabled_rx.borrow_and_update();
+        // Ids from another channel or server (a changed configuration) can never be
+        // confirmed; a disabled destination sends nothing, polls included.
+        let target = adapter.indexer_ack().map(|a| a.ack_target());
+        let stale = dest
+            .acks
+            .take(|p| !enabled || target.as_deref() != Some(p.target.as_str()));
+        release(
+            &dest,
+            stale,
+            "the destination's configuration changed or it was disabled",
+        )
+        .await;
+        {
+            let mut inner = dest.acks.lock();
+            if inner
+                .halt
+                .as_ref()
+                .is_some_and(|(a, _)| !Arc::ptr_eq(a, &adapter))
+            {
+                inner.halt = None;
+            }
+        }
+        let interval = adapter
+            .indexer_ack()
+            .map(|a| a.interval())
+            .unwrap_or(IDLE_CHECK);
+        if dest.acks.pending() == 0 {
+            // Idle destinations cost no timer: wait for a hand-over or a change.
+            tokio::select! {
+                _ = dest.acks.added.notified() => {
+                    // An id just issued is not indexed yet: first look one interval later.
+                    next_poll = next_poll.max(Instant::now() + interval);
+                }
+                _ = shutdown.changed() => {}
+                _ = enabled_rx.changed() => {}
+                _ = adapter_rx.changed() => {}
+            }
+            continue;
+        }
+        let now = Instant::now();
+        if now < next_poll {
+            tokio::select! {
+                _ = tokio::time::sleep(next_poll - now) => {}
+                _ = shutdown.changed() => {}
+                _ = enabled_rx.changed() => {}
+                _ = adapter_rx.changed() => {}
+            }
+            continue;
+        }
+        next_poll = now + interval;
+        poll_once(&dest, &adapter, &mut shutdown).await;
+    }
+    dest.acks.lock().closed = true;
+    let left = dest.acks.take(|_| true);
+    release(&dest, left, "stopping").await;
+}
+
+/// One poll of every pending id of `adapter`: acks the confirmed leases, releases the
+/// timed-out ones.
+async fn poll_once(
+    dest: &Arc<Destination>,
+    adapter: &Arc<dyn SiemAdapter>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let Some(ack) = adapter.indexer_ack() else {
+        return;
+    };
+    // Only ids of this adapter's channel: another channel's ids are other requests.
+    let target = ack.ack_target();
+    let ours = |p: &Pending| p.target == target;
+    let ids: Vec<u64> = {
+        let inner = dest.acks.lock();
+        let set: BTreeSet<u64> = inner
+            .pending
+            .iter()
+            .filter(|p| ours(p))
+            .map(|p| p.ack_id)
+            .collect();
+        set.into_iter().collect()
+    };
+    if ids.is_empty() {
+        return;
+    }
+    let answer = tokio::select! {
+        answer = ack.poll(&ids) => answer,
+        // A poll may take up to the request timeout; shutdown does not wait for it
+        // (nothing was taken out of `pending` yet, so the caller releases everything).
+        _ = shutdown.changed() => return,
+    };
+    let done = match answer {
+        Ok(done) => done,
+        Err(Outcome::Retry { reason, .. }) => {
+            // Not fatal: the ids stay pending and time out as usual.
+            tracing::warn!(destination = %dest.id, %reason, "ack poll failed; will poll again");
+            dest.mark_error(format!("ack poll failed: {reason}"));
+            BTreeSet::new()
+        }
+        Err(Outcome::AuthFailed { reason }) => {
+            return stop(dest, adapter, Halt::AuthFailed(reason)).await;
+        }
+        Err(Outcome::Misconfigured { reason }) => {
+            return stop(dest, adapter, Halt::Misconfigured(reason)).await;
+        }
+        Err(other) => {
+            let reason = format!("unexpected ack poll outcome: {other:?}");
+            return stop(dest, adapter, Halt::Misconfigured(reason)).await;
+        }
+    };
+    let timeout = ack.timeout();
+    let acked = dest.acks.take(|p| ours(p) && done.contains(&p.ack_id));
+    let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
+    if !acked.is_empty() {
+        let events: usize = acked.iter().map(|p| p.lease.len()).sum();
+        tracing::debug!(destination = %dest.id, requests = acked.len(), events, "indexer acknowledged");
+        let queue = dest.queue.clone();
+        let leases: Vec<Lease> = acked.into_iter().map(|p| p.lease).collect();
+        let done = tokio::task::spawn_blocking(move || {
+            for lease in leases {
+                // A failed ack leaves the lease leased: the records come back after a
+                // restart and are sent again; nothing is lost.
+                if let Err(e) = queue.ack(lease) {
+                    tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(destination = %dest.id, error = %e, "ack task failed");
+        }
+        dest.acks.room.notify_waiters();
+    }
+    if !expired.is_empty() {
+        tracing::warn!(destination = %dest.id, requests = expired.len(), ?timeout, "no indexer ack in time; sending the events again");
+        dest.mark_error(format!(
+            "{} request(s) not acknowledged by the indexer within {} s; resent",
+            expired.len(),
+            timeout.as_secs()
+        ));
+        release(dest, expired, "ack timeout").await;
+    }
+}
+
+/// A poll said stop: remember it for the workers, and give back every pending lease.
+async fn stop(dest: &Arc<Destination>, adapter: &Arc<dyn SiemAdapter>, halt: Halt) {
+    let state = match &halt {
+        Halt::AuthFailed(reason) => DestinationState::AuthFailed(reason.clone()),
+        Halt::Misconfigured(reason) => DestinationState::Misconfigured(reason.clone()),
+        _ => return,
+    };
+    dest.acks.lock().halt = Some((adapter.clone(), halt));
+    dest.set_state(state);
+    let all = dest.acks.take(|_| true);
+    release(dest, all, "the ack poll failed for good").await;
+}
+
+/// Returns leases to the queue (their events are sent again) and wakes the workers.
+async fn release(dest: &Arc<Destination>, pending: Vec<Pending>, why: &'static str) {
+    if pending.is_empty() {
+        return;
+    }
+    tracing::debug!(destination = %dest.id, requests = pending.len(), why, "releasing leases that wait for an ack");
+    let leases = pending.into_iter().map(|p| p.lease).collect();
+    release_leases(dest.queue.clone(), leases).await;
+    dest.acks.room.notify_waiters();
+    dest.wake.notify_one();
+}
+
+pub(crate) async fn release_leases(queue: Arc<dyn Queue>, leases: Vec<Lease>) {
+    if leases.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for lease in leases {
+            queue.release(lease);
+        }
+    })
+    .await;
+}

@@ -1,0 +1,331 @@
+//! A Splunk HEC receiver with indexer acknowledgement (protocols.md §1.6), on 127.0.0.1.
+//!
+//! Like a token with `useACK`: `POST /services/collector/event` needs
+//! `X-Splunk-Request-Channel: <GUID>` (code 10 without, 11 if not a GUID) and answers
+//! `{"text":"Success","code":0,"ackId":N}` with ids counting up from 0 per channel;
+//! `POST /services/collector/ack?channel=<GUID>` with `{"acks":[..]}` answers
+//! `{"acks":{"N":bool}}`, and forgets an id once it reported it `true`. The ack
+//! behaviour is switchable: ids turn true after a delay, never, or the token has ack
+//! disabled (no ackId, ack endpoint code 14); [`HecAckReceiver::restart`] forgets every
+//! id and starts counting from 0 again, as a restarted Splunk does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// When an issued ack id turns `true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Indexed this long after the request was accepted.
+    After(Duration),
+    /// Never indexed (a lost or stuck indexer): the client must resend after its timeout.
+    Never,
+    /// The token has indexer acknowledgement off: no ackId, and the ack endpoint
+    /// answers 400 code 14.
+    Disabled,
+}
+
+#[derive(Debug)]
+struct Issued {
+    at: Instant,
+    events: Vec<String>,
+}
+
+#[derive(Debug)]
+struct State {
+    token: String,
+    mode: AckMode,
+    /// Per channel: the next id and the ids not yet reported `true`.
+    channels: HashMap<String, (u64, BTreeMap<u64, Issued>)>,
+    /// Every accepted event id in arrival order (duplicates included).
+    accepted: Vec<String>,
+    /// Event ids whose request was reported `true` (each at most once per request).
+    indexed: Vec<String>,
+    polls: u64,
+    /// Event ids refused with HEC 400 code 6 and their `invalid-event-number`.
+    poison: Vec<String>,
+    /// Channel headers seen on event requests.
+    seen_channels: Vec<String>,
+}
+
+/// A running receiver. Dropping it stops accepting connections.
+pub struct HecAckReceiver {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HecAckReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HecAckReceiver {
+    pub async fn start(token: &str, mode: AckMode) -> HecAckReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind HEC receiver");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(Mutex::new(State {
+            token: token.to_string(),
+            mode,
+            channels: HashMap::new(),
+            accepted: Vec::new(),
+            indexed: Vec::new(),
+            polls: 0,
+            poison: Vec::new(),
+            seen_channels: Vec::new(),
+        }));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        HecAckReceiver { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/services/collector/event", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: AckMode) {
+        self.state.lock().unwrap().mode = mode;
+    }
+
+    /// Refuse requests holding this event id (HEC code 6 with `invalid-event-number`).
+    pub fn poison(&self, event_id: &str) {
+        self.state.lock().unwrap().poison.push(event_id.to_string());
+    }
+
+    /// Forgets every issued id and counts from 0 again (a restarted Splunk).
+    pub fn restart(&self) {
+        self.state.lock().unwrap().channels.clear();
+    }
+
+    /// Accepted event ids in arrival order (duplicates included).
+    pub fn accepted(&self) -> Vec<String> {
+        self.state.lock().unwrap().accepted.clone()
+    }
+
+    /// Event ids of requests reported indexed (`true`).
+    pub fn indexed(&self) -> Vec<String> {
+        self.state.lock().unwrap().indexed.clone()
+    }
+
+    /// Ack ids issued and not yet reported `true`, over all channels.
+    pub fn unconfirmed(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.channels.values().map(|(_, ids)| ids.len()).sum()
+    }
+
+    pub fn polls(&self) -> u64 {
+        self.state.lock().unwrap().polls
+    }
+
+    pub fn seen_channels(&self) -> Vec<String> {
+        self.state.lock().unwrap().seen_channels.clone()
+    }
+
+    /// Waits until at least `n` events were accepted, or `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.accepted().len() >= n {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn json_reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn reply(status: u16, code: u32, text: &str) -> Response<Full<Bytes>> {
+    json_reply(status, serde_json::json!({"text": text, "code": code}))
+}
+
+fn is_guid(s: &str) -> bool {
+    let lens = [8, 4, 4, 4, 12];
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip(lens)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut s = state.lock().unwrap();
+    let expected = format!("Splunk {}", s.token);
+    match parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => return Ok(reply(401, 2, "Token is required")),
+        Some(auth) if auth != expected => return Ok(reply(403, 4, "Invalid token")),
+        _ => {}
+    }
+    let header_channel = parts
+        .headers
+        .get("x-splunk-request-channel")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let query_channel = parts.uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("channel="))
+            .map(str::to_string)
+    });
+    let channel = header_channel.or(query_channel);
+    let disabled = s.mode == AckMode::Disabled;
+    match parts.uri.path() {
+        "/services/collector/event" => {
+            if !disabled {
+                match &channel {
+                    None => return Ok(reply(400, 10, "Data channel is missing")),
+                    Some(c) if !is_guid(c) => return Ok(reply(400, 11, "Invalid data channel")),
+                    _ => {}
+                }
+            }
+            let gzip = parts
+                .headers
+                .get("content-encoding")
+                .is_some_and(|v| v.as_bytes() == b"gzip");
+            let mut plain = Vec::new();
+            let body: &[u8] = if gzip {
+                use std::io::Read as _;
+                if flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut plain)
+                    .is_err()
+                {
+                    return Ok(reply(400, 6, "Invalid data format"));
+                }
+                &plain
+            } else {
+                &body
+            };
+            let mut events = Vec::new();
+            for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>()
+            {
+                match value {
+                    Ok(v) => events.push(
+                        v["event"]["event_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ),
+                    Err(_) => return Ok(reply(400, 6, "Invalid data format")),
+                }
+            }
+            if events.is_empty() {
+                return Ok(reply(400, 5, "No data"));
+            }
+            if let Some(bad) = events.iter().position(|id| s.poison.contains(id)) {
+                return Ok(json_reply(
+                    400,
+                    serde_json::json!({"text":"Invalid data format","code":6,"invalid-event-number":bad}),
+                ));
+            }
+            s.accepted.extend(events.iter().cloned());
+            let Some(channel) = channel.filter(|_| !disabled) else {
+                return Ok(reply(200, 0, "Success"));
+            };
+            s.seen_channels.push(channel.clone());
+            let (next, ids) = s.channels.entry(channel).or_default();
+            let id = *next;
+            *next += 1;
+            ids.insert(
+                id,
+                Issued {
+                    at: Instant::now(),
+                    events,
+                },
+            );
+            Ok(json_reply(
+                200,
+                serde_json::json!({"text": "Success", "code": 0, "ackId": id}),
+            ))
+        }
+        "/services/collector/ack" => {
+            s.polls += 1;
+            if disabled {
+                return Ok(reply(400, 14, "ACK is disabled"));
+            }
+            let Some(channel) = channel else {
+                return Ok(reply(400, 10, "Data channel is missing"));
+            };
+            if !is_guid(&channel) {
+                return Ok(reply(400, 11, "Invalid data channel"));
+            }
+            let Ok(query) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                return Ok(reply(400, 6, "Invalid data format"));
+            };
+            let Some(asked) = query["acks"].as_array() else {
+                return Ok(reply(400, 6, "Invalid data format"));
+            };
+            let mode = s.mode;
+            let mut answer = serde_json::Map::new();
+            let mut newly_indexed = Vec::new();
+            let ids = s.channels.get_mut(&channel).map(|(_, ids)| ids);
+            let mut empty = BTreeMap::new();
+            let ids = ids.unwrap_or(&mut empty);
+            for id in asked.iter().filter_map(|v| v.as_u64()) {
+                if answer.contains_key(&id.to_string()) {
+                    continue;
+                }
+                let done = match (mode, ids.get(&id)) {
+                    (AckMode::After(delay), Some(issued)) => issued.at.elapsed() >= delay,
+                    _ => false,
+                };
+                if done {
+                    // Splunk forgets an id once it said `true`.
+                    if let Some(issued) = ids.remove(&id) {
+                        newly_indexed.extend(issued.events);
+                    }
+                }
+                answer.insert(id.to_string(), serde_json::Value::Bool(done));
+            }
+            s.indexed.extend(newly_indexed);
+            Ok(json_reply(200, serde_json::json!({ "acks": answer })))
+        }
+        _ => Ok(reply(404, 404, "Not Found")),
+    }
+}

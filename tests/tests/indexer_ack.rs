@@ -1,0 +1,467 @@
+//! Splunk indexer acknowledgement end to end: SiemDispatcher → sled queues → workers →
+//! HEC adapter with `ack` on → a real hyper HEC receiver with indexer acks on 127.0.0.1.
+//! Events must leave the queue only once the receiver reported their request indexed.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use raxe_adapters::config::{Compression, SiemConfig, SiemOptions, SplunkOptions};
+use raxe_adapters::splunk::ack::new_channel;
+use raxe_engine::{DestinationOptions, DestinationState};
+use raxe_tests::hec_ack::{AckMode, HecAckReceiver};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "tok-ack";
+
+/// An ack-enabled Splunk destination: 1 s ack interval, `timeout` s ack timeout.
+fn ack_config(hec: &HecAckReceiver, channel: &str, timeout: u64, batch: usize) -> SiemConfig {
+    ack_config_for(&hec.url(), channel, timeout, batch)
+}
+
+fn ack_config_for(url: &str, channel: &str, timeout: u64, batch: usize) -> SiemConfig {
+    let mut config = SiemConfig::with_options(
+        url,
+        TOKEN,
+        SiemOptions::Splunk(SplunkOptions {
+            ack: true,
+            channel: Some(channel.to_string()),
+            ack_interval_seconds: 1,
+            ack_timeout_seconds: timeout,
+            compression: Compression::Gzip,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    config.flush_interval_seconds = 0;
+    config.timeout_seconds = 5;
+    config.batch_size = batch;
+    config
+}
+
+fn add(engine: &Engine, id: &str, config: SiemConfig, lanes: usize) {
+    let adapter = raxe_adapters::create_siem_adapter(config).unwrap();
+    engine
+        .dispatcher
+        .register_destination(
+            id,
+            adapter.into(),
+            None,
+            DestinationOptions {
+                max_in_flight: lanes,
+                ..DestinationOptions::default()
+            },
+        )
+        .unwrap();
+}
+
+fn queued(engine: &Engine) -> u64 {
+    engine.dispatcher.stats().queued()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_leave_the_queue_only_after_the_indexer_acks() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::After(Duration::from_secs(3))).await;
+    let channel = new_channel();
+    add(&engine, "d", ack_config(&hec, &channel, 20, 50), 2);
+    let batch = events("m", "c", 0..250);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+
+    assert!(hec.wait_for(250, WAIT).await);
+    // Every batch went out before any was indexed: workers do not wait for acks...
+    assert!(
+        hec.indexed().is_empty(),
+        "acks turned true before all batches were sent"
+    );
+    // ...and nothing left the queue on a bare 200.
+    assert_eq!(queued(&engine), 250);
+    assert!(hec.unconfirmed() >= 5, "one ack id per request");
+
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(queued(&engine), 0);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    assert_eq!(
+        hec.accepted().len(),
+        250,
+        "no resend while acks arrive in time"
+    );
+    assert!(hec.polls() >= 1);
+    let channels: HashSet<String> = hec.seen_channels().into_iter().collect();
+    assert_eq!(channels, HashSet::from([channel]));
+    assert_eq!(engine.dispatcher.state("d").unwrap(), DestinationState::Ok);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_stays_false_is_resent_after_the_ack_timeout() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    add(&engine, "d", ack_config(&hec, &new_channel(), 2, 20), 1);
+    let batch = events("m", "c", 0..20);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+
+    assert!(hec.wait_for(20, WAIT).await);
+    assert_eq!(queued(&engine), 20);
+    // Never acked: sent again once the 2 s ack timeout has passed, and still queued.
+    assert!(
+        hec.wait_for(40, WAIT).await,
+        "not resent after the ack timeout"
+    );
+    assert_eq!(queued(&engine), 20);
+    assert!(hec.indexed().is_empty());
+
+    // The indexer recovers: the next copy is acked and the queue empties.
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(queued(&engine), 0);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_that_forgot_its_ids_gets_the_events_again() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    add(&engine, "d", ack_config(&hec, &new_channel(), 3, 10), 1);
+    let batch = events("m", "c", 0..30);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(30, WAIT).await);
+    // Splunk restarts: the ids it issued are gone and polls for them answer false.
+    hec.restart();
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(queued(&engine), 0);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    assert!(
+        hec.accepted().len() >= 60,
+        "forgotten requests must be resent"
+    );
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_disabled_on_the_token_stops_the_destination_with_a_hint() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    let channel = new_channel();
+    add(&engine, "d", ack_config(&hec, &channel, 20, 10), 1);
+    engine.dispatch(events("m", "c", 0..10)).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(10, WAIT).await);
+    // The token loses useACK while the ids are pending: the poll answers code 14.
+    hec.set_mode(AckMode::Disabled);
+    let stopped = wait_until(WAIT, || {
+        matches!(
+            engine.dispatcher.state("d"),
+            Ok(DestinationState::Misconfigured(_))
+        )
+    })
+    .await;
+    assert!(stopped, "state {:?}", engine.dispatcher.state("d"));
+    let Ok(DestinationState::Misconfigured(reason)) = engine.dispatcher.state("d") else {
+        unreachable!()
+    };
+    // The poll's code 14 (or, if a lane raced it, the ack-less 200 that followed).
+    assert!(reason.contains("useACK"), "no hint: {reason}");
+    assert!(!reason.contains(TOKEN));
+    assert_eq!(queued(&engine), 10, "events stay queued");
+
+    // A stopped destination sends nothing more; new events queue behind.
+    engine.dispatch(events("m", "c", 10..15)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(queued(&engine), 15);
+
+    // The operator turns useACK back on and reloads the destination: all delivered.
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    add(&engine, "d", ack_config(&hec, &channel, 20, 10), 1);
+    // drain gives up at once on stopped destinations: let the worker see the new config.
+    let resumed = wait_until(WAIT, || {
+        engine.dispatcher.state("d").ok() == Some(DestinationState::Ok)
+    })
+    .await;
+    assert!(resumed, "state {:?}", engine.dispatcher.state("d"));
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(queued(&engine), 0);
+    let indexed = as_set(&hec.indexed());
+    assert_eq!(indexed, ids(&events("m", "c", 0..15)));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_ack_never_lets_events_go_on_a_bare_200() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Disabled).await;
+    add(&engine, "d", ack_config(&hec, &new_channel(), 20, 10), 1);
+    engine.dispatch(events("m", "c", 0..10)).await;
+    engine.dispatcher.start().unwrap();
+    let stopped = wait_until(WAIT, || {
+        matches!(
+            engine.dispatcher.state("d"),
+            Ok(DestinationState::Misconfigured(_))
+        )
+    })
+    .await;
+    assert!(stopped, "state {:?}", engine.dispatcher.state("d"));
+    let Ok(DestinationState::Misconfigured(reason)) = engine.dispatcher.state("d") else {
+        unreachable!()
+    };
+    assert!(reason.contains("no ackId"), "{reason}");
+    assert_eq!(queued(&engine), 10);
+    assert_eq!(hec.accepted().len(), 10);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_acks_pending_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    let channel = new_channel();
+    let batch = events("m", "c", 0..200);
+    {
+        let engine = Engine::open(dir.path());
+        add(&engine, "d", ack_config(&hec, &channel, 60, 50), 1);
+        engine.dispatch(batch.clone()).await;
+        engine.dispatcher.start().unwrap();
+        assert!(hec.wait_for(200, WAIT).await);
+        assert_eq!(queued(&engine), 200);
+        engine.dispatcher.shutdown(Duration::from_millis(50)).await;
+    }
+    // The pending acks were in memory only: the reopened store still holds every event.
+    hec.set_mode(AckMode::After(Duration::from_millis(200)));
+    let engine = Engine::open(dir.path());
+    assert_eq!(
+        engine
+            .store()
+            .open_queue(&raxe_engine::queue_names::destination("d"))
+            .unwrap()
+            .stats()
+            .len,
+        200
+    );
+    add(&engine, "d", ack_config(&hec, &channel, 60, 50), 1);
+    engine.dispatcher.start().unwrap();
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(queued(&engine), 0);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    // Resend on restart: each pending request once more, no more.
+    assert_eq!(hec.accepted().len(), 400);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_split_into_requests_waits_for_each_requests_ack() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    hec.poison("evt-7");
+    let mut config = ack_config(&hec, &new_channel(), 20, 30);
+    if let SiemOptions::Splunk(o) = &mut config.extra {
+        // About three envelopes per request: one lease becomes ~10 requests.
+        o.max_request_bytes = 2_000;
+    }
+    add(&engine, "d", config, 1);
+    let batch = events("m", "c", 0..30);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+
+    assert!(hec.wait_for(29, WAIT).await);
+    let dead = wait_until(WAIT, || {
+        engine.dispatcher.stats().destinations[0].dead_letters.len == 1
+    })
+    .await;
+    assert!(dead, "the poison event is dead-lettered");
+    assert!(
+        hec.unconfirmed() >= 8,
+        "one ack id per request: {}",
+        hec.unconfirmed()
+    );
+    // The dead letter left the queue at once; the 29 accepted events wait for acks.
+    let settled = wait_until(WAIT, || queued(&engine) == 29).await;
+    assert!(settled, "queued {}", queued(&engine));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(queued(&engine), 29);
+
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    assert!(engine.dispatcher.drain(WAIT).await);
+    let mut expected = ids(&batch);
+    expected.remove("evt-7");
+    assert_eq!(as_set(&hec.indexed()), expected);
+    assert_eq!(
+        hec.accepted().len(),
+        29,
+        "every request acked once, none resent"
+    );
+    assert_eq!(
+        engine.dispatcher.stats().destinations[0].dead_letters.len,
+        1
+    );
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_acks_are_capped_so_the_worker_waits() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    // One event per request, so every request is one pending lease.
+    add(&engine, "d", ack_config(&hec, &new_channel(), 60, 1), 1);
+    let batch = events("m", "c", 0..100);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(64, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hec.accepted().len(),
+        64,
+        "no more than 64 requests wait for acks"
+    );
+    assert_eq!(queued(&engine), 100);
+
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    assert_eq!(hec.accepted().len(), 100);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_pending_acks_but_a_new_channel_resends() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    let channel = new_channel();
+    add(&engine, "d", ack_config(&hec, &channel, 30, 10), 1);
+    engine.dispatch(events("m", "c", 0..20)).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(20, WAIT).await);
+
+    // The service re-registers unchanged destinations on every reload: same channel,
+    // same ids, nothing to resend.
+    add(&engine, "d", ack_config(&hec, &channel, 30, 10), 1);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(hec.accepted().len(), 20, "a reload must not resend");
+
+    // A new channel cannot confirm the old ids: the events go out again on it.
+    let other = new_channel();
+    add(&engine, "d", ack_config(&hec, &other, 30, 10), 1);
+    assert!(
+        hec.wait_for(40, WAIT).await,
+        "not resent on the new channel"
+    );
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(hec.accepted().len(), 40);
+    assert_eq!(as_set(&hec.indexed()), ids(&events("m", "c", 0..20)));
+    // Two requests of 10 on each channel.
+    let seen = hec.seen_channels();
+    assert_eq!(seen.len(), 4);
+    let last: HashSet<String> = seen[2..].iter().cloned().collect();
+    assert_eq!(last, HashSet::from([other]));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_with_acks_pending_keeps_the_events_queued() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    add(&engine, "d", ack_config(&hec, &new_channel(), 30, 10), 1);
+    let batch = events("m", "c", 0..20);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(20, WAIT).await);
+
+    engine.dispatcher.set_enabled("d", false).unwrap();
+    // A disabled destination sends nothing, polls included, and acks nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let polls = hec.polls();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(hec.polls(), polls);
+    assert_eq!(queued(&engine), 20);
+    assert_eq!(hec.accepted().len(), 20);
+
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    engine.dispatcher.set_enabled("d", true).unwrap();
+    // drain gives up at once on disabled destinations: let the worker see the change.
+    let resumed = wait_until(WAIT, || {
+        engine.dispatcher.state("d").ok() == Some(DestinationState::Ok)
+    })
+    .await;
+    assert!(resumed);
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(queued(&engine), 0);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    // The released leases went out again once enabled (bounded duplicates, no loss).
+    assert_eq!(hec.accepted().len(), 40);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Set for the child process of the kill -9 test: `<data dir>|<url>|<channel>`.
+const CHILD_ENV: &str = "RAXE_INDEXER_ACK_CHILD";
+
+/// The engine process that the kill -9 test kills: queues 200 events, delivers them to
+/// an ack receiver, and runs until SIGKILL. Does nothing unless spawned by that test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child half of kill_9_with_acks_pending_loses_nothing"]
+async fn child_engine_until_killed() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let engine = Engine::open(Path::new(parts[0]));
+    add(&engine, "d", ack_config_for(parts[1], parts[2], 60, 50), 1);
+    engine.dispatch(events("m", "c", 0..200)).await;
+    engine.dispatcher.start().unwrap();
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_acks_pending_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    let channel = new_channel();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_engine_until_killed",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD_ENV,
+            format!("{}|{}|{channel}", dir.path().display(), hec.url()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sent = hec.wait_for(200, WAIT).await;
+    // Let the child poll at least once (1 s interval) so its acks are really pending.
+    let polled = wait_until(WAIT, || hec.polls() >= 1).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        sent && polled,
+        "the child did not deliver (sent {sent}, polled {polled})"
+    );
+    assert!(hec.indexed().is_empty());
+
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    let engine = Engine::open(dir.path());
+    add(&engine, "d", ack_config(&hec, &channel, 60, 50), 1);
+    assert_eq!(queued(&engine), 200, "every un-acked event is still queued");
+    engine.dispatcher.start().unwrap();
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(queued(&engine), 0);
+    assert_eq!(as_set(&hec.indexed()), ids(&events("m", "c", 0..200)));
+    assert_eq!(
+        hec.accepted().len(),
+        400,
+        "resend on restart: each pending request once"
+    );
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
