@@ -73,6 +73,16 @@ impl Committer {
         self.lock().poisoned.clone()
     }
 
+    /// Poisons the committer from outside a flush: sled failed a write itself (and, in
+    /// 0.34, keeps failing every later one until it is reopened).
+    pub(crate) fn poison(&self, why: String) {
+        let mut st = self.lock();
+        if st.poisoned.is_none() {
+            st.poisoned = Some(why);
+        }
+        self.cv.notify_all();
+    }
+
     /// Returns once `ticket` is durable at `level`. `flush(sync)` does the work when this
     /// thread becomes the leader; an error poisons the committer for good.
     pub(crate) fn wait(

@@ -112,7 +112,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Maps a sled error; an I/O error also poisons the store: sled 0.34 remembers its
+    /// first I/O error and fails every later write with it until it is reopened.
     pub(crate) fn db_err(&self, e: sled::Error) -> QueueError {
+        if let sled::Error::Io(io) = &e {
+            self.committer
+                .poison(format!("sled I/O error on {}: {io}", self.db_path.display()));
+        }
         sled_err(&self.dir, &self.db_path, e)
     }
 
@@ -243,7 +249,6 @@ fn sled_err(dir: &Path, db_path: &Path, e: sled::Error) -> QueueError {
     }
 }
 
-/// Durable queues in one data directory. See the crate docs for the design.
 /// See [`SledStore::closed_signal`].
 #[derive(Clone)]
 pub struct ClosedSignal(std::sync::Weak<Shared>);
@@ -255,6 +260,7 @@ impl ClosedSignal {
     }
 }
 
+/// Durable queues in one data directory. See the crate docs for the design.
 pub struct SledStore {
     shared: Arc<Shared>,
     queues: Mutex<HashMap<String, Arc<SledQueue>>>,
