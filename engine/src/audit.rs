@@ -27,6 +27,9 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 << 20;
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Delivered,
+    /// Accepted by the SIEM but only queued there: the events count as delivered when the
+    /// indexer acknowledges them ([`AuditKind::Indexed`]).
+    Accepted,
     Retry,
     Rejected,
     TooLarge,
@@ -62,6 +65,8 @@ pub enum AuditKind {
     },
     /// Events moved to the dead-letter queue.
     DeadLettered { events: usize, reason: String },
+    /// Events of accepted requests that the SIEM's indexer acknowledged (Splunk `useACK`).
+    Indexed { events: usize },
 }
 
 /// Counters for one destination, or for all of them.
@@ -98,17 +103,20 @@ impl Counters {
                 events, outcome, ..
             } => {
                 self.total_deliveries += 1;
-                if *outcome == AttemptOutcome::Delivered {
-                    self.successful += 1;
-                    self.events_delivered += *events as u64;
-                } else {
-                    self.failed += 1;
+                match outcome {
+                    AttemptOutcome::Delivered => {
+                        self.successful += 1;
+                        self.events_delivered += *events as u64;
+                    }
+                    AttemptOutcome::Accepted => self.successful += 1,
+                    _ => self.failed += 1,
                 }
                 if *outcome == AttemptOutcome::Retry {
                     self.retried += 1;
                 }
             }
             AuditKind::DeadLettered { events, .. } => self.dead_lettered += *events as u64,
+            AuditKind::Indexed { events } => self.events_delivered += *events as u64,
         }
     }
 }

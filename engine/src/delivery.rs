@@ -206,14 +206,23 @@ impl<'a> Delivery<'a> {
             let started = Instant::now();
             let answer = self.adapter.send(&request).await;
             let outcome = self.adapter.classify(&request, &answer);
-            self.record_attempt(&request, &answer, &outcome, started.elapsed());
+            let ack_id = match outcome {
+                Outcome::Delivered => self
+                    .adapter
+                    .indexer_ack()
+                    .and_then(|ack| ack.ack_id(&answer)),
+                _ => None,
+            };
+            self.record_attempt(
+                &request,
+                &answer,
+                &outcome,
+                ack_id.is_some(),
+                started.elapsed(),
+            );
             match outcome {
                 Outcome::Delivered => {
-                    if let Some(id) = self
-                        .adapter
-                        .indexer_ack()
-                        .and_then(|ack| ack.ack_id(&answer))
-                    {
+                    if let Some(id) = ack_id {
                         self.awaiting_ack.push((span.clone(), id));
                     }
                     self.settled = span.end;
@@ -362,6 +371,7 @@ impl<'a> Delivery<'a> {
         request: &EncodedRequest,
         answer: &Result<Response, raxe_adapters::request::TransportError>,
         outcome: &Outcome,
+        awaits_ack: bool,
         latency: Duration,
     ) {
         let (status, error) = match answer {
@@ -374,6 +384,8 @@ impl<'a> Delivery<'a> {
             Payload::Syslog(messages) => messages.iter().map(|m| m.len()).sum(),
         };
         let (outcome, error) = match outcome {
+            // Queued by the SIEM, not yet indexed: counted delivered at its indexer ack.
+            Outcome::Delivered if awaits_ack => (AttemptOutcome::Accepted, error),
             Outcome::Delivered => (AttemptOutcome::Delivered, error),
             Outcome::Retry { reason, .. } => (AttemptOutcome::Retry, Some(reason.clone())),
             Outcome::Rejected { reason, .. } => (AttemptOutcome::Rejected, Some(reason.clone())),

@@ -235,7 +235,8 @@ impl SiemDispatcher {
         }
         // One ack poller per destination; it sleeps without a timer unless a lease waits
         // for an indexer ack.
-        let poller = crate::indexer_ack::run(dest.clone(), self.shutdown.subscribe());
+        let poller =
+            crate::indexer_ack::run(dest.clone(), self.audit.clone(), self.shutdown.subscribe());
         running.tasks.push(running.handle.spawn(poller));
     }
 

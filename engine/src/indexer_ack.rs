@@ -22,6 +22,7 @@ use raxe_adapters::outcome::Outcome;
 use raxe_storage::{Lease, Queue};
 use tokio::sync::{watch, Notify};
 
+use crate::audit::{AuditKind, AuditLog};
 use crate::delivery::Halt;
 use crate::destination::{Destination, DestinationState};
 
@@ -151,7 +152,11 @@ impl AckTracker {
 
 /// Runs a destination's ack poller until shutdown or until the destination is retired;
 /// then releases whatever is still pending.
-pub(crate) async fn run(dest: Arc<Destination>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    dest: Arc<Destination>,
+    audit: Arc<AuditLog>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut enabled_rx = dest.enabled.subscribe();
     let mut adapter_rx = dest.adapter.subscribe();
     let mut next_poll = Instant::now();
@@ -211,7 +216,7 @@ pub(crate) async fn run(dest: Arc<Destination>, mut shutdown: watch::Receiver<bo
             continue;
         }
         next_poll = now + interval;
-        poll_once(&dest, &adapter, &mut shutdown).await;
+        poll_once(&dest, &audit, &adapter, &mut shutdown).await;
     }
     dest.acks.lock().closed = true;
     let left = dest.acks.take(|_| true);
@@ -222,6 +227,7 @@ pub(crate) async fn run(dest: Arc<Destination>, mut shutdown: watch::Receiver<bo
 /// timed-out ones.
 async fn poll_once(
     dest: &Arc<Destination>,
+    audit: &AuditLog,
     adapter: &Arc<dyn SiemAdapter>,
     shutdown: &mut watch::Receiver<bool>,
 ) {
@@ -275,6 +281,11 @@ async fn poll_once(
     if !acked.is_empty() {
         let events: usize = acked.iter().map(|p| p.lease.len()).sum();
         tracing::debug!(destination = %dest.id, requests = acked.len(), events, "indexer acknowledged");
+        audit.record(
+            &dest.id,
+            dest.customer_label(),
+            AuditKind::Indexed { events },
+        );
         let queue = dest.queue.clone();
         let leases: Vec<Lease> = acked.into_iter().map(|p| p.lease).collect();
         let done = tokio::task::spawn_blocking(move || {

@@ -237,6 +237,9 @@ impl Metrics {
                     .get_or_create(&labels)
                     .inc_by(*events as u64);
             }
+            AuditKind::Indexed { events } => {
+                self.delivered.get_or_create(&labels).inc_by(*events as u64);
+            }
         }
     }
 
@@ -312,6 +315,7 @@ impl Metrics {
 fn outcome_label(outcome: AttemptOutcome) -> &'static str {
     match outcome {
         AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::Accepted => "accepted",
         AttemptOutcome::Retry => "retry",
         AttemptOutcome::Rejected => "rejected",
         AttemptOutcome::TooLarge => "too_large",

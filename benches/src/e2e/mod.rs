@@ -1,0 +1,338 @@
+//! The end-to-end benchmark (issue #7): realistic events → spool → the real `raxe serve`
+//! (durable: fdatasync before an event is accepted) → counting receivers on 127.0.0.1 in
+//! this process. Prints, per scenario, medians over `--runs` of events/s, MB/s, p50/p99
+//! latency from spool arrival to receipt, peak RSS and CPU-seconds per million events of
+//! the raxe process, next to the machine's limits measured in the same run.
+
+pub mod feed;
+pub mod limits;
+pub mod raxe;
+pub mod receiver;
+pub mod scenario;
+
+use std::path::PathBuf;
+
+use scenario::{Ctx, Run, Sink};
+
+pub const USAGE: &str = "e2e_bench [--events N] [--runs R] [--quick] \
+[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart[,..]] \
+[--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--raxe PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
+
+pub struct Opts {
+    pub events: usize,
+    pub runs: usize,
+    pub scenarios: Vec<String>,
+    pub per_file: usize,
+    pub flush_secs: u64,
+    pub max_in_flight: Option<usize>,
+    pub raxe: Option<PathBuf>,
+    pub wrap: Option<String>,
+    pub keep: bool,
+    pub limits: bool,
+}
+
+const ALL: [&str; 8] = [
+    "hec1",
+    "hec1-half",
+    "hec10",
+    "hec100",
+    "cef-tcp",
+    "sentinel",
+    "idle",
+    "restart",
+];
+
+pub fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        events: 1_000_000,
+        runs: 3,
+        scenarios: vec!["all".into()],
+        per_file: 10_000,
+        flush_secs: 1,
+        max_in_flight: None,
+        raxe: None,
+        wrap: None,
+        keep: false,
+        limits: true,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let num = |v: String, name: &str| {
+            v.replace('_', "")
+                .parse::<usize>()
+                .map_err(|_| format!("{name}: not a number: {v}"))
+        };
+        match a.as_str() {
+            "--events" => o.events = num(value(a)?, a)?,
+            "--runs" => o.runs = num(value(a)?, a)?.max(1),
+            "--quick" => {
+                o.events = 100_000;
+                o.runs = 1;
+            }
+            "--scenario" => o.scenarios = value(a)?.split(',').map(str::to_string).collect(),
+            "--per-file" => o.per_file = num(value(a)?, a)?.max(1),
+            "--flush-interval" => o.flush_secs = num(value(a)?, a)? as u64,
+            "--max-in-flight" => o.max_in_flight = Some(num(value(a)?, a)?.max(1)),
+            "--raxe" => o.raxe = Some(PathBuf::from(value(a)?)),
+            "--wrap" => o.wrap = Some(value(a)?),
+            "--keep" => o.keep = true,
+            "--no-limits" => o.limits = false,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if o.scenarios.iter().any(|s| s == "all") {
+        o.scenarios = ALL.iter().map(|s| s.to_string()).collect();
+    }
+    if let Some(bad) = o.scenarios.iter().find(|s| !ALL.contains(&s.as_str())) {
+        return Err(format!("unknown scenario {bad}\n{USAGE}"));
+    }
+    Ok(o)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Field-wise medians of several runs (extras matched by position).
+fn med(runs: &[Run]) -> Run {
+    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    let mut out = Run {
+        events: runs[0].events,
+        wall_s: m(|r| r.wall_s),
+        events_per_s: m(|r| r.events_per_s),
+        mb_per_s: m(|r| r.mb_per_s),
+        p50_s: m(|r| r.p50_s),
+        p99_s: m(|r| r.p99_s),
+        rss_mib: m(|r| r.rss_mib),
+        cpu_per_m: m(|r| r.cpu_per_m),
+        duplicates: runs.iter().map(|r| r.duplicates).max().unwrap_or(0),
+        extra: Vec::new(),
+    };
+    for (i, (name, _)) in runs[0].extra.iter().enumerate() {
+        out.extra
+            .push((name, median(runs.iter().map(|r| r.extra[i].1).collect())));
+    }
+    out
+}
+
+struct Limits {
+    fsync100: f64,
+    fsync1000: f64,
+    rx1_eps: f64,
+}
+
+fn measure_limits(rt: &tokio::runtime::Runtime, when: &str) -> Result<Limits, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("raxe-e2e-fsync-")
+        .tempdir_in("/tmp")
+        .map_err(|e| e.to_string())?;
+    let f100 = limits::fdatasync_rate(dir.path(), 100, 3.0).map_err(|e| e.to_string())?;
+    let f1000 = limits::fdatasync_rate(dir.path(), 1000, 3.0).map_err(|e| e.to_string())?;
+    let c1 = rt.block_on(limits::receiver_ceiling(1, 2.0))?;
+    let c4 = rt.block_on(limits::receiver_ceiling(4, 2.0))?;
+    println!("machine limits, {when} (load avg {}):", loadavg());
+    println!(
+        "  append+fdatasync /tmp: 100-event batches {f100:.0}/s (= {:.0} events/s), 1000-event batches {f1000:.0}/s (= {:.0} events/s)",
+        f100 * 100.0,
+        f1000 * 1000.0
+    );
+    println!(
+        "  receiver ceiling (gzip HEC bodies of 100 events, loopback): 1 connection {:.0} req/s = {:.0} events/s; 4 connections {:.0} req/s = {:.0} events/s",
+        c1.requests_per_s, c1.events_per_s, c4.requests_per_s, c4.events_per_s
+    );
+    Ok(Limits {
+        fsync100: f100 * 100.0,
+        fsync1000: f1000 * 1000.0,
+        rx1_eps: c1.events_per_s,
+    })
+}
+
+fn ratio(x: f64, limit: Option<f64>) -> String {
+    match limit {
+        Some(l) if l > 0.0 && !x.is_nan() => format!("{:.0}%", x / l * 100.0),
+        _ => "-".into(),
+    }
+}
+
+pub fn main_with(opts: Opts) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bin = raxe::locate(opts.raxe.as_deref())?;
+    println!(
+        "e2e_bench: {} events x {} runs, spool files of {} lines, batch 100, flush {} s, raxe {}{}",
+        opts.events,
+        opts.runs,
+        opts.per_file,
+        opts.flush_secs,
+        bin.display(),
+        opts.wrap
+            .as_deref()
+            .map(|w| format!(" under `{w}`"))
+            .unwrap_or_default()
+    );
+    let first = if opts.limits {
+        Some(measure_limits(&rt, "before")?)
+    } else {
+        None
+    };
+    let ctx = Ctx {
+        rt: &rt,
+        bin,
+        wrap: opts.wrap.clone(),
+        per_file: opts.per_file,
+        flush_secs: opts.flush_secs,
+        max_in_flight: opts.max_in_flight,
+        keep: opts.keep,
+    };
+    let mut hec1_rate = None;
+    let mut table: Vec<(String, Option<Run>)> = Vec::new();
+    for name in &opts.scenarios {
+        let mut runs = Vec::new();
+        for r in 0..opts.runs {
+            let n = opts.events;
+            let result = match name.as_str() {
+                "hec1" => scenario::throughput(&ctx, Sink::Hec, 1, n, None),
+                "hec1-half" => {
+                    // Half the maximum rate: the median hec1 rate if measured, else hec1 now.
+                    let max = match hec1_rate {
+                        Some(r) => r,
+                        None => {
+                            let r = scenario::throughput(&ctx, Sink::Hec, 1, n, None)?.events_per_s;
+                            hec1_rate = Some(r);
+                            r
+                        }
+                    };
+                    scenario::throughput(&ctx, Sink::Hec, 1, n, Some(max / 2.0))
+                }
+                "hec10" => scenario::throughput(&ctx, Sink::Hec, 10, n, None),
+                "hec100" => scenario::throughput(&ctx, Sink::Hec, 100, n, None),
+                "cef-tcp" => scenario::throughput(&ctx, Sink::CefTcp, 1, n, None),
+                "sentinel" => scenario::throughput(&ctx, Sink::Sentinel, 1, n, None),
+                "idle" => scenario::idle(&ctx, 100, 10),
+                "restart" => scenario::restart(&ctx, n),
+                _ => unreachable!("checked in parse"),
+            };
+            match result {
+                Ok(run) => {
+                    println!(
+                        "  {name} run {}: {:.0} events/s, p99 {:.3} s, RSS {:.1} MiB (load avg {})",
+                        r + 1,
+                        run.events_per_s,
+                        run.p99_s,
+                        run.rss_mib,
+                        loadavg()
+                    );
+                    runs.push(run)
+                }
+                Err(e) => eprintln!("{name} run {}: {e}", r + 1),
+            }
+        }
+        let m = (!runs.is_empty()).then(|| med(&runs));
+        if let (Some(m), "hec1") = (&m, name.as_str()) {
+            hec1_rate = Some(m.events_per_s);
+        }
+        table.push((name.clone(), m));
+    }
+    // Limits again: other load on the machine moves them; ratios use the better of the two.
+    let limits = match first {
+        Some(a) => {
+            let b = measure_limits(&rt, "after")?;
+            Some(Limits {
+                fsync100: a.fsync100.max(b.fsync100),
+                fsync1000: a.fsync1000.max(b.fsync1000),
+                rx1_eps: a.rx1_eps.max(b.rx1_eps),
+            })
+        }
+        None => None,
+    };
+    print_table(&table, limits.as_ref(), opts.runs);
+    println!("load avg at end: {}", loadavg());
+    Ok(())
+}
+
+fn print_table(table: &[(String, Option<Run>)], limits: Option<&Limits>, runs: usize) {
+    println!("medians of {runs} run(s):");
+    println!(
+        "{:<10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>5}",
+        "scenario",
+        "events/s",
+        "MB/s",
+        "%fsync",
+        "%rx",
+        "p50 s",
+        "p99 s",
+        "RSS MiB",
+        "CPU-s/M",
+        "dups"
+    );
+    for (name, m) in table {
+        let Some(m) = m else {
+            println!("{name:<10} failed");
+            continue;
+        };
+        let f = |x: f64, p: usize| {
+            if x.is_nan() || (x == 0.0 && m.events == 0) {
+                "-".to_string()
+            } else {
+                format!("{x:.p$}")
+            }
+        };
+        let eps = if m.events == 0 {
+            f64::NAN
+        } else {
+            m.events_per_s
+        };
+        // The restart row's rate is spool -> durable queue (the SIEM is down), whose
+        // durable step is a chunk of 1,000 events.
+        let fsync = limits.map(|l| {
+            if name == "restart" {
+                l.fsync1000
+            } else {
+                l.fsync100
+            }
+        });
+        println!(
+            "{:<10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>5}",
+            name,
+            f(eps, 0),
+            f(m.mb_per_s, 1),
+            ratio(eps, fsync),
+            ratio(eps, limits.map(|l| l.rx1_eps)),
+            f(m.p50_s, 3),
+            f(m.p99_s, 3),
+            f(m.rss_mib, 1),
+            f(m.cpu_per_m, 2),
+            m.duplicates
+        );
+        for (k, v) in &m.extra {
+            println!("{:<10}   {k}: {v:.3}", "");
+        }
+    }
+    if let Some(l) = limits {
+        println!(
+            "%fsync = events/s / raw append+fdatasync events/s at batch 100 ({:.0}; restart row: batch 1000, {:.0}); %rx = / receiver ceiling on 1 connection ({:.0} events/s)",
+            l.fsync100, l.fsync1000, l.rx1_eps
+        );
+    }
+    println!("p50/p99 at full speed include the backlog of a feed faster than delivery; hec1-half is the latency figure. restart: events/s = spool into durable queue with the SIEM down");
+}

@@ -1,0 +1,238 @@
+//! Driving the real `raxe` binary: finding it, configuring destinations through its CLI,
+//! running `raxe serve` (optionally under a wrapper such as valgrind), and reading its
+//! peak RSS and CPU time from /proc while it runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::feed::MSSP;
+use super::receiver::{HEC_TOKEN, SHARED_KEY, WORKSPACE};
+
+pub type Res<T> = Result<T, String>;
+
+/// `--raxe PATH`, else `raxe` next to this executable (target/<profile>/), as the harness
+/// finds it.
+pub fn locate(explicit: Option<&Path>) -> Res<PathBuf> {
+    if let Some(p) = explicit {
+        return p
+            .is_file()
+            .then(|| p.to_path_buf())
+            .ok_or_else(|| format!("--raxe {}: no such file", p.display()));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    for _ in 0..2 {
+        let Some(d) = dir else { break };
+        if d.join("raxe").is_file() {
+            return Ok(d.join("raxe"));
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    Err(format!(
+        "no raxe binary next to {}: run `cargo build --release -p raxe-cli` first, or pass --raxe PATH",
+        exe.display()
+    ))
+}
+
+/// Where a destination points.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Hec(String),
+    Sentinel(String),
+    CefTcp(u16),
+}
+
+pub struct Raxe {
+    pub bin: PathBuf,
+    pub data: PathBuf,
+    pub wrap: Option<String>,
+}
+
+impl Raxe {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--data-dir")
+            .arg(&self.data)
+            .env("RAXE_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `raxe customer siem configure c<i> --mssp bench ...` for destination `i`.
+    pub fn configure(
+        &self,
+        i: usize,
+        target: &Target,
+        flush_secs: u64,
+        max_in_flight: Option<usize>,
+    ) -> Res<()> {
+        let customer = format!("c{i}");
+        let mut args: Vec<String> = ["customer", "siem", "configure", &customer, "--mssp", MSSP]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut push = |xs: &[&str]| args.extend(xs.iter().map(|s| s.to_string()));
+        match target {
+            Target::Hec(url) => push(&["--type", "splunk", "--url", url, "--token", HEC_TOKEN]),
+            Target::Sentinel(url) => push(&[
+                "--type",
+                "sentinel",
+                "--url",
+                url,
+                "--workspace-id",
+                WORKSPACE,
+                "--log-type",
+                "RaxeBench",
+                "--token",
+                SHARED_KEY,
+            ]),
+            Target::CefTcp(port) => push(&[
+                "--type",
+                "cef",
+                "--url",
+                "syslog://127.0.0.1",
+                "--transport",
+                "tcp",
+                "--port",
+                &port.to_string(),
+            ]),
+        }
+        let flush = flush_secs.to_string();
+        push(&["--batch-size", "100", "--flush-interval", &flush]);
+        if let Some(m) = max_in_flight {
+            push(&["--max-in-flight", &m.to_string()]);
+        }
+        let out = self
+            .command()
+            .args(&args)
+            .output()
+            .map_err(|e| format!("run {}: {e}", self.bin.display()))?;
+        if !out.status.success() {
+            // The command line holds a token: name only the customer.
+            return Err(format!(
+                "raxe customer siem configure {customer} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts `raxe serve` (under `wrap` when set), its output to `log`.
+    pub fn spawn_serve(&self, log: &Path) -> Res<Serve> {
+        let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
+        let err_file = log_file.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = match &self.wrap {
+            Some(w) => {
+                let mut words = w.split_whitespace();
+                let mut c = Command::new(words.next().ok_or("empty --wrap")?);
+                c.args(words).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        cmd.arg("--data-dir")
+            .arg(&self.data)
+            .arg("serve")
+            .env("RAXE_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(err_file);
+        let started = Instant::now();
+        let child = cmd.spawn().map_err(|e| format!("spawn raxe serve: {e}"))?;
+        Ok(Serve { child, started })
+    }
+
+    /// Waits until a fresh service has its control socket (it is up and delivering).
+    pub fn wait_ready(&self, serve: &mut Serve, timeout: Duration) -> Res<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.data.join("control.sock").exists() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = serve.child.try_wait() {
+                return Err(format!("raxe serve exited at start: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("raxe serve did not come up".into())
+    }
+}
+
+pub struct Serve {
+    pub child: Child,
+    pub started: Instant,
+}
+
+impl Serve {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait (a wrapper such as callgrind writes its output then).
+    pub fn stop(mut self, timeout: Duration) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// kill -9, and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak resident set (VmHWM) of a live process, MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// Resident set now (VmRSS) of a live process, MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+fn status_mib(pid: u32, key: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system, including reaped children) of a live process.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, sys) = cpu_times(pid);
+    user + sys
+}
+
+/// (user, system) CPU seconds of a live process, reaped children included.
+pub fn cpu_times(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may contain spaces: fields are counted after its closing ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')', state is field 3 of proc(5), so utime (14), stime (15), cutime (16) and
+    // cstime (17) are indices 11..=14 here.
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (
+        (tick(11) + tick(13)) as f64 / hz,
+        (tick(12) + tick(14)) as f64 / hz,
+    )
+}

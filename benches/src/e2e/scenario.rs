@@ -1,0 +1,328 @@
+//! One scenario run against a fresh `raxe serve`: a new data directory under /tmp,
+//! destinations configured through the CLI, events fed through the spool, and the
+//! receiver's count of distinct ids as the finish line. Figures for the raxe process come
+//! from /proc while it is still alive.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::feed::{spool_pending, write_spool};
+use super::raxe::{cpu_seconds, cpu_times, peak_rss_mib, rss_mib, Raxe, Res, Target};
+use super::receiver::{HttpKind, HttpReceiver, SyslogReceiver, Tally};
+
+/// A receiver, held only to keep it alive for the scenario's length.
+type Rx = Box<dyn std::any::Any>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    Hec,
+    Sentinel,
+    CefTcp,
+}
+
+pub struct Ctx<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub bin: PathBuf,
+    pub wrap: Option<String>,
+    pub per_file: usize,
+    pub flush_secs: u64,
+    pub max_in_flight: Option<usize>,
+    pub keep: bool,
+}
+
+/// What one throughput run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub events: usize,
+    pub wall_s: f64,
+    pub events_per_s: f64,
+    pub mb_per_s: f64,
+    pub p50_s: f64,
+    pub p99_s: f64,
+    pub rss_mib: f64,
+    pub cpu_per_m: f64,
+    pub duplicates: usize,
+    /// Scenario-specific extras (restart and idle figures), by name.
+    pub extra: Vec<(&'static str, f64)>,
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    raxe: Raxe,
+}
+
+impl Env {
+    fn new(ctx: &Ctx) -> Res<Env> {
+        let dir = tempfile::Builder::new()
+            .prefix("raxe-e2e-")
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
+        let raxe = Raxe {
+            bin: ctx.bin.clone(),
+            data: dir.path().join("data"),
+            wrap: ctx.wrap.clone(),
+        };
+        Ok(Env { dir, raxe })
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.raxe.data.join("spool")
+    }
+
+    fn finish(self, keep: bool) {
+        if keep {
+            let path = self.dir.keep();
+            println!("  (kept {})", path.display());
+        }
+    }
+}
+
+fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
+    let t = tally.clone();
+    ctx.rt.block_on(async move {
+        Ok(match sink {
+            Sink::Hec | Sink::Sentinel => {
+                let kind = if sink == Sink::Hec {
+                    HttpKind::Hec
+                } else {
+                    HttpKind::Sentinel
+                };
+                let rx = HttpReceiver::start(kind, t)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let target = match kind {
+                    HttpKind::Hec => Target::Hec(rx.url()),
+                    HttpKind::Sentinel => Target::Sentinel(rx.url()),
+                };
+                (Box::new(rx) as Rx, target)
+            }
+            Sink::CefTcp => {
+                let rx = SyslogReceiver::start(t).await.map_err(|e| e.to_string())?;
+                let port = rx.addr.port();
+                (Box::new(rx) as Rx, Target::CefTcp(port))
+            }
+        })
+    })
+}
+
+/// Waits until `tally` counted `n` distinct events; fails after `stall` without progress.
+/// Returns when the last one arrived.
+fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<Instant> {
+    let mut last = (tally.distinct(), Instant::now());
+    loop {
+        let d = tally.distinct();
+        if d >= n {
+            return Ok(Instant::now());
+        }
+        if d != last.0 {
+            last = (d, Instant::now());
+        } else if last.1.elapsed() > stall {
+            return Err(format!(
+                "stalled at {d} of {n} events for {stall:?}; see {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
+    (0..dests).try_for_each(|i| {
+        env.raxe
+            .configure(i, target, ctx.flush_secs, ctx.max_in_flight)
+    })
+}
+
+/// Throughput and latency: `n` events spread over `dests` customer destinations of one
+/// kind, all pointing at one counting receiver. `pace` caps the feed rate (events/s).
+pub fn throughput(ctx: &Ctx, sink: Sink, dests: usize, n: usize, pace: Option<f64>) -> Res<Run> {
+    let env = Env::new(ctx)?;
+    let tally = Tally::new(n, ctx.per_file);
+    let (_rx, target) = start_rx(ctx, sink, &tally)?;
+    configure_all(&env, ctx, dests, &target)?;
+    let log = env.log("serve.log");
+    let mut serve = env.raxe.spawn_serve(&log)?;
+    env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
+    let pid = serve.pid();
+    let (user0, sys0) = cpu_times(pid);
+    let started = Instant::now();
+    let (spool, feeder_tally, per_file) = (env.spool(), tally.clone(), ctx.per_file);
+    let feeder = std::thread::spawn(move || {
+        write_spool(&spool, &feeder_tally, 0..n, per_file, dests, pace).map_err(|e| e.to_string())
+    });
+    let done = wait_distinct(&tally, n, Duration::from_secs(120), &log);
+    let bytes = feeder.join().map_err(|_| "feeder panicked".to_string())??;
+    let done = match done {
+        Ok(t) => t,
+        Err(e) => {
+            serve.stop(Duration::from_secs(10));
+            env.finish(true);
+            return Err(e);
+        }
+    };
+    let wall = done.duration_since(started).as_secs_f64();
+    let (user1, sys1) = cpu_times(pid);
+    let (user, sys) = (user1 - user0, sys1 - sys0);
+    let cpu = user + sys;
+    let rss = peak_rss_mib(pid);
+    // Let stray retries land before counting duplicates.
+    std::thread::sleep(Duration::from_millis(200));
+    serve.stop(Duration::from_secs(120));
+    let (p50, p99) = tally.latency_p50_p99();
+    let run = Run {
+        events: n,
+        wall_s: wall,
+        events_per_s: n as f64 / wall,
+        mb_per_s: bytes as f64 / wall / 1e6,
+        p50_s: p50,
+        p99_s: p99,
+        rss_mib: rss,
+        cpu_per_m: cpu / n as f64 * 1e6,
+        duplicates: tally.received().saturating_sub(n),
+        extra: vec![
+            ("bytes/event", bytes as f64 / n as f64),
+            ("user CPU-s/M", user / n as f64 * 1e6),
+            ("system CPU-s/M", sys / n as f64 * 1e6),
+        ],
+    };
+    env.finish(ctx.keep);
+    Ok(run)
+}
+
+/// 100 configured destinations and no events: the service's CPU over 10 s, % of a core.
+pub fn idle(ctx: &Ctx, dests: usize, secs: u64) -> Res<Run> {
+    let env = Env::new(ctx)?;
+    let tally = Tally::new(1, 1);
+    let (_rx, target) = start_rx(ctx, Sink::Hec, &tally)?;
+    configure_all(&env, ctx, dests, &target)?;
+    let log = env.log("serve.log");
+    let mut serve = env.raxe.spawn_serve(&log)?;
+    env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
+    std::thread::sleep(Duration::from_secs(2)); // start-up work is not idle cost
+    let pid = serve.pid();
+    let cpu0 = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(secs));
+    let cpu = cpu_seconds(pid) - cpu0;
+    let rss = peak_rss_mib(pid);
+    serve.stop(Duration::from_secs(30));
+    env.finish(ctx.keep);
+    Ok(Run {
+        rss_mib: rss,
+        extra: vec![
+            ("idle % of a core", cpu / secs as f64 * 100.0),
+            (
+                "requests",
+                tally.requests.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ),
+        ],
+        ..Run::default()
+    })
+}
+
+fn wait_first(tally: &Tally, since: Instant, timeout: Duration) -> Res<f64> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(t) = tally.first_receipt() {
+            return Ok(t.saturating_duration_since(since).as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Err("no delivery after restart".into())
+}
+
+/// Queue `n` events while the SIEM answers 503, kill -9; restart with the SIEM healthy
+/// (time to first delivery); kill -9 again half-way through delivery and restart
+/// (time to first delivery, duplicates at the end).
+pub fn restart(ctx: &Ctx, n: usize) -> Res<Run> {
+    let env = Env::new(ctx)?;
+    let tally = Tally::new(n, ctx.per_file);
+    tally.set_refuse(true);
+    let (_rx, target) = start_rx(ctx, Sink::Hec, &tally)?;
+    configure_all(&env, ctx, 1, &target)?;
+    let log = env.log("serve.log");
+    let mut serve = env.raxe.spawn_serve(&log)?;
+    env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
+    let started = Instant::now();
+    // Queue in quarters, reading the RSS at each depth: memory should stay flat as the
+    // queue grows.
+    let mut bytes = 0;
+    let mut rss_at = Vec::new();
+    let quarter = ((n / 4).div_ceil(ctx.per_file) * ctx.per_file).max(1);
+    let mut from = 0;
+    while from < n {
+        let to = (from + quarter).min(n);
+        bytes += write_spool(&env.spool(), &tally, from..to, ctx.per_file, 1, None)
+            .map_err(|e| e.to_string())?;
+        while spool_pending(&env.spool()) > 0 {
+            if started.elapsed() > Duration::from_secs(1800) {
+                return Err("spool not drained into the queue in 30 min".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rss_at.push(rss_mib(serve.pid()));
+        from = to;
+    }
+    let queued_s = started.elapsed().as_secs_f64();
+    let rss_queued = peak_rss_mib(serve.pid());
+    serve.kill9();
+
+    tally.set_refuse(false);
+    tally.arm();
+    let serve = env.raxe.spawn_serve(&env.log("serve2.log"))?;
+    let first1 = wait_first(&tally, serve.started, Duration::from_secs(120))?;
+    let half = Instant::now();
+    while tally.distinct() < n / 2 {
+        if half.elapsed() > Duration::from_secs(600) {
+            return Err("restart: half not delivered in 10 min".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    serve.kill9();
+    let before_second = tally.received();
+    std::thread::sleep(Duration::from_millis(50));
+    tally.arm();
+    let serve = env.raxe.spawn_serve(&env.log("serve3.log"))?;
+    let first2 = wait_first(&tally, serve.started, Duration::from_secs(120))?;
+    let log3 = env.log("serve3.log");
+    wait_distinct(&tally, n, Duration::from_secs(120), &log3)?;
+    let rss_after = peak_rss_mib(serve.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    serve.stop(Duration::from_secs(60));
+    let run = Run {
+        events: n,
+        wall_s: queued_s,
+        events_per_s: n as f64 / queued_s,
+        mb_per_s: bytes as f64 / queued_s / 1e6,
+        p50_s: f64::NAN,
+        p99_s: f64::NAN,
+        rss_mib: rss_queued.max(rss_after),
+        cpu_per_m: f64::NAN,
+        duplicates: tally.received().saturating_sub(n),
+        extra: vec![
+            (
+                "RSS MiB at 1/4 queued",
+                rss_at.first().copied().unwrap_or(f64::NAN),
+            ),
+            (
+                "RSS MiB at 1/2 queued",
+                rss_at.get(1).copied().unwrap_or(f64::NAN),
+            ),
+            (
+                "RSS MiB at 3/4 queued",
+                rss_at.get(2).copied().unwrap_or(f64::NAN),
+            ),
+            ("RSS MiB (peak) with all queued (1st process)", rss_queued),
+            ("RSS MiB delivering from full queue", rss_after),
+            ("first delivery after restart 1 (queue full) s", first1),
+            ("first delivery after kill mid-delivery s", first2),
+            ("received before 2nd kill", before_second as f64),
+        ],
+    };
+    env.finish(ctx.keep);
+    Ok(run)
+}
