@@ -79,6 +79,8 @@ impl Raxe {
             Target::Sentinel(url) => push(&[
                 "--type",
                 "sentinel",
+                "--api",
+                "data-collector",
                 "--url",
                 url,
                 "--workspace-id",
