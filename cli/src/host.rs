@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use raxe_engine::{AuditLog, DestinationOptions, SiemDispatcher};
+use raxe_engine::{AuditLog, DestinationOptions, EngineError, SiemDispatcher};
 use raxe_storage::{QueueError, QueueStore, SledStore};
 
 use crate::config_store::{ConfigStore, DestinationRecord};
@@ -75,6 +75,8 @@ impl Host {
         for record in records {
             match register(&self.dispatcher, &record) {
                 Ok(()) => ids.push(record.id()),
+                // All queues share one data file: one that is damaged makes all suspect.
+                Err(e) if damaged_store(&e) => return Err(e),
                 Err(e) => {
                     tracing::error!(destination = %record.id(), error = %format!("{e:#}"), "cannot start destination")
                 }
@@ -104,4 +106,17 @@ impl From<anyhow::Error> for OpenError {
     fn from(e: anyhow::Error) -> Self {
         OpenError::Other(e)
     }
+}
+
+/// Whether `e` says the queue data file is damaged (as opposed to one bad configuration).
+fn damaged_store(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<EngineError>(),
+            Some(EngineError::Queue(QueueError::Corrupt { .. }))
+        ) || matches!(
+            cause.downcast_ref::<QueueError>(),
+            Some(QueueError::Corrupt { .. })
+        )
+    })
 }

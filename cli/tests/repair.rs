@@ -180,3 +180,42 @@ async fn unreadable_database_is_moved_aside_and_its_events_routed_again() {
         "{recovered} of {total} recovered: {said}"
     );
 }
+
+/// A data file cut short: sled would open it as an older store; the service refuses, names
+/// the file, and `raxe repair` routes again every event still in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_database_is_refused_then_salvaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    let total = 20_000;
+    queued(data, &hec, total).await;
+    let db_file = data.join("queues/db");
+    let bytes = std::fs::read(&db_file).unwrap();
+    std::fs::write(&db_file, &bytes[..bytes.len() * 9 / 10]).unwrap();
+
+    let out = raxe(data, &["stats"]).await;
+    let said = text(&out);
+    assert!(
+        !out.status.success(),
+        "a cut data file must be an error: {said}"
+    );
+    assert!(
+        said.contains("queues/db") && said.contains("raxe repair"),
+        "{said}"
+    );
+
+    let out = raxe(data, &["repair"]).await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("moved the damaged database"), "{said}");
+    let recovered: usize = said
+        .split("✓ New queue database created; ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in: {said}"));
+    assert!(recovered > total / 2, "{recovered} of {total}: {said}");
+    let ids = drain_and_count(data, &hec).await;
+    assert_eq!(ids.len(), recovered, "every recovered event delivered once");
+}

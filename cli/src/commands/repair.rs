@@ -25,7 +25,20 @@ use crate::host::{Host, OpenError};
 pub fn repair(data: &DataDir, dry_run: bool) -> Result<i32> {
     let queues_dir = data.queues_dir();
     match SledStore::open(&queues_dir) {
-        Ok(store) => repair_chunks(data, &store, dry_run),
+        Ok(store) => match repair_chunks(data, &store, dry_run) {
+            Err(Unreadable(e)) => {
+                // A queue sled lost records of: the data file itself is damaged.
+                drop(store);
+                println!("✗ The queue database is damaged: {e}");
+                if dry_run {
+                    println!("  run `raxe repair` (without --dry-run) to move it aside and recover its events");
+                    return Ok(1);
+                }
+                salvage_database(data, &queues_dir)
+            }
+            Ok(code) => Ok(code),
+            Err(Other(e)) => Err(e),
+        },
         Err(e @ QueueError::InUse { .. }) => {
             bail!("{e}: stop raxe serve before a repair (its queues must not change meanwhile)")
         }
@@ -51,11 +64,29 @@ fn repair_dir(data: &DataDir) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn repair_chunks(data: &DataDir, store: &SledStore, dry_run: bool) -> Result<i32> {
+/// Why `repair_chunks` stopped.
+enum Stop {
+    /// A queue cannot be loaded: the database must be salvaged whole.
+    Unreadable(QueueError),
+    Other(anyhow::Error),
+}
+use Stop::{Other, Unreadable};
+
+impl<E: Into<anyhow::Error>> From<E> for Stop {
+    fn from(e: E) -> Stop {
+        Other(e.into())
+    }
+}
+
+fn repair_chunks(data: &DataDir, store: &SledStore, dry_run: bool) -> Result<i32, Stop> {
     let mut damaged_total = 0;
     let mut out_dir = None;
     for name in store.list_queues()? {
-        let queue = store.queue(&name)?;
+        let queue = match store.queue(&name) {
+            Ok(queue) => queue,
+            Err(e @ QueueError::Corrupt { .. }) => return Err(Unreadable(e)),
+            Err(e) => return Err(Other(e.into())),
+        };
         let damaged = queue.verify()?;
         if damaged.is_empty() {
             println!("✓ {name}: {} records, intact", queue.stats().len);

@@ -89,7 +89,11 @@ impl SledStore {
             return Err(e);
         }
         let ticket = self.shared.committer.ticket();
-        let ranges = staged.iter().map(|(_, s)| s.range.clone()).collect();
+        let ranges: Vec<Range<Seq>> = staged.iter().map(|(_, s)| s.range.clone()).collect();
+        let tips: Vec<(u64, Seq)> = staged
+            .iter()
+            .map(|(qi, s)| (queues[*qi].nonce, s.range.end))
+            .collect();
         for (qi, s) in staged {
             if let Some(st) = guards[qi].as_deref_mut() {
                 queues[qi].commit_staged(st, s, ticket);
@@ -97,6 +101,9 @@ impl SledStore {
         }
         drop(guards);
         self.shared.commit(ticket, Level::Sync)?;
+        for (nonce, next) in tips {
+            self.shared.tips.advance(nonce, next);
+        }
         for q in &queues {
             let mut st = q.lock_state();
             q.publish(&mut st);

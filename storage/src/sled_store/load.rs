@@ -10,6 +10,7 @@ use super::ranges::RangeSet;
 use super::sled_queue::{normalize_low, QState, SledQueue};
 use super::Shared;
 use crate::error::QueueError;
+use crate::queue::Seq;
 
 impl SledQueue {
     /// Loads the queue's index from its metadata keys (chunk payloads are read only for
@@ -55,12 +56,31 @@ impl SledQueue {
         };
         let mut stale = sled::Batch::default();
         let mut any_stale = false;
+        // Seqs are contiguous and a chunk is deleted only once all of it is acked, so every
+        // seq from the acked low-water mark on is in a chunk or acked: anything else is a
+        // chunk sled lost.
+        let mut covered = st.acked_low;
+        let missing = |from: Seq, to: Seq, st: &QState| -> Option<QueueError> {
+            let gap = from..to;
+            (!gap.is_empty() && !st.acked_above.contains_range(&gap)).then(|| QueueError::Corrupt {
+                path: q.shared.db_path.clone(),
+                detail: format!(
+                    "queue {name:?}: records {}..{} are neither stored nor acked: sled lost \
+                         them (a truncated or damaged data file). Stop here and run `raxe repair`",
+                    gap.start, gap.end
+                ),
+            })
+        };
         for item in q.tree.scan_prefix([codec::META_PREFIX]) {
             let (k, v) = item.map_err(|e| q.shared.db_err(e))?;
             let first = codec::key_seq(&k)
                 .ok_or_else(|| q.shared.corrupt(name, "malformed chunk metadata key"))?;
             let meta = codec::decode_meta(first, &v).map_err(|d| q.damaged(first, d))?;
             let end = meta.end(first);
+            if let Some(e) = missing(covered, first, &st) {
+                return Err(e);
+            }
+            covered = covered.max(end);
             st.next_seq = st.next_seq.max(end);
             let mut unacked = RangeSet::new();
             unacked.insert(first.max(st.acked_low)..end);
@@ -97,7 +117,24 @@ impl SledQueue {
         if any_stale {
             q.tree.apply_batch(stale).map_err(|e| q.shared.db_err(e))?;
         }
+        if let Some(e) = missing(covered, st.next_seq, &st) {
+            return Err(e);
+        }
         normalize_low(&mut st);
+        if let Some(expected) = q.shared.tips.expected(nonce) {
+            if st.next_seq < expected {
+                return Err(QueueError::Corrupt {
+                    path: q.shared.db_path.clone(),
+                    detail: format!(
+                        "queue {name:?}: the data file holds records up to seq {} but seq {} \
+                         was appended and synced before: sled lost the end of its log (a \
+                         truncated or damaged file). Stop here and run `raxe repair`",
+                        st.next_seq,
+                        expected - 1
+                    ),
+                });
+            }
+        }
         *q.lock() = st;
         Ok(q)
     }

@@ -8,6 +8,7 @@ mod load;
 mod ranges;
 mod salvage;
 mod sled_queue;
+mod tips;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -107,6 +108,8 @@ pub(crate) struct Shared {
     syncer: Arc<dyn Syncer>,
     pub(crate) committer: Committer,
     pub(crate) journal: Journal,
+    /// Every queue's durable next seq, outside sled (see `tips.rs`).
+    pub(crate) tips: tips::Tips,
     pub(crate) chunk_bytes: usize,
     _lock: File,
 }
@@ -116,8 +119,10 @@ impl Shared {
     /// first I/O error and fails every later write with it until it is reopened.
     pub(crate) fn db_err(&self, e: sled::Error) -> QueueError {
         if let sled::Error::Io(io) = &e {
-            self.committer
-                .poison(format!("sled I/O error on {}: {io}", self.db_path.display()));
+            self.committer.poison(format!(
+                "sled I/O error on {}: {io}",
+                self.db_path.display()
+            ));
         }
         sled_err(&self.dir, &self.db_path, e)
     }
@@ -380,6 +385,15 @@ impl SledStore {
                 db.insert(FORMAT_KEY, FORMAT_V1).map_err(err)?;
             }
         }
+        let tips = tips::Tips::open(&dir);
+        if preexisting == 0 && tips.any_records() {
+            return Err(QueueError::Corrupt {
+                path: db_path,
+                detail: "the data file is missing or empty, but queues held records in it; \
+                         restore it, or move the directory away to start an empty store"
+                    .into(),
+            });
+        }
         let markers = db.open_tree(MARKERS_TREE).map_err(err)?;
         // Acks journaled but perhaps not in sled yet (kill -9): fold them into the queues'
         // ack state before any queue is loaded.
@@ -408,6 +422,7 @@ impl SledStore {
             syncer: opts.syncer.clone(),
             committer: Committer::default(),
             journal,
+            tips,
             // A leaf holds up to ~20 values before sled splits it (more while merging);
             // the whole leaf must stay under the blob threshold (segment_size / 4).
             chunk_bytes: opts.chunk_bytes.clamp(64, (opts.segment_size / 96).max(64)),
@@ -622,6 +637,7 @@ impl QueueStore for SledStore {
         let mut map = self.queues();
         if let Some(q) = map.remove(name) {
             q.mark_dropped();
+            self.shared.tips.forget(q.nonce);
         }
         self.shared
             .db

@@ -237,9 +237,14 @@ impl SledQueue {
         })
     }
 
-    /// The write failed: release the byte reservation (the seqs stay unused).
+    /// The write failed: release the byte reservation and the seqs (the caller held the
+    /// lock since `stage`, so none were handed out after them). Seqs stay contiguous, which
+    /// lets a reopen tell a missing chunk from one that was never written.
     pub(crate) fn unstage(&self, st: &mut QState, staged: &Staged) {
         st.pending_bytes = st.pending_bytes.saturating_sub(staged.bytes);
+        if st.next_seq == staged.range.end {
+            st.next_seq = staged.range.start;
+        }
     }
 
     /// The write is in sled under commit `ticket`: queue its chunks for publication.
@@ -441,6 +446,7 @@ impl Queue for SledQueue {
         self.commit_staged(&mut st, staged, ticket);
         drop(st);
         self.commit(ticket, Level::Sync)?;
+        self.shared.tips.advance(self.nonce, range.end);
         let mut st = self.lock();
         self.publish(&mut st);
         Ok(range)

@@ -1,0 +1,180 @@
+//! The durable tip of every queue, kept outside sled, to catch records sled loses quietly.
+//!
+//! sled 0.34 treats the first bad entry of its log as the end of the log and opens without
+//! a word: a truncated or damaged data file comes back as an older, smaller store. So after
+//! every append is synced, the queue's next seq is written to `tips` (a pwrite, no fsync:
+//! the page cache survives `kill -9`). At open, a queue that sled recovers with a lower
+//! next seq has lost records that were promised durable, and the store refuses to open,
+//! naming the data file. A stale `tips` (power lost before the page cache reached the disk)
+//! only lowers the bar: it can miss a loss, never invent one. A torn or foreign file fails
+//! its CRC and is ignored the same way.
+//!
+//! Layout: `RXT1` | count u32 | (queue nonce u64, next seq u64)* | crc32 of all before, all
+//! little-endian.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::crc::Crc32;
+use crate::queue::Seq;
+
+const MAGIC: &[u8; 4] = b"RXT1";
+pub(crate) const TIPS_FILE: &str = "tips";
+
+pub(crate) struct Tips {
+    path: PathBuf,
+    /// What the file said when the store was opened.
+    at_open: BTreeMap<u64, Seq>,
+    live: Mutex<Live>,
+}
+
+struct Live {
+    file: Option<File>,
+    tips: BTreeMap<u64, Seq>,
+}
+
+impl Tips {
+    /// Reads `dir/tips` (an unreadable one counts as empty) and keeps it open for writing.
+    pub(crate) fn open(dir: &Path) -> Tips {
+        let path = dir.join(TIPS_FILE);
+        let at_open = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| decode(&bytes))
+            .unwrap_or_default();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .ok();
+        Tips {
+            path,
+            live: Mutex::new(Live {
+                file,
+                tips: at_open.clone(),
+            }),
+            at_open,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next seq a queue had durably reached when the store was last used.
+    pub(crate) fn expected(&self, nonce: u64) -> Option<Seq> {
+        self.at_open.get(&nonce).copied()
+    }
+
+    /// Whether any queue had records (a missing data file then means they are gone).
+    pub(crate) fn any_records(&self) -> bool {
+        self.at_open.values().any(|&next| next > 0)
+    }
+
+    /// Records that the queue's appends are durable up to `next` (call after the sync).
+    pub(crate) fn advance(&self, nonce: u64, next: Seq) {
+        let mut live = self.lock();
+        let tip = live.tips.entry(nonce).or_insert(0);
+        if *tip >= next {
+            return;
+        }
+        *tip = next;
+        write(&mut live, &self.path);
+    }
+
+    /// A dropped queue: its nonce never comes back.
+    pub(crate) fn forget(&self, nonce: u64) {
+        let mut live = self.lock();
+        if live.tips.remove(&nonce).is_some() {
+            write(&mut live, &self.path);
+        }
+    }
+}
+
+/// Best effort: a failed write leaves an older tip, which can only miss a loss.
+fn write(live: &mut Live, path: &Path) {
+    let bytes = encode(&live.tips);
+    let Some(file) = live.file.as_ref() else {
+        return;
+    };
+    let ok = file.write_all_at(&bytes, 0).is_ok() && file.set_len(bytes.len() as u64).is_ok();
+    if !ok {
+        tracing::warn!(path = %path.display(), "cannot update the queue tips file");
+    }
+}
+
+fn encode(tips: &BTreeMap<u64, Seq>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + tips.len() * 16);
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&(tips.len() as u32).to_le_bytes());
+    for (nonce, next) in tips {
+        v.extend_from_slice(&nonce.to_le_bytes());
+        v.extend_from_slice(&next.to_le_bytes());
+    }
+    let mut crc = Crc32::new();
+    crc.update(&v);
+    v.extend_from_slice(&crc.finish().to_le_bytes());
+    v
+}
+
+fn decode(bytes: &[u8]) -> Option<BTreeMap<u64, Seq>> {
+    let body = bytes.get(..bytes.len().checked_sub(4)?)?;
+    let stored = u32::from_le_bytes(bytes[body.len()..].try_into().ok()?);
+    let mut crc = Crc32::new();
+    crc.update(body);
+    if crc.finish() != stored || body.get(..4)? != MAGIC {
+        return None;
+    }
+    let count = u32::from_le_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+    let entries = body.get(8..)?;
+    if entries.len() != count.checked_mul(16)? {
+        return None;
+    }
+    Some(
+        entries
+            .chunks_exact(16)
+            .map(|e| {
+                let nonce = u64::from_le_bytes(e[..8].try_into().unwrap_or_default());
+                let next = u64::from_le_bytes(e[8..].try_into().unwrap_or_default());
+                (nonce, next)
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage_is_ignored() {
+        let tips: BTreeMap<u64, Seq> = [(7, 100), (9, 3)].into_iter().collect();
+        let bytes = encode(&tips);
+        assert_eq!(decode(&bytes), Some(tips));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert_eq!(decode(&bad), None, "flip at {i}");
+        }
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode(b""), None);
+    }
+
+    #[test]
+    fn advance_persists_and_never_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let tips = Tips::open(dir.path());
+        tips.advance(1, 10);
+        tips.advance(1, 5);
+        tips.advance(2, 3);
+        tips.forget(2);
+        let again = Tips::open(dir.path());
+        assert_eq!(again.expected(1), Some(10));
+        assert_eq!(again.expected(2), None);
+        assert!(again.any_records());
+    }
+}
