@@ -102,7 +102,7 @@ impl SledStore {
         drop(guards);
         self.shared.commit(ticket, Level::Sync)?;
         for (nonce, next) in tips {
-            self.shared.tips.advance(nonce, next);
+            self.shared.note_tip(nonce, next);
         }
         for q in &queues {
             let mut st = q.lock_state();

@@ -141,6 +141,13 @@ impl Shared {
         }
     }
 
+    /// Records a queue's durable tip (after its append was synced), with the data file's
+    /// length now.
+    pub(crate) fn note_tip(&self, nonce: u64, next: Seq) {
+        let len = self.db_file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.tips.advance(nonce, next, len);
+    }
+
     /// Waits until `ticket` is durable at `level` (group commit).
     pub(crate) fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
         self.committer
@@ -320,6 +327,26 @@ impl SledStore {
         if preexisting > 0 {
             salvage::check_segment_headers(&db_path, opts.segment_size)?;
         }
+        let tips = tips::Tips::open(&dir);
+        // Shorter than at the last synced append: perhaps cut, and sled may rewrite a cut
+        // file while opening it. Keep a copy until every queue has loaded and checked out.
+        let pre_open_copy = if preexisting > 0 && preexisting < tips.db_len_at_open() {
+            let copy = dir.join(format!("db.pre-open-{}", now_secs()));
+            fs::copy(&db_path, &copy).map_err(|source| QueueError::Io {
+                path: copy.clone(),
+                source,
+            })?;
+            tracing::warn!(
+                file = %db_path.display(),
+                bytes = preexisting,
+                was = tips.db_len_at_open(),
+                copy = %copy.display(),
+                "the data file is shorter than at the last append; checking it, with a copy kept"
+            );
+            Some(copy)
+        } else {
+            None
+        };
         let config = sled::Config::new()
             .path(&dir)
             .cache_capacity(opts.cache_capacity)
@@ -385,7 +412,6 @@ impl SledStore {
                 db.insert(FORMAT_KEY, FORMAT_V1).map_err(err)?;
             }
         }
-        let tips = tips::Tips::open(&dir);
         if preexisting == 0 && tips.any_records() {
             return Err(QueueError::Corrupt {
                 path: db_path,
@@ -447,11 +473,30 @@ impl SledStore {
             })?;
         }
         sync_path(&*opts.syncer, &dir)?;
-        Ok(SledStore {
+        let store = SledStore {
             shared,
             queues: Mutex::new(HashMap::new()),
             default_cap: opts.max_queue_bytes,
-        })
+        };
+        if let Some(copy) = pre_open_copy {
+            // Load every queue now: their checks tell whether sled kept everything.
+            for name in store.list_queues()? {
+                if let Err(e) = store.queue(&name) {
+                    return Err(match e {
+                        QueueError::Corrupt { path, detail } => QueueError::Corrupt {
+                            path,
+                            detail: format!(
+                                "{detail} (the file as it was before this open is kept as {})",
+                                copy.display()
+                            ),
+                        },
+                        other => other,
+                    });
+                }
+            }
+            let _ = fs::remove_file(&copy);
+        }
+        Ok(store)
     }
 
     pub fn dir(&self) -> &Path {
@@ -680,4 +725,11 @@ impl QueueStore for SledStore {
             source,
         })
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -9,8 +9,13 @@
 //! only lowers the bar: it can miss a loss, never invent one. A torn or foreign file fails
 //! its CRC and is ignored the same way.
 //!
-//! Layout: `RXT1` | count u32 | (queue nonce u64, next seq u64)* | crc32 of all before, all
-//! little-endian.
+//! The data file's length at the last synced append is kept too: a file found shorter at
+//! open may have been cut, and sled is about to rewrite it, so the store copies it aside
+//! first (see `SledStore::open_with`). sled also shortens its file itself (free segments at
+//! the tail), so a shorter file is a reason for that copy, never an error on its own.
+//!
+//! Layout: `RXT2` | count u32 | data file length u64 | (queue nonce u64, next seq u64)* |
+//! crc32 of all before, all little-endian.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -21,26 +26,28 @@ use std::sync::{Mutex, MutexGuard};
 use crate::crc::Crc32;
 use crate::queue::Seq;
 
-const MAGIC: &[u8; 4] = b"RXT1";
+const MAGIC: &[u8; 4] = b"RXT2";
 pub(crate) const TIPS_FILE: &str = "tips";
 
 pub(crate) struct Tips {
     path: PathBuf,
     /// What the file said when the store was opened.
     at_open: BTreeMap<u64, Seq>,
+    db_len_at_open: u64,
     live: Mutex<Live>,
 }
 
 struct Live {
     file: Option<File>,
     tips: BTreeMap<u64, Seq>,
+    db_len: u64,
 }
 
 impl Tips {
     /// Reads `dir/tips` (an unreadable one counts as empty) and keeps it open for writing.
     pub(crate) fn open(dir: &Path) -> Tips {
         let path = dir.join(TIPS_FILE);
-        let at_open = std::fs::read(&path)
+        let (db_len_at_open, at_open) = std::fs::read(&path)
             .ok()
             .and_then(|bytes| decode(&bytes))
             .unwrap_or_default();
@@ -56,8 +63,10 @@ impl Tips {
             live: Mutex::new(Live {
                 file,
                 tips: at_open.clone(),
+                db_len: db_len_at_open,
             }),
             at_open,
+            db_len_at_open,
         }
     }
 
@@ -70,19 +79,26 @@ impl Tips {
         self.at_open.get(&nonce).copied()
     }
 
+    /// The data file's length at the last synced append of the previous run.
+    pub(crate) fn db_len_at_open(&self) -> u64 {
+        self.db_len_at_open
+    }
+
     /// Whether any queue had records (a missing data file then means they are gone).
     pub(crate) fn any_records(&self) -> bool {
         self.at_open.values().any(|&next| next > 0)
     }
 
-    /// Records that the queue's appends are durable up to `next` (call after the sync).
-    pub(crate) fn advance(&self, nonce: u64, next: Seq) {
+    /// Records that the queue's appends are durable up to `next` (call after the sync),
+    /// with the data file's length then.
+    pub(crate) fn advance(&self, nonce: u64, next: Seq, db_len: u64) {
         let mut live = self.lock();
-        let tip = live.tips.entry(nonce).or_insert(0);
-        if *tip >= next {
+        let tip = live.tips.get(&nonce).copied().unwrap_or(0);
+        if tip >= next && live.db_len == db_len {
             return;
         }
-        *tip = next;
+        live.tips.insert(nonce, tip.max(next));
+        live.db_len = db_len;
         write(&mut live, &self.path);
     }
 
@@ -97,7 +113,7 @@ impl Tips {
 
 /// Best effort: a failed write leaves an older tip, which can only miss a loss.
 fn write(live: &mut Live, path: &Path) {
-    let bytes = encode(&live.tips);
+    let bytes = encode(live.db_len, &live.tips);
     let Some(file) = live.file.as_ref() else {
         return;
     };
@@ -107,10 +123,11 @@ fn write(live: &mut Live, path: &Path) {
     }
 }
 
-fn encode(tips: &BTreeMap<u64, Seq>) -> Vec<u8> {
-    let mut v = Vec::with_capacity(12 + tips.len() * 16);
+fn encode(db_len: u64, tips: &BTreeMap<u64, Seq>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20 + tips.len() * 16);
     v.extend_from_slice(MAGIC);
     v.extend_from_slice(&(tips.len() as u32).to_le_bytes());
+    v.extend_from_slice(&db_len.to_le_bytes());
     for (nonce, next) in tips {
         v.extend_from_slice(&nonce.to_le_bytes());
         v.extend_from_slice(&next.to_le_bytes());
@@ -121,7 +138,7 @@ fn encode(tips: &BTreeMap<u64, Seq>) -> Vec<u8> {
     v
 }
 
-fn decode(bytes: &[u8]) -> Option<BTreeMap<u64, Seq>> {
+fn decode(bytes: &[u8]) -> Option<(u64, BTreeMap<u64, Seq>)> {
     let body = bytes.get(..bytes.len().checked_sub(4)?)?;
     let stored = u32::from_le_bytes(bytes[body.len()..].try_into().ok()?);
     let mut crc = Crc32::new();
@@ -130,20 +147,20 @@ fn decode(bytes: &[u8]) -> Option<BTreeMap<u64, Seq>> {
         return None;
     }
     let count = u32::from_le_bytes(body.get(4..8)?.try_into().ok()?) as usize;
-    let entries = body.get(8..)?;
+    let db_len = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    let entries = body.get(16..)?;
     if entries.len() != count.checked_mul(16)? {
         return None;
     }
-    Some(
-        entries
-            .chunks_exact(16)
-            .map(|e| {
-                let nonce = u64::from_le_bytes(e[..8].try_into().unwrap_or_default());
-                let next = u64::from_le_bytes(e[8..].try_into().unwrap_or_default());
-                (nonce, next)
-            })
-            .collect(),
-    )
+    let tips = entries
+        .chunks_exact(16)
+        .map(|e| {
+            let nonce = u64::from_le_bytes(e[..8].try_into().unwrap_or_default());
+            let next = u64::from_le_bytes(e[8..].try_into().unwrap_or_default());
+            (nonce, next)
+        })
+        .collect();
+    Some((db_len, tips))
 }
 
 #[cfg(test)]
@@ -153,8 +170,8 @@ mod tests {
     #[test]
     fn round_trip_and_damage_is_ignored() {
         let tips: BTreeMap<u64, Seq> = [(7, 100), (9, 3)].into_iter().collect();
-        let bytes = encode(&tips);
-        assert_eq!(decode(&bytes), Some(tips));
+        let bytes = encode(4096, &tips);
+        assert_eq!(decode(&bytes), Some((4096, tips)));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
@@ -168,13 +185,14 @@ mod tests {
     fn advance_persists_and_never_goes_back() {
         let dir = tempfile::tempdir().unwrap();
         let tips = Tips::open(dir.path());
-        tips.advance(1, 10);
-        tips.advance(1, 5);
-        tips.advance(2, 3);
+        tips.advance(1, 10, 100);
+        tips.advance(1, 5, 200);
+        tips.advance(2, 3, 200);
         tips.forget(2);
         let again = Tips::open(dir.path());
         assert_eq!(again.expected(1), Some(10));
         assert_eq!(again.expected(2), None);
         assert!(again.any_records());
+        assert_eq!(again.db_len_at_open(), 200);
     }
 }
