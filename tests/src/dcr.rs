@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::request::Parts;
+use http::Response;
+use http_body_util::Full;
 
-use crate::entra::{json, serve, EntraReceiver, Tokens};
+use crate::entra::{EntraReceiver, Tokens};
+use crate::http_server::{json, serve, wait_until, with_retry_after, Reply, Task};
 
 /// The service limit per call.
 pub const LIMIT: usize = 1_000_000;
@@ -64,13 +65,7 @@ struct State {
 pub struct DcrReceiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DcrReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task,
 }
 
 impl DcrReceiver {
@@ -93,9 +88,8 @@ impl DcrReceiver {
             max_compressed: 0,
             max_uncompressed: 0,
         }));
-        let shared = state.clone();
-        let (addr, task) = serve(move |req| handle(shared.clone(), req)).await;
-        DcrReceiver { addr, state, task }
+        let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
+        DcrReceiver { addr, state, _task }
     }
 
     /// The endpoint URL to configure (`--url`; the adapter adds the DCR path).
@@ -162,14 +156,7 @@ impl DcrReceiver {
 
     /// Waits until at least `n` events were accepted, or `timeout`. True when reached.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if self.accepted_count() >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.accepted_count() >= n
+        wait_until(timeout, || self.accepted_count() >= n).await
     }
 }
 
@@ -180,25 +167,12 @@ fn azure_error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> 
     )
 }
 
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
     let mut s = state.lock().unwrap();
     s.requests += 1;
     if let Some(f) = s.faults.pop_front() {
-        let mut r = azure_error(f.status, "Scripted", "scripted fault");
-        if let Some(secs) = f.retry_after {
-            r.headers_mut()
-                .insert("retry-after", secs.to_string().parse().unwrap());
-        }
-        return Ok(r);
+        let scripted = azure_error(f.status, "Scripted", "scripted fault");
+        return Ok(with_retry_after(scripted, f.retry_after));
     }
     let path = format!("/dataCollectionRules/{}/streams/{}", s.dcr, s.stream);
     if parts.method != http::Method::POST

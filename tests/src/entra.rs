@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use tokio::net::TcpListener;
+use http::request::Parts;
+use http::Response;
+use http_body_util::Full;
+
+use crate::http_server::{json, serve, Reply, Task};
 
 /// The scope a Logs Ingestion client must ask for.
 pub const MONITOR_SCOPE: &str = "https://monitor.azure.com//.default";
@@ -49,13 +50,7 @@ impl Tokens {
 pub struct EntraReceiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for EntraReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task,
 }
 
 impl EntraReceiver {
@@ -70,9 +65,8 @@ impl EntraReceiver {
             requests: 0,
             refused: 0,
         }));
-        let shared = state.clone();
-        let (addr, task) = serve(move |req| handle(shared.clone(), req)).await;
-        EntraReceiver { addr, state, task }
+        let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
+        EntraReceiver { addr, state, _task }
     }
 
     /// The token URL to configure (`--token-url`).
@@ -104,41 +98,6 @@ impl EntraReceiver {
     pub fn tokens(&self) -> Tokens {
         Tokens(self.state.clone())
     }
-}
-
-/// Serves `handler` on a fresh 127.0.0.1 port (HTTP/1.1 keep-alive).
-pub(crate) async fn serve<F, Fut>(handler: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, std::io::Error>>
-        + Send
-        + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(handler);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
-}
-
-pub(crate) fn json(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
 }
 
 fn oauth_error(status: u16, error: &str, description: &str) -> Response<Full<Bytes>> {
@@ -183,16 +142,7 @@ pub fn parse_form(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
     let mut s = state.lock().unwrap();
     s.requests += 1;
     let path = format!("/{}/oauth2/v2.0/token", s.tenant);

@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use http::request::Parts;
+use http::Response;
+use http_body_util::Full;
+
+use crate::http_server::{json, serve, wait_until, with_retry_after, Reply, Task};
 
 /// A scripted misbehaviour, consumed one per request before normal handling.
 #[derive(Debug, Clone)]
@@ -57,13 +56,7 @@ struct State {
 pub struct HecReceiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for HecReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task,
 }
 
 impl HecReceiver {
@@ -96,28 +89,12 @@ impl HecReceiver {
 
     /// Starts on a given address (to come back on the same port after a restart).
     pub async fn start_on(addr: &str, token: &str) -> HecReceiver {
-        let listener = TcpListener::bind(addr).await.expect("bind HEC receiver");
-        let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State {
             token: token.to_string(),
             ..State::default()
         }));
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        HecReceiver { addr, state, task }
+        let (addr, _task) = serve(addr, state.clone(), handle).await;
+        HecReceiver { addr, state, _task }
     }
 
     /// The URL to configure a destination with.
@@ -176,39 +153,58 @@ impl HecReceiver {
 
     /// Waits until at least `n` events were accepted, or `timeout`. True when reached.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if self.accepted_count() >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.accepted_count() >= n
+        wait_until(timeout, || self.accepted_count() >= n).await
     }
 }
 
-fn reply(status: u16, code: u32, text: &str) -> Response<Full<Bytes>> {
-    json_reply(status, serde_json::json!({"text": text, "code": code}))
+/// A HEC answer: `{"text": text, "code": code}` (also used by [`crate::hec_ack`]).
+pub(crate) fn reply(status: u16, code: u32, text: &str) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({"text": text, "code": code}))
 }
 
-fn json_reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+/// Plays a scripted fault before normal handling: `Some` is the whole answer, `None` goes
+/// on (no fault, or a delay already served). `status_reply` shapes a `Fault::Status`
+/// answer the way the receiver's protocol does. Shared with [`crate::sink`].
+pub(crate) async fn play_fault(
+    fault: Option<Fault>,
+    status_reply: impl FnOnce(u16, u32) -> Response<Full<Bytes>>,
+) -> Option<Reply> {
+    match fault {
+        Some(Fault::Hang) => std::future::pending().await,
+        // An error from the service makes hyper drop the connection without answering.
+        Some(Fault::Reset) => Some(Err(std::io::Error::other("scripted connection reset"))),
+        Some(Fault::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        Some(Fault::Status {
+            status,
+            code,
+            retry_after,
+        }) => Some(Ok(with_retry_after(
+            status_reply(status, code),
+            retry_after,
+        ))),
+        None => None,
+    }
 }
 
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+/// The request body, gunzipped when `Content-Encoding: gzip` (an error for bad gzip,
+/// which Splunk answers 400 code 6). Shared with [`crate::hec_ack`].
+pub(crate) fn plain_body(parts: &Parts, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let gzip = parts
+        .headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    if !gzip {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
     let (fault, hang_all) = {
         let mut s = state.lock().unwrap();
         s.requests += 1;
@@ -217,26 +213,9 @@ async fn handle(
     if hang_all {
         std::future::pending::<()>().await;
     }
-    match fault {
-        Some(Fault::Hang) => std::future::pending::<()>().await,
-        Some(Fault::Reset) => {
-            // An error from the service makes hyper drop the connection without answering.
-            return Err(std::io::Error::other("scripted connection reset"));
-        }
-        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Status {
-            status,
-            code,
-            retry_after,
-        }) => {
-            let mut resp = reply(status, code, "scripted fault");
-            if let Some(secs) = retry_after {
-                resp.headers_mut()
-                    .insert("retry-after", secs.to_string().parse().unwrap());
-            }
-            return Ok(resp);
-        }
-        None => {}
+    let scripted = play_fault(fault, |status, code| reply(status, code, "scripted fault"));
+    if let Some(answer) = scripted.await {
+        return answer;
     }
     let (scheme, expected) = {
         let s = state.lock().unwrap();
@@ -266,21 +245,8 @@ async fn handle(
         Some(auth) if auth != expected => return Ok(reply(403, 4, "Invalid token")),
         _ => {}
     }
-    let gzip = parts
-        .headers
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() == b"gzip");
-    let body = if gzip {
-        let mut out = Vec::new();
-        if flate2::read::GzDecoder::new(&body[..])
-            .read_to_end(&mut out)
-            .is_err()
-        {
-            return Ok(reply(400, 6, "Invalid data format"));
-        }
-        out
-    } else {
-        body.to_vec()
+    let Ok(body) = plain_body(&parts, &body) else {
+        return Ok(reply(400, 6, "Invalid data format"));
     };
     if body.is_empty() {
         return Ok(reply(400, 5, "No data"));
@@ -300,7 +266,7 @@ async fn handle(
     let mut s = state.lock().unwrap();
     for (i, envelope) in envelopes.iter().enumerate() {
         let Some(event) = envelope.get("event") else {
-            return Ok(json_reply(
+            return Ok(json(
                 400,
                 serde_json::json!({"text":"Event field is required","code":12,"invalid-event-number":i}),
             ));
@@ -310,7 +276,7 @@ async fn handle(
             .and_then(|v| v.as_str())
             .unwrap_or_default();
         if s.poison.contains(id) {
-            return Ok(json_reply(
+            return Ok(json(
                 400,
                 serde_json::json!({"text":"Invalid data format","code":6,"invalid-event-number":i}),
             ));

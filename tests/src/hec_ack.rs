@@ -15,12 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use http::request::Parts;
+
+use crate::hec::{plain_body, reply};
+use crate::http_server::{json, serve, wait_until, Reply, Task};
 
 /// When an issued ack id turns `true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,21 +59,11 @@ struct State {
 pub struct HecAckReceiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for HecAckReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task,
 }
 
 impl HecAckReceiver {
     pub async fn start(token: &str, mode: AckMode) -> HecAckReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind HEC receiver");
-        let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State {
             token: token.to_string(),
             mode,
@@ -86,22 +74,8 @@ impl HecAckReceiver {
             poison: Vec::new(),
             seen_channels: Vec::new(),
         }));
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        HecAckReceiver { addr, state, task }
+        let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
+        HecAckReceiver { addr, state, _task }
     }
 
     pub fn url(&self) -> String {
@@ -148,29 +122,8 @@ impl HecAckReceiver {
 
     /// Waits until at least `n` events were accepted, or `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.accepted().len() >= n {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(timeout, || self.accepted().len() >= n).await
     }
-}
-
-fn json_reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-fn reply(status: u16, code: u32, text: &str) -> Response<Full<Bytes>> {
-    json_reply(status, serde_json::json!({"text": text, "code": code}))
 }
 
 fn is_guid(s: &str) -> bool {
@@ -183,16 +136,7 @@ fn is_guid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
     let mut s = state.lock().unwrap();
     let expected = format!("Splunk {}", s.token);
     match parts
@@ -225,25 +169,12 @@ async fn handle(
                     _ => {}
                 }
             }
-            let gzip = parts
-                .headers
-                .get("content-encoding")
-                .is_some_and(|v| v.as_bytes() == b"gzip");
-            let mut plain = Vec::new();
-            let body: &[u8] = if gzip {
-                use std::io::Read as _;
-                if flate2::read::GzDecoder::new(&body[..])
-                    .read_to_end(&mut plain)
-                    .is_err()
-                {
-                    return Ok(reply(400, 6, "Invalid data format"));
-                }
-                &plain
-            } else {
-                &body
+            let Ok(body) = plain_body(&parts, &body) else {
+                return Ok(reply(400, 6, "Invalid data format"));
             };
             let mut events = Vec::new();
-            for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>()
+            for value in
+                serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>()
             {
                 match value {
                     Ok(v) => events.push(
@@ -259,7 +190,7 @@ async fn handle(
                 return Ok(reply(400, 5, "No data"));
             }
             if let Some(bad) = events.iter().position(|id| s.poison.contains(id)) {
-                return Ok(json_reply(
+                return Ok(json(
                     400,
                     serde_json::json!({"text":"Invalid data format","code":6,"invalid-event-number":bad}),
                 ));
@@ -279,7 +210,7 @@ async fn handle(
                     events,
                 },
             );
-            Ok(json_reply(
+            Ok(json(
                 200,
                 serde_json::json!({"text": "Success", "code": 0, "ackId": id}),
             ))
@@ -324,7 +255,7 @@ async fn handle(
                 answer.insert(id.to_string(), serde_json::Value::Bool(done));
             }
             s.indexed.extend(newly_indexed);
-            Ok(json_reply(200, serde_json::json!({ "acks": answer })))
+            Ok(json(200, serde_json::json!({ "acks": answer })))
         }
         _ => Ok(reply(404, 404, "Not Found")),
     }

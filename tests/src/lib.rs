@@ -8,6 +8,7 @@ pub mod dcr;
 pub mod entra;
 pub mod hec;
 pub mod hec_ack;
+mod http_server;
 pub mod sink;
 pub mod syslog_tcp;
 pub mod syslog_udp;

@@ -16,15 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use http::request::Parts;
+use http::Response;
+use http_body_util::Full;
 
 use crate::azure_sig;
+use crate::hec::play_fault;
 pub use crate::hec::Fault;
+use crate::http_server::{json, json_text, serve, wait_until, Reply, Task};
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -46,13 +45,7 @@ struct State {
 pub struct HttpSink {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for HttpSink {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task,
 }
 
 impl HttpSink {
@@ -76,8 +69,6 @@ impl HttpSink {
     }
 
     async fn start(kind: Kind) -> HttpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
-        let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State {
             kind,
             faults: VecDeque::new(),
@@ -86,22 +77,8 @@ impl HttpSink {
             requests: 0,
             auth_failures: 0,
         }));
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        HttpSink { addr, state, task }
+        let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
+        HttpSink { addr, state, _task }
     }
 
     /// The URL to configure the destination with.
@@ -154,64 +131,29 @@ impl HttpSink {
 
     /// Waits until at least `n` events were accepted, or `timeout`. True when reached.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if self.accepted_count() >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.accepted_count() >= n
+        wait_until(timeout, || self.accepted_count() >= n).await
     }
 }
 
-fn text(status: u16, body: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
 fn azure_error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
-    text(
+    json(
         status,
-        &serde_json::json!({"Error": code, "Message": message}).to_string(),
+        serde_json::json!({"Error": code, "Message": message}),
     )
 }
 
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
     let (fault, kind) = {
         let mut s = state.lock().unwrap();
         s.requests += 1;
         (s.faults.pop_front(), s.kind.clone())
     };
-    match fault {
-        Some(Fault::Hang) => std::future::pending::<()>().await,
-        Some(Fault::Reset) => return Err(std::io::Error::other("scripted connection reset")),
-        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Status {
-            status,
-            retry_after,
-            ..
-        }) => {
-            let mut resp = text(status, "{\"Error\":\"ScriptedFault\"}");
-            if let Some(secs) = retry_after {
-                resp.headers_mut()
-                    .insert("retry-after", secs.to_string().parse().unwrap());
-            }
-            return Ok(resp);
-        }
-        None => {}
+    // The HEC code of a `Fault::Status` has no meaning here.
+    let scripted = play_fault(fault, |status, _| {
+        json_text(status, "{\"Error\":\"ScriptedFault\"}")
+    });
+    if let Some(answer) = scripted.await {
+        return answer;
     }
     let header = |name: &str| {
         parts
@@ -287,34 +229,34 @@ async fn handle(
         }
         Kind::CefHttp { token } => {
             if parts.method != http::Method::POST || parts.uri.path() != "/cef" {
-                return Ok(text(404, "{}"));
+                return Ok(json_text(404, "{}"));
             }
             if header("authorization").as_deref() != Some(format!("Bearer {token}").as_str()) {
                 state.lock().unwrap().auth_failures += 1;
-                return Ok(text(401, "{\"error\":\"unauthorized\"}"));
+                return Ok(json_text(401, "{\"error\":\"unauthorized\"}"));
             }
             let Ok(body) = std::str::from_utf8(&body) else {
-                return Ok(text(400, "{\"error\":\"not UTF-8\"}"));
+                return Ok(json_text(400, "{\"error\":\"not UTF-8\"}"));
             };
             let mut ids = Vec::new();
             for line in body.lines().filter(|l| !l.trim().is_empty()) {
                 if !line.starts_with("CEF:0|") {
-                    return Ok(text(400, "{\"error\":\"not a CEF line\"}"));
+                    return Ok(json_text(400, "{\"error\":\"not a CEF line\"}"));
                 }
                 ids.push(cef_event_id(line).unwrap_or_default());
             }
             if ids.is_empty() {
-                return Ok(text(400, "{\"error\":\"empty\"}"));
+                return Ok(json_text(400, "{\"error\":\"empty\"}"));
             }
             let s = state.lock().unwrap();
             if ids.iter().any(|id| s.poison.contains(id)) {
-                return Ok(text(400, "{\"error\":\"poison event\"}"));
+                return Ok(json_text(400, "{\"error\":\"poison event\"}"));
             }
             ids
         }
     };
     state.lock().unwrap().accepted.extend(ids);
-    Ok(text(200, "{}"))
+    Ok(json_text(200, "{}"))
 }
 
 /// The value of the `cs4` extension (our EventId) in a CEF line, if present.

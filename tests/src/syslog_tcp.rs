@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::http_server::Task;
 use crate::sink::cef_event_id;
 
 #[derive(Debug, Default)]
@@ -34,13 +35,7 @@ pub struct SyslogTcpReceiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     connections: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SyslogTcpReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task,
 }
 
 impl SyslogTcpReceiver {
@@ -52,7 +47,7 @@ impl SyslogTcpReceiver {
         let state = Arc::new(Mutex::new(State::default()));
         let connections = Arc::new(AtomicU64::new(0));
         let (shared, conns) = (state.clone(), connections.clone());
-        let task = tokio::spawn(async move {
+        let _task = Task::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
@@ -74,7 +69,7 @@ impl SyslogTcpReceiver {
             addr,
             state,
             connections,
-            task,
+            _task,
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
 
+use crate::http_server::Task;
 use crate::syslog_tcp::parse_message;
 
 #[derive(Debug, Default)]
@@ -22,13 +23,7 @@ struct State {
 pub struct SyslogUdpReceiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SyslogUdpReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task,
 }
 
 impl SyslogUdpReceiver {
@@ -39,7 +34,7 @@ impl SyslogUdpReceiver {
         let addr = socket.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
-        let task = tokio::spawn(async move {
+        let _task = Task::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             loop {
                 let Ok((n, _)) = socket.recv_from(&mut buf).await else {
@@ -53,7 +48,7 @@ impl SyslogUdpReceiver {
                 }
             }
         });
-        SyslogUdpReceiver { addr, state, task }
+        SyslogUdpReceiver { addr, state, _task }
     }
 
     pub fn port(&self) -> u16 {

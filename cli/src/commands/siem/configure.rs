@@ -1,0 +1,346 @@
+//! `siem configure`: command-line options to a validated [`SiemConfig`], keeping what a
+//! reconfiguration does not mention, then saved. Nothing is saved unless everything checks.
+
+use anyhow::{bail, Context, Result};
+use raxe_adapters::config::Secret;
+use raxe_adapters::config::{
+    ArcsightOptions, CefOptions, CefTransport, Compression, CrowdstrikeOptions, SentinelApi,
+    SiemConfig, SiemOptions, SiemType, SplunkOptions,
+};
+use raxe_adapters::transport::TlsOptions;
+
+use crate::args::{CompressionArg, ConfigureArgs, SentinelApiArg, SiemTypeArg};
+use crate::config_store::{ConfigStore, DestinationRecord, Scope};
+
+pub(super) fn configure(configs: &ConfigStore, scope: Scope, args: &ConfigureArgs) -> Result<i32> {
+    let previous = configs.get(&scope).ok().flatten();
+    let config = build_config(args, previous.as_ref().map(|r| &r.config))?;
+    let updating = previous.is_some();
+    let max_in_flight = match (args.max_in_flight, &previous) {
+        (Some(n), _) => usize::from(n),
+        (None, Some(previous)) => previous.max_in_flight,
+        (None, None) => 1,
+    };
+    configs.put(&DestinationRecord {
+        scope: scope.clone(),
+        config: config.clone(),
+        max_in_flight,
+    })?;
+    println!(
+        "✓ {} SIEM for {}: {config}",
+        if updating { "Updated" } else { "Configured" },
+        scope.describe()
+    );
+    if config.tls.insecure_skip_verify {
+        eprintln!(
+            "⚠ TLS certificate verification is OFF for this destination (--insecure-skip-verify)"
+        );
+    }
+    Ok(0)
+}
+
+/// Builds and validates a configuration from the arguments, keeping the previous token and
+/// settings of the same type when they are not given again.
+pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Result<SiemConfig> {
+    let siem_type = match args.siem_type {
+        SiemTypeArg::Splunk => SiemType::Splunk,
+        SiemTypeArg::Crowdstrike => SiemType::Crowdstrike,
+        SiemTypeArg::Sentinel => SiemType::Sentinel,
+        SiemTypeArg::Arcsight => SiemType::Arcsight,
+        SiemTypeArg::Cef => SiemType::Cef,
+    };
+    let previous = previous.filter(|p| p.siem_type == siem_type);
+    check_options_fit(siem_type, args)?;
+    let token = match read_token(args)? {
+        Some(token) => token,
+        None => previous.map(|p| p.auth_token.clone()).unwrap_or_default(),
+    };
+    let mut options = previous
+        .map(|p| p.extra.clone())
+        .unwrap_or_else(|| SiemOptions::default_for(siem_type));
+    if let SiemOptions::Sentinel(o) = &mut options {
+        o.api = sentinel_api(args, previous.is_some().then_some(o.api));
+    }
+    apply_options(&mut options, args)?;
+    let mut config = SiemConfig::unvalidated(&args.url, token, options);
+    if let Some(p) = previous {
+        config.batch_size = p.batch_size;
+        config.flush_interval_seconds = p.flush_interval_seconds;
+        config.retry_count = p.retry_count;
+        config.timeout_seconds = p.timeout_seconds;
+        config.enabled = p.enabled;
+        config.tls = p.tls.clone();
+    }
+    if let Some(v) = args.batch_size {
+        config.batch_size = v;
+    }
+    if let Some(v) = args.flush_interval {
+        config.flush_interval_seconds = v;
+    }
+    if let Some(v) = args.retry_count {
+        config.retry_count = v;
+    }
+    if let Some(v) = args.timeout {
+        config.timeout_seconds = v;
+    }
+    let tls = TlsOptions {
+        ca_cert: args.ca_cert.clone().or(config.tls.ca_cert.take()),
+        client_cert: args.client_cert.clone().or(config.tls.client_cert.take()),
+        client_key: args.client_key.clone().or(config.tls.client_key.take()),
+        insecure_skip_verify: args.insecure_skip_verify,
+    };
+    for path in [&tls.ca_cert, &tls.client_cert, &tls.client_key]
+        .into_iter()
+        .flatten()
+    {
+        if !path.is_file() {
+            bail!("{} does not exist or is not a file", path.display());
+        }
+    }
+    config.tls = tls;
+    config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Building the adapter checks what validation cannot: certificates, keys, the syslog target.
+    raxe_adapters::create_siem_adapter(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(config)
+}
+
+fn read_token(args: &ConfigureArgs) -> Result<Option<Secret>> {
+    if let Some(token) = &args.token {
+        return Ok(Some(Secret::new(token.clone())));
+    }
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let token = text.trim_end_matches(['\n', '\r']).to_string();
+        if token.is_empty() {
+            bail!("the token file {} is empty", path.display());
+        }
+        return Ok(Some(Secret::new(token)));
+    }
+    if let Some(var) = &args.token_env {
+        let token = std::env::var(var)
+            .with_context(|| format!("the environment variable {var} is not set"))?;
+        if token.is_empty() {
+            bail!("the environment variable {var} is empty");
+        }
+        return Ok(Some(Secret::new(token)));
+    }
+    Ok(None)
+}
+
+/// Options of another destination type are a mistake worth saying, not ignoring.
+fn check_options_fit(siem_type: SiemType, args: &ConfigureArgs) -> Result<()> {
+    let given = |name: &'static str, present: bool| present.then_some(name);
+    let groups: [(&[SiemType], Vec<Option<&'static str>>); 5] = [
+        (
+            &[SiemType::Splunk],
+            vec![
+                given("--index", args.index.is_some()),
+                given("--sourcetype", args.sourcetype.is_some()),
+                given("--ack", args.ack),
+                given("--no-ack", args.no_ack),
+                given("--ack-interval", args.ack_interval.is_some()),
+                given("--ack-timeout", args.ack_timeout.is_some()),
+            ],
+        ),
+        (
+            &[SiemType::Splunk, SiemType::Crowdstrike],
+            vec![
+                given("--source", args.source.is_some()),
+                given("--host", args.host.is_some()),
+            ],
+        ),
+        (
+            &[SiemType::Crowdstrike],
+            vec![
+                given("--repository", args.repository.is_some()),
+                given("--parser", args.parser.is_some()),
+            ],
+        ),
+        (
+            &[SiemType::Sentinel],
+            vec![
+                given("--workspace-id", args.workspace_id.is_some()),
+                given("--log-type", args.log_type.is_some()),
+                given("--api", args.api.is_some()),
+                given("--tenant-id", args.tenant_id.is_some()),
+                given("--client-id", args.client_id.is_some()),
+                given("--dcr-id", args.dcr_id.is_some()),
+                given("--stream", args.stream.is_some()),
+                given("--token-url", args.token_url.is_some()),
+            ],
+        ),
+        (
+            &[SiemType::Cef],
+            vec![
+                given("--transport", args.transport.is_some()),
+                given("--port", args.port.is_some()),
+                given("--tls", args.tls),
+                given("--facility", args.facility.is_some()),
+            ],
+        ),
+    ];
+    for (types, flags) in groups {
+        if types.contains(&siem_type) {
+            continue;
+        }
+        if let Some(flag) = flags.into_iter().flatten().next() {
+            bail!("{flag} does not apply to --type {siem_type}");
+        }
+    }
+    if matches!(siem_type, SiemType::Arcsight | SiemType::Cef) && args.compression.is_some() {
+        bail!("--compression applies to --type splunk, crowdstrike and sentinel");
+    }
+    let arcsight_only = given("--smart-connector-id", args.smart_connector_id.is_some());
+    if siem_type != SiemType::Arcsight {
+        if let Some(flag) = arcsight_only {
+            bail!("{flag} does not apply to --type {siem_type}");
+        }
+    }
+    if !matches!(siem_type, SiemType::Arcsight | SiemType::Cef)
+        && (args.device_vendor.is_some() || args.device_product.is_some())
+    {
+        bail!("--device-vendor/--device-product apply to --type arcsight and cef only");
+    }
+    Ok(())
+}
+
+fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> {
+    fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+        if let Some(v) = value {
+            *slot = v.clone();
+        }
+    }
+    match options {
+        SiemOptions::Splunk(SplunkOptions {
+            index,
+            source,
+            sourcetype,
+            host,
+            ack,
+            ack_interval_seconds,
+            ack_timeout_seconds,
+            channel,
+            compression,
+            ..
+        }) => {
+            if args.index.is_some() {
+                *index = args.index.clone();
+            }
+            set(source, &args.source);
+            set(sourcetype, &args.sourcetype);
+            if args.host.is_some() {
+                *host = args.host.clone();
+            }
+            if args.ack || args.no_ack {
+                *ack = args.ack;
+            }
+            set(ack_interval_seconds, &args.ack_interval);
+            set(compression, &compression_arg(args));
+            set(ack_timeout_seconds, &args.ack_timeout);
+            // The channel is made once and kept across reconfigurations and restarts:
+            // Splunk ties ack ids (and load-balancer stickiness) to it.
+            if *ack && channel.is_none() {
+                *channel = Some(raxe_adapters::splunk::ack::new_channel());
+            }
+        }
+        SiemOptions::Crowdstrike(CrowdstrikeOptions {
+            repository,
+            parser,
+            source,
+            host,
+            compression,
+            ..
+        }) => {
+            set(compression, &compression_arg(args));
+            if args.repository.is_some() {
+                *repository = args.repository.clone();
+            }
+            if args.parser.is_some() {
+                *parser = args.parser.clone();
+            }
+            set(source, &args.source);
+            if args.host.is_some() {
+                *host = args.host.clone();
+            }
+        }
+        SiemOptions::Sentinel(o) => {
+            set(&mut o.workspace_id, &args.workspace_id);
+            set(&mut o.log_type, &args.log_type);
+            set(&mut o.tenant_id, &args.tenant_id);
+            set(&mut o.client_id, &args.client_id);
+            set(&mut o.dcr_id, &args.dcr_id);
+            set(&mut o.stream, &args.stream);
+            if args.token_url.is_some() {
+                o.token_url = args.token_url.clone();
+            }
+            if args.compression.is_some() {
+                o.compression = compression_arg(args);
+            }
+        }
+        SiemOptions::Arcsight(ArcsightOptions {
+            smart_connector_id,
+            device_vendor,
+            device_product,
+            ..
+        }) => {
+            set(smart_connector_id, &args.smart_connector_id);
+            set(device_vendor, &args.device_vendor);
+            set(device_product, &args.device_product);
+        }
+        SiemOptions::Cef(cef) => apply_cef(cef, args)?,
+    }
+    Ok(())
+}
+
+fn compression_arg(args: &ConfigureArgs) -> Option<Compression> {
+    args.compression.map(|c| match c {
+        CompressionArg::Gzip => Compression::Gzip,
+        CompressionArg::None => Compression::None,
+    })
+}
+
+/// `--api`, else what the destination used before, else Logs Ingestion: the Data
+/// Collector API only for its own `*.ods.opinsights.azure.*` URLs without Logs Ingestion
+/// options (it stopped working on 14 September 2026).
+fn sentinel_api(args: &ConfigureArgs, previous: Option<SentinelApi>) -> SentinelApi {
+    let ingestion_options = args.tenant_id.is_some() || args.dcr_id.is_some();
+    match (args.api, previous) {
+        (Some(SentinelApiArg::LogsIngestion), _) => SentinelApi::LogsIngestion,
+        (Some(SentinelApiArg::DataCollector), _) => SentinelApi::DataCollector,
+        (None, _) if ingestion_options => SentinelApi::LogsIngestion,
+        (None, Some(api)) => api,
+        (None, None) if args.url.contains(".ods.opinsights.azure.") => SentinelApi::DataCollector,
+        (None, None) => SentinelApi::LogsIngestion,
+    }
+}
+
+fn apply_cef(cef: &mut CefOptions, args: &ConfigureArgs) -> Result<()> {
+    if let Some(transport) = &args.transport {
+        cef.transport = Some(match transport.to_ascii_lowercase().as_str() {
+            "http" | "https" => CefTransport::Http,
+            "udp" => CefTransport::Udp,
+            "tcp" => CefTransport::Tcp,
+            other => bail!("--transport {other:?}: expected http, udp or tcp"),
+        });
+    }
+    if args.port.is_some() {
+        cef.port = args.port;
+    }
+    if args.tls {
+        cef.tls = true;
+        if cef.transport.is_none() {
+            cef.transport = Some(CefTransport::Tcp);
+        }
+    }
+    if let Some(facility) = args.facility {
+        cef.facility = facility;
+    }
+    if let Some(v) = &args.device_vendor {
+        cef.device_vendor = v.clone();
+    }
+    if let Some(v) = &args.device_product {
+        cef.device_product = v.clone();
+    }
+    Ok(())
+}

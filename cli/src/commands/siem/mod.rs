@@ -1,0 +1,119 @@
+//! `raxe customer siem ...` and `raxe global siem ...`: dispatch and the small lifecycle
+//! commands (enable, disable, remove) live here; each larger stage has its own file:
+//! [`configure`] (arguments to a validated configuration), [`test`] (the connection check),
+//! [`show`] (show, list and token masking).
+
+mod configure;
+mod show;
+mod test;
+
+use anyhow::{Context, Result};
+
+pub use show::describe_state;
+
+use crate::args::{CustomerTarget, GlobalTarget, SiemCommand};
+use crate::config_store::{ConfigStore, DestinationRecord, Scope};
+use crate::control;
+use crate::data_dir::DataDir;
+use crate::host::{Host, OpenError};
+
+pub trait Target {
+    fn scope(&self) -> Scope;
+}
+
+impl Target for CustomerTarget {
+    fn scope(&self) -> Scope {
+        Scope::Customer {
+            mssp_id: self.mssp.clone(),
+            customer_id: self.customer.clone(),
+        }
+    }
+}
+
+impl Target for GlobalTarget {
+    fn scope(&self) -> Scope {
+        Scope::Global {
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Runs one `siem` subcommand; returns the process exit code.
+pub async fn run<T: Target + clap::Args>(data: &DataDir, command: SiemCommand<T>) -> Result<i32> {
+    let configs = ConfigStore::new(data.config_dir());
+    match command {
+        SiemCommand::Configure { target, options } => {
+            configure::configure(&configs, target.scope(), &options)
+        }
+        SiemCommand::Test { target } => test::test(&configs, &target.scope()).await,
+        SiemCommand::Show { target, json } => show::show(data, &configs, &target.scope(), json),
+        SiemCommand::Disable { target } => set_enabled(&configs, &target.scope(), false),
+        SiemCommand::Enable { target } => set_enabled(&configs, &target.scope(), true),
+        SiemCommand::Remove { target, drop_queue } => {
+            remove(data, &configs, &target.scope(), drop_queue)
+        }
+        SiemCommand::List { mssp, json } => show::list(data, &configs, mssp.as_deref(), json),
+    }
+}
+
+fn existing(configs: &ConfigStore, scope: &Scope) -> Result<DestinationRecord> {
+    configs.get(scope)?.with_context(|| {
+        format!(
+            "no SIEM is configured for {}; configure one with `raxe {} siem configure`",
+            scope.describe(),
+            match scope {
+                Scope::Customer { .. } => "customer",
+                Scope::Global { .. } => "global",
+            }
+        )
+    })
+}
+
+fn set_enabled(configs: &ConfigStore, scope: &Scope, enabled: bool) -> Result<i32> {
+    let mut record = existing(configs, scope)?;
+    record.config.enabled = enabled;
+    configs.put(&record)?;
+    println!(
+        "✓ SIEM for {} {}",
+        scope.describe(),
+        if enabled {
+            "enabled"
+        } else {
+            "disabled (events keep accumulating in its queue)"
+        }
+    );
+    Ok(0)
+}
+
+fn remove(data: &DataDir, configs: &ConfigStore, scope: &Scope, drop_queue: bool) -> Result<i32> {
+    let record = existing(configs, scope)?;
+    if drop_queue {
+        // Dropping needs the queues: open them, or ask the service that holds them.
+        let id = record.id();
+        match Host::open(data.clone()) {
+            Ok(host) => {
+                configs.remove(scope)?;
+                control::drop_queue(&host, &id)?;
+            }
+            Err(OpenError::InUse(_)) => {
+                // The service stops the destination and deletes its queue first: should that
+                // fail, nothing changed.
+                control::call(data, &control::Request::DropQueue { destination: id })
+                    .context("nothing was removed")?;
+                configs.remove(scope)?;
+            }
+            Err(OpenError::Other(e)) => return Err(e),
+        }
+        println!(
+            "✓ Removed the SIEM for {} and deleted its queued events",
+            scope.describe()
+        );
+    } else {
+        configs.remove(scope)?;
+        println!(
+            "✓ Removed the SIEM for {}; its undelivered events are kept and delivered if it is configured again",
+            scope.describe()
+        );
+    }
+    Ok(0)
+}
