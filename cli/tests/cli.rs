@@ -8,39 +8,12 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use raxe_tests::hec::HecReceiver;
+use support::*;
 
-const RAXE: &str = env!("CARGO_BIN_EXE_raxe");
 const TOKEN: &str = "12345678-1234-1234-1234-1234567890AB";
-
-fn raxe(data: &Path, args: &[&str]) -> Output {
-    Command::new(RAXE)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("RAXE_LOG", "warn")
-        .output()
-        .expect("run raxe")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-async fn raxe_async(data: &Path, args: &[&str]) -> Output {
-    let data = data.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        raxe(&data, &refs)
-    })
-    .await
-    .unwrap()
-}
 
 fn event_line(n: usize, customer: &str) -> String {
     format!(

@@ -3,38 +3,19 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use raxe_tests::hec::HecReceiver;
+use support::*;
 
-const RAXE: &str = env!("CARGO_BIN_EXE_raxe");
+mod support;
+
 const TOKEN: &str = "12345678-1234-1234-1234-1234567890AB";
 const QUEUE_TREE: &str = "q/dest:customer/m1/acme";
 
-async fn raxe(data: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(RAXE);
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("RAXE_LOG", "warn");
-    tokio::task::spawn_blocking(move || command.output().expect("run raxe"))
-        .await
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// A configured (disabled) destination with `n` events queued through `raxe ingest`.
 async fn queued(data: &Path, hec: &HecReceiver, n: usize) {
-    let out = raxe(
+    let out = raxe_async(
         data,
         &[
             "customer",
@@ -64,12 +45,21 @@ async fn queued(data: &Path, hec: &HecReceiver, n: usize) {
         .collect();
     let input = data.join("events.jsonl");
     std::fs::write(&input, lines).unwrap();
-    let out = raxe(data, &["ingest", input.to_str().unwrap()]).await;
+    let out = raxe_async(data, &["ingest", input.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// The number of events `raxe repair` says it routed again.
+fn recovered_count(said: &str) -> usize {
+    said.split("✓ New queue database created; ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in: {said}"))
+}
+
 async fn drain_and_count(data: &Path, hec: &HecReceiver) -> HashSet<String> {
-    let out = raxe(data, &["drain", "--timeout", "60"]).await;
+    let out = raxe_async(data, &["drain", "--timeout", "60"]).await;
     assert!(out.status.success(), "{}", text(&out));
     let _ = hec.wait_for(1, Duration::from_secs(1)).await;
     hec.accepted().into_iter().collect()
@@ -100,7 +90,7 @@ async fn flipped_byte_in_a_chunk_is_set_aside_and_every_event_delivered() {
         tree.insert(key, v).unwrap();
         db.flush().unwrap();
     }
-    let out = raxe(data, &["repair", "--dry-run"]).await;
+    let out = raxe_async(data, &["repair", "--dry-run"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("are damaged: checksum mismatch"),
@@ -108,7 +98,7 @@ async fn flipped_byte_in_a_chunk_is_set_aside_and_every_event_delivered() {
         text(&out)
     );
 
-    let out = raxe(data, &["repair"]).await;
+    let out = raxe_async(data, &["repair"]).await;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(
@@ -120,7 +110,7 @@ async fn flipped_byte_in_a_chunk_is_set_aside_and_every_event_delivered() {
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
         .count();
     assert_eq!(raw_files, 1, "raw bytes of the damaged chunk kept");
-    let out = raxe(data, &["repair", "--dry-run"]).await;
+    let out = raxe_async(data, &["repair", "--dry-run"]).await;
     assert!(text(&out).contains("No damaged records."), "{}", text(&out));
 
     let ids = drain_and_count(data, &hec).await;
@@ -144,7 +134,7 @@ async fn unreadable_database_is_moved_aside_and_its_events_routed_again() {
     }
     std::fs::write(&db_file, &bytes).unwrap();
 
-    let out = raxe(data, &["stats"]).await;
+    let out = raxe_async(data, &["stats"]).await;
     assert!(!out.status.success(), "a damaged database is an error");
     assert!(
         text(&out).contains("queues/db"),
@@ -152,16 +142,11 @@ async fn unreadable_database_is_moved_aside_and_its_events_routed_again() {
         text(&out)
     );
 
-    let out = raxe(data, &["repair"]).await;
+    let out = raxe_async(data, &["repair"]).await;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("moved the damaged database"), "{said}");
-    let recovered: usize = said
-        .split("✓ New queue database created; ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in: {said}"));
+    let recovered = recovered_count(&said);
     let kept = std::fs::read_dir(data)
         .unwrap()
         .filter_map(Result::ok)
@@ -194,7 +179,7 @@ async fn truncated_database_is_refused_then_salvaged() {
     let bytes = std::fs::read(&db_file).unwrap();
     std::fs::write(&db_file, &bytes[..bytes.len() * 9 / 10]).unwrap();
 
-    let out = raxe(data, &["stats"]).await;
+    let out = raxe_async(data, &["stats"]).await;
     let said = text(&out);
     assert!(
         !out.status.success(),
@@ -205,16 +190,11 @@ async fn truncated_database_is_refused_then_salvaged() {
         "{said}"
     );
 
-    let out = raxe(data, &["repair"]).await;
+    let out = raxe_async(data, &["repair"]).await;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("moved the damaged database"), "{said}");
-    let recovered: usize = said
-        .split("✓ New queue database created; ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in: {said}"));
+    let recovered = recovered_count(&said);
     assert!(recovered > total / 2, "{recovered} of {total}: {said}");
     let ids = drain_and_count(data, &hec).await;
     assert_eq!(ids.len(), recovered, "every recovered event delivered once");

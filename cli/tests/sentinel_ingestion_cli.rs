@@ -4,12 +4,14 @@
 //! `--compression` validation.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use raxe_tests::dcr::DcrReceiver;
 use raxe_tests::entra::EntraReceiver;
+use support::{raxe_env_async, text};
 
-const RAXE: &str = env!("CARGO_BIN_EXE_raxe");
+mod support;
+
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0f0e0d0c-0b0a-0908-0706-050403020100";
 const SECRET: &str = "Xy8Q~cli-s3cr3t+/&=";
@@ -17,29 +19,7 @@ const DCR: &str = "dcr-00112233445566778899aabbccddeeff";
 const STREAM: &str = "Custom-RaxeEvents_CL";
 
 async fn raxe(data: &Path, args: &[&str], secret: &str) -> Output {
-    let data = data.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let secret = secret.to_string();
-    tokio::task::spawn_blocking(move || {
-        Command::new(RAXE)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(&args)
-            .env("RAXE_LOG", "warn")
-            .env("RAXE_TEST_SECRET", secret)
-            .output()
-            .expect("run raxe")
-    })
-    .await
-    .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    raxe_env_async(data, args, &[("RAXE_TEST_SECRET", secret)]).await
 }
 
 async fn configure(data: &Path, dcr: &DcrReceiver, entra: &EntraReceiver, secret: &str) -> Output {
