@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::config::SiemConfig;
-use crate::event::ScanEvent;
+use crate::event::{JsonEvent, ScanEvent};
 use crate::outcome::Outcome;
 use crate::request::{EncodedRequest, Response, TransportError};
 
@@ -24,6 +24,42 @@ pub trait SiemAdapter: Send + Sync {
     /// Turns a batch into requests that each respect the destination's size limits.
     /// Every event lands in exactly one request or in `EncodedBatch::oversized`.
     fn encode(&self, batch: &[ScanEvent]) -> EncodedBatch;
+
+    /// True when this destination embeds each event's JSON object verbatim, so the engine
+    /// should hand it queue records undecoded through [`SiemAdapter::encode_json`].
+    fn embeds_json(&self) -> bool {
+        false
+    }
+
+    /// [`SiemAdapter::encode`] for events still in their queued JSON form; the same
+    /// requests. The default decodes every event and calls `encode`; an event that does
+    /// not decode goes to `oversized` with the reason (the engine dead-letters it).
+    fn encode_json(&self, batch: &[JsonEvent]) -> EncodedBatch {
+        let mut encoded = EncodedBatch::default();
+        let mut run: Vec<ScanEvent> = Vec::new();
+        let mut run_start = 0;
+        for (i, json) in batch.iter().enumerate() {
+            match json.event() {
+                Ok(event) => {
+                    if run.is_empty() {
+                        run_start = i;
+                    }
+                    run.push(event);
+                }
+                Err(e) => {
+                    if !run.is_empty() {
+                        encoded.append_shifted(self.encode(&run), run_start);
+                        run.clear();
+                    }
+                    encoded.oversized.push((i, e.to_string()));
+                }
+            }
+        }
+        if !run.is_empty() {
+            encoded.append_shifted(self.encode(&run), run_start);
+        }
+        encoded
+    }
 
     /// Sends one request over the destination's transport (connection reused).
     fn send<'a>(
@@ -75,4 +111,21 @@ pub struct EncodedBatch {
     /// Events that can never fit in a request (position in the batch, reason): the engine
     /// dead-letters them.
     pub oversized: Vec<(usize, String)>,
+}
+
+impl EncodedBatch {
+    /// Appends the requests and oversized events of `other`, which encoded the events
+    /// from position `offset` of this batch on.
+    fn append_shifted(&mut self, other: EncodedBatch, offset: usize) {
+        for mut request in other.requests {
+            request.events = request.events.start + offset..request.events.end + offset;
+            self.requests.push(request);
+        }
+        self.oversized.extend(
+            other
+                .oversized
+                .into_iter()
+                .map(|(i, why)| (i + offset, why)),
+        );
+    }
 }

@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raxe_adapters::adapter::SiemAdapter;
-use raxe_adapters::event::ScanEvent;
+use raxe_adapters::adapter::{EncodedBatch, SiemAdapter};
+use raxe_adapters::event::{JsonEvent, ScanEvent};
 use raxe_adapters::outcome::{Outcome, RejectedEvents};
 use raxe_adapters::request::{EncodedRequest, Payload, Response};
 use raxe_storage::{Lease, Queue};
@@ -50,12 +50,12 @@ pub(crate) struct Delivery<'a> {
     pub audit: &'a AuditLog,
     pub backoff: &'a mut Backoff,
     pub shutdown: watch::Receiver<bool>,
-    /// Decoded events, in lease order.
-    events: Vec<ScanEvent>,
+    /// Decodable events, in lease order.
+    events: LeaseEvents,
     /// Lease position of each decoded event.
     positions: Vec<usize>,
     /// Queue bytes of every lease record, for dead letters.
-    raw: Vec<Vec<u8>>,
+    raw: Vec<bytes::Bytes>,
     /// Seq of every lease record.
     seqs: Vec<u64>,
     /// Lease position and marker of every record dead-lettered by this delivery; a marker
@@ -65,6 +65,66 @@ pub(crate) struct Delivery<'a> {
     settled: usize,
     /// Accepted requests that wait for an indexer ack: (event span, ack id), in order.
     awaiting_ack: Vec<(Range<usize>, u64)>,
+}
+
+/// The decodable records of a lease, in the form the adapter encodes from.
+enum LeaseEvents {
+    Decoded(Vec<ScanEvent>),
+    /// Records kept as their JSON object (adapters that embed it verbatim).
+    Json(Vec<JsonEvent>),
+}
+
+impl LeaseEvents {
+    /// Decodes `records` as far as the adapter needs; records that do not decode go to
+    /// `undecodable` with the reason, the others' lease positions to `positions`.
+    fn decode(
+        embeds_json: bool,
+        records: &[bytes::Bytes],
+        positions: &mut Vec<usize>,
+        undecodable: &mut Vec<(usize, String)>,
+    ) -> LeaseEvents {
+        fn each<T, E: std::fmt::Display>(
+            records: &[bytes::Bytes],
+            decode: impl Fn(&bytes::Bytes) -> Result<T, E>,
+            positions: &mut Vec<usize>,
+            undecodable: &mut Vec<(usize, String)>,
+        ) -> Vec<T> {
+            let mut out = Vec::with_capacity(records.len());
+            for (position, data) in records.iter().enumerate() {
+                match decode(data) {
+                    Ok(event) => {
+                        out.push(event);
+                        positions.push(position);
+                    }
+                    Err(e) => {
+                        undecodable.push((position, format!("undecodable queue record: {e}")))
+                    }
+                }
+            }
+            out
+        }
+        if embeds_json {
+            let decode = |data: &bytes::Bytes| JsonEvent::from_record(data.clone());
+            LeaseEvents::Json(each(records, decode, positions, undecodable))
+        } else {
+            let decode = |data: &bytes::Bytes| ScanEvent::from_queue_bytes(data);
+            LeaseEvents::Decoded(each(records, decode, positions, undecodable))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            LeaseEvents::Decoded(events) => events.len(),
+            LeaseEvents::Json(events) => events.len(),
+        }
+    }
+
+    fn encode(&self, adapter: &dyn SiemAdapter, range: Range<usize>) -> EncodedBatch {
+        match self {
+            LeaseEvents::Decoded(events) => adapter.encode(&events[range]),
+            LeaseEvents::Json(events) => adapter.encode_json(&events[range]),
+        }
+    }
 }
 
 type Step<'b> = Pin<Box<dyn Future<Output = Result<(), Halt>> + Send + 'b>>;
@@ -84,7 +144,7 @@ impl<'a> Delivery<'a> {
             audit,
             backoff,
             shutdown,
-            events: Vec::new(),
+            events: LeaseEvents::Decoded(Vec::new()),
             positions: Vec::new(),
             raw: Vec::new(),
             seqs: Vec::new(),
@@ -95,18 +155,19 @@ impl<'a> Delivery<'a> {
 
     /// Delivers a lease; acks what was settled and releases the rest.
     pub async fn run(mut self, lease: Lease) -> Result<(), Halt> {
-        self.raw = lease.records.iter().map(|r| r.data.clone()).collect();
+        self.raw = lease
+            .records
+            .iter()
+            .map(|r| bytes::Bytes::from(r.data.clone()))
+            .collect();
         self.seqs = lease.records.iter().map(|r| r.seq).collect();
         let mut undecodable = Vec::new();
-        for (position, data) in self.raw.iter().enumerate() {
-            match ScanEvent::from_queue_bytes(data) {
-                Ok(event) => {
-                    self.events.push(event);
-                    self.positions.push(position);
-                }
-                Err(e) => undecodable.push((position, format!("undecodable queue record: {e}"))),
-            }
-        }
+        self.events = LeaseEvents::decode(
+            self.adapter.embeds_json(),
+            &self.raw,
+            &mut self.positions,
+            &mut undecodable,
+        );
         let mut result = Ok(());
         if !undecodable.is_empty() {
             result = self.dead_letter(undecodable).await;
@@ -171,7 +232,7 @@ impl<'a> Delivery<'a> {
             if range.is_empty() {
                 return Ok(());
             }
-            let encoded = self.adapter.encode(&self.events[range.clone()]);
+            let encoded = self.events.encode(self.adapter, range.clone());
             let mut oversized = encoded.oversized.into_iter().peekable();
             let mut requests = encoded.requests.into_iter().peekable();
             // Walk requests and oversized events in batch order: settled stays a prefix.
@@ -316,7 +377,7 @@ impl<'a> Delivery<'a> {
                         destination: self.dest.id.clone(),
                         reason,
                     },
-                    event: self.raw[position].clone(),
+                    event: self.raw[position].to_vec(),
                 }
                 .encode()
             })

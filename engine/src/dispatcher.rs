@@ -259,6 +259,11 @@ impl SiemDispatcher {
         events: &[ScanEvent],
         marker: Option<(&[u8], &[u8])>,
     ) -> Result<DispatchReport, EngineError> {
+        // Parsed events always pass; events built in code are checked so that every queued
+        // record decodes again (a failure here rejects the whole batch, nothing queued).
+        if let Some(why) = events.iter().find_map(|e| e.check().err()) {
+            return Err(EngineError::InvalidEvent(why));
+        }
         let encoded: Vec<Vec<u8>> = events.iter().map(ScanEvent::to_queue_bytes).collect();
         let routes = read(&self.routes);
         let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();

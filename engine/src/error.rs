@@ -9,6 +9,9 @@ pub enum EngineError {
     UnknownDestination(String),
     #[error("invalid destination id {id:?}: {why}")]
     InvalidId { id: String, why: &'static str },
+    /// An event built in code breaks a rule agent input is held to; nothing was queued.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
     #[error("SiemDispatcher::start must be called inside a tokio runtime")]
     NoRuntime,
     #[error("background task failed: {0}")]

@@ -312,3 +312,58 @@ fn a_crash_between_dead_letter_and_ack_writes_the_dead_letter_once() {
         engine.dispatcher.shutdown(Duration::from_secs(5)).await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_in_the_earlier_record_format_deliver_unchanged() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    engine.add("d", &hec, "t", None);
+    let old = events("m", "c", 0..30);
+    let new = events("m", "c", 30..60);
+    // What an earlier version left queued (v1), then what this one writes (v2).
+    let queue = engine
+        .store()
+        .open_queue(&raxe_engine::queue_names::destination("d"))
+        .unwrap();
+    let v1: Vec<Vec<u8>> = old
+        .iter()
+        .map(raxe_adapters::event::to_v1_queue_bytes)
+        .collect();
+    let v1: Vec<&[u8]> = v1.iter().map(Vec::as_slice).collect();
+    queue.append(&v1).unwrap();
+    engine.dispatch(new.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(60, WAIT).await);
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(hec.accepted_count(), 60);
+    // Both formats give the same envelope: the event object and its exact time.
+    let all: Vec<_> = old.iter().chain(&new).collect();
+    let envelopes = hec.envelopes();
+    for (envelope, event) in envelopes.iter().zip(all) {
+        assert_eq!(envelope["event"], serde_json::to_value(event).unwrap());
+        let time = envelope["time"].as_f64().unwrap();
+        assert_eq!((time * 1000.0).round() as i64, event.timestamp_ms);
+    }
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_built_in_code_that_would_not_read_back_is_refused_whole_batch() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    engine.add("d", &hec, "t", None);
+    let mut batch = events("m", "c", 0..5);
+    batch[3].customer_id = " ".into();
+    let err = engine
+        .dispatcher
+        .dispatch_batch_async(batch)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("customer_id"), "{err}");
+    assert_eq!(
+        engine.dispatcher.stats().queued(),
+        0,
+        "nothing of the batch queued"
+    );
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}

@@ -233,3 +233,34 @@ fn syslog_answers() {
         assert_eq!(kind(&a.classify(req, &Err(e))), "config");
     }
 }
+
+#[test]
+fn encoding_queued_json_decodes_and_dead_letters_what_does_not_decode() {
+    use crate::event::JsonEvent;
+    let c = SiemConfig::cef(
+        "https://collector.example.com/cef",
+        "",
+        CefOptions::default(),
+    )
+    .unwrap();
+    let a = CefAdapter::new(c).unwrap();
+    assert!(!a.embeds_json());
+    let json = |e: &ScanEvent| JsonEvent::from_record(e.to_queue_bytes().into()).unwrap();
+    // A v2 record with the right shape whose object does not parse.
+    let mut broken = event(2).to_queue_bytes();
+    broken[12] = b'\x01';
+    let broken = JsonEvent::from_record(broken.into()).unwrap();
+    let batch = a.encode_json(&[json(&event(1)), broken, json(&clean_event())]);
+    let ranges: Vec<_> = batch.requests.iter().map(|r| r.events.clone()).collect();
+    assert_eq!(ranges, [0..1, 2..3]);
+    assert_eq!(batch.oversized.len(), 1);
+    assert_eq!(batch.oversized[0].0, 1);
+    assert!(batch.oversized[0].1.contains("undecodable"));
+    let body = |i: usize| {
+        std::str::from_utf8(&http(&batch.requests[i]).body)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(body(0), format!("{}\n", line_1()));
+    assert_eq!(body(1), format!("{}\n", line_clean()));
+}

@@ -94,6 +94,25 @@ impl ScanEvent {
         Self::from_map(map).map_err(|(kind, field, message)| err(kind, field, message))
     }
 
+    /// Checks an event built in code (not parsed) against the rules `parse_line` applies,
+    /// so that what is queued always reads back: a non-blank `customer_id` and a time
+    /// between 1970-01-01 and 9999-12-31.
+    pub fn check(&self) -> Result<(), String> {
+        if self.customer_id.trim().is_empty() {
+            return Err(format!(
+                "event {:?}: customer_id must not be empty",
+                self.event_id
+            ));
+        }
+        if !(0..=MAX_TIMESTAMP_MS).contains(&self.timestamp_ms) {
+            return Err(format!(
+                "event {:?}: time must lie between 1970-01-01 and 9999-12-31, got {} ms since the epoch",
+                self.event_id, self.timestamp_ms
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds an event from an already parsed JSON object (same rules as `parse_line`).
     pub fn from_json_object(
         map: Map<String, Value>,

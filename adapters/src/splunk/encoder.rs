@@ -1,6 +1,6 @@
 //! HEC `/event` envelopes (protocols.md §1.3, §7.2), shared by Splunk and LogScale.
 
-use crate::event::ScanEvent;
+use crate::event::{JsonEvent, ScanEvent};
 
 /// Envelope metadata, the same for every event of a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +29,44 @@ pub fn hec_time(ms: i64) -> String {
 /// `sourcetype` and `index` are left out when unset. `event` is the scan event in
 /// snake_case with its pass-through fields (see `ScanEvent`'s `Serialize`).
 pub fn write_envelope(meta: &HecMeta, event: &ScanEvent, out: &mut Vec<u8>) {
+    write_time(event.timestamp_ms, out);
+    write_fields(meta, out);
+    serde_json::to_writer(&mut *out, event).expect("writing JSON to a Vec cannot fail");
+    out.extend_from_slice(b"}\n");
+}
+
+/// [`write_envelope`] for an event in its queued JSON form: the object is copied, not
+/// re-serialized. `fields` is [`envelope_fields`] of the destination's meta.
+pub fn write_json_envelope(fields: &[u8], event: &JsonEvent, out: &mut Vec<u8>) {
+    write_time(event.timestamp_ms(), out);
+    out.extend_from_slice(fields);
+    out.extend_from_slice(event.json());
+    out.extend_from_slice(b"}\n");
+}
+
+/// The part of every envelope between the time and the event object, the same for
+/// every event of a destination: `,"host":..,"source":..[,"sourcetype":..][,"index":..],"event":`.
+pub fn envelope_fields(meta: &HecMeta) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    write_fields(meta, &mut out);
+    out
+}
+
+fn write_time(ms: i64, out: &mut Vec<u8>) {
+    use std::io::Write as _;
     out.extend_from_slice(b"{\"time\":");
-    out.extend_from_slice(hec_time(event.timestamp_ms).as_bytes());
+    let sign = if ms < 0 { "-" } else { "" };
+    let abs = ms.unsigned_abs();
+    let (secs, frac) = (abs / 1000, abs % 1000);
+    let written = if frac == 0 {
+        write!(out, "{sign}{secs}")
+    } else {
+        write!(out, "{sign}{secs}.{frac:03}")
+    };
+    written.expect("writing to a Vec cannot fail");
+}
+
+fn write_fields(meta: &HecMeta, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"host\":");
     json_str(&meta.host, out);
     out.extend_from_slice(b",\"source\":");
@@ -44,8 +80,6 @@ pub fn write_envelope(meta: &HecMeta, event: &ScanEvent, out: &mut Vec<u8>) {
         json_str(index, out);
     }
     out.extend_from_slice(b",\"event\":");
-    serde_json::to_writer(&mut *out, event).expect("writing JSON to a Vec cannot fail");
-    out.extend_from_slice(b"}\n");
 }
 
 /// One envelope as bytes.

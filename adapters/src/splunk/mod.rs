@@ -19,13 +19,15 @@ use http::{HeaderMap, Uri};
 
 use crate::adapter::{BoxFuture, EncodedBatch, SiemAdapter};
 use crate::config::{Compression, ConfigError, SiemConfig, SiemOptions};
-use crate::event::ScanEvent;
+use crate::event::{JsonEvent, ScanEvent};
 use crate::http_common::{classify_transport_error, secret_header, with_default_path};
 use crate::outcome::Outcome;
 use crate::request::{EncodedRequest, Payload, Response, TransportError};
 use crate::transport::HttpTransport;
 
-pub use self::encoder::{envelope, hec_time, write_envelope, HecMeta};
+pub use self::encoder::{
+    envelope, envelope_fields, hec_time, write_envelope, write_json_envelope, HecMeta,
+};
 pub use self::retry::{classify_hec, HecReply};
 
 /// Default API path for Splunk when the URL has none.
@@ -168,6 +170,14 @@ impl SiemAdapter for HecAdapter {
 
     fn encode(&self, batch: &[ScanEvent]) -> EncodedBatch {
         self.builder.build(batch)
+    }
+
+    fn embeds_json(&self) -> bool {
+        true
+    }
+
+    fn encode_json(&self, batch: &[JsonEvent]) -> EncodedBatch {
+        self.builder.build_json(batch)
     }
 
     fn send<'a>(

@@ -3,10 +3,10 @@
 
 use http::{HeaderMap, Uri};
 
-use super::encoder::{write_envelope, HecMeta};
+use super::encoder::{envelope_fields, write_envelope, write_json_envelope, HecMeta};
 use crate::adapter::EncodedBatch;
-use crate::event::ScanEvent;
-use crate::http_common::{pack, post, CONCAT};
+use crate::event::{JsonEvent, ScanEvent};
+use crate::http_common::{pack_with, post, CONCAT};
 
 #[derive(Debug, Clone)]
 pub struct HecRequestBuilder {
@@ -21,17 +21,24 @@ pub struct HecRequestBuilder {
 
 impl HecRequestBuilder {
     pub fn build(&self, batch: &[ScanEvent]) -> EncodedBatch {
-        let items = batch
-            .iter()
-            .map(|e| {
-                let mut out = Vec::with_capacity(512);
-                write_envelope(&self.meta, e, &mut out);
-                out
-            })
-            .collect();
+        self.pack(batch.len(), |i, out| {
+            write_envelope(&self.meta, &batch[i], out)
+        })
+    }
+
+    /// [`HecRequestBuilder::build`] for queued JSON events: the same bytes.
+    pub fn build_json(&self, batch: &[JsonEvent]) -> EncodedBatch {
+        let fields = envelope_fields(&self.meta);
+        self.pack(batch.len(), |i, out| {
+            write_json_envelope(&fields, &batch[i], out)
+        })
+    }
+
+    fn pack(&self, count: usize, write: impl FnMut(usize, &mut Vec<u8>)) -> EncodedBatch {
         let max = self.max_bytes;
-        pack(
-            items,
+        pack_with(
+            count,
+            write,
             CONCAT,
             max,
             |n| format!("event envelope is {n} bytes, over the request limit of {max} bytes"),

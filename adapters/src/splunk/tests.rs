@@ -303,3 +303,66 @@ fn transport_errors_retry() {
         assert_eq!(kind(&a.classify(req, &Err(e))), "retry");
     }
 }
+
+/// Queued events as the engine hands them to HEC: v2 records, undecoded.
+fn queued(events: &[ScanEvent]) -> Vec<JsonEvent> {
+    events
+        .iter()
+        .map(|e| JsonEvent::from_record(e.to_queue_bytes().into()).unwrap())
+        .collect()
+}
+
+#[test]
+fn encoding_queued_json_sends_the_same_bytes_as_encoding_events() {
+    assert!(splunk(Compression::None, 1 << 20).embeds_json());
+    let mut events: Vec<_> = (1..=5).map(event).collect();
+    events.push(clean_event());
+    let one = ENV_1.len() + 1;
+    for (compression, max) in [
+        (Compression::None, 1 << 20),
+        (Compression::None, one * 2 + 10),
+        (Compression::Gzip, one * 2 + 10),
+    ] {
+        let a = splunk(compression, max);
+        let from_events = a.encode(&events);
+        let from_json = a.encode_json(&queued(&events));
+        assert!(from_events.requests.len() > 1 || max == 1 << 20);
+        assert_eq!(from_events.requests.len(), from_json.requests.len());
+        for (x, y) in from_events.requests.iter().zip(&from_json.requests) {
+            assert_eq!(x.events, y.events);
+            assert_eq!(http(x).body, http(y).body);
+            assert_eq!(http(x).headers, http(y).headers);
+        }
+    }
+    // The envelope holds the very object that was queued, with its exact time.
+    let body = splunk(Compression::None, 1 << 20).encode_json(&queued(&[event(1), clean_event()]));
+    let body = String::from_utf8(http(&body.requests[0]).body.to_vec()).unwrap();
+    assert_eq!(body, format!("{ENV_1}\n{ENV_CLEAN}\n"));
+}
+
+#[test]
+fn old_v1_queue_records_encode_to_the_same_envelope() {
+    let a = splunk(Compression::None, 1 << 20);
+    let v1 = crate::event::to_v1_queue_bytes(&event(1));
+    assert_eq!(v1[0], b'{');
+    let json = JsonEvent::from_record(v1.into()).unwrap();
+    let batch = a.encode_json(&[json]);
+    assert_eq!(
+        http(&batch.requests[0]).body,
+        format!("{ENV_1}\n").as_bytes()
+    );
+}
+
+#[test]
+fn oversized_queued_json_is_reported_like_an_oversized_event() {
+    let one = ENV_1.len() + 1;
+    let a = splunk(Compression::None, one * 2 + 10);
+    let mut big = event(2);
+    big.extra
+        .insert("pad".into(), serde_json::Value::String("x".repeat(one * 3)));
+    let batch = a.encode_json(&queued(&[event(1), big, event(3)]));
+    let ranges: Vec<_> = batch.requests.iter().map(|r| r.events.clone()).collect();
+    assert_eq!(ranges, [0..1, 2..3]);
+    assert_eq!(batch.oversized.len(), 1);
+    assert_eq!(batch.oversized[0].0, 1);
+}
