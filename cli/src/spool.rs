@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use raxe_adapters::event::ScanEvent;
+use raxe_adapters::event::{EncodedEvent, ScanEvent};
 use raxe_engine::SiemDispatcher;
 use raxe_storage::SledStore;
 
@@ -99,7 +99,7 @@ pub fn ingest_file(
                     &text[..text.len().min(200)],
                 ));
             } else {
-                match ScanEvent::parse_line(text, line_no) {
+                match ScanEvent::encode_line(text, line_no) {
                     Ok(event) => events.push(event),
                     Err(e) => rejects.push(reject_line(line_no, &e.to_string(), text)),
                 }
@@ -143,7 +143,7 @@ pub fn ingest_file(
 fn commit(
     dispatcher: &SiemDispatcher,
     marker_key: &str,
-    events: &mut Vec<ScanEvent>,
+    events: &mut Vec<EncodedEvent>,
     rejects: &mut Vec<String>,
     offset: u64,
     line_no: usize,
@@ -168,7 +168,7 @@ fn commit(
     }
     let progress = format!("{offset},{line_no}");
     let dispatched = dispatcher
-        .dispatch_batch_marked(events, Some((marker_key.as_bytes(), progress.as_bytes())))
+        .dispatch_encoded_marked(events, Some((marker_key.as_bytes(), progress.as_bytes())))
         .with_context(|| format!("cannot queue events of spool file {file_name}"))?;
     report.accepted += dispatched.accepted;
     report.unrouted += dispatched.unrouted;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use raxe_adapters::adapter::SiemAdapter;
-use raxe_adapters::event::ScanEvent;
+use raxe_adapters::event::{EncodedEvent, ScanEvent};
 use raxe_storage::{Queue, QueueError, QueueStore};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -264,14 +264,25 @@ impl SiemDispatcher {
         if let Some(why) = events.iter().find_map(|e| e.check().err()) {
             return Err(EngineError::InvalidEvent(why));
         }
-        let encoded: Vec<Vec<u8>> = events.iter().map(ScanEvent::to_queue_bytes).collect();
+        let encoded: Vec<EncodedEvent> = events.iter().map(ScanEvent::to_encoded).collect();
+        self.dispatch_encoded_marked(&encoded, marker)
+    }
+
+    /// As `dispatch_batch_marked`, for events already in their queue form (the spool
+    /// intake encodes agent lines straight to records: `ScanEvent::encode_line`).
+    pub fn dispatch_encoded_marked(
+        &self,
+        events: &[EncodedEvent],
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<DispatchReport, EngineError> {
         let routes = read(&self.routes);
         let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
         let mut report = DispatchReport {
             accepted: events.len(),
             ..DispatchReport::default()
         };
-        for (event, bytes) in events.iter().zip(&encoded) {
+        for event in events {
+            let bytes = &event.record;
             let key = CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
             let mut routed = false;
             for id in routes.route(&key) {

@@ -90,7 +90,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 }
 
 /// A key, borrowed from the input when it holds no escapes.
-struct KeySeed;
+pub(crate) struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;

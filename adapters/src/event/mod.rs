@@ -6,6 +6,9 @@
 //! and length (a top-level `prompt` field sent by a misbehaving agent is dropped).
 
 mod fields;
+mod normalize;
+#[cfg(test)]
+mod normalize_tests;
 mod parse;
 mod queue;
 #[cfg(test)]
@@ -19,6 +22,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use self::normalize::{encode_line_fast, EncodedEvent};
 pub use self::parse::{EventError, EventErrorKind, DROPPED_FIELD, MAX_EVENT_BYTES};
 pub use self::queue::{to_v1_queue_bytes, JsonEvent, QueueDecodeError};
 
@@ -247,10 +251,10 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
 
 /// An RFC 3339 time with milliseconds, formatted on the stack (serializing every event
 /// writes one; `format!` cost an allocation and ~10x the time).
-struct Rfc3339Ms([u8; 24]);
+pub(crate) struct Rfc3339Ms([u8; 24]);
 
 impl Rfc3339Ms {
-    fn new(ms: i64) -> Rfc3339Ms {
+    pub(crate) fn new(ms: i64) -> Rfc3339Ms {
         let dt = datetime_from_ms(ms);
         let mut b = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
@@ -271,7 +275,7 @@ impl Rfc3339Ms {
         Rfc3339Ms(b)
     }
 
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("ASCII digits and separators")
     }
 }

@@ -210,7 +210,7 @@ impl ScanEvent {
     }
 }
 
-type Fail = (EventErrorKind, Option<&'static str>, String);
+pub(crate) type Fail = (EventErrorKind, Option<&'static str>, String);
 
 fn take(fields: &mut Fields, key: &str) -> Option<Value> {
     match fields.take(key) {
@@ -283,7 +283,7 @@ fn number(field: &'static str, v: Value) -> Result<f64, Fail> {
 }
 
 /// RFC 3339 string, or epoch seconds (< 1e11) / milliseconds (>= 1e11) as a number.
-fn timestamp(v: Value) -> Result<i64, Fail> {
+pub(crate) fn timestamp(v: Value) -> Result<i64, Fail> {
     let bad = |message: String| (EventErrorKind::InvalidTimestamp, Some("timestamp"), message);
     let ms = match &v {
         Value::String(s) => {

@@ -59,7 +59,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// First byte of a v2 record (v1 records are JSON objects and start with `{`).
-const V2_TAG: u8 = 0x02;
+pub(crate) const V2_TAG: u8 = 0x02;
 /// Tag and timestamp.
 const V2_HEADER: usize = 9;
 

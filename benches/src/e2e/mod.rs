@@ -16,7 +16,7 @@ use scenario::{Ctx, Run, Sink};
 
 pub const USAGE: &str = "e2e_bench [--events N] [--runs R] [--quick] \
 [--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart[,..]] \
-[--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--raxe PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
+[--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--compression gzip|none] [--raxe PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
 
 pub struct Opts {
     pub events: usize,
@@ -25,6 +25,8 @@ pub struct Opts {
     pub per_file: usize,
     pub flush_secs: u64,
     pub max_in_flight: Option<usize>,
+    /// HEC `--compression` (raxe's default, gzip, when unset).
+    pub compression: Option<String>,
     pub raxe: Option<PathBuf>,
     pub wrap: Option<String>,
     pub keep: bool,
@@ -50,6 +52,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         per_file: 10_000,
         flush_secs: 1,
         max_in_flight: None,
+        compression: None,
         raxe: None,
         wrap: None,
         keep: false,
@@ -78,6 +81,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "--per-file" => o.per_file = num(value(a)?, a)?.max(1),
             "--flush-interval" => o.flush_secs = num(value(a)?, a)? as u64,
             "--max-in-flight" => o.max_in_flight = Some(num(value(a)?, a)?.max(1)),
+            "--compression" => o.compression = Some(value(a)?),
             "--raxe" => o.raxe = Some(PathBuf::from(value(a)?)),
             "--wrap" => o.wrap = Some(value(a)?),
             "--keep" => o.keep = true,
@@ -202,6 +206,7 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
         per_file: opts.per_file,
         flush_secs: opts.flush_secs,
         max_in_flight: opts.max_in_flight,
+        compression: opts.compression.clone(),
         keep: opts.keep,
     };
     let mut hec1_rate = None;

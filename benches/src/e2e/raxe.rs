@@ -61,13 +61,7 @@ impl Raxe {
     }
 
     /// `raxe customer siem configure c<i> --mssp bench ...` for destination `i`.
-    pub fn configure(
-        &self,
-        i: usize,
-        target: &Target,
-        flush_secs: u64,
-        max_in_flight: Option<usize>,
-    ) -> Res<()> {
+    pub fn configure(&self, i: usize, target: &Target, ctx: &super::scenario::Ctx<'_>) -> Res<()> {
         let customer = format!("c{i}");
         let mut args: Vec<String> = ["customer", "siem", "configure", &customer, "--mssp", MSSP]
             .iter()
@@ -75,7 +69,12 @@ impl Raxe {
             .collect();
         let mut push = |xs: &[&str]| args.extend(xs.iter().map(|s| s.to_string()));
         match target {
-            Target::Hec(url) => push(&["--type", "splunk", "--url", url, "--token", HEC_TOKEN]),
+            Target::Hec(url) => {
+                push(&["--type", "splunk", "--url", url, "--token", HEC_TOKEN]);
+                if let Some(c) = &ctx.compression {
+                    push(&["--compression", c]);
+                }
+            }
             Target::Sentinel(url) => push(&[
                 "--type",
                 "sentinel",
@@ -101,9 +100,9 @@ impl Raxe {
                 &port.to_string(),
             ]),
         }
-        let flush = flush_secs.to_string();
+        let flush = ctx.flush_secs.to_string();
         push(&["--batch-size", "100", "--flush-interval", &flush]);
-        if let Some(m) = max_in_flight {
+        if let Some(m) = ctx.max_in_flight {
             push(&["--max-in-flight", &m.to_string()]);
         }
         let out = self

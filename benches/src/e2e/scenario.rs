@@ -28,6 +28,8 @@ pub struct Ctx<'a> {
     pub per_file: usize,
     pub flush_secs: u64,
     pub max_in_flight: Option<usize>,
+    /// HEC `--compression`; raxe's default when `None`.
+    pub compression: Option<String>,
     pub keep: bool,
 }
 
@@ -132,10 +134,7 @@ fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<In
 }
 
 fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
-    (0..dests).try_for_each(|i| {
-        env.raxe
-            .configure(i, target, ctx.flush_secs, ctx.max_in_flight)
-    })
+    (0..dests).try_for_each(|i| env.raxe.configure(i, target, ctx))
 }
 
 /// Throughput and latency: `n` events spread over `dests` customer destinations of one
