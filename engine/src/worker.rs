@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::backoff::{Backoff, BackoffPolicy};
-use crate::delivery::{Delivery, Halt};
+use crate::delivery::{DeferredAck, Delivery, Halt};
 use crate::destination::{Destination, DestinationState};
 
 /// How often a stopped destination repeats its complaint in the log.
@@ -39,6 +39,15 @@ enum Wait {
 
 impl Worker {
     pub async fn run(mut self) {
+        let mut pending_ack: Option<DeferredAck> = None;
+        self.deliver_until_stopped(&mut pending_ack).await;
+        // The last batch's ack, so a clean shutdown does not send it again after a restart.
+        if let Some(ack) = pending_ack {
+            ack.finish().await;
+        }
+    }
+
+    async fn deliver_until_stopped(&mut self, pending_ack: &mut Option<DeferredAck>) {
         let mut adapter_rx = self.dest.adapter.subscribe();
         let mut enabled_rx = self.dest.enabled.subscribe();
         let mut backoff = Backoff::new(self.policy);
@@ -60,6 +69,21 @@ impl Worker {
             let config = adapter.config();
             let batch_size = config.batch_size.max(1);
             let flush = Duration::from_secs(config.flush_interval_seconds);
+            // Overlap the previous batch's ack only with a full next batch; otherwise let it
+            // finish so that the queue's length and age describe only undelivered events.
+            if let Some(ack) = pending_ack.take() {
+                let after_ack = self
+                    .dest
+                    .queue
+                    .stats()
+                    .len
+                    .saturating_sub(ack.records as u64);
+                if after_ack >= batch_size as u64 {
+                    *pending_ack = Some(ack);
+                } else {
+                    ack.finish().await;
+                }
+            }
             match self.readiness(batch_size, flush) {
                 Wait::Ready => {}
                 wait => {
@@ -124,7 +148,7 @@ impl Worker {
                 &mut backoff,
                 self.shutdown.clone(),
             );
-            match delivery.run(lease).await {
+            match delivery.run(lease, pending_ack).await {
                 Ok(()) => {
                     backoff.reset();
                     if self.dest.state() != DestinationState::Ok {

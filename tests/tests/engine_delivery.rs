@@ -367,3 +367,26 @@ async fn an_event_built_in_code_that_would_not_read_back_is_refused_whole_batch(
     );
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_settles_every_ack_so_a_restart_sends_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecReceiver::start("t").await;
+    let batch = events("m", "c", 0..1_050);
+    {
+        let engine = Engine::open(dir.path());
+        engine.add_with("d", &hec, "t", None, |c| c.batch_size = 100);
+        engine.dispatch(batch.clone()).await;
+        engine.dispatcher.start().unwrap();
+        assert!(hec.wait_for(1_050, WAIT).await);
+        // Acks of the last batches may still run in the background: shutdown waits.
+        engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+    }
+    let engine = Engine::open(dir.path());
+    engine.add_with("d", &hec, "t", None, |c| c.batch_size = 100);
+    assert_eq!(engine.dispatcher.stats().queued(), 0, "every batch acked");
+    engine.dispatcher.start().unwrap();
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(hec.accepted_count(), 1_050, "nothing sent twice");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
