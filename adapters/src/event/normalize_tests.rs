@@ -19,6 +19,10 @@ fn check(line: &str) -> bool {
             );
             assert_eq!(a.record, b, "line {line}");
             let event = ScanEvent::from_queue_bytes(&b).unwrap();
+            // The one-pass decode of the record gives what `parse_line` gives.
+            let mut parsed = ScanEvent::parse_line(&b[9..], 1).unwrap();
+            parsed.timestamp_ms = event.timestamp_ms;
+            assert_eq!(event, parsed, "line {line}");
             assert_eq!(a.customer_id, event.customer_id);
             assert_eq!(a.mssp_id, event.mssp_id);
         }

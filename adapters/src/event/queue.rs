@@ -156,6 +156,9 @@ fn split_v2(bytes: &[u8]) -> Result<Option<(i64, &[u8])>, QueueDecodeError> {
 }
 
 fn decode_v2(timestamp_ms: i64, json: &[u8]) -> Result<ScanEvent, QueueDecodeError> {
+    if let Some(event) = super::normalize::decode_record_fast(json, timestamp_ms) {
+        return Ok(event);
+    }
     let mut event = ScanEvent::parse_line(json, 1).map_err(|e| QueueDecodeError(e.to_string()))?;
     // The header's time is the exact one (the object's RFC 3339 form has the same ms).
     event.timestamp_ms = timestamp_ms;
