@@ -11,6 +11,11 @@
 //! * Secrets (tokens, shared keys) never appear in `Debug`, `Display` or error messages
 //!   ([`config::Secret`] prints `***`; auth headers are marked sensitive).
 //! * An agent value cannot forge a CEF field, a CEF/syslog line, or a JSON field.
+//! * A queue record (the bytes the engine stores per event) is `0x02 ‖ time ms i64 LE ‖ the
+//!   event's JSON object`, written once at intake ([`event::ScanEvent::encode_line`],
+//!   `to_queue_bytes`). Destinations that embed the object verbatim (HEC) encode straight
+//!   from it ([`adapter::SiemAdapter::encode_json`]); the rest decode it. Records of the
+//!   earlier format (compact JSON, `{` first) are still read.
 //!
 //! **Modules.** [`event`] (scan event, parsing, queue encoding), [`config`] (destination
 //! configuration and validation), [`adapter`] / [`request`] / [`outcome`] (the engine
