@@ -13,6 +13,7 @@ mod parse;
 mod queue;
 #[cfg(test)]
 mod queue_tests;
+mod scan;
 #[cfg(test)]
 mod tests;
 

@@ -55,6 +55,10 @@ pub fn encode_line_fast(line: &[u8]) -> Option<EncodedEvent> {
     if line.len() > MAX_EVENT_BYTES {
         return None;
     }
+    // The hand-written scanner takes the common shape; serde the rest it can.
+    if let Some(encoded) = super::scan::scan(line).and_then(Fast::encode) {
+        return Some(encoded);
+    }
     let fields = serde_json::from_slice::<Fast<'_>>(line).ok()?;
     fields.encode()
 }
@@ -68,27 +72,27 @@ pub(crate) fn decode_record_fast(json: &[u8], timestamp_ms: i64) -> Option<ScanE
 
 /// The fields of one line, borrowed from it where possible.
 #[derive(Default)]
-struct Fast<'a> {
-    event_id: Option<Cow<'a, str>>,
-    timestamp_ms: Option<i64>,
-    event_type: Option<Cow<'a, str>>,
-    threat_detected: Option<bool>,
-    severity: Option<Severity>,
-    rule_ids: Option<Vec<Cow<'a, str>>>,
-    families: Option<Vec<Cow<'a, str>>>,
-    prompt_hash: Option<Cow<'a, str>>,
-    prompt_length: Option<u64>,
-    detection_count: Option<u64>,
-    scan_duration_ms: Option<f64>,
-    customer_id: Option<Cow<'a, str>>,
-    mssp_id: Option<Cow<'a, str>>,
-    agent_id: Option<Cow<'a, str>>,
-    installation_id: Option<Cow<'a, str>>,
-    extra: Vec<(Cow<'a, str>, Extra<'a>)>,
+pub(crate) struct Fast<'a> {
+    pub(crate) event_id: Option<Cow<'a, str>>,
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) event_type: Option<Cow<'a, str>>,
+    pub(crate) threat_detected: Option<bool>,
+    pub(crate) severity: Option<Severity>,
+    pub(crate) rule_ids: Option<Vec<Cow<'a, str>>>,
+    pub(crate) families: Option<Vec<Cow<'a, str>>>,
+    pub(crate) prompt_hash: Option<Cow<'a, str>>,
+    pub(crate) prompt_length: Option<u64>,
+    pub(crate) detection_count: Option<u64>,
+    pub(crate) scan_duration_ms: Option<f64>,
+    pub(crate) customer_id: Option<Cow<'a, str>>,
+    pub(crate) mssp_id: Option<Cow<'a, str>>,
+    pub(crate) agent_id: Option<Cow<'a, str>>,
+    pub(crate) installation_id: Option<Cow<'a, str>>,
+    pub(crate) extra: Vec<(Cow<'a, str>, Extra<'a>)>,
 }
 
 /// A pass-through field's value.
-enum Extra<'a> {
+pub(crate) enum Extra<'a> {
     Str(Cow<'a, str>),
     Other(Value),
 }
@@ -137,7 +141,7 @@ impl Fast<'_> {
         })
     }
 
-    fn encode(mut self) -> Option<EncodedEvent> {
+    pub(crate) fn encode(mut self) -> Option<EncodedEvent> {
         let customer_id = self.customer_id.take()?;
         if customer_id.trim().is_empty() {
             return None;
@@ -158,23 +162,28 @@ impl Fast<'_> {
         out.extend_from_slice(&timestamp_ms.to_le_bytes());
         // Field order and forms as in `ScanEvent`'s `Serialize`.
         out.extend_from_slice(b"{\"event_id\":");
-        json(&*event_id, &mut out);
+        json_string(&event_id, &mut out);
         out.extend_from_slice(b",\"timestamp\":");
-        json(Rfc3339Ms::new(timestamp_ms).as_str(), &mut out);
+        json_string(Rfc3339Ms::new(timestamp_ms).as_str(), &mut out);
         out.extend_from_slice(b",\"event_type\":");
-        json(self.event_type.as_deref().unwrap_or("scan"), &mut out);
+        json_string(self.event_type.as_deref().unwrap_or("scan"), &mut out);
         out.extend_from_slice(b",\"threat_detected\":");
         json(&self.threat_detected.unwrap_or(false), &mut out);
         if let Some(severity) = self.severity {
-            field("severity", severity.as_str(), &mut out);
+            field_str("severity", severity.as_str(), &mut out);
         }
         for (name, list) in [("rule_ids", &self.rule_ids), ("families", &self.families)] {
             if let Some(list) = list.as_ref().filter(|l| !l.is_empty()) {
-                field(name, list, &mut out);
+                key(name, &mut out);
+                for (i, item) in list.iter().enumerate() {
+                    out.push(if i == 0 { b'[' } else { b',' });
+                    json_string(item, &mut out);
+                }
+                out.push(b']');
             }
         }
         if let Some(v) = &self.prompt_hash {
-            field("prompt_hash", v, &mut out);
+            field_str("prompt_hash", v, &mut out);
         }
         if let Some(v) = self.prompt_length {
             field("prompt_length", &v, &mut out);
@@ -185,22 +194,22 @@ impl Fast<'_> {
         if let Some(v) = self.scan_duration_ms {
             field("scan_duration_ms", &v, &mut out);
         }
-        field("customer_id", &customer_id, &mut out);
+        field_str("customer_id", &customer_id, &mut out);
         for (name, v) in [
             ("mssp_id", &self.mssp_id),
             ("agent_id", &self.agent_id),
             ("installation_id", &self.installation_id),
         ] {
             if let Some(v) = v {
-                field(name, v, &mut out);
+                field_str(name, v, &mut out);
             }
         }
         for (key, value) in &self.extra {
             out.push(b',');
-            json(&**key, &mut out);
+            json_string(key, &mut out);
             out.push(b':');
             match value {
-                Extra::Str(s) => json(&**s, &mut out),
+                Extra::Str(s) => json_string(s, &mut out),
                 Extra::Other(v) => json(v, &mut out),
             }
         }
@@ -217,11 +226,34 @@ fn json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     serde_json::to_writer(&mut *out, value).expect("writing JSON to a Vec cannot fail");
 }
 
+/// A JSON string as serde_json writes it: a string with nothing to escape (no `"`, `\`
+/// or control character; the common case) is copied as is, the rest goes to serde_json.
+fn json_string(s: &str, out: &mut Vec<u8>) {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        json(s, out);
+    }
+}
+
+/// `,"name":` (names are ours: nothing to escape).
+fn key(name: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
 fn field<T: serde::Serialize + ?Sized>(name: &str, value: &T, out: &mut Vec<u8>) {
-    out.push(b',');
-    json(name, out);
-    out.push(b':');
+    key(name, out);
     json(value, out);
+}
+
+fn field_str(name: &str, value: &str, out: &mut Vec<u8>) {
+    key(name, out);
+    json_string(value, out);
 }
 
 impl<'de> Deserialize<'de> for Fast<'de> {

@@ -53,17 +53,34 @@ pub fn envelope_fields(meta: &HecMeta) -> Vec<u8> {
 }
 
 fn write_time(ms: i64, out: &mut Vec<u8>) {
-    use std::io::Write as _;
     out.extend_from_slice(b"{\"time\":");
-    let sign = if ms < 0 { "-" } else { "" };
+    if ms < 0 {
+        out.push(b'-');
+    }
     let abs = ms.unsigned_abs();
     let (secs, frac) = (abs / 1000, abs % 1000);
-    let written = if frac == 0 {
-        write!(out, "{sign}{secs}")
-    } else {
-        write!(out, "{sign}{secs}.{frac:03}")
-    };
-    written.expect("writing to a Vec cannot fail");
+    // By hand: `write!` here was ~8% of encoding an envelope.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = secs;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    if frac != 0 {
+        let frac = frac as u32;
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
 }
 
 fn write_fields(meta: &HecMeta, out: &mut Vec<u8>) {

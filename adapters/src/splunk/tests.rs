@@ -366,3 +366,37 @@ fn oversized_queued_json_is_reported_like_an_oversized_event() {
     assert_eq!(batch.oversized.len(), 1);
     assert_eq!(batch.oversized[0].0, 1);
 }
+
+#[test]
+fn envelope_time_matches_hec_time_for_every_shape() {
+    let meta = HecMeta {
+        host: "h".into(),
+        source: "s".into(),
+        sourcetype: None,
+        index: None,
+    };
+    let mut e = clean_event();
+    for ms in [
+        0,
+        1,
+        7,
+        10,
+        99,
+        100,
+        999,
+        1_000,
+        1_751_371_200_000,
+        1_769_769_000_123,
+        1_769_769_000_120,
+        253_402_300_799_999,
+        -1,
+        -1_500,
+        i64::MAX,
+        i64::MIN,
+    ] {
+        e.timestamp_ms = ms;
+        let env = String::from_utf8(envelope(&meta, &e)).unwrap();
+        let want = format!("{{\"time\":{},\"host\"", hec_time(ms));
+        assert!(env.starts_with(&want), "{ms}: {env}");
+    }
+}

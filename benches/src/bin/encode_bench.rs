@@ -215,6 +215,11 @@ fn main() {
             std::hint::black_box(ScanEvent::parse_line(l.as_bytes(), i).unwrap());
         }
     });
+    per("encode_line (JSON->record)", line_bytes, &mut || {
+        for (i, l) in lines.iter().enumerate() {
+            std::hint::black_box(ScanEvent::encode_line(l.as_bytes(), i).unwrap());
+        }
+    });
     per("to_queue_bytes", queue_bytes, &mut || {
         for e in &batch {
             std::hint::black_box(e.to_queue_bytes());
