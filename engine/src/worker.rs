@@ -6,6 +6,11 @@
 //! destination to a capped retry schedule, auth and configuration errors stop it until its
 //! adapter is replaced. It never drops an event and never blocks another destination.
 //!
+//! A batch the SIEM accepted outright is acked in the queue in the background while the
+//! worker sends the next one (at most one such ack; it finishes before a partial batch is
+//! considered and before the worker exits), so a crash can repeat at most the batch being
+//! sent and the one being acked.
+//!
 //! With indexer acknowledgement a worker does not wait for acks: it hands accepted leases
 //! to the destination's ack tracker and goes on, pausing only while the tracker is full
 //! or after an ack poll found the configuration or credentials wrong.
