@@ -230,4 +230,20 @@ fn main() {
             std::hint::black_box(ScanEvent::from_queue_bytes(q).unwrap());
         }
     });
+    // Records queued by earlier versions (v1: short keys, integer time).
+    let old: Vec<Vec<u8>> = batch
+        .iter()
+        .map(raxe_adapters::event::to_v1_queue_bytes)
+        .collect();
+    let old_bytes: usize = old.iter().map(Vec::len).sum();
+    per("from_queue_bytes (v1)", old_bytes, &mut || {
+        for q in &old {
+            std::hint::black_box(ScanEvent::from_queue_bytes(q).unwrap());
+        }
+    });
+    println!(
+        "record bytes per event: v2 {:.0}, v1 {:.0}",
+        queue_bytes as f64 / BATCH as f64,
+        old_bytes as f64 / BATCH as f64
+    );
 }
