@@ -108,6 +108,6 @@ mod sled_store;
 pub use error::QueueError;
 pub use queue::{Lease, Queue, QueueStats, QueueStore, Record, Seq};
 pub use sled_store::{
-    scan_raw_records, ClosedSignal, DamagedChunk, FsSyncer, Quarantined, SledQueue, SledStore,
-    StoreOptions, Syncer, LOCK_FILE, MAX_RECORD_BYTES,
+    find_log_damage, scan_raw_records, ClosedSignal, DamagedChunk, FsSyncer, LogDamage,
+    Quarantined, SledQueue, SledStore, StoreOptions, Syncer, LOCK_FILE, MAX_RECORD_BYTES,
 };

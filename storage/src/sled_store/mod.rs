@@ -5,6 +5,7 @@ mod commit;
 mod group;
 mod journal;
 mod load;
+mod log_scan;
 mod ranges;
 mod salvage;
 mod sled_queue;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use fs2::FileExt;
 
 pub use commit::{FsSyncer, Syncer};
+pub use log_scan::{find_log_damage, LogDamage};
 pub use salvage::{scan_raw_records, DamagedChunk, Quarantined};
 pub use sled_queue::{SledQueue, MAX_RECORD_BYTES};
 
@@ -328,24 +330,59 @@ impl SledStore {
             salvage::check_segment_headers(&db_path, opts.segment_size)?;
         }
         let tips = tips::Tips::open(&dir);
-        // Shorter than at the last synced append: perhaps cut, and sled may rewrite a cut
-        // file while opening it. Keep a copy until every queue has loaded and checked out.
-        let pre_open_copy = if preexisting > 0 && preexisting < tips.db_len_at_open() {
+        // A message inside sled's log that fails its checksum with intact ones after it:
+        // sled would take it for the end of its log and overwrite the rest (see
+        // `log_scan.rs`). Reads the part of the log sled is about to replay.
+        let damage = if preexisting > 0 {
+            log_scan::find_log_damage(&dir, opts.segment_size).map_err(|source| QueueError::Io {
+                path: db_path.clone(),
+                source,
+            })?
+        } else {
+            None
+        };
+        // Shorter than at the last synced append (perhaps cut), or damaged inside: sled
+        // rewrites such a file while opening it. Keep a copy until every queue has loaded
+        // and checked out.
+        let short = preexisting > 0 && preexisting < tips.db_len_at_open();
+        let pre_open_copy = if short || damage.is_some() {
             let copy = dir.join(format!("db.pre-open-{}", now_secs()));
             fs::copy(&db_path, &copy).map_err(|source| QueueError::Io {
                 path: copy.clone(),
                 source,
             })?;
-            tracing::warn!(
-                file = %db_path.display(),
-                bytes = preexisting,
-                was = tips.db_len_at_open(),
-                copy = %copy.display(),
-                "the data file is shorter than at the last append; checking it, with a copy kept"
-            );
+            match &damage {
+                Some(d) => tracing::warn!(
+                    file = %db_path.display(),
+                    copy = %copy.display(),
+                    "the data file is damaged inside ({d}); checking it, with a copy kept"
+                ),
+                None => tracing::warn!(
+                    file = %db_path.display(),
+                    bytes = preexisting,
+                    was = tips.db_len_at_open(),
+                    copy = %copy.display(),
+                    "the data file is shorter than at the last append; checking it, with a copy kept"
+                ),
+            }
             Some(copy)
         } else {
             None
+        };
+        // Names the copy in an error that refuses the open.
+        let kept = |e: QueueError| match (e, &pre_open_copy) {
+            (QueueError::Corrupt { path, detail }, Some(copy)) => QueueError::Corrupt {
+                path,
+                detail: format!(
+                    "{detail} (the file as it was before this open is kept as {}{})",
+                    copy.display(),
+                    damage
+                        .as_ref()
+                        .map(|d| format!("; in it, {d}"))
+                        .unwrap_or_default()
+                ),
+            },
+            (e, _) => e,
         };
         let config = sled::Config::new()
             .path(&dir)
@@ -370,12 +407,12 @@ impl SledStore {
                     detail: "sled's configuration file fails its checksum".into(),
                 })
             }
-            Ok(Err(e)) => return Err(sled_err(&dir, &db_path, e)),
+            Ok(Err(e)) => return Err(kept(sled_err(&dir, &db_path, e))),
             Err(_) => {
-                return Err(QueueError::Corrupt {
+                return Err(kept(QueueError::Corrupt {
                     path: db_path,
                     detail: "the storage engine could not read it (it panicked)".into(),
-                })
+                }))
             }
         };
         let err = |e| sled_err(&dir, &db_path, e);
@@ -478,23 +515,21 @@ impl SledStore {
             queues: Mutex::new(HashMap::new()),
             default_cap: opts.max_queue_bytes,
         };
-        if let Some(copy) = pre_open_copy {
+        if let Some(copy) = &pre_open_copy {
             // Load every queue now: their checks tell whether sled kept everything.
             for name in store.list_queues()? {
                 if let Err(e) = store.queue(&name) {
-                    return Err(match e {
-                        QueueError::Corrupt { path, detail } => QueueError::Corrupt {
-                            path,
-                            detail: format!(
-                                "{detail} (the file as it was before this open is kept as {})",
-                                copy.display()
-                            ),
-                        },
-                        other => other,
-                    });
+                    return Err(kept(e));
                 }
             }
-            let _ = fs::remove_file(&copy);
+            if let Some(d) = &damage {
+                tracing::warn!(
+                    file = %store.shared.db_path.display(),
+                    "sled's log looked damaged ({d}), but every queue loaded with all its \
+                     records; deleting the copy taken before the open"
+                );
+            }
+            let _ = fs::remove_file(copy);
         }
         Ok(store)
     }
