@@ -130,22 +130,10 @@ fn raw_scan_reads_records_back_out_of_the_database_file() {
 /// inside sled's log (found by the pre-open scan), are copied before sled rewrites them.
 #[test]
 fn damage_inside_sled_is_an_error_or_harmless_never_silent_loss() {
-    let big =
-        |i: usize| format!(r#"{{"event_id":"e{i}","pad":"{}"}}"#, "x".repeat(380)).into_bytes();
     for truncate in [true, false] {
         for at in [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.97] {
             let dir = tempfile::tempdir().unwrap();
-            {
-                let store = SledStore::open(dir.path()).unwrap();
-                let q = store.queue("dest").unwrap();
-                for k in 0..200 {
-                    let recs: Vec<Vec<u8>> = (k * 100..(k + 1) * 100).map(big).collect();
-                    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
-                    q.append(&refs).unwrap();
-                }
-                let delivered = q.lease(5_000, usize::MAX).unwrap().unwrap();
-                q.ack(delivered).unwrap();
-            }
+            fill_15k(dir.path());
             let db = dir.path().join("db");
             let mut bytes = std::fs::read(&db).unwrap();
             let offset = (bytes.len() as f64 * at) as usize;

@@ -77,7 +77,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Fields, A::Error> {
         let mut fields = Fields::empty();
-        while let Some(key) = access.next_key_seed(KeySeed)? {
+        while let Some(key) = access.next_key_seed(CowStr)? {
             if key == DROPPED_FIELD {
                 access.next_value::<IgnoredAny>()?;
                 continue;
@@ -89,10 +89,11 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
-/// A key, borrowed from the input when it holds no escapes.
-pub(crate) struct KeySeed;
+/// A string (a key, or a value that must be a string), borrowed from the input when it
+/// holds no escapes; any other JSON type is an error.
+pub(crate) struct CowStr;
 
-impl<'de> DeserializeSeed<'de> for KeySeed {
+impl<'de> DeserializeSeed<'de> for CowStr {
     type Value = Cow<'de, str>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {

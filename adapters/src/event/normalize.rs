@@ -15,7 +15,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::fields::KeySeed;
+use super::fields::CowStr;
 use super::parse::{timestamp, DROPPED_FIELD, MAX_EVENT_BYTES};
 use super::queue::V2_TAG;
 use super::{now_ms, Rfc3339Ms, ScanEvent, Severity};
@@ -283,32 +283,32 @@ impl<'de> Visitor<'de> for FastVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Fast<'de>, A::Error> {
         use serde::de::Error;
         let mut f = Fast::default();
-        while let Some(key) = access.next_key_seed(KeySeed)? {
+        while let Some(key) = access.next_key_seed(CowStr)? {
             match &*key {
-                "event_id" => set(&mut f.event_id, access.next_value_seed(Str)?)?,
+                "event_id" => set(&mut f.event_id, access.next_value_seed(CowStr)?)?,
                 "timestamp" => {
                     let v: Value = access.next_value()?;
                     let ms = timestamp(v).map_err(|_| A::Error::custom("timestamp"))?;
                     set(&mut f.timestamp_ms, ms)?
                 }
-                "event_type" => set(&mut f.event_type, access.next_value_seed(Str)?)?,
+                "event_type" => set(&mut f.event_type, access.next_value_seed(CowStr)?)?,
                 "threat_detected" => set(&mut f.threat_detected, access.next_value()?)?,
                 "severity" => {
-                    let s = access.next_value_seed(Str)?;
+                    let s = access.next_value_seed(CowStr)?;
                     let severity =
                         Severity::parse(&s).ok_or_else(|| A::Error::custom("severity"))?;
                     set(&mut f.severity, severity)?
                 }
                 "rule_ids" => set(&mut f.rule_ids, access.next_value_seed(Strs)?)?,
                 "families" => set(&mut f.families, access.next_value_seed(Strs)?)?,
-                "prompt_hash" => set(&mut f.prompt_hash, access.next_value_seed(Str)?)?,
+                "prompt_hash" => set(&mut f.prompt_hash, access.next_value_seed(CowStr)?)?,
                 "prompt_length" => set(&mut f.prompt_length, access.next_value()?)?,
                 "detection_count" => set(&mut f.detection_count, access.next_value()?)?,
                 "scan_duration_ms" => set(&mut f.scan_duration_ms, access.next_value()?)?,
-                "customer_id" => set(&mut f.customer_id, access.next_value_seed(Str)?)?,
-                "mssp_id" => set(&mut f.mssp_id, access.next_value_seed(Str)?)?,
-                "agent_id" => set(&mut f.agent_id, access.next_value_seed(Str)?)?,
-                "installation_id" => set(&mut f.installation_id, access.next_value_seed(Str)?)?,
+                "customer_id" => set(&mut f.customer_id, access.next_value_seed(CowStr)?)?,
+                "mssp_id" => set(&mut f.mssp_id, access.next_value_seed(CowStr)?)?,
+                "agent_id" => set(&mut f.agent_id, access.next_value_seed(CowStr)?)?,
+                "installation_id" => set(&mut f.installation_id, access.next_value_seed(CowStr)?)?,
                 k if k == DROPPED_FIELD => {
                     access.next_value::<IgnoredAny>()?;
                 }
@@ -319,39 +319,6 @@ impl<'de> Visitor<'de> for FastVisitor {
             }
         }
         Ok(f)
-    }
-}
-
-/// A string, borrowed when it holds no escapes; any other type (`null` too) gives up.
-struct Str;
-
-impl<'de> DeserializeSeed<'de> for Str {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(StrVisitor)
-    }
-}
-
-struct StrVisitor;
-
-impl<'de> Visitor<'de> for StrVisitor {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
     }
 }
 
@@ -377,7 +344,7 @@ impl<'de> Visitor<'de> for StrsVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(s) = seq.next_element_seed(Str)? {
+        while let Some(s) = seq.next_element_seed(CowStr)? {
             out.push(s);
         }
         Ok(out)
