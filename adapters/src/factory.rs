@@ -20,18 +20,15 @@ pub fn create_siem_adapter(config: SiemConfig) -> Result<Box<dyn SiemAdapter>, C
     }
     Ok(match config.siem_type {
         SiemType::Splunk | SiemType::Crowdstrike => Box::new(HecAdapter::new(config)?),
-        SiemType::Sentinel if is_logs_ingestion(&config) => {
+        SiemType::Sentinel
+            if config.sentinel_api() == Some(crate::config::SentinelApi::LogsIngestion) =>
+        {
             Box::new(LogsIngestionAdapter::new(config)?)
         }
         SiemType::Sentinel => Box::new(SentinelAdapter::new(config)?),
         SiemType::Arcsight => Box::new(ArcsightAdapter::new(config)?),
         SiemType::Cef => Box::new(CefAdapter::new(config)?),
     })
-}
-
-fn is_logs_ingestion(config: &SiemConfig) -> bool {
-    matches!(&config.extra, crate::config::SiemOptions::Sentinel(o)
-        if o.api == crate::config::SentinelApi::LogsIngestion)
 }
 
 #[cfg(test)]

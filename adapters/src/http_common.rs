@@ -34,28 +34,11 @@ pub(crate) const JSON_ARRAY: BodyFraming = BodyFraming {
     suffix: b"]",
 };
 
-/// Groups consecutive items into bodies of at most `max_body` bytes (uncompressed,
-/// framing included). An item that cannot fit even alone goes to `oversized`.
-/// `make` turns (events, uncompressed body) into the request.
-pub(crate) fn pack(
-    items: Vec<Vec<u8>>,
-    framing: BodyFraming,
-    max_body: usize,
-    oversize_reason: impl Fn(usize) -> String,
-    make: impl FnMut(Range<usize>, Vec<u8>) -> HttpRequest,
-) -> EncodedBatch {
-    pack_with(
-        items.len(),
-        |i, out| out.extend_from_slice(&items[i]),
-        framing,
-        max_body,
-        oversize_reason,
-        make,
-    )
-}
-
-/// [`pack`] for `count` items that `write_item(i, out)` appends to `out` (an emptied
-/// scratch buffer, reused: no allocation per item).
+/// Groups `count_items` consecutive items into bodies of at most `max_body` bytes
+/// (uncompressed, framing included). An item that cannot fit even alone goes to
+/// `oversized`. `write_item(i, out)` appends item `i` to `out` (an emptied scratch buffer,
+/// reused: no allocation per item); `make` turns (events, uncompressed body) into the
+/// request.
 pub(crate) fn pack_with(
     count_items: usize,
     mut write_item: impl FnMut(usize, &mut Vec<u8>),

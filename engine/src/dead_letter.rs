@@ -145,7 +145,7 @@ pub(crate) fn marker_key(destination: &str, seq: u64, record: &[u8]) -> Vec<u8> 
 }
 
 /// FNV-1a, 64 bits: stable across builds (markers outlive a process).
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);

@@ -525,10 +525,7 @@ fn derive_id(adapter: &dyn SiemAdapter, customer: Option<&CustomerKey>) -> Desti
     match customer {
         Some(key) => format!("{}/{}/{}", key.mssp_id, key.customer_id, config.siem_type),
         None => {
-            let url = config.endpoint_url.to_string();
-            let hash = url.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100000001b3)
-            });
+            let hash = crate::dead_letter::fnv1a64(config.endpoint_url.as_bytes());
             format!("global/{}/{:08x}", config.siem_type, hash as u32)
         }
     }

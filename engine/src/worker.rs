@@ -74,22 +74,28 @@ impl Worker {
             let config = adapter.config();
             let batch_size = config.batch_size.max(1);
             let flush = Duration::from_secs(config.flush_interval_seconds);
-            // Overlap the previous batch's ack only with a full next batch; otherwise let it
-            // finish so that the queue's length and age describe only undelivered events.
-            if let Some(ack) = pending_ack.take() {
-                let after_ack = self
-                    .dest
-                    .queue
-                    .stats()
-                    .len
-                    .saturating_sub(ack.records as u64);
-                if after_ack >= batch_size as u64 {
-                    *pending_ack = Some(ack);
-                } else {
-                    ack.finish().await;
+            // Overlap the previous batch's ack only with a full next batch (then the batch
+            // is ready); otherwise let it finish so that the queue's length and age describe
+            // only undelivered events.
+            let full_beside_ack = match pending_ack.take() {
+                Some(ack) => {
+                    let queued = self.dest.queue.stats().len;
+                    if queued.saturating_sub(ack.records as u64) >= batch_size as u64 {
+                        *pending_ack = Some(ack);
+                        true
+                    } else {
+                        ack.finish().await;
+                        false
+                    }
                 }
-            }
-            match self.readiness(batch_size, flush) {
+                None => false,
+            };
+            let wait = if full_beside_ack {
+                Wait::Ready
+            } else {
+                self.readiness(batch_size, flush)
+            };
+            match wait {
                 Wait::Ready => {}
                 wait => {
                     let nap = match wait {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 mod common;
 
-use raxe_storage::{scan_raw_records, Queue, QueueError, SledStore};
+use raxe_storage::{scan_raw_records, Queue, QueueError, SledStore, StoreOptions};
 
 fn record(i: usize) -> Vec<u8> {
     format!(r#"{{"event_id":"e{i}","pad":"{}"}}"#, "x".repeat(300)).into_bytes()
@@ -241,13 +241,7 @@ fn byte_flipped_inside_a_log_message_loses_at_most_its_record() {
     }
     let (mut refused, mut kept_copy) = (0, 0);
     for offset in targets {
-        let dir = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(template.path()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() && path.file_name().unwrap() != "raxe.lock" {
-                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-            }
-        }
+        let dir = copy_store(template.path());
         let mut bytes = original.clone();
         bytes[offset] ^= 0x10;
         std::fs::write(dir.path().join("db"), &bytes).unwrap();
@@ -263,7 +257,9 @@ fn byte_flipped_inside_a_log_message_loses_at_most_its_record() {
             })
             .collect();
         assert_eq!(hit.len(), 1, "flip at {offset} is not inside one record");
-        let damage = raxe_storage::find_log_damage(dir.path(), 2 << 20).unwrap();
+        let damage =
+            raxe_storage::find_log_damage(dir.path(), StoreOptions::default().segment_size)
+                .unwrap();
         let case = format!("flip at byte {offset} of {len} ({damage:?})");
         let opened = SledStore::open(dir.path()).and_then(|store| {
             let q = store.queue("dest")?;
@@ -358,15 +354,11 @@ fn torn_tail_past_the_last_synced_append_is_not_damage() {
         }),
     ];
     for (case, bytes) in cases {
-        let copy = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() && path.file_name().unwrap() != "raxe.lock" {
-                std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
-            }
-        }
+        let copy = copy_store(dir.path());
         std::fs::write(copy.path().join("db"), &bytes).unwrap();
-        let damage = raxe_storage::find_log_damage(copy.path(), 2 << 20).unwrap();
+        let damage =
+            raxe_storage::find_log_damage(copy.path(), StoreOptions::default().segment_size)
+                .unwrap();
         assert_eq!(damage, None, "{case}");
         let store = SledStore::open(copy.path()).unwrap_or_else(|e| panic!("{case}: {e}"));
         let q = store.queue("dest").unwrap();
@@ -400,7 +392,7 @@ fn log_scan_cost() {
             q.append(&refs).unwrap();
         }
     }
-    let seg = raxe_storage::StoreOptions::default().segment_size;
+    let seg = StoreOptions::default().segment_size;
     let len = std::fs::metadata(dir.path().join("db")).unwrap().len();
     let time = |what: &str| {
         let mut best = f64::MAX;
@@ -424,4 +416,16 @@ fn log_scan_cost() {
     drop(SledStore::open(dir.path()).unwrap());
     eprintln!("open: {:.3} s", t.elapsed().as_secs_f64());
     time("after a reopen");
+}
+
+/// A copy of a closed store's files (not its lock) in a new temporary directory.
+fn copy_store(from: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path.file_name().unwrap() != "raxe.lock" {
+            std::fs::copy(&path, to.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    to
 }

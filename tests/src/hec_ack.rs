@@ -101,6 +101,10 @@ impl HecAckReceiver {
         self.state.lock().unwrap().accepted.clone()
     }
 
+    pub fn accepted_count(&self) -> usize {
+        self.state.lock().unwrap().accepted.len()
+    }
+
     /// Event ids of requests reported indexed (`true`).
     pub fn indexed(&self) -> Vec<String> {
         self.state.lock().unwrap().indexed.clone()
@@ -122,7 +126,7 @@ impl HecAckReceiver {
 
     /// Waits until at least `n` events were accepted, or `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
-        wait_until(timeout, || self.accepted().len() >= n).await
+        wait_until(timeout, || self.accepted_count() >= n).await
     }
 }
 

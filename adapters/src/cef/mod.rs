@@ -21,7 +21,8 @@ use crate::adapter::{BoxFuture, EncodedBatch, SiemAdapter};
 use crate::config::{CefMode, CefOptions, ConfigError, SiemConfig, SiemOptions, SyslogFormat};
 use crate::event::ScanEvent;
 use crate::http_common::{
-    classify_syslog_transport_error, classify_transport_error, pack, post, secret_header, CONCAT,
+    classify_syslog_transport_error, classify_transport_error, pack_with, post, secret_header,
+    CONCAT,
 };
 use crate::outcome::Outcome;
 use crate::request::{EncodedRequest, Payload, Response, TransportError};
@@ -48,10 +49,10 @@ impl CefHttpBuilder {
     }
 
     pub fn build(&self, batch: &[ScanEvent]) -> EncodedBatch {
-        let items = batch.iter().map(|e| self.line(e)).collect();
         let max = self.max_bytes;
-        pack(
-            items,
+        pack_with(
+            batch.len(),
+            |i, out| out.extend_from_slice(&self.line(&batch[i])),
             CONCAT,
             max,
             |n| format!("CEF line is {n} bytes, over the request limit of {max} bytes"),

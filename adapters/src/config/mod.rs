@@ -8,6 +8,7 @@ mod secret;
 #[cfg(test)]
 mod tests;
 mod validate;
+pub(crate) use validate::invalid;
 
 use std::fmt;
 use std::str::FromStr;
@@ -139,6 +140,14 @@ impl SiemConfig {
     }
 
     /// Splunk HEC with defaults.
+    /// Which Sentinel API a Sentinel destination uses; `None` for other destinations.
+    pub fn sentinel_api(&self) -> Option<SentinelApi> {
+        match &self.extra {
+            SiemOptions::Sentinel(o) => Some(o.api),
+            _ => None,
+        }
+    }
+
     pub fn splunk(endpoint_url: &str, token: impl Into<Secret>) -> Result<SiemConfig, ConfigError> {
         Self::new(SiemType::Splunk, endpoint_url, token)
     }

@@ -173,15 +173,6 @@ pub enum SentinelApi {
     LogsIngestion,
 }
 
-impl SentinelApi {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SentinelApi::DataCollector => "data-collector",
-            SentinelApi::LogsIngestion => "logs-ingestion",
-        }
-    }
-}
-
 /// Where the CEF `installation_id` goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -42,7 +42,7 @@ pub enum ConfigError {
     Transport(#[from] TransportSetupError),
 }
 
-fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::InvalidOption {
         option,
         reason: reason.into(),

@@ -286,15 +286,7 @@ fn number(field: &'static str, v: Value) -> Result<f64, Fail> {
 pub(crate) fn timestamp(v: Value) -> Result<i64, Fail> {
     let bad = |message: String| (EventErrorKind::InvalidTimestamp, Some("timestamp"), message);
     let ms = match &v {
-        Value::String(s) => {
-            let dt = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
-                bad(format!(
-                    "expected an RFC 3339 time such as 2026-01-30T10:30:00Z, got {:?} ({e})",
-                    shorten(s)
-                ))
-            })?;
-            (dt.unix_timestamp_nanos() / 1_000_000) as i64
-        }
+        Value::String(s) => return timestamp_str(s),
         Value::Number(n) => {
             let f = n.as_f64().unwrap_or(f64::NAN);
             let ms = if f.abs() < 1e11 { f * 1000.0 } else { f };
@@ -315,10 +307,31 @@ pub(crate) fn timestamp(v: Value) -> Result<i64, Fail> {
             ))
         }
     };
-    if !(0..=super::parse::MAX_TIMESTAMP_MS).contains(&ms) {
-        return Err(bad(format!(
-            "time must lie between 1970-01-01 and 9999-12-31, got {ms} ms since the epoch"
-        )));
+    in_range(ms)
+}
+
+/// [`timestamp`] of a string, borrowed (the intake scanner's form).
+pub(crate) fn timestamp_str(s: &str) -> Result<i64, Fail> {
+    let dt = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
+        (
+            EventErrorKind::InvalidTimestamp,
+            Some("timestamp"),
+            format!(
+                "expected an RFC 3339 time such as 2026-01-30T10:30:00Z, got {:?} ({e})",
+                shorten(s)
+            ),
+        )
+    })?;
+    in_range((dt.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn in_range(ms: i64) -> Result<i64, Fail> {
+    if !(0..=MAX_TIMESTAMP_MS).contains(&ms) {
+        return Err((
+            EventErrorKind::InvalidTimestamp,
+            Some("timestamp"),
+            format!("time must lie between 1970-01-01 and 9999-12-31, got {ms} ms since the epoch"),
+        ));
     }
     Ok(ms)
 }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::normalize::{Extra, Fast};
-use super::parse::{timestamp, DROPPED_FIELD};
+use super::parse::{timestamp, timestamp_str, DROPPED_FIELD};
 use super::Severity;
 
 /// Scans one line (valid UTF-8 is checked here) into its fields.
@@ -149,11 +149,11 @@ impl<'a> Scanner<'a> {
         match key {
             "event_id" => set(&mut f.event_id, s(self)?),
             "timestamp" => {
-                let v = match self.peek()? {
-                    b'"' => Value::String(self.string()?.to_string()),
-                    _ => number_value(self.number()?)?,
+                let ms = match self.peek()? {
+                    b'"' => timestamp_str(self.string()?),
+                    _ => timestamp(number_value(self.number()?)?),
                 };
-                set(&mut f.timestamp_ms, timestamp(v).ok()?)
+                set(&mut f.timestamp_ms, ms.ok()?)
             }
             "event_type" => set(&mut f.event_type, s(self)?),
             "threat_detected" => set(&mut f.threat_detected, self.bool()?),

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use crate::adapter::{BoxFuture, EncodedBatch, SiemAdapter};
 use crate::config::{ConfigError, SiemConfig, SiemOptions};
 use crate::event::ScanEvent;
-use crate::http_common::{classify_transport_error, pack, post, secret_header, JSON_ARRAY};
+use crate::http_common::{classify_transport_error, pack_with, post, secret_header, JSON_ARRAY};
 use crate::outcome::Outcome;
 use crate::request::{EncodedRequest, HttpRequest, Payload, Response, TransportError};
 use crate::transport::HttpTransport;
@@ -137,11 +137,11 @@ impl SiemAdapter for SentinelAdapter {
     }
 
     fn encode(&self, batch: &[ScanEvent]) -> EncodedBatch {
-        let items = batch.iter().map(|e| self.transform_event(e)).collect();
         let now = (self.clock)();
         let max = self.max_bytes;
-        pack(
-            items,
+        pack_with(
+            batch.len(),
+            |i, out| write_record(&batch[i], out),
             JSON_ARRAY,
             max,
             |n| format!("record is {n} bytes, over the Data Collector limit of {max} bytes"),

@@ -69,10 +69,7 @@ pub fn validate_options(o: &SentinelOptions) -> Result<(), ConfigError> {
         siem_type: SiemType::Sentinel,
         option,
     };
-    let invalid = |option, reason: &str| ConfigError::InvalidOption {
-        option,
-        reason: reason.into(),
-    };
+    use crate::config::invalid;
     let fields: [FieldCheck; 4] = [
         (
             "tenant_id",
@@ -213,16 +210,6 @@ impl LogsIngestionAdapter {
     pub fn with_max_request_bytes(mut self, max: usize) -> LogsIngestionAdapter {
         self.max_bytes = max;
         self
-    }
-
-    /// The ingestion URL requests go to.
-    pub fn uri(&self) -> &Uri {
-        &self.uri
-    }
-
-    /// Token requests sent so far.
-    pub fn token_requests(&self) -> u64 {
-        self.token.fetches()
     }
 
     /// Fetches a fresh token now (`siem test`, step 1).

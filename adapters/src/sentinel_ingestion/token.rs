@@ -7,18 +7,16 @@
 //! asking Entra ID at once). The client secret and the access token never appear in
 //! `Debug` output, logs or errors: failures quote only the status and Entra ID's answer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Uri};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::Secret;
-use crate::request::{HttpRequest, HttpResponse, TransportError};
+use crate::request::{HttpResponse, TransportError};
 use crate::transport::HttpTransport;
 
 /// The Azure Monitor audience; the double slash is what Microsoft's samples send.
@@ -71,7 +69,6 @@ pub struct TokenSource {
     form: Secret,
     transport: HttpTransport,
     cached: Mutex<Option<Cached>>,
-    fetches: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -95,13 +92,7 @@ impl TokenSource {
             form: Secret::from(form),
             transport,
             cached: Mutex::new(None),
-            fetches: AtomicU64::new(0),
         }
-    }
-
-    /// How many token requests were sent (tests, stats).
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
     }
 
     /// The current token, fetching a new one when there is none or it is about to expire.
@@ -135,20 +126,13 @@ impl TokenSource {
     }
 
     async fn fetch(&self) -> Result<Cached, TokenError> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
-        let body = Bytes::from(self.form.expose().to_string());
-        let req = HttpRequest {
-            method: Method::POST,
-            uri: self.uri.clone(),
-            headers,
-            uncompressed_len: body.len(),
-            body,
-        };
+        let body = self.form.expose().as_bytes().to_vec();
+        let req = crate::http_common::post(&self.uri, &headers, body, false);
         let started = Instant::now();
         let resp = self
             .transport

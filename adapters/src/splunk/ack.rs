@@ -67,10 +67,7 @@ pub fn is_guid(s: &str) -> bool {
 
 /// Checks the ack options of a Splunk destination (part of `SiemConfig::validate`).
 pub fn validate_ack(o: &SplunkOptions) -> Result<(), ConfigError> {
-    let invalid = |option, reason: &str| ConfigError::InvalidOption {
-        option,
-        reason: reason.to_string(),
-    };
+    use crate::config::invalid;
     if let Some(channel) = &o.channel {
         if !is_guid(channel) {
             return Err(invalid(

@@ -58,15 +58,16 @@ fn by_code(code: u32, reply: &HecReply, resp: &HttpResponse, reason: &str) -> Op
         },
         // Incorrect index: every event of a destination carries the same index.
         7 | 16 => Outcome::Misconfigured { reason },
-        10 => Outcome::Misconfigured {
-            reason: format!("{reason} (hint: the token has indexer acknowledgement on; configure the destination with --ack so that requests carry a channel)"),
-        },
-        11 => Outcome::Misconfigured {
-            reason: format!("{reason} (hint: the channel must be a GUID; configure the destination again with --ack to make a new one)"),
-        },
-        14 => Outcome::Misconfigured {
-            reason: format!("{reason} (hint: indexer acknowledgement is off for this token; turn on useACK for the token, or configure the destination without --ack)"),
-        },
+        10 | 11 | 14 => {
+            let hint = match code {
+                10 => "the token has indexer acknowledgement on; configure the destination with --ack so that requests carry a channel",
+                11 => "the channel must be a GUID; configure the destination again with --ack to make a new one",
+                _ => "indexer acknowledgement is off for this token; turn on useACK for the token, or configure the destination without --ack",
+            };
+            Outcome::Misconfigured {
+                reason: format!("{reason} (hint: {hint})"),
+            }
+        }
         8 | 9 | 18 | 19 | 20 => retry(resp),
         _ => return None,
     })

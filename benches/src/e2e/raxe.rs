@@ -51,7 +51,11 @@ pub struct Raxe {
 
 impl Raxe {
     fn command(&self) -> Command {
-        let mut c = Command::new(&self.bin);
+        self.args(Command::new(&self.bin))
+    }
+
+    /// The data directory, quiet logs, no stdin.
+    fn args(&self, mut c: Command) -> Command {
         c.arg("--data-dir")
             .arg(&self.data)
             .env("RAXE_LOG", "warn")
@@ -129,18 +133,11 @@ impl Raxe {
                 let mut words = w.split_whitespace();
                 let mut c = Command::new(words.next().ok_or("empty --wrap")?);
                 c.args(words).arg(&self.bin);
-                c
+                self.args(c)
             }
-            None => Command::new(&self.bin),
+            None => self.command(),
         };
-        cmd.arg("--data-dir")
-            .arg(&self.data)
-            .arg("serve")
-            .env("RAXE_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(err_file);
+        cmd.arg("serve").stdout(log_file).stderr(err_file);
         let started = Instant::now();
         let child = cmd.spawn().map_err(|e| format!("spawn raxe serve: {e}"))?;
         Ok(Serve { child, started })

@@ -29,12 +29,7 @@ pub fn repair(data: &DataDir, dry_run: bool) -> Result<i32> {
             Err(Unreadable(e)) => {
                 // A queue sled lost records of: the data file itself is damaged.
                 drop(store);
-                println!("✗ The queue database is damaged: {e}");
-                if dry_run {
-                    println!("  run `raxe repair` (without --dry-run) to move it aside and recover its events");
-                    return Ok(1);
-                }
-                salvage_database(data, &queues_dir)
+                damaged_database(data, dry_run, &format!("is damaged: {e}"))
             }
             Ok(code) => Ok(code),
             Err(Other(e)) => Err(e),
@@ -43,15 +38,20 @@ pub fn repair(data: &DataDir, dry_run: bool) -> Result<i32> {
             bail!("{e}: stop raxe serve before a repair (its queues must not change meanwhile)")
         }
         Err(e @ QueueError::Corrupt { .. }) => {
-            println!("✗ The queue database cannot be opened: {e}");
-            if dry_run {
-                println!("  run `raxe repair` (without --dry-run) to move it aside and recover its events");
-                return Ok(1);
-            }
-            salvage_database(data, &queues_dir)
+            damaged_database(data, dry_run, &format!("cannot be opened: {e}"))
         }
         Err(e) => Err(anyhow::Error::new(e).context("cannot open the queues")),
     }
+}
+
+/// Says what is wrong with the database; salvages it unless this is a dry run.
+fn damaged_database(data: &DataDir, dry_run: bool, what: &str) -> Result<i32> {
+    println!("✗ The queue database {what}");
+    if dry_run {
+        println!("  run `raxe repair` (without --dry-run) to move it aside and recover its events");
+        return Ok(1);
+    }
+    salvage_database(data, &data.queues_dir())
 }
 
 fn repair_dir(data: &DataDir) -> Result<PathBuf> {
@@ -85,7 +85,7 @@ fn repair_chunks(data: &DataDir, store: &SledStore, dry_run: bool) -> Result<i32
         let queue = match store.queue(&name) {
             Ok(queue) => queue,
             Err(e @ QueueError::Corrupt { .. }) => return Err(Unreadable(e)),
-            Err(e) => return Err(Other(e.into())),
+            Err(e) => return Err(e.into()),
         };
         let damaged = queue.verify()?;
         if damaged.is_empty() {

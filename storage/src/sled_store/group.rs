@@ -81,7 +81,8 @@ impl SledStore {
             }
         }
         if let Some(e) = failure {
-            for (qi, s) in &staged {
+            // Newest first: a queue named by two parts rolls back to its first part's start.
+            for (qi, s) in staged.iter().rev() {
                 if let Some(st) = guards[*qi].as_deref_mut() {
                     queues[*qi].unstage(st, s);
                 }
@@ -101,9 +102,7 @@ impl SledStore {
         }
         drop(guards);
         self.shared.commit(ticket, Level::Sync)?;
-        for (nonce, next) in tips {
-            self.shared.note_tip(nonce, next);
-        }
+        self.shared.note_tips(&tips);
         for q in &queues {
             let mut st = q.lock_state();
             q.publish(&mut st);

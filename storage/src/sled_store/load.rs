@@ -62,13 +62,15 @@ impl SledQueue {
         let mut covered = st.acked_low;
         let missing = |from: Seq, to: Seq, st: &QState| -> Option<QueueError> {
             let gap = from..to;
-            (!gap.is_empty() && !st.acked_above.contains_range(&gap)).then(|| QueueError::Corrupt {
-                path: q.shared.db_path.clone(),
-                detail: format!(
-                    "queue {name:?}: records {}..{} are neither stored nor acked: sled lost \
-                         them (a truncated or damaged data file). Stop here and run `raxe repair`",
-                    gap.start, gap.end
-                ),
+            (!gap.is_empty() && !st.acked_above.contains_range(&gap)).then(|| {
+                q.shared.corrupt(
+                    name,
+                    &format!(
+                        "records {}..{} are neither stored nor acked: sled lost them (a \
+                         truncated or damaged data file). Stop here and run `raxe repair`",
+                        gap.start, gap.end
+                    ),
+                )
             })
         };
         for item in q.tree.scan_prefix([codec::META_PREFIX]) {
@@ -123,16 +125,16 @@ impl SledQueue {
         normalize_low(&mut st);
         if let Some(expected) = q.shared.tips.expected(nonce) {
             if st.next_seq < expected {
-                return Err(QueueError::Corrupt {
-                    path: q.shared.db_path.clone(),
-                    detail: format!(
-                        "queue {name:?}: the data file holds records up to seq {} but seq {} \
-                         was appended and synced before: sled lost the end of its log (a \
-                         truncated or damaged file). Stop here and run `raxe repair`",
+                return Err(q.shared.corrupt(
+                    name,
+                    &format!(
+                        "the data file holds records up to seq {} but seq {} was appended and \
+                         synced before: sled lost the end of its log (a truncated or damaged \
+                         file). Stop here and run `raxe repair`",
                         st.next_seq,
                         expected - 1
                     ),
-                });
+                ));
             }
         }
         *q.lock() = st;

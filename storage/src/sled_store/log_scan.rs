@@ -73,8 +73,13 @@ pub struct LogDamage {
     /// File offset of a later message sled would have accepted; `None` when one changed
     /// bit (or header byte) explains the failure instead.
     pub valid_after: Option<u64>,
-    /// Bytes of log walked.
-    pub scanned_bytes: u64,
+}
+
+fn damage(bad_offset: u64, valid_after: Option<u64>) -> io::Result<Option<LogDamage>> {
+    Ok(Some(LogDamage {
+        bad_offset,
+        valid_after,
+    }))
 }
 
 impl std::fmt::Display for LogDamage {
@@ -138,21 +143,15 @@ pub fn find_log_damage(dir: &Path, segment_size: usize) -> io::Result<Option<Log
     segments.dedup_by_key(|s| s.0);
     let mut buf = vec![0u8; segment_size];
     let mut first_bad: Option<u64> = None;
-    let mut scanned = 0u64;
     for (lsn, offset) in segments {
         let n = read_up_to(&file, &mut buf, offset)?;
-        scanned += n as u64;
         let number = lsn as u64 / seg;
         let mut pos = SEG_HEADER_LEN;
         while pos + MAX_MSG_HEADER_LEN <= segment_size {
             match read_message(&buf[..n], pos, segment_size, number) {
                 Msg::Ok(used) => {
                     if let Some(bad) = first_bad {
-                        return Ok(Some(LogDamage {
-                            bad_offset: bad,
-                            valid_after: Some(offset + pos as u64),
-                            scanned_bytes: scanned,
-                        }));
+                        return damage(bad, Some(offset + pos as u64));
                     }
                     pos += used;
                 }
@@ -160,11 +159,7 @@ pub fn find_log_damage(dir: &Path, segment_size: usize) -> io::Result<Option<Log
                 // Past a rejected message: does sled accept anything after it?
                 Msg::Bad { .. } | Msg::Fill if first_bad.is_some() => {
                     if let Some(at) = next_valid(&buf[..n], pos + 1, segment_size, number) {
-                        return Ok(Some(LogDamage {
-                            bad_offset: first_bad.unwrap_or_default(),
-                            valid_after: Some(offset + at as u64),
-                            scanned_bytes: scanned,
-                        }));
+                        return damage(first_bad.unwrap_or_default(), Some(offset + at as u64));
                     }
                     break;
                 }
@@ -178,19 +173,11 @@ pub fn find_log_damage(dir: &Path, segment_size: usize) -> io::Result<Option<Log
                 } => {
                     let bad = offset + pos as u64;
                     if one_bit || one_byte_from_valid(&mut buf[..n], pos, segment_size, number) {
-                        return Ok(Some(LogDamage {
-                            bad_offset: bad,
-                            valid_after: None,
-                            scanned_bytes: scanned,
-                        }));
+                        return damage(bad, None);
                     }
                     first_bad = Some(bad);
                     if let Some(at) = next_valid(&buf[..n], pos + 1, segment_size, number) {
-                        return Ok(Some(LogDamage {
-                            bad_offset: bad,
-                            valid_after: Some(offset + at as u64),
-                            scanned_bytes: scanned,
-                        }));
+                        return damage(bad, Some(offset + at as u64));
                     }
                     break;
                 }
@@ -198,11 +185,7 @@ pub fn find_log_damage(dir: &Path, segment_size: usize) -> io::Result<Option<Log
                 // a single changed byte in its header made a valid message look so.
                 Msg::Bad { ours: None } => {
                     if one_byte_from_valid(&mut buf[..n], pos, segment_size, number) {
-                        return Ok(Some(LogDamage {
-                            bad_offset: offset + pos as u64,
-                            valid_after: None,
-                            scanned_bytes: scanned,
-                        }));
+                        return damage(offset + pos as u64, None);
                     }
                     return Ok(None);
                 }

@@ -143,11 +143,11 @@ impl Shared {
         }
     }
 
-    /// Records a queue's durable tip (after its append was synced), with the data file's
-    /// length now.
-    pub(crate) fn note_tip(&self, nonce: u64, next: Seq) {
+    /// Records queues' durable tips `(nonce, next seq)` after their append was synced,
+    /// with the data file's length now.
+    pub(crate) fn note_tips(&self, tips: &[(u64, Seq)]) {
         let len = self.db_file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.tips.advance(nonce, next, len);
+        self.tips.advance(tips, len);
     }
 
     /// Waits until `ticket` is durable at `level` (group commit).
@@ -763,8 +763,5 @@ impl QueueStore for SledStore {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    sled_queue::now_ms() / 1000
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use super::codec::{self, ChunkMeta};
 use super::sled_queue::SledQueue;
-use crate::crc::Crc32;
+use crate::crc::crc32;
 use crate::error::QueueError;
 use crate::queue::{Queue, Seq};
 
@@ -193,9 +193,7 @@ pub(crate) fn check_segment_headers(db_path: &Path, segment_size: usize) -> Resu
         file.read_exact_at(&mut header, offset).map_err(io_err)?;
         if header.iter().any(|&b| b != 0) {
             let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) ^ !0;
-            let mut crc = Crc32::new();
-            crc.update(&header[4..]);
-            if crc.finish() != stored {
+            if crc32(&header[4..]) != stored {
                 return Err(QueueError::Corrupt {
                     path: db_path.to_path_buf(),
                     detail: format!(

@@ -446,7 +446,7 @@ impl Queue for SledQueue {
         self.commit_staged(&mut st, staged, ticket);
         drop(st);
         self.commit(ticket, Level::Sync)?;
-        self.shared.note_tip(self.nonce, range.end);
+        self.shared.note_tips(&[(self.nonce, range.end)]);
         let mut st = self.lock();
         self.publish(&mut st);
         Ok(range)

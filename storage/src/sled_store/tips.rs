@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::crc::Crc32;
+use crate::crc::crc32;
 use crate::queue::Seq;
 
 const MAGIC: &[u8; 4] = b"RXT2";
@@ -39,6 +39,8 @@ pub(crate) struct Tips {
 
 struct Live {
     file: Option<File>,
+    /// The file's length, so it is truncated only when a queue comes or goes.
+    file_len: Option<u64>,
     tips: BTreeMap<u64, Seq>,
     db_len: u64,
 }
@@ -61,6 +63,7 @@ impl Tips {
         Tips {
             path,
             live: Mutex::new(Live {
+                file_len: None,
                 file,
                 tips: at_open.clone(),
                 db_len: db_len_at_open,
@@ -89,17 +92,22 @@ impl Tips {
         self.at_open.values().any(|&next| next > 0)
     }
 
-    /// Records that the queue's appends are durable up to `next` (call after the sync),
-    /// with the data file's length then.
-    pub(crate) fn advance(&self, nonce: u64, next: Seq, db_len: u64) {
+    /// Records that each queue's appends are durable up to its `next` (call after the
+    /// sync), with the data file's length then: one write for the whole group.
+    pub(crate) fn advance(&self, tips: &[(u64, Seq)], db_len: u64) {
         let mut live = self.lock();
-        let tip = live.tips.get(&nonce).copied().unwrap_or(0);
-        if tip >= next && live.db_len == db_len {
-            return;
+        let mut changed = live.db_len != db_len;
+        for &(nonce, next) in tips {
+            let tip = live.tips.entry(nonce).or_insert(0);
+            if *tip < next {
+                *tip = next;
+                changed = true;
+            }
         }
-        live.tips.insert(nonce, tip.max(next));
-        live.db_len = db_len;
-        write(&mut live, &self.path);
+        if changed {
+            live.db_len = db_len;
+            write(&mut live, &self.path);
+        }
     }
 
     /// A dropped queue: its nonce never comes back.
@@ -117,7 +125,10 @@ fn write(live: &mut Live, path: &Path) {
     let Some(file) = live.file.as_ref() else {
         return;
     };
-    let ok = file.write_all_at(&bytes, 0).is_ok() && file.set_len(bytes.len() as u64).is_ok();
+    let len = bytes.len() as u64;
+    let ok = file.write_all_at(&bytes, 0).is_ok()
+        && (live.file_len == Some(len) || file.set_len(len).is_ok());
+    live.file_len = ok.then_some(len);
     if !ok {
         tracing::warn!(path = %path.display(), "cannot update the queue tips file");
     }
@@ -132,18 +143,15 @@ fn encode(db_len: u64, tips: &BTreeMap<u64, Seq>) -> Vec<u8> {
         v.extend_from_slice(&nonce.to_le_bytes());
         v.extend_from_slice(&next.to_le_bytes());
     }
-    let mut crc = Crc32::new();
-    crc.update(&v);
-    v.extend_from_slice(&crc.finish().to_le_bytes());
+    let crc = crc32(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
     v
 }
 
 fn decode(bytes: &[u8]) -> Option<(u64, BTreeMap<u64, Seq>)> {
     let body = bytes.get(..bytes.len().checked_sub(4)?)?;
     let stored = u32::from_le_bytes(bytes[body.len()..].try_into().ok()?);
-    let mut crc = Crc32::new();
-    crc.update(body);
-    if crc.finish() != stored || body.get(..4)? != MAGIC {
+    if crc32(body) != stored || body.get(..4)? != MAGIC {
         return None;
     }
     let count = u32::from_le_bytes(body.get(4..8)?.try_into().ok()?) as usize;
@@ -185,9 +193,9 @@ mod tests {
     fn advance_persists_and_never_goes_back() {
         let dir = tempfile::tempdir().unwrap();
         let tips = Tips::open(dir.path());
-        tips.advance(1, 10, 100);
-        tips.advance(1, 5, 200);
-        tips.advance(2, 3, 200);
+        tips.advance(&[(1, 10)], 100);
+        tips.advance(&[(1, 5)], 200);
+        tips.advance(&[(2, 3)], 200);
         tips.forget(2);
         let again = Tips::open(dir.path());
         assert_eq!(again.expected(1), Some(10));

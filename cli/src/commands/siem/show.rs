@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use anyhow::Result;
-use raxe_adapters::config::{SentinelApi, SiemOptions};
+use raxe_adapters::config::SentinelApi;
 use serde_json::{json, Value};
 
 use super::existing;
@@ -65,7 +65,7 @@ pub(super) fn show(
             println!("  {:<14} {shown}", format!("{}:", title(key)));
         }
     }
-    if matches!(&config.extra, SiemOptions::Sentinel(o) if o.api == SentinelApi::DataCollector) {
+    if config.sentinel_api() == Some(SentinelApi::DataCollector) {
         println!("  ⚠ The Azure HTTP Data Collector API was retired on 14 September 2026: reconfigure with --api logs-ingestion");
     }
     println!(

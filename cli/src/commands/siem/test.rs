@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use raxe_adapters::config::{SentinelApi, SiemConfig, SiemOptions};
+use raxe_adapters::config::{SentinelApi, SiemConfig};
 use raxe_adapters::event::ScanEvent;
 use raxe_adapters::outcome::Outcome;
 use raxe_adapters::request::{Response, TransportError};
@@ -15,8 +15,6 @@ use crate::config_store::{ConfigStore, Scope};
 
 pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
     let record = existing(configs, scope)?;
-    let adapter = raxe_adapters::create_siem_adapter(record.config.clone())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut event = ScanEvent::new(match scope {
         Scope::Customer { customer_id, .. } => customer_id.clone(),
         Scope::Global { name } => format!("global:{name}"),
@@ -31,9 +29,11 @@ pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
         "message".into(),
         json!("RAXE SIEM connectivity test event: safe to ignore"),
     );
-    if is_logs_ingestion(&record.config) {
+    if record.config.sentinel_api() == Some(SentinelApi::LogsIngestion) {
         return test_logs_ingestion(&record.config, &event).await;
     }
+    let adapter = raxe_adapters::create_siem_adapter(record.config.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let batch = adapter.encode(std::slice::from_ref(&event));
     let Some(request) = batch.requests.first() else {
         println!("✗ The test event cannot be encoded for this destination");
@@ -88,10 +88,6 @@ pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
             Ok(1)
         }
     }
-}
-
-fn is_logs_ingestion(config: &SiemConfig) -> bool {
-    matches!(&config.extra, SiemOptions::Sentinel(o) if o.api == SentinelApi::LogsIngestion)
 }
 
 /// Sentinel Logs Ingestion: token, empty array, test event, one line per step.
