@@ -1,6 +1,7 @@
 //! `raxe`: the command-line front end and service of raxe-siem. Thin: configuration files,
 //! commands, the service loop and spool intake; the work happens in raxe-engine.
 
+mod allocator;
 mod args;
 mod commands;
 mod config_store;

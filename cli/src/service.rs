@@ -292,17 +292,4 @@ fn ingest_spool(host: &Host, spool_dir: &Path, rejected_dir: &Path) {
             }
         }
     }
-    release_free_memory();
-}
-
-/// Hands memory freed by intake back to the kernel. glibc keeps freed pages of its arenas
-/// (sled's 2 MiB log buffers, each file's batches) and the process grew from ~40 to
-/// ~74 MiB while queueing 1,000,000 events; trimming after each spool pass kept the peak
-/// at ~59 MiB with the same intake rate (e2e_bench restart scenario).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; any thread may call it.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

@@ -44,7 +44,8 @@ const MAX_NAME_BYTES: usize = 200;
 /// Tuning and hooks for [`SledStore::open_with`].
 #[derive(Clone)]
 pub struct StoreOptions {
-    /// sled's page cache. sled's default (1 GiB) lets RSS grow with the queue.
+    /// sled's page cache. sled's default (1 GiB) lets RSS grow with the queue. Below ~256
+    /// leaves (one per LRU shard; see the crate's Memory notes) a smaller value saves nothing.
     pub cache_capacity: u64,
     /// Target encoded size of one chunk value (many records per sled value). Capped at
     /// `segment_size / 96`: sled rewrites a whole leaf (up to ~20 values) as one log
