@@ -1,8 +1,8 @@
 //! rustls client configuration shared by the HTTP and syslog-over-TLS transports.
 //!
-//! * Trust: the system roots (via `rustls-native-certs`, loaded once per process; roots that
-//!   fail to load or parse are skipped with a debug log) plus every certificate in the
-//!   optional `ca_cert` PEM file.
+//! * Trust: the system roots (via `rustls-native-certs`, loaded and parsed once per process
+//!   and shared; roots that fail to load or parse are skipped with a debug log) plus every
+//!   certificate in the optional `ca_cert` PEM file.
 //! * Mutual TLS: `client_cert` (PEM chain) and `client_key` (PEM PKCS#8, PKCS#1 or SEC1), both
 //!   or neither.
 //! * `insecure_skip_verify`: any server certificate is accepted (handshake signatures are
@@ -30,16 +30,25 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// System trust anchors, loaded once per process. Failures to load some are tolerated.
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let result = rustls_native_certs::load_native_certs();
-        for err in &result.errors {
-            tracing::debug!(error = %err, "skipping unloadable system root certificates");
-        }
-        result.certs
-    })
+/// The system roots as a trust store, parsed once per process and shared by every
+/// configuration without a private CA: an MSSP runs one transport per customer, and each
+/// parse held ~85 KB of trust anchors (8.4 MB of the heap with 100 destinations).
+fn system_root_store() -> Arc<RootCertStore> {
+    static STORE: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let native = rustls_native_certs::load_native_certs();
+            for err in &native.errors {
+                tracing::debug!(error = %err, "skipping unloadable system root certificates");
+            }
+            let mut roots = RootCertStore::empty();
+            let (_added, ignored) = roots.add_parsable_certificates(native.certs);
+            if ignored > 0 {
+                tracing::debug!(ignored, "skipped unparsable system root certificates");
+            }
+            Arc::new(roots)
+        })
+        .clone()
 }
 
 /// Builds the rustls client configuration for `tls`.
@@ -59,18 +68,18 @@ pub fn client_config(tls: &TlsOptions) -> Result<ClientConfig, TransportSetupErr
                 algorithms: provider().signature_verification_algorithms,
             }))
     } else {
-        let mut roots = RootCertStore::empty();
-        let (_added, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
-        if ignored > 0 {
-            tracing::debug!(ignored, "skipped unparsable system root certificates");
-        }
-        if let Some(path) = &tls.ca_cert {
-            let certs = read_ca_certs(path)?;
-            let (added, _ignored) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(TransportSetupError::NoCaCertificates { path: path.clone() });
+        let roots = match &tls.ca_cert {
+            None => system_root_store(),
+            Some(path) => {
+                let mut roots = RootCertStore::clone(&system_root_store());
+                let certs = read_ca_certs(path)?;
+                let (added, _ignored) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(TransportSetupError::NoCaCertificates { path: path.clone() });
+                }
+                Arc::new(roots)
             }
-        }
+        };
         builder.with_root_certificates(roots)
     };
 
