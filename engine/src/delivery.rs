@@ -179,11 +179,7 @@ impl<'a> Delivery<'a> {
         lease: Lease,
         deferred: &mut Option<DeferredAck>,
     ) -> Result<(), Halt> {
-        self.raw = lease
-            .records
-            .iter()
-            .map(|r| bytes::Bytes::from(r.data.clone()))
-            .collect();
+        self.raw = lease.records.iter().map(|r| r.data.clone()).collect();
         self.seqs = lease.records.iter().map(|r| r.seq).collect();
         let mut undecodable = Vec::new();
         self.events = LeaseEvents::decode(

@@ -5,17 +5,20 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::error::QueueError;
 
 /// Sequence number of one record in one queue. Strictly increasing, never reused, across
 /// restarts too.
 pub type Seq = u64;
 
-/// One queued record: opaque bytes (the engine stores one event per record).
+/// One queued record: opaque bytes (the engine stores one event per record). `data`
+/// shares the memory of the chunk it was read from: leasing copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub seq: Seq,
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 /// Records handed to one consumer until it acks or releases them. A lease lives in memory

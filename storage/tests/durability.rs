@@ -288,7 +288,7 @@ fn group_append_with_marker_is_atomic_and_durable() {
     assert_eq!(store.marker(b"spool/1").unwrap(), None);
     let qa = store.queue("qa").unwrap();
     let l = qa.lease(10, usize::MAX).unwrap().unwrap();
-    let data: Vec<&[u8]> = l.records.iter().map(|r| r.data.as_slice()).collect();
+    let data: Vec<&[u8]> = l.records.iter().map(|r| &r.data[..]).collect();
     assert_eq!(data, vec![&b"a1"[..], b"a2", b"b1"]);
     qa.release(l);
     assert_eq!(

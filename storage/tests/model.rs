@@ -154,7 +154,7 @@ fn run(ops: Vec<Op>, journal_bytes: u64) {
                     ),
                     Some(l) => {
                         let have: Vec<(u64, Vec<u8>)> =
-                            l.records.iter().map(|r| (r.seq, r.data.clone())).collect();
+                            l.records.iter().map(|r| (r.seq, r.data.to_vec())).collect();
                         assert_eq!(have, want);
                         for r in &l.records {
                             m.records.get_mut(&r.seq).expect("exists").1 = true;
@@ -220,7 +220,7 @@ fn run(ops: Vec<Op>, journal_bytes: u64) {
     let (_store, q) = open(dir.path(), journal_bytes);
     let mut got = Vec::new();
     while let Some(l) = q.lease(1000, usize::MAX).expect("lease") {
-        got.extend(l.records.iter().map(|r| (r.seq, r.data.clone())));
+        got.extend(l.records.iter().map(|r| (r.seq, r.data.to_vec())));
         q.ack(l).expect("ack");
     }
     let want: Vec<(u64, Vec<u8>)> = m

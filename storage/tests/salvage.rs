@@ -20,7 +20,7 @@ fn append_range(q: &dyn Queue, range: std::ops::Range<usize>) {
 fn drain(q: &dyn Queue) -> Result<Vec<Vec<u8>>, QueueError> {
     let mut out = Vec::new();
     while let Some(l) = q.lease(1000, usize::MAX)? {
-        out.extend(l.records.iter().map(|r| r.data.clone()));
+        out.extend(l.records.iter().map(|r| r.data.to_vec()));
         q.ack(l)?;
     }
     Ok(out)

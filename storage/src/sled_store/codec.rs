@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use crate::crc::Crc32;
 use crate::queue::Seq;
 
@@ -77,7 +79,8 @@ pub(crate) fn encode_chunk(first: Seq, records: &[&[u8]]) -> Vec<u8> {
 #[derive(Debug)]
 pub(crate) struct DecodedChunk {
     pub(crate) first: Seq,
-    value: sled::IVec,
+    /// sled's value itself (no copy); leased records are slices of it.
+    value: Bytes,
     /// (offset, len) of each record in `value`.
     spans: Vec<(u32, u32)>,
 }
@@ -87,11 +90,12 @@ impl DecodedChunk {
         self.spans.len() as u64
     }
 
-    /// The record with this seq, if the chunk holds it.
-    pub(crate) fn get(&self, seq: Seq) -> Option<&[u8]> {
+    /// The record with this seq, if the chunk holds it: a slice sharing the chunk's memory.
+    pub(crate) fn get(&self, seq: Seq) -> Option<Bytes> {
         let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
         let &(off, len) = self.spans.get(i)?;
-        self.value.get(off as usize..off as usize + len as usize)
+        let span = off as usize..off as usize + len as usize;
+        (span.end <= self.value.len()).then(|| self.value.slice(span))
     }
 }
 
@@ -141,7 +145,7 @@ pub(crate) fn decode_chunk(first: Seq, value: sled::IVec) -> Result<DecodedChunk
     }
     Ok(DecodedChunk {
         first,
-        value,
+        value: Bytes::from_owner(value),
         spans,
     })
 }
@@ -408,8 +412,11 @@ mod tests {
         assert_eq!(enc.len(), chunk_size_of(6, 3));
         let d = decode_chunk(7, enc.clone().into()).unwrap();
         assert_eq!(d.count(), 3);
-        assert_eq!(d.get(9), Some(&b"hello"[..]));
+        assert_eq!(d.get(7).as_deref(), Some(&b"a"[..]));
+        assert_eq!(d.get(8).as_deref(), Some(&b""[..]));
+        assert_eq!(d.get(9).as_deref(), Some(&b"hello"[..]));
         assert_eq!(d.get(10), None);
+        assert_eq!(d.get(6), None);
         assert!(decode_chunk(8, enc.clone().into()).is_err());
         let mut bad = enc.clone();
         let last = bad.len() - 1;

@@ -349,10 +349,7 @@ impl SledQueue {
                     break;
                 }
                 *bytes += data.len();
-                out.push(Record {
-                    seq,
-                    data: data.to_vec(),
-                });
+                out.push(Record { seq, data });
                 seq += 1;
             }
             st.avail.remove(r.start..seq);
