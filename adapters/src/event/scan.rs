@@ -80,10 +80,8 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        let len = self.b[start..]
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        if self.b[start + len] != b'"' {
+        let len = plain_run(&self.b[start..]);
+        if self.b.get(start + len) != Some(&b'"') {
             return None;
         }
         self.at = start + len + 1;
@@ -189,6 +187,35 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// How many bytes at the start of `b` can sit in a JSON string as they are: the index of
+/// the first `"`, `\\` or control character (< 0x20), or `b.len()`. Eight bytes per step
+/// (SWAR): a flagged byte's borrow can flag bytes above it in the same word, never below, so
+/// the lowest flag is exact. ~4x fewer instructions than a byte loop on agent lines.
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let flagged = |c: u8| c == b'"' || c == b'\\' || c < 0x20;
+    let mut i = 0;
+    while let Some(word) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // Bytes equal to zero after the xor, and bytes below 0x20 (high bit clear).
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        let hits = hits & HIGHS;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + b[i..]
+        .iter()
+        .position(|&c| flagged(c))
+        .unwrap_or(b.len() - i)
+}
+
 /// A number token as serde_json reads it (u64, i64 or f64, same rounding): integers
 /// are parsed here, anything with a fraction or exponent by serde_json itself.
 fn number_value(token: &str) -> Option<Value> {
@@ -209,4 +236,47 @@ fn number_value(token: &str) -> Option<Value> {
     serde_json::from_str::<Value>(token)
         .ok()
         .filter(Value::is_number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_run;
+
+    fn byte_loop(b: &[u8]) -> usize {
+        b.iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            .unwrap_or(b.len())
+    }
+
+    /// Every special byte (and its neighbours) at every position of every length up to
+    /// three words, over plain ASCII and over UTF-8 continuation bytes.
+    #[test]
+    fn plain_run_matches_a_byte_loop() {
+        let probes = [
+            b'"', b'\\', 0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0x9f,
+            0xa2, 0xdc, 0xff,
+        ];
+        for fill in [b'a', 0xe9, 0x80, 0x23, 0x1f] {
+            for len in 0..26 {
+                let base = vec![fill; len];
+                assert_eq!(plain_run(&base), byte_loop(&base), "{fill:#x} x {len}");
+                for at in 0..len {
+                    for &p in &probes {
+                        let mut b = base.clone();
+                        b[at] = p;
+                        assert_eq!(
+                            plain_run(&b),
+                            byte_loop(&b),
+                            "{fill:#x} x {len}, {p:#x} at {at}"
+                        );
+                        // A second special byte after the first must not change the answer.
+                        if at + 3 < len {
+                            b[at + 3] = b'"';
+                            assert_eq!(plain_run(&b), byte_loop(&b), "{p:#x} at {at}, quote after");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
