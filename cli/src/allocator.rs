@@ -2,9 +2,10 @@
 //!
 //! Why not glibc's malloc: the service allocates from several threads (runtime workers,
 //! spool intake, sled's flusher), and glibc gives each its own arena that keeps freed pages
-//! until a trim. In e2e_bench (1,000,000 events to one HEC destination) the process peaked
-//! at 89-99 MiB with glibc (malloc_trim after every spool pass included) against 71-76 MiB
-//! here, and spent ~1 CPU-s per million events less in the kernel (fewer page faults).
+//! until a trim. In e2e_bench (1,000,000 events to one HEC destination, back-to-back single
+//! runs) the process peaked at 89-95 MiB with glibc (malloc_trim after every spool pass
+//! included) against 71-84 MiB here, and used 10-20% fewer CPU-seconds, most of it kernel
+//! time (fewer page faults).
 //!
 //! The settings below: two arenas (the process has two busy threads at a time, not one
 //! per runtime worker); a background thread returns freed pages ~100 ms after they are
@@ -15,7 +16,8 @@
 //! One call is not forwarded as is: large zeroed byte buffers are cleared with memset (see
 //! [`ZEROED_BY_MEMSET`]), which keeps reopening a full store as fast as with glibc.
 //!
-//! Build with `--no-default-features` for the system allocator (heaptrack, massif).
+//! Build with `--no-default-features` for the system allocator (heaptrack, massif): that
+//! build is for profiling, and does not return freed memory to the kernel as this one does.
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -33,14 +35,16 @@ struct Jemalloc;
 /// still-mapped pages is cheaper. sled's recovery reads each 2 MiB log segment into such a
 /// buffer: with jemalloc's zeroing, reopening a store holding 1,000,000 records took
 /// 0.85-0.96 s to the first delivery against 0.25-0.35 s with glibc; with memset it is back
-/// to glibc's figure. Typed arrays (sled's page table, sparse by design) keep jemalloc's
-/// zeroing: their alignment is not 1.
+/// to glibc's figure. The price: a large zeroed byte buffer that is only partly written
+/// costs its full size in RSS. Typed arrays (sled's page table, sparse by design) keep
+/// jemalloc's zeroing: their alignment is not 1.
 #[cfg(feature = "jemalloc")]
 const ZEROED_BY_MEMSET: usize = 16 << 10;
 
 #[cfg(feature = "jemalloc")]
-// SAFETY: every call forwards to tikv-jemallocator's allocator with the same layout;
-// `alloc_zeroed` returns memory of `layout.size()` bytes, all zero, as required.
+// SAFETY: every call forwards to tikv-jemallocator's allocator with the caller's layout;
+// `alloc_zeroed` for large byte buffers allocates through `alloc` and zeroes all
+// `layout.size()` bytes itself (a null result is passed through untouched).
 unsafe impl std::alloc::GlobalAlloc for Jemalloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         tikv_jemallocator::Jemalloc.alloc(layout)
@@ -66,12 +70,18 @@ unsafe impl std::alloc::GlobalAlloc for Jemalloc {
     }
 }
 
-/// jemalloc's compiled-in options (`malloc_conf`, prefixed `_rjem_` by tikv-jemalloc-sys).
+/// jemalloc's compiled-in options: its `malloc_conf` (a `const char *`, prefixed `_rjem_`
+/// by tikv-jemalloc-sys, which declares it `Option<&'static c_char>` as here).
 #[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] =
-    b"narenas:2,background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0,tcache_max:4096\0";
+pub static malloc_conf: Option<&'static std::ffi::c_char> = Some(
+    // SAFETY: a C string literal is NUL-terminated and lives for the whole program.
+    unsafe {
+        &*c"narenas:2,background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0,tcache_max:4096"
+            .as_ptr()
+    },
+);
 
 #[cfg(all(test, feature = "jemalloc"))]
 mod tests {

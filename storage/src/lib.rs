@@ -90,9 +90,10 @@
 //! record of the old file. Should a journal write fail, acks fall back to waiting for
 //! sled's flush until the store is reopened.
 //!
-//! The in-memory index is a map of chunk metadata plus range sets (available, acked), so
-//! memory does not grow with the record count; the last decoded chunk is cached so
-//! consecutive leases read it once.
+//! The in-memory index is a map of chunk metadata plus range sets (available, acked): it
+//! grows with the chunk count (~50 bytes per chunk), not with the payload. The last decoded
+//! chunk is cached so consecutive leases read it once; leased records are slices of it, so
+//! a record held keeps its whole chunk (8 KiB by default) in memory.
 //!
 //! # Disk size
 //! sled reuses space freed by acks but never truncates its file: `disk_bytes` does not

@@ -14,7 +14,8 @@ use crate::error::QueueError;
 pub type Seq = u64;
 
 /// One queued record: opaque bytes (the engine stores one event per record). `data`
-/// shares the memory of the chunk it was read from: leasing copies nothing.
+/// shares the memory of the chunk it was read from: leasing copies nothing, and while a
+/// record is held its whole chunk stays in memory (copy the bytes to keep one for long).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub seq: Seq,
