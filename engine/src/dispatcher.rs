@@ -264,8 +264,12 @@ impl SiemDispatcher {
         if let Some(why) = events.iter().find_map(|e| e.check().err()) {
             return Err(EngineError::InvalidEvent(why));
         }
-        let encoded: Vec<EncodedEvent> = events.iter().map(ScanEvent::to_encoded).collect();
-        self.dispatch_encoded_marked(&encoded, marker)
+        let records: Vec<Vec<u8>> = events.iter().map(ScanEvent::to_queue_bytes).collect();
+        let routed = events.iter().zip(&records).map(|(event, record)| {
+            let key = CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
+            (record.as_slice(), key)
+        });
+        self.route_and_append(routed, events.len(), marker)
     }
 
     /// As `dispatch_batch_marked`, for events already in their queue form (the spool
@@ -275,15 +279,28 @@ impl SiemDispatcher {
         events: &[EncodedEvent],
         marker: Option<(&[u8], &[u8])>,
     ) -> Result<DispatchReport, EngineError> {
+        let routed = events.iter().map(|event| {
+            let key = CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
+            (event.record.as_slice(), key)
+        });
+        self.route_and_append(routed, events.len(), marker)
+    }
+
+    /// Routes each record by its customer key into its destinations' queues (or the
+    /// unrouted queue) and appends them all, with `marker`, in one durable group.
+    fn route_and_append<'a>(
+        &self,
+        events: impl Iterator<Item = (&'a [u8], CustomerKey)>,
+        count: usize,
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<DispatchReport, EngineError> {
         let routes = read(&self.routes);
         let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
         let mut report = DispatchReport {
-            accepted: events.len(),
+            accepted: count,
             ..DispatchReport::default()
         };
-        for event in events {
-            let bytes = &event.record;
-            let key = CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
+        for (bytes, key) in events {
             let mut routed = false;
             for id in routes.route(&key) {
                 buckets

@@ -50,9 +50,16 @@ impl CefHttpBuilder {
 
     pub fn build(&self, batch: &[ScanEvent]) -> EncodedBatch {
         let max = self.max_bytes;
+        // One line buffer for the whole batch: pack_with promises no allocation per event.
+        let mut line = String::with_capacity(384);
         pack_with(
             batch.len(),
-            |i, out| out.extend_from_slice(&self.line(&batch[i])),
+            |i, out| {
+                line.clear();
+                write_cef(&self.settings, &batch[i], &mut line);
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            },
             CONCAT,
             max,
             |n| format!("CEF line is {n} bytes, over the request limit of {max} bytes"),

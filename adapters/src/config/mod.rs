@@ -139,7 +139,6 @@ impl SiemConfig {
         }
     }
 
-    /// Splunk HEC with defaults.
     /// Which Sentinel API a Sentinel destination uses; `None` for other destinations.
     pub fn sentinel_api(&self) -> Option<SentinelApi> {
         match &self.extra {
@@ -148,6 +147,7 @@ impl SiemConfig {
         }
     }
 
+    /// Splunk HEC with defaults.
     pub fn splunk(endpoint_url: &str, token: impl Into<Secret>) -> Result<SiemConfig, ConfigError> {
         Self::new(SiemType::Splunk, endpoint_url, token)
     }

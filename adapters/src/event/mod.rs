@@ -23,7 +23,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use self::normalize::{encode_line_fast, EncodedEvent};
+pub(crate) use self::normalize::json_string;
+pub use self::normalize::EncodedEvent;
 pub use self::parse::{EventError, EventErrorKind, DROPPED_FIELD, MAX_EVENT_BYTES};
 pub use self::queue::{to_v1_queue_bytes, JsonEvent, QueueDecodeError};
 

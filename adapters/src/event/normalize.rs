@@ -51,7 +51,7 @@ impl ScanEvent {
 
 /// The one-pass encoding, or `None` when the line needs the full path.
 #[doc(hidden)]
-pub fn encode_line_fast(line: &[u8]) -> Option<EncodedEvent> {
+pub(crate) fn encode_line_fast(line: &[u8]) -> Option<EncodedEvent> {
     if line.len() > MAX_EVENT_BYTES {
         return None;
     }
@@ -228,7 +228,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
 
 /// A JSON string as serde_json writes it: a string with nothing to escape (no `"`, `\`
 /// or control character; the common case) is copied as is, the rest goes to serde_json.
-fn json_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn json_string(s: &str, out: &mut Vec<u8>) {
     if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         out.reserve(s.len() + 2);
         out.push(b'"');

@@ -1,6 +1,7 @@
 //! `encode_line` against its definition: `parse_line` then `to_queue_bytes`, byte for
 //! byte, errors included, over hand-picked edge cases and generated lines.
 
+use super::normalize::encode_line_fast;
 use super::*;
 
 /// The definition `encode_line` must match.

@@ -104,12 +104,8 @@ impl ScanEvent {
                 self.event_id
             ));
         }
-        if !(0..=MAX_TIMESTAMP_MS).contains(&self.timestamp_ms) {
-            return Err(format!(
-                "event {:?}: time must lie between 1970-01-01 and 9999-12-31, got {} ms since the epoch",
-                self.event_id, self.timestamp_ms
-            ));
-        }
+        in_range(self.timestamp_ms)
+            .map_err(|(_, _, reason)| format!("event {:?}: {reason}", self.event_id))?;
         Ok(())
     }
 

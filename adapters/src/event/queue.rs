@@ -109,7 +109,7 @@ impl JsonEvent {
     }
 
     /// The JSON form of an event.
-    pub fn from_event(event: &ScanEvent) -> JsonEvent {
+    pub(crate) fn from_event(event: &ScanEvent) -> JsonEvent {
         let json = serde_json::to_vec(event).expect("serializing an event cannot fail");
         JsonEvent {
             timestamp_ms: event.timestamp_ms,

@@ -1,6 +1,6 @@
 //! HEC `/event` envelopes (protocols.md §1.3, §7.2), shared by Splunk and LogScale.
 
-use crate::event::{JsonEvent, ScanEvent};
+use crate::event::{json_string, JsonEvent, ScanEvent};
 
 /// Envelope metadata, the same for every event of a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub fn write_envelope(meta: &HecMeta, event: &ScanEvent, out: &mut Vec<u8>) {
 
 /// [`write_envelope`] for an event in its queued JSON form: the object is copied, not
 /// re-serialized. `fields` is [`envelope_fields`] of the destination's meta.
-pub fn write_json_envelope(fields: &[u8], event: &JsonEvent, out: &mut Vec<u8>) {
+pub(crate) fn write_json_envelope(fields: &[u8], event: &JsonEvent, out: &mut Vec<u8>) {
     write_time(event.timestamp_ms(), out);
     out.extend_from_slice(fields);
     out.extend_from_slice(event.json());
@@ -72,7 +72,7 @@ pub fn write_json_envelope(fields: &[u8], event: &JsonEvent, out: &mut Vec<u8>) 
 
 /// The part of every envelope between the time and the event object, the same for
 /// every event of a destination: `,"host":..,"source":..[,"sourcetype":..][,"index":..],"event":`.
-pub fn envelope_fields(meta: &HecMeta) -> Vec<u8> {
+pub(crate) fn envelope_fields(meta: &HecMeta) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     write_fields(meta, &mut out);
     out
@@ -85,16 +85,16 @@ fn write_time(ms: i64, out: &mut Vec<u8>) {
 
 fn write_fields(meta: &HecMeta, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"host\":");
-    json_str(&meta.host, out);
+    json_string(&meta.host, out);
     out.extend_from_slice(b",\"source\":");
-    json_str(&meta.source, out);
+    json_string(&meta.source, out);
     if let Some(st) = &meta.sourcetype {
         out.extend_from_slice(b",\"sourcetype\":");
-        json_str(st, out);
+        json_string(st, out);
     }
     if let Some(index) = &meta.index {
         out.extend_from_slice(b",\"index\":");
-        json_str(index, out);
+        json_string(index, out);
     }
     out.extend_from_slice(b",\"event\":");
 }
@@ -104,8 +104,4 @@ pub fn envelope(meta: &HecMeta, event: &ScanEvent) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     write_envelope(meta, event, &mut out);
     out
-}
-
-pub(crate) fn json_str(s: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, s).expect("writing JSON to a Vec cannot fail");
 }

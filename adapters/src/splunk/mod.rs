@@ -25,9 +25,7 @@ use crate::outcome::Outcome;
 use crate::request::{EncodedRequest, Payload, Response, TransportError};
 use crate::transport::HttpTransport;
 
-pub use self::encoder::{
-    envelope, envelope_fields, hec_time, write_envelope, write_json_envelope, HecMeta,
-};
+pub use self::encoder::{envelope, hec_time, write_envelope, HecMeta};
 pub use self::retry::{classify_hec, HecReply};
 
 /// Default API path for Splunk when the URL has none.

@@ -92,10 +92,19 @@ impl DecodedChunk {
 
     /// The record with this seq, if the chunk holds it: a slice sharing the chunk's memory.
     pub(crate) fn get(&self, seq: Seq) -> Option<Bytes> {
+        let span = self.span(seq)?;
+        (span.end <= self.value.len()).then(|| self.value.slice(span))
+    }
+
+    /// The length of the record with this seq, if the chunk holds it.
+    pub(crate) fn len_of(&self, seq: Seq) -> Option<usize> {
+        self.span(seq).map(|span| span.len())
+    }
+
+    fn span(&self, seq: Seq) -> Option<Range<usize>> {
         let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
         let &(off, len) = self.spans.get(i)?;
-        let span = off as usize..off as usize + len as usize;
-        (span.end <= self.value.len()).then(|| self.value.slice(span))
+        Some(off as usize..off as usize + len as usize)
     }
 }
 

@@ -104,7 +104,7 @@ impl SledQueue {
                 let mut b = 0u64;
                 for r in unacked.iter() {
                     for s in r {
-                        b += chunk.get(s).map_or(0, |d| d.len() as u64);
+                        b += chunk.len_of(s).map_or(0, |n| n as u64);
                     }
                 }
                 b

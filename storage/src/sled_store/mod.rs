@@ -328,7 +328,7 @@ impl SledStore {
         // the damage): check them first, so a damaged file is refused untouched and
         // `raxe repair` can still read every record out of it.
         if preexisting > 0 {
-            salvage::check_segment_headers(&db_path, opts.segment_size)?;
+            log_scan::check_segment_headers(&db_path, opts.segment_size)?;
         }
         let tips = tips::Tips::open(&dir);
         // A message inside sled's log that fails its checksum with intact ones after it:

@@ -14,14 +14,10 @@
 //! whether it was already acked, so the caller must route what it finds again and accept
 //! duplicates.
 
-use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use super::codec::{self, ChunkMeta};
 use super::sled_queue::SledQueue;
-use crate::crc::crc32;
 use crate::error::QueueError;
 use crate::queue::{Queue, Seq};
 
@@ -172,38 +168,4 @@ pub fn scan_raw_records(bytes: &[u8]) -> Vec<Vec<u8>> {
         at = start + 1;
     }
     out
-}
-
-/// sled's segment header: crc32 (xor !0) of the next 16 bytes, then two xor-masked LSNs
-/// (sled 0.34, `pagecache/logger.rs`).
-const SEG_HEADER_LEN: usize = 20;
-
-/// Checks the header of every segment of sled's data file without opening it. An
-/// all-zero header is an unused segment. Reads 20 bytes per segment.
-pub(crate) fn check_segment_headers(db_path: &Path, segment_size: usize) -> Result<(), QueueError> {
-    let io_err = |source| QueueError::Io {
-        path: db_path.to_path_buf(),
-        source,
-    };
-    let file = File::open(db_path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    let mut offset = 0u64;
-    while offset + SEG_HEADER_LEN as u64 <= len {
-        let mut header = [0u8; SEG_HEADER_LEN];
-        file.read_exact_at(&mut header, offset).map_err(io_err)?;
-        if header.iter().any(|&b| b != 0) {
-            let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) ^ !0;
-            if crc32(&header[4..]) != stored {
-                return Err(QueueError::Corrupt {
-                    path: db_path.to_path_buf(),
-                    detail: format!(
-                        "the log segment at byte {offset} has a damaged header; the file was \
-                         left untouched: stop using it and run `raxe repair` to recover its events"
-                    ),
-                });
-            }
-        }
-        offset += segment_size as u64;
-    }
-    Ok(())
 }
