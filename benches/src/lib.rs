@@ -1,1 +1,3 @@
 //! Benchmark programs live in benches/src/bin/.
+
+pub mod scan_event;

@@ -27,9 +27,12 @@
 //!   `db` is refused rather than overwritten);
 //! * tree `raxe/markers`: marker key → value, set atomically with a group append;
 //! * one tree per queue, `q/<name>`, holding
-//!   - `c ‖ first_seq(u64 BE)` → chunk: `0xC1 ‖ count u32 ‖ crc32 ‖ (len u32 ‖ bytes)*`,
-//!     many records per value (per-record keys cost ~3x throughput and ~2x disk); the crc
-//!     covers the first seq too, so a value under the wrong key is caught;
+//!   - `c ‖ first_seq(u64 BE)` → chunk, many records per value (per-record keys cost ~3x
+//!     throughput and ~2x disk). Plain: `0xC1 ‖ count u32 ‖ crc32 ‖ entries`, entries
+//!     being `(len u32 ‖ bytes)*`. Packed (layout v2, the default whenever it saves an
+//!     eighth): `0xC2 ‖ count u32 ‖ crc32 ‖ entries len u32 ‖ packed len u32 ‖ LZ4 block
+//!     of the entries`. The crc covers the first seq too, so a value under the wrong key
+//!     is caught, and is checked before anything is unpacked;
 //!   - `m ‖ first_seq` → chunk metadata: count, payload bytes, append time, crc32. Reopen
 //!     scans only this prefix, never the payloads;
 //!   - `a` → ack state: `low` (every seq below is acked), `next` (floor for the next seq,
@@ -97,16 +100,19 @@
 //!
 //! # Disk size
 //! sled reuses space freed by acks but never truncates its file: `disk_bytes` does not
-//! shrink when queues drain. Expect ~1.5-1.7x the payload while records are queued (sled's
-//! log structure and node rewrites).
+//! shrink when queues drain. With scan events, expect ~0.65x the payload while records
+//! are queued: chunks pack ~3x and sled's log structure and node rewrites add ~2x back
+//! (`queue_bench`, 1M queued: 274 bytes per 420-byte record). Chunks stored plain take
+//! ~1.7x (707 bytes).
 //!
 //! # Memory
 //! sled keeps the leaves it touched in memory until its LRU pages them out. The LRU has 256
 //! shards (by page id) and never evicts a shard's last page, so at least ~256 leaves stay
 //! resident whatever `cache_capacity` says; a chunk leaf holds 8-17 chunks, so that floor is
-//! ~20 MiB with 8 KiB chunks (heaptrack, 250k and 1M records queued alike). Above it, memory
-//! grows with the queue only through the chunk index here and sled's page table: ~6 MiB
-//! per million records.
+//! ~20 MiB with 8 KiB plain chunks (heaptrack, 250k and 1M records queued alike), and about
+//! a third of that packed (a chunk of scan events packs to ~2.7 KiB; `queue_bench`'s RSS
+//! with 1M queued: 22.8 MiB packed, 37.6 MiB plain). Above it, memory grows with the queue
+//! only through the chunk index here and sled's page table: ~6 MiB per million records.
 
 mod crc;
 pub mod error;
@@ -116,6 +122,7 @@ mod sled_store;
 pub use error::QueueError;
 pub use queue::{Lease, Queue, QueueStats, QueueStore, Record, Seq};
 pub use sled_store::{
-    find_log_damage, scan_raw_records, ClosedSignal, DamagedChunk, FsSyncer, LogDamage,
-    Quarantined, SledQueue, SledStore, StoreOptions, Syncer, LOCK_FILE, MAX_RECORD_BYTES,
+    find_log_damage, scan_raw_chunks, scan_raw_records, ClosedSignal, DamagedChunk, FsSyncer,
+    LogDamage, Quarantined, SledQueue, SledStore, StoreOptions, Syncer, LOCK_FILE,
+    MAX_RECORD_BYTES,
 };

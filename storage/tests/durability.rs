@@ -236,7 +236,16 @@ fn oversized_records_in_blob_files_are_synced_too() {
     let rec = Arc::new(Recorder::default());
     let store = open(dir.path(), &rec);
     let q = store.queue("q").unwrap();
-    let big = vec![7u8; 1 << 20];
+    // Incompressible, so the stored value stays 1 MiB (chunks are LZ4-packed).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     q.append(&[&big]).unwrap();
     let blobs = blob_files(dir.path());
     assert!(

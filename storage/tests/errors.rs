@@ -211,3 +211,81 @@ fn oversized_record_is_refused_whole() {
     assert_eq!(q.stats().len, 0);
     assert_eq!(q.append(&[b"ok"]).unwrap(), 0..1);
 }
+
+/// A store of plain chunks only (layout v1: written before packing, or with it off) opens,
+/// takes packed chunks beside its plain ones and delivers every record in order; once
+/// opened with packing it is marked v2, so an older build refuses it rather than calling
+/// packed chunks damaged. A layout this build does not know is refused by name.
+#[test]
+fn older_layout_is_read_and_upgraded_newer_is_refused() {
+    const FORMAT_KEY: &[u8] = b"raxe-storage/format";
+    let dir = tempfile::tempdir().unwrap();
+    let owned: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!(r#"{{"event_id":"e{i}","pad":"{}"}}"#, "y".repeat(200)).into_bytes())
+        .collect();
+    {
+        let opts = StoreOptions {
+            pack_chunks: false,
+            ..StoreOptions::default()
+        };
+        let store = SledStore::open_with(dir.path(), opts).unwrap();
+        store
+            .queue("q")
+            .unwrap()
+            .append(&refs(&owned[..150]))
+            .unwrap();
+    }
+    {
+        // Without packing, a store stays v1 (an older build can still open it).
+        let db = common::raw_sled(dir.path());
+        let marker = db.get(FORMAT_KEY).unwrap().unwrap();
+        assert_eq!(&marker[..], b"raxe-storage chunked queues v1");
+    }
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .queue("q")
+            .unwrap()
+            .append(&refs(&owned[150..]))
+            .unwrap();
+    }
+    {
+        let db = common::raw_sled(dir.path());
+        let marker = db.get(FORMAT_KEY).unwrap().unwrap();
+        assert_eq!(&marker[..], b"raxe-storage chunked queues v2 (lz4 chunks)");
+        let kinds: std::collections::BTreeSet<u8> = db
+            .open_tree("q/q")
+            .unwrap()
+            .scan_prefix(b"c")
+            .map(|kv| kv.unwrap().1[0])
+            .collect();
+        assert_eq!(
+            kinds,
+            [0xC1, 0xC2].into(),
+            "plain and packed chunks side by side"
+        );
+        db.insert(FORMAT_KEY, &b"raxe-storage chunked queues v3"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("unsupported raxe-storage format") && msg.contains("v3"),
+        "{msg}"
+    );
+    {
+        let db = common::raw_sled(dir.path());
+        db.insert(
+            FORMAT_KEY,
+            &b"raxe-storage chunked queues v2 (lz4 chunks)"[..],
+        )
+        .unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    let lease = q.lease(1000, usize::MAX).unwrap().unwrap();
+    let got: Vec<&[u8]> = lease.records.iter().map(|r| &r.data[..]).collect();
+    assert_eq!(got, refs(&owned));
+}

@@ -3,7 +3,8 @@
 //! Env: QUEUE_BENCH_EVENTS (default 1_000_000 queued for the reopen/RSS/disk figures),
 //! QUEUE_BENCH_QUICK=1 (100_000 events, shorter timed phases), QUEUE_BENCH_DIR (where to
 //! put the data; default a temp dir on the /tmp filesystem), QUEUE_BENCH_CHUNK (chunk
-//! target bytes), QUEUE_BENCH_SEGMENT (sled segment size).
+//! target bytes), QUEUE_BENCH_SEGMENT (sled segment size), QUEUE_BENCH_PACK=0 (store chunks
+//! plain, not LZ4-packed).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use raxe_storage::{Queue, QueueStore, SledStore, StoreOptions};
 
-const RECORD: usize = 400;
+/// Bytes per record: a scan event (at most 396 bytes) plus a hex note of 14+ digits.
+const RECORD: usize = 420;
 
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name)
@@ -21,13 +23,28 @@ fn env_usize(name: &str) -> Option<usize> {
         .and_then(|v| v.replace('_', "").parse().ok())
 }
 
+/// A realistic scan event (the e2e bench's), padded to exactly `RECORD` bytes with a
+/// per-record hex note: chunks are LZ4-packed, so synthetic filler would flatter the
+/// figures (scan events pack ~3x).
 fn record(i: u64) -> Vec<u8> {
-    let mut v = format!("{{\"seq\":{i},\"event\":\"prompt_injection\",\"payload\":\"").into_bytes();
-    while v.len() < RECORD - 2 {
-        v.push(b'a' + (v.len() % 26) as u8);
+    let mut line = String::with_capacity(RECORD);
+    raxe_benches::scan_event::event_line(&mut line, i as usize, 10);
+    line.pop();
+    line.push_str(r#","note":""#);
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while line.len() < RECORD - 2 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        line.push(char::from(b"0123456789abcdef"[(x & 15) as usize]));
     }
-    v.extend_from_slice(b"\"}");
-    v
+    line.push_str("\"}");
+    assert_eq!(
+        line.len(),
+        RECORD,
+        "event {i} is too long for the record size"
+    );
+    line.into_bytes()
 }
 
 fn proc_status(field: &str) -> u64 {
@@ -128,6 +145,9 @@ fn options() -> StoreOptions {
     }
     if let Some(s) = env_usize("QUEUE_BENCH_SEGMENT") {
         o.segment_size = s;
+    }
+    if let Some(p) = env_usize("QUEUE_BENCH_PACK") {
+        o.pack_chunks = p != 0;
     }
     o
 }

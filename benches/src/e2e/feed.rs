@@ -2,40 +2,14 @@
 //! the way agents do: `NAME.jsonl.tmp`, then a rename. Each file's arrival time goes to the
 //! tally just before its rename, so receipt latency is measured from spool arrival.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::receiver::{Tally, ID_PREFIX};
+use super::receiver::Tally;
 
-pub const MSSP: &str = "bench";
-
-const SEVERITIES: [&str; 5] = ["none", "low", "medium", "high", "critical"];
-const FAMILIES: [&str; 4] = ["PI", "JB", "PII", "CMD"];
-
-/// One event line (no newline) for `seq`, owned by customer `c<seq % customers>`.
-pub fn event_line(out: &mut String, seq: usize, customers: usize) {
-    let sev = SEVERITIES[seq % SEVERITIES.len()];
-    let fam = FAMILIES[(seq / 7) % FAMILIES.len()];
-    // A hash-like hex string that changes per event, as a real prompt hash would.
-    let h = (seq as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let _ = write!(
-        out,
-        r#"{{"event_id":"{ID_PREFIX}{seq}","timestamp":{ts},"event_type":"scan","threat_detected":{det},"severity":"{sev}","rule_ids":["pi-{r1:03}","pi-{r2:03}"],"families":["{fam}"],"prompt_hash":"sha256:{h:016x}{h2:016x}{h:016x}{h2:016x}","prompt_length":{len},"scan_duration_ms":{dur}.5,"customer_id":"c{c}","mssp_id":"{MSSP}","agent_id":"agent_prod_{agent:03}","installation_id":"inst_{inst:06x}"}}"#,
-        ts = 1_769_769_000_000u64 + seq as u64,
-        det = sev != "none",
-        r1 = seq % 50,
-        r2 = (seq / 3) % 50,
-        h2 = h.rotate_left(17),
-        len = 40 + seq % 4000,
-        dur = seq % 40,
-        c = seq % customers.max(1),
-        agent = seq % 97,
-        inst = (seq / 1000) % 0xff_ffff,
-    );
-}
+pub use raxe_benches::scan_event::{event_line, MSSP};
 
 /// Writes events `range` as spool files of `per_file` lines (file `k` holds events from
 /// `k * per_file`, so `range.start` should be a multiple of `per_file`). `pace`, when set, is the

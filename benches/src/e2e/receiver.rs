@@ -21,7 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The id prefix every generated event carries: `ev-<seq>`.
-pub const ID_PREFIX: &str = "ev-";
+pub use raxe_benches::scan_event::ID_PREFIX;
 pub const HEC_TOKEN: &str = "12345678-1234-1234-1234-1234567890AB";
 pub const WORKSPACE: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 pub const SHARED_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

@@ -10,9 +10,11 @@
 //!
 //! [`scan_raw_records`] is the last resort, for a database file sled refuses: it looks for
 //! byte runs shaped like our chunk values (magic byte, count, length-prefixed records that
-//! fit exactly) in raw file bytes. It cannot tell which queue a record belonged to, nor
-//! whether it was already acked, so the caller must route what it finds again and accept
-//! duplicates.
+//! fit exactly; for a packed chunk, an LZ4 block that unpacks to such records) in raw file
+//! bytes. It cannot tell which queue a record belonged to, nor whether it was already
+//! acked, so the caller must route what it finds again and accept duplicates. A damaged
+//! byte costs the record it lands in when the chunk is plain, the whole chunk when it is
+//! packed (unless sled's log holds another copy of it, which it often does).
 
 use std::ops::Range;
 
@@ -21,9 +23,8 @@ use super::sled_queue::SledQueue;
 use crate::error::QueueError;
 use crate::queue::{Queue, Seq};
 
-/// Chunk value layout, as in `codec.rs`: magic, count u32, crc u32, (len u32, bytes)*.
-const CHUNK_MAGIC: u8 = 0xC1;
-const CHUNK_HEADER: usize = 9;
+use codec::{CHUNK_HEADER, CHUNK_MAGIC, PACKED_HEADER, PACKED_MAGIC};
+
 /// A chunk never holds more records than this when scanning raw bytes (bounds false hits).
 const MAX_SCAN_COUNT: usize = 1 << 16;
 
@@ -109,45 +110,83 @@ impl SledQueue {
         })?;
         let records = raw
             .as_deref()
-            .map(|v| delimited_records(v, usize::MAX).0)
+            .and_then(|v| chunk_records(v, usize::MAX))
+            .map(|(records, _)| records)
             .unwrap_or_default();
         Ok(Quarantined { seqs, records, raw })
     }
 }
 
-/// Records a chunk value's length prefixes delimit, ignoring its checksum; and whether
-/// they consumed the value exactly.
-fn delimited_records(v: &[u8], max_count: usize) -> (Vec<Vec<u8>>, bool) {
+/// Records a chunk value holds by its length prefixes, ignoring its checksum (a packed
+/// one unpacked first; any other magic byte is read as plain), and the bytes of `v` the
+/// value spans if they delimit exactly its count of records. `None` if it is too short
+/// for a header or is packed and does not unpack.
+fn chunk_records(v: &[u8], max_count: usize) -> Option<(Vec<Vec<u8>>, Option<usize>)> {
     if v.len() < CHUNK_HEADER {
-        return (Vec::new(), false);
+        return None;
     }
     let count = u32::from_le_bytes([v[1], v[2], v[3], v[4]]) as usize;
+    if v[0] != PACKED_MAGIC {
+        // Plain, or a magic byte damaged: the length prefixes may still hold.
+        let (records, used) = delimited_records(&v[CHUNK_HEADER..], count, max_count);
+        return Some((records, used.map(|n| CHUNK_HEADER + n)));
+    }
+    if count > max_count || v.len() < PACKED_HEADER {
+        return None;
+    }
+    let packed = u32::from_le_bytes([v[13], v[14], v[15], v[16]]) as usize;
+    let end = PACKED_HEADER.checked_add(packed)?;
+    let entries = codec::unpack(v.get(..end)?).ok()?;
+    let (records, used) = delimited_records(&entries, count, max_count);
+    let exact = used == Some(entries.len());
+    Some((records, exact.then_some(end)))
+}
+
+/// Up to `max_count` of the `count` length-prefixed entries at the start of `entries`, and
+/// the bytes all `count` of them use if they are all there.
+fn delimited_records(
+    entries: &[u8],
+    count: usize,
+    max_count: usize,
+) -> (Vec<Vec<u8>>, Option<usize>) {
     let mut out = Vec::new();
-    let mut pos = CHUNK_HEADER;
+    let mut pos = 0;
     for _ in 0..count.min(max_count) {
-        let Some(len) = v.get(pos..pos + 4) else {
+        let Some(len) = entries.get(pos..pos + 4) else {
             break;
         };
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let Some(data) = v.get(pos + 4..pos + 4 + len) else {
+        let Some(data) = entries.get(pos + 4..pos + 4 + len) else {
             break;
         };
         out.push(data.to_vec());
         pos += 4 + len;
     }
-    let exact = out.len() == count && pos <= v.len();
-    (out, exact)
+    let whole = out.len() == count;
+    (out, whole.then_some(pos))
 }
 
 /// Finds chunk-shaped values in raw bytes (a database file sled cannot open) and returns
-/// their records, in file order. A hit needs the magic byte, a plausible count, and that
-/// many length-prefixed records fitting in the bytes; the caller validates each record
-/// (our records are JSON). Old versions of a value may be found more than once.
+/// their records, in file order. A hit needs a magic byte, a plausible count, and that
+/// many length-prefixed records fitting in the bytes (a packed chunk: unpacking exactly
+/// to them); the caller validates each record (our records are JSON). Old versions of a
+/// value may be found more than once.
 pub fn scan_raw_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+    scan_raw_chunks(bytes)
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .collect()
+}
+
+/// [`scan_raw_records`], chunk by chunk: each hit's byte range in `bytes` and its records.
+pub fn scan_raw_chunks(bytes: &[u8]) -> Vec<(Range<usize>, Vec<Vec<u8>>)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + CHUNK_HEADER <= bytes.len() {
-        let Some(found) = bytes[at..].iter().position(|&b| b == CHUNK_MAGIC) else {
+        let Some(found) = bytes[at..]
+            .iter()
+            .position(|&b| b == CHUNK_MAGIC || b == PACKED_MAGIC)
+        else {
             break;
         };
         let start = at + found;
@@ -157,10 +196,8 @@ pub fn scan_raw_records(bytes: &[u8]) -> Vec<Vec<u8>> {
         }
         let count = u32::from_le_bytes([window[1], window[2], window[3], window[4]]) as usize;
         if (1..=MAX_SCAN_COUNT).contains(&count) {
-            let (records, exact) = delimited_records(window, MAX_SCAN_COUNT);
-            if exact {
-                let used: usize = CHUNK_HEADER + records.iter().map(|r| 4 + r.len()).sum::<usize>();
-                out.extend(records);
+            if let Some((records, Some(used))) = chunk_records(window, MAX_SCAN_COUNT) {
+                out.push((start..start + used, records));
                 at = start + used;
                 continue;
             }

@@ -215,7 +215,10 @@ impl SledQueue {
             }
             let first = start + i as u64;
             let part = &records[i..j];
-            batch.insert(&codec::chunk_key(first), codec::encode_chunk(first, part));
+            batch.insert(
+                &codec::chunk_key(first),
+                codec::encode_chunk(first, part, self.shared.pack_chunks),
+            );
             let meta = ChunkMeta {
                 count: part.len() as u32,
                 bytes: payload as u64,
