@@ -30,10 +30,20 @@ fn free_bytes(path: &Path) -> Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// An event with 200 hex digits of noise: queued chunks are LZ4-packed, and a repeated pad
+/// would pack so well that the disk never filled.
 fn line(seq: usize) -> String {
+    let mut x = seq as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    let pad: String = (0..25)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            format!("{:08x}", (x >> 32) as u32)
+        })
+        .collect();
     format!(
-        r#"{{"event_id":"d-{seq}","timestamp":1769769000123,"threat_detected":true,"severity":"high","rule_ids":["pi-001"],"families":["PI"],"prompt_hash":"sha256:ab","prompt_length":42,"customer_id":"c-disk","mssp_id":"harness","agent_id":"harness","pad":"{}"}}"#,
-        "x".repeat(200)
+        r#"{{"event_id":"d-{seq}","timestamp":1769769000123,"threat_detected":true,"severity":"high","rule_ids":["pi-001"],"families":["PI"],"prompt_hash":"sha256:ab","prompt_length":42,"customer_id":"c-disk","mssp_id":"harness","agent_id":"harness","pad":"{pad}"}}"#
     )
 }
 

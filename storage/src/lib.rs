@@ -96,23 +96,24 @@
 //! The in-memory index is a map of chunk metadata plus range sets (available, acked): it
 //! grows with the chunk count (~50 bytes per chunk), not with the payload. The last decoded
 //! chunk is cached so consecutive leases read it once; leased records are slices of it, so
-//! a record held keeps its whole chunk (8 KiB by default) in memory.
+//! a record held keeps its whole chunk (up to 20 KiB by default) in memory.
 //!
 //! # Disk size
 //! sled reuses space freed by acks but never truncates its file: `disk_bytes` does not
-//! shrink when queues drain. With scan events, expect ~0.65x the payload while records
+//! shrink when queues drain. With scan events, expect ~0.6x the payload while records
 //! are queued: chunks pack ~3x and sled's log structure and node rewrites add ~2x back
-//! (`queue_bench`, 1M queued: 274 bytes per 420-byte record). Chunks stored plain take
-//! ~1.7x (707 bytes).
+//! (`queue_bench`, 1M queued: 255 bytes per 420-byte record). 8 KiB chunks stored plain
+//! took ~1.7x (707 bytes).
 //!
 //! # Memory
 //! sled keeps the leaves it touched in memory until its LRU pages them out. The LRU has 256
 //! shards (by page id) and never evicts a shard's last page, so at least ~256 leaves stay
 //! resident whatever `cache_capacity` says; a chunk leaf holds 8-17 chunks, so that floor is
-//! ~20 MiB with 8 KiB plain chunks (heaptrack, 250k and 1M records queued alike), and about
-//! a third of that packed (a chunk of scan events packs to ~2.7 KiB; `queue_bench`'s RSS
-//! with 1M queued: 22.8 MiB packed, 37.6 MiB plain). Above it, memory grows with the queue
-//! only through the chunk index here and sled's page table: ~6 MiB per million records.
+//! ~20 MiB with 8 KiB plain chunks (heaptrack, 250k and 1M records queued alike). Chunks of
+//! scan events pack ~3x, so the default 20 KiB chunks (~7 KiB stored) give about the same
+//! floor. `queue_bench`'s RSS with 1M queued: 31 MiB (20 KiB packed), 22 MiB (8 KiB
+//! packed), 38 MiB (8 KiB plain). Above it, memory grows with the queue only through the
+//! chunk index here and sled's page table: ~6 MiB per million records.
 
 mod crc;
 pub mod error;

@@ -52,12 +52,14 @@ pub struct StoreOptions {
     /// leaves (one per LRU shard; see the crate's Memory notes) a smaller value saves nothing.
     pub cache_capacity: u64,
     /// Target size of one chunk's plain encoding (many records per sled value; packing
-    /// only shrinks it). Capped at
-    /// `segment_size / 96`: sled rewrites a whole leaf (up to ~20 values) as one log
-    /// item, and items above a quarter segment go to unsynced blob files. 16 KiB measured
-    /// ~30% less user CPU per appended record than the 8 KiB default (sled's per-item work
-    /// dominates appends) but ~18 MiB more RSS with 1M records queued, before packing;
-    /// packed, end to end, it saved ~2% CPU, within noise, so 8 KiB stays.
+    /// only shrinks it). Capped at `segment_size / 96` (21 KiB with the default segment):
+    /// sled rewrites a whole leaf (up to ~20 values) as one log item, and items above a
+    /// quarter segment go to unsynced blob files. Fewer, bigger chunks mean fewer sled
+    /// items per record, and sled's per-item work dominates: against 8 KiB, the default
+    /// 20 KiB measured (packed scan events) +33% durable appends of 100, lease + ack of 100
+    /// in 52 instead of 84 µs, -6% CPU per event end to end; it holds ~9 MiB more RSS with
+    /// 1M records queued in `queue_bench` (sled's LRU floor, below), none measurable end to
+    /// end.
     pub chunk_bytes: usize,
     /// Store chunks LZ4-packed when that saves at least an eighth (on by default). Scan
     /// events pack ~3x, so sled writes, rewrites and caches a third of the bytes: end to
@@ -87,7 +89,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_capacity: 8 << 20,
-            chunk_bytes: 8 << 10,
+            chunk_bytes: 20 << 10,
             pack_chunks: true,
             segment_size: 2 << 20,
             max_queue_bytes: None,
