@@ -1,5 +1,6 @@
 //! The sled-backed store: one sled database per data directory, one tree per queue.
 
+mod chunk;
 mod codec;
 mod commit;
 mod group;
@@ -36,7 +37,7 @@ use journal::Journal;
 const FORMAT_KEY: &[u8] = b"raxe-storage/format";
 /// Plain chunks only. Still read; a store opened with packing on is marked v2.
 const FORMAT_V1: &[u8] = b"raxe-storage chunked queues v1";
-/// Adds LZ4-packed chunks (`codec.rs`). The bump makes an older binary refuse the store
+/// Adds LZ4-packed chunks (`chunk.rs`). The bump makes an older binary refuse the store
 /// as "unsupported format" instead of reporting every packed chunk as damaged.
 const FORMAT_V2: &[u8] = b"raxe-storage chunked queues v2 (lz4 chunks)";
 const QUEUE_TREE_PREFIX: &str = "q/";

@@ -23,7 +23,7 @@ use super::sled_queue::SledQueue;
 use crate::error::QueueError;
 use crate::queue::{Queue, Seq};
 
-use codec::{CHUNK_HEADER, CHUNK_MAGIC, PACKED_HEADER, PACKED_MAGIC};
+use super::chunk::{self, CHUNK_HEADER, CHUNK_MAGIC, PACKED_HEADER, PACKED_MAGIC};
 
 /// A chunk never holds more records than this when scanning raw bytes (bounds false hits).
 const MAX_SCAN_COUNT: usize = 1 << 16;
@@ -136,7 +136,7 @@ fn chunk_records(v: &[u8], max_count: usize) -> Option<(Vec<Vec<u8>>, Option<usi
     }
     let packed = u32::from_le_bytes([v[13], v[14], v[15], v[16]]) as usize;
     let end = PACKED_HEADER.checked_add(packed)?;
-    let entries = codec::unpack(v.get(..end)?).ok()?;
+    let entries = chunk::unpack(v.get(..end)?).ok()?;
     let (records, used) = delimited_records(&entries, count, max_count);
     let exact = used == Some(entries.len());
     Some((records, exact.then_some(end)))

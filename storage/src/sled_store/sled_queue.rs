@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::codec::{self, AckState, ChunkMeta, DecodedChunk};
+use super::chunk::{self, DecodedChunk};
+use super::codec::{self, AckState, ChunkMeta};
 use super::commit::Level;
 use super::journal::Recorded;
 use super::ranges::RangeSet;
@@ -208,7 +209,7 @@ impl SledQueue {
             let mut j = i + 1;
             let mut payload = records[i].len();
             while j < records.len()
-                && codec::chunk_size_of(payload + records[j].len(), j + 1 - i) <= target
+                && chunk::chunk_size_of(payload + records[j].len(), j + 1 - i) <= target
             {
                 payload += records[j].len();
                 j += 1;
@@ -217,7 +218,7 @@ impl SledQueue {
             let part = &records[i..j];
             batch.insert(
                 &codec::chunk_key(first),
-                codec::encode_chunk(first, part, self.shared.pack_chunks),
+                chunk::encode_chunk(first, part, self.shared.pack_chunks),
             );
             let meta = ChunkMeta {
                 count: part.len() as u32,
@@ -292,7 +293,7 @@ impl SledQueue {
             .get(codec::chunk_key(first))
             .map_err(|e| self.shared.db_err(e))?
             .ok_or_else(|| self.damaged(first, "chunk payload is missing".into()))?;
-        let c = codec::decode_chunk(first, v).map_err(|d| self.damaged(first, d))?;
+        let c = chunk::decode_chunk(first, v).map_err(|d| self.damaged(first, d))?;
         if c.count() != meta.count as u64 {
             return Err(self.damaged(
                 first,
