@@ -101,6 +101,37 @@ async fn transient_failures_are_retried_until_delivered() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
+/// With one request in flight (the default) events arrive in queue order, also when a
+/// delivery halts while the worker holds the next batch, leased ahead during the send:
+/// both the halted batch and the one leased ahead go back to the head of the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_in_order_when_a_halt_meets_a_batch_leased_ahead() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    // Three batches through, then the fourth halts (no quick retries).
+    for _ in 0..3 {
+        hec.push_fault(Fault::Slow(Duration::from_millis(1)));
+    }
+    hec.push_fault(Fault::Status {
+        status: 503,
+        code: 9,
+        retry_after: None,
+    });
+    engine.add_with("d", &hec, "t", None, |c| {
+        c.retry_count = 0;
+        c.batch_size = 50;
+    });
+    engine.dispatcher.start().unwrap();
+    let batch = events("m", "c", 0..1000);
+    engine.dispatch(batch.clone()).await;
+    let arrived = hec.wait_for(1000, WAIT).await;
+    assert!(arrived, "got {}", hec.accepted_count());
+    let expected: Vec<String> = batch.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(hec.accepted(), expected, "arrival order");
+    assert!(engine.dispatcher.stats().total.retried >= 1);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_the_rest_delivered() {
     let engine = Engine::new();
