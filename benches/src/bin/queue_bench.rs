@@ -60,6 +60,18 @@ fn proc_status(field: &str) -> u64 {
         * 1024
 }
 
+/// Bytes this process has passed to write() and friends so far (`/proc/self/io`).
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
@@ -265,6 +277,7 @@ fn phase_fill(base: &Path) {
     let dir = base.join("store");
     let store = SledStore::open_with(&dir, options()).expect("open");
     let q = store.queue("main").expect("queue");
+    let written = written_bytes();
     let fill = append(
         &*q,
         1000,
@@ -275,10 +288,15 @@ fn phase_fill(base: &Path) {
     );
     fill.print(Some(&raw1000));
     assert_eq!(q.stats().len, total);
+    let written = written_bytes() - written;
     let disk = store.disk_bytes().expect("disk");
     std::fs::write(
         base.join("fill.txt"),
-        format!("{disk} {} {}", proc_status("VmRSS:"), proc_status("VmHWM:")),
+        format!(
+            "{disk} {} {} {written}",
+            proc_status("VmRSS:"),
+            proc_status("VmHWM:")
+        ),
     )
     .expect("write figures");
 }
@@ -290,7 +308,7 @@ fn phase_drain(base: &Path) {
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
         .collect();
-    let (disk_full, rss_fill, hwm_fill) = (figs[0], figs[1], figs[2]);
+    let (disk_full, rss_fill, hwm_fill, fill_written) = (figs[0], figs[1], figs[2], figs[3]);
     let dir = base.join("store");
     let t = Instant::now();
     let store = SledStore::open_with(&dir, options()).expect("reopen");
@@ -299,6 +317,7 @@ fn phase_drain(base: &Path) {
     assert_eq!(q.stats().len, total);
     let rss_reopen = proc_status("VmRSS:");
 
+    let drain_written = written_bytes();
     let t = Instant::now();
     let half = total / 2;
     let mut acked = 0u64;
@@ -346,6 +365,7 @@ fn phase_drain(base: &Path) {
     }
     .print(None);
     assert_eq!(q.stats().len, 0);
+    let drain_written = written_bytes() - drain_written;
     let disk_empty = store.disk_bytes().expect("disk");
     let blobs = std::fs::read_dir(dir.join("blobs"))
         .map(|r| r.count())
@@ -372,6 +392,15 @@ fn phase_drain(base: &Path) {
             "{:.1} B ({:.2}x payload)",
             disk_full as f64 / total as f64,
             disk_full as f64 / (total * RECORD as u64) as f64
+        ),
+    );
+    let payload = (total * RECORD as u64) as f64;
+    fig(
+        "bytes written per payload byte: fill, drain",
+        format!(
+            "{:.2}x, {:.2}x",
+            fill_written as f64 / payload,
+            drain_written as f64 / payload
         ),
     );
     fig(
