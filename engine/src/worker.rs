@@ -7,15 +7,16 @@
 //! adapter is replaced. It never drops an event and never blocks another destination.
 //!
 //! A batch the SIEM accepted outright is acked in the queue in the background while the
-//! worker sends the next one (at most one such ack; it finishes before a partial batch is
-//! considered and before the worker exits), so a crash can repeat at most the batch being
-//! sent and the one being acked.
+//! worker leases and encodes the next one (at most one such ack; it finishes before the
+//! next batch is sent, before a partial batch is considered and before the worker exits),
+//! so a crash can repeat at most the batch being sent.
 //!
-//! While a batch is sent, the worker leases the next one when a full batch waits beyond it,
-//! so the lease's trip through the blocking pool overlaps the SIEM's answer (+11% events/s
-//! to one HEC destination). That batch is never sent before the current one is settled,
-//! and a halt gives it back before anything is leased again: order holds, and a crash
-//! repeats nothing more (a batch leased ahead was never sent).
+//! With one request in flight (the default), while a batch is sent the worker leases the
+//! next one when a full batch waits beyond it, so the lease's trip through the blocking
+//! pool overlaps the SIEM's answer (+11% events/s to one HEC destination). That batch is
+//! never sent before the current one is settled; a halt, a disable or a new configuration
+//! gives it back before anything is leased again or any wait: the lane's order holds, and
+//! a crash repeats nothing more (a batch leased ahead was never sent).
 //!
 //! With indexer acknowledgement a worker does not wait for acks: it hands accepted leases
 //! to the destination's ack tracker and goes on, pausing only while the tracker is full
@@ -57,6 +58,8 @@ enum Wait {
 struct Prefetched {
     queue: Arc<dyn Queue>,
     lease: Option<Lease>,
+    /// The configuration it was leased for (batch size, byte limit).
+    adapter: Arc<dyn SiemAdapter>,
 }
 
 impl Prefetched {
@@ -91,16 +94,28 @@ impl Worker {
         let mut backoff = Backoff::new(self.policy);
         let mut prefetch: Option<PrefetchTask> = None;
         loop {
-            // A batch leased beside the previous send; released by any `continue` or
-            // `return` below that does not use it.
+            // A batch leased beside the previous send. Given back (dropped) before any wait
+            // below, and by any `continue` or `return` that does not use it.
             let mut next: Option<Prefetched> = match prefetch.take() {
-                Some(task) => task.await.ok().and_then(Result::ok).flatten(),
+                Some(task) => match task.await {
+                    Ok(Ok(next)) => next,
+                    // The lease below meets the same error and reports it.
+                    Ok(Err(e)) => {
+                        tracing::debug!(destination = %self.dest.id, error = %e, "leasing ahead failed");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(destination = %self.dest.id, error = %e, "lease task failed");
+                        None
+                    }
+                },
                 None => None,
             };
             if self.stopping() {
                 return;
             }
             if !*enabled_rx.borrow_and_update() {
+                drop(next.take());
                 self.dest.set_state(DestinationState::Disabled);
                 tokio::select! {
                     _ = enabled_rx.changed() => continue,
@@ -108,6 +123,13 @@ impl Worker {
                 }
             }
             let adapter: Arc<dyn SiemAdapter> = adapter_rx.borrow_and_update().clone();
+            // Leased for an older configuration, which may have batched differently.
+            if next
+                .as_ref()
+                .is_some_and(|n| !Arc::ptr_eq(&n.adapter, &adapter))
+            {
+                drop(next.take());
+            }
             if self.dest.state() == DestinationState::Disabled {
                 self.dest.set_state(DestinationState::Ok);
             }
@@ -153,6 +175,7 @@ impl Worker {
                 }
             }
             if let Some(halt) = self.dest.acks.halt_for(&adapter) {
+                drop(next.take());
                 if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
                     return;
                 }
@@ -196,8 +219,10 @@ impl Worker {
                     continue;
                 }
             };
-            if adapter.indexer_ack().is_none() {
-                prefetch = self.prefetch(&lease, pending_ack.as_ref(), batch_size);
+            // One lane only: with several, the queue's length counts the other lanes' leases
+            // and could not tell that a full batch waits.
+            if adapter.indexer_ack().is_none() && self.dest.options.max_in_flight <= 1 {
+                prefetch = self.prefetch(&adapter, &lease, pending_ack.as_ref(), batch_size);
             }
             let delivery = Delivery::new(
                 &self.dest,
@@ -232,6 +257,7 @@ impl Worker {
     /// beyond it and the ack running beside it.
     fn prefetch(
         &self,
+        adapter: &Arc<dyn SiemAdapter>,
         lease: &Lease,
         pending_ack: Option<&DeferredAck>,
         batch_size: usize,
@@ -242,11 +268,13 @@ impl Worker {
         }
         let queue = self.dest.queue.clone();
         let max_bytes = self.dest.options.max_batch_bytes;
+        let adapter = adapter.clone();
         Some(tokio::task::spawn_blocking(move || {
             let lease = queue.lease(batch_size, max_bytes)?;
             Ok(lease.map(|lease| Prefetched {
                 queue,
                 lease: Some(lease),
+                adapter,
             }))
         }))
     }

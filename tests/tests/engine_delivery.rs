@@ -132,6 +132,43 @@ async fn events_arrive_in_order_when_a_halt_meets_a_batch_leased_ahead() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A batch leased ahead goes back to the queue when the destination is disabled, not when
+/// it is enabled again: while disabled, the queue's head is the first undelivered event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_leased_ahead_is_given_back_when_the_destination_is_disabled() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    // The first batch is answered slowly: the next one is leased ahead meanwhile.
+    hec.push_fault(Fault::Slow(Duration::from_millis(800)));
+    engine.add_with("d", &hec, "t", None, |c| c.batch_size = 50);
+    engine.dispatcher.start().unwrap();
+    let batch = events("m", "c", 0..500);
+    engine.dispatch(batch.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.dispatcher.set_enabled("d", false).unwrap();
+    assert!(hec.wait_for(50, WAIT).await, "the slow batch arrives");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hec.accepted_count(), 50);
+    let name = engine
+        .store()
+        .list_queues()
+        .unwrap()
+        .into_iter()
+        .find(|q| q.ends_with(":d"))
+        .unwrap();
+    let queue = engine.store().open_queue(&name).unwrap();
+    let head = queue.lease(1, usize::MAX).unwrap().expect("events queued");
+    let first = String::from_utf8_lossy(&head.records[0].data).into_owned();
+    assert!(first.contains("\"evt-50\""), "queue head: {first}");
+    queue.release(head);
+    engine.dispatcher.set_enabled("d", true).unwrap();
+    let arrived = hec.wait_for(500, WAIT).await;
+    assert!(arrived, "got {}", hec.accepted_count());
+    let expected: Vec<String> = batch.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(hec.accepted(), expected, "arrival order");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_the_rest_delivered() {
     let engine = Engine::new();

@@ -97,11 +97,13 @@ fn chunk_crc(first: Seq, v: &[u8]) -> u32 {
     c.finish()
 }
 
-/// A chunk checked and indexed; record bytes stay in the sled value (no copy).
+/// A chunk checked and indexed. A plain chunk's records stay in the sled value (no copy);
+/// a packed chunk's are in the buffer it was unpacked into.
 #[derive(Debug)]
 pub(crate) struct DecodedChunk {
     pub(crate) first: Seq,
-    /// sled's value itself (no copy); leased records are slices of it.
+    /// sled's value itself (plain) or the unpacked entries (packed); leased records are
+    /// slices of it.
     value: Bytes,
     /// (offset, len) of each record in `value`.
     spans: Vec<(u32, u32)>,

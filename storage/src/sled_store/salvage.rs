@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use super::codec::{self, ChunkMeta};
+use super::codec::{self, u32_at, ChunkMeta};
 use super::sled_queue::SledQueue;
 use crate::error::QueueError;
 use crate::queue::{Queue, Seq};
@@ -125,7 +125,7 @@ fn chunk_records(v: &[u8], max_count: usize) -> Option<(Vec<Vec<u8>>, Option<usi
     if v.len() < CHUNK_HEADER {
         return None;
     }
-    let count = u32::from_le_bytes([v[1], v[2], v[3], v[4]]) as usize;
+    let count = u32_at(v, 1) as usize;
     if v[0] != PACKED_MAGIC {
         // Plain, or a magic byte damaged: the length prefixes may still hold.
         let (records, used) = delimited_records(&v[CHUNK_HEADER..], count, max_count);
@@ -134,7 +134,7 @@ fn chunk_records(v: &[u8], max_count: usize) -> Option<(Vec<Vec<u8>>, Option<usi
     if count > max_count || v.len() < PACKED_HEADER {
         return None;
     }
-    let packed = u32::from_le_bytes([v[13], v[14], v[15], v[16]]) as usize;
+    let packed = u32_at(v, 13) as usize;
     let end = PACKED_HEADER.checked_add(packed)?;
     let entries = chunk::unpack(v.get(..end)?).ok()?;
     let (records, used) = delimited_records(&entries, count, max_count);
@@ -194,7 +194,7 @@ pub fn scan_raw_chunks(bytes: &[u8]) -> Vec<(Range<usize>, Vec<Vec<u8>>)> {
         if window.len() < CHUNK_HEADER {
             break;
         }
-        let count = u32::from_le_bytes([window[1], window[2], window[3], window[4]]) as usize;
+        let count = u32_at(window, 1) as usize;
         if (1..=MAX_SCAN_COUNT).contains(&count) {
             if let Some((records, Some(used))) = chunk_records(window, MAX_SCAN_COUNT) {
                 out.push((start..start + used, records));
