@@ -31,11 +31,9 @@ fn record(i: u64) -> Vec<u8> {
     raxe_benches::scan_event::event_line(&mut line, i as usize, 10);
     line.pop();
     line.push_str(r#","note":""#);
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut x = i;
     while line.len() < RECORD - 2 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        x = raxe_benches::scan_event::splitmix(x);
         line.push(char::from(b"0123456789abcdef"[(x & 15) as usize]));
     }
     line.push_str("\"}");

@@ -105,8 +105,8 @@ pub(crate) struct DecodedChunk {
     /// sled's value itself (plain) or the unpacked entries (packed); leased records are
     /// slices of it.
     value: Bytes,
-    /// (offset, len) of each record in `value`.
-    spans: Vec<(u32, u32)>,
+    /// Where each record is in `value`.
+    spans: Vec<Range<usize>>,
 }
 
 impl DecodedChunk {
@@ -127,8 +127,7 @@ impl DecodedChunk {
 
     fn span(&self, seq: Seq) -> Option<Range<usize>> {
         let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
-        let &(off, len) = self.spans.get(i)?;
-        Some(off as usize..off as usize + len as usize)
+        self.spans.get(i).cloned()
     }
 }
 
@@ -200,33 +199,47 @@ pub(crate) fn unpack(v: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// (offset, len) of each of `count` length-prefixed entries from `pos`, which must use
-/// the bytes exactly.
-fn entry_spans(v: &[u8], mut pos: usize, count: usize) -> Result<Vec<(u32, u32)>, String> {
-    let mut spans = Vec::with_capacity(count);
-    for i in 0..count {
-        if pos + LEN_PREFIX > v.len() {
-            return Err(format!(
-                "record {i} of {count}: length prefix past end of chunk"
-            ));
-        }
-        let len = u32_at(v, pos) as usize;
-        pos += LEN_PREFIX;
-        if pos + len > v.len() {
-            return Err(format!(
-                "record {i} of {count}: {len} bytes past end of chunk"
-            ));
-        }
-        spans.push((pos as u32, len as u32));
-        pos += len;
+/// Where each of `count` length-prefixed entries from `pos` is, which must use the bytes
+/// exactly.
+fn entry_spans(v: &[u8], pos: usize, count: usize) -> Result<Vec<Range<usize>>, String> {
+    let (spans, end) = walk_entries(v, pos, count);
+    let i = spans.len();
+    if i < count {
+        return Err(match v.get(end..end + LEN_PREFIX) {
+            None => format!("record {i} of {count}: length prefix past end of chunk"),
+            Some(_) => format!(
+                "record {i} of {count}: {} bytes past end of chunk",
+                u32_at(v, end)
+            ),
+        });
     }
-    if pos != v.len() {
+    if end != v.len() {
         return Err(format!(
             "{} trailing bytes after {count} records",
-            v.len() - pos
+            v.len() - end
         ));
     }
     Ok(spans)
+}
+
+/// Where up to `count` length-prefixed entries of `v` from `pos` are, in order, stopping at
+/// the first that does not fit; and where the walk stopped. Lenient: salvage reads damaged
+/// chunks with it.
+pub(crate) fn walk_entries(v: &[u8], mut pos: usize, count: usize) -> (Vec<Range<usize>>, usize) {
+    let mut spans = Vec::with_capacity(count.min(v.len() / LEN_PREFIX));
+    while spans.len() < count {
+        let Some(prefix) = v.get(pos..pos + LEN_PREFIX) else {
+            break;
+        };
+        let len = u32_at(prefix, 0) as usize;
+        let start = pos + LEN_PREFIX;
+        if len > v.len() - start {
+            break;
+        }
+        spans.push(start..start + len);
+        pos = start + len;
+    }
+    (spans, pos)
 }
 
 #[cfg(test)]

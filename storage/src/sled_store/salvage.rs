@@ -149,21 +149,13 @@ fn delimited_records(
     count: usize,
     max_count: usize,
 ) -> (Vec<Vec<u8>>, Option<usize>) {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    for _ in 0..count.min(max_count) {
-        let Some(len) = entries.get(pos..pos + 4) else {
-            break;
-        };
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let Some(data) = entries.get(pos + 4..pos + 4 + len) else {
-            break;
-        };
-        out.push(data.to_vec());
-        pos += 4 + len;
-    }
-    let whole = out.len() == count;
-    (out, whole.then_some(pos))
+    let (spans, end) = chunk::walk_entries(entries, 0, count.min(max_count));
+    let whole = spans.len() == count;
+    let records = spans
+        .into_iter()
+        .map(|span| entries[span].to_vec())
+        .collect();
+    (records, whole.then_some(end))
 }
 
 /// Finds chunk-shaped values in raw bytes (a database file sled cannot open) and returns
