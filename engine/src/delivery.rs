@@ -79,7 +79,9 @@ pub(crate) struct DeferredAck {
 impl DeferredAck {
     /// Waits for the ack to be done (it logs its own failure).
     pub async fn finish(self) {
-        let _ = self.handle.await;
+        if let Err(e) = self.handle.await {
+            tracing::error!(error = %e, "ack task failed");
+        }
     }
 }
 
@@ -219,7 +221,11 @@ impl<'a> Delivery<'a> {
                 previous.finish().await;
             }
             let records = lease.len();
-            let handle = tokio::spawn(finish_lease(queue, lease, ack_upto));
+            // Straight to the blocking pool: a task spawned here would sit in this worker
+            // thread's LIFO slot, which other workers cannot steal, until the next batch's
+            // encoding is done, so the ack would not overlap it.
+            let handle =
+                tokio::task::spawn_blocking(move || finish_lease_blocking(queue, lease, ack_upto));
             *slot = Some(DeferredAck { records, handle });
             return result;
         } else if self.awaiting_ack.is_empty() {
@@ -574,27 +580,31 @@ async fn split_for_acks(
 /// ack succeeded (or there was nothing to ack).
 async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
     let id = queue.name().to_string();
-    let done = tokio::task::spawn_blocking(move || {
-        let (settled, rest) = queue.split_lease(lease, ack_upto);
-        if !rest.is_empty() {
-            queue.release(rest);
-        }
-        if settled.is_empty() {
-            return Ok(());
-        }
-        // Dropping `settled` after a failed ack leaves it leased; nothing is lost, and the
-        // records come back after a restart.
-        queue.ack(settled)
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::error!(queue = %id, error = %e, "ack failed; the events will be delivered again");
-            false
-        }
+    match tokio::task::spawn_blocking(move || finish_lease_blocking(queue, lease, ack_upto)).await {
+        Ok(done) => done,
         Err(e) => {
             tracing::error!(queue = %id, error = %e, "ack task failed");
+            false
+        }
+    }
+}
+
+/// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when
+/// the ack failed. Blocks on the queue: call it from the blocking pool.
+fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
+    let (settled, rest) = queue.split_lease(lease, ack_upto);
+    if !rest.is_empty() {
+        queue.release(rest);
+    }
+    if settled.is_empty() {
+        return true;
+    }
+    // Dropping `settled` after a failed ack leaves it leased; nothing is lost, and the
+    // records come back after a restart.
+    match queue.ack(settled) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
             false
         }
     }
