@@ -67,6 +67,14 @@
 //! commit: after a crash either all of it is there or none of it, which lets the CLI
 //! record "this spool file was ingested" in the same durable step as its events.
 //!
+//! Locks: an append cuts and encodes (packs) its chunks before it takes any lock. A
+//! queue's append lock then orders appends from seq allocation to their sled write; its
+//! state lock, which leases and acks take, is held only to allocate the seqs and to queue
+//! the written chunks for publication, not during the sled write (sled's own lock for a
+//! batch still serialises it against every other sled call). While a range is staged
+//! (seqs taken, sled write not yet done) acks treat it as not there: their low-water mark
+//! stops below it and the `next` they persist does not include it.
+//!
 //! # Leases and acks
 //! Leases live in memory only; after a restart everything not acked is leased again.
 //!

@@ -37,49 +37,76 @@ pub(crate) fn chunk_size_of(payload: usize, count: usize) -> usize {
 ///
 /// With `pack`, the chunk is packed when LZ4 saves at least an eighth; else it is plain,
 /// so incompressible payloads cost no decompression.
+#[cfg(test)]
 pub(crate) fn encode_chunk(first: Seq, records: &[&[u8]], pack: bool) -> Vec<u8> {
-    let payload: usize = records.iter().map(|r| r.len()).sum();
-    let mut v = Vec::with_capacity(chunk_size_of(payload, records.len()));
-    v.push(CHUNK_MAGIC);
-    v.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    v.extend_from_slice(&[0u8; 4]);
-    for r in records {
-        v.extend_from_slice(&(r.len() as u32).to_le_bytes());
-        v.extend_from_slice(r);
-    }
-    if pack {
-        if let Some(packed) = pack_plain(first, &v) {
-            return packed;
-        }
-    }
+    let mut v = encode_unsealed(records, pack);
     seal(first, &mut v);
     v
 }
 
-/// The packed form of a plain chunk, if it saves at least an eighth.
-fn pack_plain(first: Seq, plain: &[u8]) -> Option<Vec<u8>> {
+/// [`encode_chunk`] without the crc, which needs the first seq: an appender encodes its
+/// chunks before it takes the queue's lock and [`seal`]s them once seqs are allocated.
+pub(crate) fn encode_unsealed(records: &[&[u8]], pack: bool) -> Vec<u8> {
+    thread_local! {
+        /// The plain form and the LZ4 output, reused: only the value kept is allocated.
+        static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+            std::cell::RefCell::new((Vec::new(), Vec::new()))
+        };
+    }
+    SCRATCH.with(|scratch| {
+        let (plain, packed) = &mut *scratch.borrow_mut();
+        plain.clear();
+        plain.push(CHUNK_MAGIC);
+        plain.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        plain.extend_from_slice(&[0u8; 4]);
+        for r in records {
+            plain.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            plain.extend_from_slice(r);
+        }
+        let value = if pack {
+            pack_plain(plain, packed)
+        } else {
+            None
+        };
+        let value = value.unwrap_or_else(|| plain.clone());
+        // Scratch as big as a record at the limit is not worth keeping per thread.
+        for buf in [plain, packed] {
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new();
+            }
+        }
+        value
+    })
+}
+
+/// The packed form of a plain chunk, unsealed, if it saves at least an eighth. `scratch`
+/// receives the LZ4 output.
+fn pack_plain(plain: &[u8], scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     let entries = &plain[CHUNK_HEADER..];
     if entries.len() > MAX_PACKED_ENTRIES {
         return None;
     }
     let most = entries.len() - entries.len() / 8;
     let bound = lz4_flex::block::get_maximum_output_size(entries.len());
-    let mut v = vec![0u8; PACKED_HEADER + bound];
-    let n = lz4_flex::block::compress_into(entries, &mut v[PACKED_HEADER..]).ok()?;
+    if scratch.len() < bound {
+        scratch.resize(bound, 0);
+    }
+    let n = lz4_flex::block::compress_into(entries, &mut scratch[..bound]).ok()?;
     if n > most {
         return None;
     }
-    v.truncate(PACKED_HEADER + n);
-    v[0] = PACKED_MAGIC;
-    v[1..5].copy_from_slice(&plain[1..5]);
-    v[9..13].copy_from_slice(&(entries.len() as u32).to_le_bytes());
-    v[13..17].copy_from_slice(&(n as u32).to_le_bytes());
-    seal(first, &mut v);
+    let mut v = Vec::with_capacity(PACKED_HEADER + n);
+    v.push(PACKED_MAGIC);
+    v.extend_from_slice(&plain[1..5]);
+    v.extend_from_slice(&[0u8; 4]);
+    v.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    v.extend_from_slice(&(n as u32).to_le_bytes());
+    v.extend_from_slice(&scratch[..n]);
     Some(v)
 }
 
 /// Sets a chunk value's crc (bytes 5..9).
-fn seal(first: Seq, v: &mut [u8]) {
+pub(crate) fn seal(first: Seq, v: &mut [u8]) {
     let crc = chunk_crc(first, v);
     v[5..9].copy_from_slice(&crc.to_le_bytes());
 }

@@ -8,7 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::commit::Level;
-use super::sled_queue::{now_ms, QState, SledQueue, Staged};
+use super::sled_queue::{now_ms, SledQueue, Staged};
 use super::SledStore;
 use crate::error::QueueError;
 use crate::queue::{Queue, Seq};
@@ -49,25 +49,25 @@ impl SledStore {
         if let Some(p) = self.shared.committer.poisoned() {
             return Err(self.shared.poisoned(p));
         }
-        // Lock in name order so concurrent groups cannot deadlock.
+        // Encoding needs no lock; then appends lock in name order so concurrent groups
+        // cannot deadlock. The state locks are held only to stage and to commit (or undo):
+        // leases and acks go on during the sled write.
+        let mut planned = Vec::with_capacity(parts.len());
+        for (p, (_, records)) in parts.iter().enumerate() {
+            planned.push(queues[part_queue[p]].plan(records)?);
+        }
         let mut order: Vec<usize> = (0..queues.len()).collect();
         order.sort_by(|&a, &b| queues[a].name().cmp(queues[b].name()));
-        let mut guards: Vec<Option<MutexGuard<'_, QState>>> =
-            (0..queues.len()).map(|_| None).collect();
-        for &i in &order {
-            guards[i] = Some(queues[i].lock_state());
-        }
+        let appends: Vec<MutexGuard<'_, ()>> =
+            order.iter().map(|&i| queues[i].lock_appends()).collect();
         let now = now_ms();
         let mut batches: Vec<sled::Batch> =
             (0..queues.len()).map(|_| sled::Batch::default()).collect();
         let mut staged: Vec<(usize, Staged)> = Vec::with_capacity(parts.len());
         let mut failure = None;
-        for (p, (_, records)) in parts.iter().enumerate() {
+        for (p, planned) in planned.into_iter().enumerate() {
             let qi = part_queue[p];
-            let Some(st) = guards[qi].as_deref_mut() else {
-                continue;
-            };
-            match queues[qi].stage(st, records, &mut batches[qi], now) {
+            match queues[qi].stage(&mut queues[qi].lock_state(), planned, &mut batches[qi], now) {
                 Ok(s) => staged.push((qi, s)),
                 Err(e) => {
                     failure = Some(e);
@@ -83,9 +83,7 @@ impl SledStore {
         if let Some(e) = failure {
             // Newest first: a queue named by two parts rolls back to its first part's start.
             for (qi, s) in staged.iter().rev() {
-                if let Some(st) = guards[*qi].as_deref_mut() {
-                    queues[*qi].unstage(st, s);
-                }
+                queues[*qi].unstage(&mut queues[*qi].lock_state(), s);
             }
             return Err(e);
         }
@@ -96,11 +94,9 @@ impl SledStore {
             .map(|(qi, s)| (queues[*qi].nonce, s.range.end))
             .collect();
         for (qi, s) in staged {
-            if let Some(st) = guards[qi].as_deref_mut() {
-                queues[qi].commit_staged(st, s, ticket);
-            }
+            queues[qi].commit_staged(&mut queues[qi].lock_state(), s, ticket);
         }
-        drop(guards);
+        drop(appends);
         self.shared.commit(ticket, Level::Sync)?;
         self.shared.note_tips(&tips);
         for q in &queues {

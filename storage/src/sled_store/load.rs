@@ -53,6 +53,7 @@ impl SledQueue {
             shared,
             state: Mutex::new(QState::new(cap)),
             chunk_reads: AtomicU64::new(0),
+            appending: Mutex::new(()),
         };
         let mut stale = sled::Batch::default();
         let mut any_stale = false;

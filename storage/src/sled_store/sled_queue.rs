@@ -35,7 +35,13 @@ pub(super) struct LeaseInfo {
 }
 
 pub(crate) struct QState {
+    /// The next seq to hand out; past any range staged by an append in progress.
     pub(super) next_seq: Seq,
+    /// First seq staged by the append in progress (under the append lock, between `stage`
+    /// and `commit_staged` or `unstage`), whose sled write may not have happened yet.
+    /// Acks must not reach it: not their low-water mark (its records are not acked) and
+    /// not the `next` they persist (a crash could keep the ack state and not the chunks).
+    pub(super) staging: Option<Seq>,
     /// Durable chunks holding at least one unacked record, by first seq.
     pub(super) chunks: BTreeMap<Seq, ChunkMeta>,
     /// Written, waiting for their sync; in seq order (so tickets are increasing too).
@@ -61,6 +67,7 @@ impl QState {
     pub(super) fn new(cap: Option<u64>) -> Self {
         QState {
             next_seq: 0,
+            staging: None,
             chunks: BTreeMap::new(),
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -85,8 +92,20 @@ pub struct SledQueue {
     pub(crate) tree: sled::Tree,
     pub(super) shared: Arc<Shared>,
     pub(super) state: Mutex<QState>,
+    /// Held by an append from `stage` to `commit_staged` (or `unstage`), and by a drop:
+    /// appends take seqs in turn, while the state lock is free for leases and acks during
+    /// the sled write. Taken before the state lock, never after it.
+    pub(super) appending: Mutex<()>,
     /// Chunk values read from sled (for tests of the chunk cache).
     pub(super) chunk_reads: AtomicU64,
+}
+
+/// An append's chunks, cut and encoded (unsealed) before any lock is taken: the costly
+/// part of an append (copying and packing) never holds up a lease or an ack.
+pub(crate) struct Planned {
+    /// Unsealed value, record count and payload bytes of each chunk, in order.
+    chunks: Vec<(Vec<u8>, u32, u64)>,
+    bytes: u64,
 }
 
 /// What `stage` reserved in a queue for an append in progress.
@@ -124,6 +143,11 @@ impl SledQueue {
         self.lock()
     }
 
+    /// The append lock (see `appending`).
+    pub(crate) fn lock_appends(&self) -> MutexGuard<'_, ()> {
+        self.appending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn damaged(&self, seq: Seq, detail: String) -> QueueError {
         QueueError::Damaged {
             queue: self.name.clone(),
@@ -147,6 +171,8 @@ impl SledQueue {
     }
 
     pub(crate) fn mark_dropped(&self) {
+        // After any append in progress: none writes into the tree once it is dropped.
+        let _appends = self.lock_appends();
         let mut st = self.lock();
         st.dropped = true;
         st.chunks.clear();
@@ -167,17 +193,11 @@ impl SledQueue {
         Ok(())
     }
 
-    /// Under the state lock: checks limits, allocates seqs and adds the chunk writes to
-    /// `batch`. Nothing is visible until `commit_staged`; `unstage` undoes the reservation.
-    pub(crate) fn stage(
-        &self,
-        st: &mut QState,
-        records: &[&[u8]],
-        batch: &mut sled::Batch,
-        now: u64,
-    ) -> Result<Staged, QueueError> {
-        self.check_live(st)?;
-        let mut incoming = 0u64;
+    /// Cuts `records` into chunks and encodes them, holding no lock. Each chunk's encoded
+    /// value stays under the chunk target (sled writes values above ~64 KiB to separate
+    /// blob files); an oversized record gets a chunk of its own.
+    pub(crate) fn plan(&self, records: &[&[u8]]) -> Result<Planned, QueueError> {
+        let mut bytes = 0u64;
         for r in records {
             if r.len() > MAX_RECORD_BYTES {
                 return Err(QueueError::RecordTooLarge {
@@ -186,8 +206,39 @@ impl SledQueue {
                     max: MAX_RECORD_BYTES,
                 });
             }
-            incoming += r.len() as u64;
+            bytes += r.len() as u64;
         }
+        let target = self.shared.chunk_bytes;
+        let mut chunks = Vec::new();
+        let mut i = 0;
+        while i < records.len() {
+            let mut j = i + 1;
+            let mut payload = records[i].len();
+            while j < records.len()
+                && chunk::chunk_size_of(payload + records[j].len(), j + 1 - i) <= target
+            {
+                payload += records[j].len();
+                j += 1;
+            }
+            let value = chunk::encode_unsealed(&records[i..j], self.shared.pack_chunks);
+            chunks.push((value, (j - i) as u32, payload as u64));
+            i = j;
+        }
+        Ok(Planned { chunks, bytes })
+    }
+
+    /// Under the state lock (and the append lock, held until `commit_staged` or
+    /// `unstage`): checks limits, allocates seqs, seals the planned chunks and adds their
+    /// writes to `batch`. Nothing is visible until `commit_staged`.
+    pub(crate) fn stage(
+        &self,
+        st: &mut QState,
+        planned: Planned,
+        batch: &mut sled::Batch,
+        now: u64,
+    ) -> Result<Staged, QueueError> {
+        self.check_live(st)?;
+        let incoming = planned.bytes;
         let queued = st.bytes + st.pending_bytes;
         if let Some(cap) = st.cap {
             if queued + incoming > cap {
@@ -200,29 +251,14 @@ impl SledQueue {
             }
         }
         let start = st.next_seq;
-        let target = self.shared.chunk_bytes;
-        let mut chunks = Vec::new();
-        let mut i = 0;
-        while i < records.len() {
-            // Cut chunks so each encoded value stays under the target (sled writes values
-            // above ~64 KiB to separate blob files); an oversized record gets its own.
-            let mut j = i + 1;
-            let mut payload = records[i].len();
-            while j < records.len()
-                && chunk::chunk_size_of(payload + records[j].len(), j + 1 - i) <= target
-            {
-                payload += records[j].len();
-                j += 1;
-            }
-            let first = start + i as u64;
-            let part = &records[i..j];
-            batch.insert(
-                &codec::chunk_key(first),
-                chunk::encode_chunk(first, part, self.shared.pack_chunks),
-            );
+        let mut first = start;
+        let mut chunks = Vec::with_capacity(planned.chunks.len());
+        for (mut value, count, bytes) in planned.chunks {
+            chunk::seal(first, &mut value);
+            batch.insert(&codec::chunk_key(first), value);
             let meta = ChunkMeta {
-                count: part.len() as u32,
-                bytes: payload as u64,
+                count,
+                bytes,
                 append_ms: now,
             };
             batch.insert(
@@ -230,29 +266,41 @@ impl SledQueue {
                 &codec::encode_meta(first, &meta)[..],
             );
             chunks.push((first, meta));
-            i = j;
+            first += count as u64;
         }
-        st.next_seq = start + records.len() as u64;
+        st.next_seq = first;
+        st.staging.get_or_insert(start);
         st.pending_bytes += incoming;
         Ok(Staged {
-            range: start..st.next_seq,
+            range: start..first,
             chunks,
             bytes: incoming,
         })
     }
 
     /// The write failed: release the byte reservation and the seqs (the caller held the
-    /// lock since `stage`, so none were handed out after them). Seqs stay contiguous, which
-    /// lets a reopen tell a missing chunk from one that was never written.
+    /// append lock since `stage`, so none were handed out after them). Seqs stay
+    /// contiguous, which lets a reopen tell a missing chunk from one that was never
+    /// written. Several ranges staged together are undone newest first.
     pub(crate) fn unstage(&self, st: &mut QState, staged: &Staged) {
         st.pending_bytes = st.pending_bytes.saturating_sub(staged.bytes);
         if st.next_seq == staged.range.end {
             st.next_seq = staged.range.start;
         }
+        if st.staging == Some(staged.range.start) {
+            st.staging = None;
+        }
+    }
+
+    /// The next seq as far as acks may know it: staged ranges excluded.
+    pub(super) fn written_next(st: &QState) -> Seq {
+        st.staging.unwrap_or(st.next_seq)
     }
 
     /// The write is in sled under commit `ticket`: queue its chunks for publication.
+    /// (Every range staged together was written by then.)
     pub(crate) fn commit_staged(&self, st: &mut QState, staged: Staged, ticket: u64) {
+        st.staging = None;
         for (first, meta) in staged.chunks {
             st.pending.push_back(Pending {
                 ticket,
@@ -409,7 +457,7 @@ pub(super) fn normalize_low(st: &mut QState) {
         .next()
         .copied()
         .or_else(|| st.pending.front().map(|p| p.first))
-        .unwrap_or(st.next_seq);
+        .unwrap_or_else(|| SledQueue::written_next(st));
     st.acked_low = st.acked_low.max(floor);
     while let Some(r) = st.acked_above.first() {
         if r.start > st.acked_low {
@@ -428,24 +476,26 @@ impl Queue for SledQueue {
     }
 
     fn append(&self, records: &[&[u8]]) -> Result<Range<Seq>, QueueError> {
-        let mut st = self.lock();
         if records.is_empty() {
+            let st = self.lock();
             self.check_live(&st)?;
             return Ok(st.next_seq..st.next_seq);
         }
         if let Some(p) = self.shared.committer.poisoned() {
             return Err(self.shared.poisoned(p));
         }
+        let planned = self.plan(records)?;
+        let appends = self.lock_appends();
         let mut batch = sled::Batch::default();
-        let staged = self.stage(&mut st, records, &mut batch, now_ms())?;
+        let staged = self.stage(&mut self.lock(), planned, &mut batch, now_ms())?;
         if let Err(e) = self.tree.apply_batch(batch) {
-            self.unstage(&mut st, &staged);
+            self.unstage(&mut self.lock(), &staged);
             return Err(self.shared.db_err(e));
         }
         let ticket = self.shared.committer.ticket();
         let range = staged.range.clone();
-        self.commit_staged(&mut st, staged, ticket);
-        drop(st);
+        self.commit_staged(&mut self.lock(), staged, ticket);
+        drop(appends);
         self.commit(ticket, Level::Sync)?;
         self.shared.note_tips(&[(self.nonce, range.end)]);
         let mut st = self.lock();
@@ -540,7 +590,7 @@ impl Queue for SledQueue {
         normalize_low(&mut st);
         let state = AckState {
             low: st.acked_low,
-            next: st.next_seq,
+            next: Self::written_next(&st),
             above: st.acked_above.iter().collect(),
         };
         let state = codec::encode_ack(&state);
