@@ -67,7 +67,10 @@ impl SledStore {
         let mut failure = None;
         for (p, planned) in planned.into_iter().enumerate() {
             let qi = part_queue[p];
-            match queues[qi].stage(&mut queues[qi].lock_state(), planned, &mut batches[qi], now) {
+            // The state lock is held for this statement only.
+            let result =
+                queues[qi].stage(&mut queues[qi].lock_state(), planned, &mut batches[qi], now);
+            match result {
                 Ok(s) => staged.push((qi, s)),
                 Err(e) => {
                     failure = Some(e);

@@ -10,6 +10,8 @@ mod log_scan;
 mod ranges;
 mod salvage;
 mod sled_queue;
+#[cfg(test)]
+mod staging_tests;
 mod tips;
 
 use std::collections::{HashMap, HashSet};

@@ -479,7 +479,9 @@ impl Queue for SledQueue {
         if records.is_empty() {
             let st = self.lock();
             self.check_live(&st)?;
-            return Ok(st.next_seq..st.next_seq);
+            // Not past a range still being written: it may yet be undone.
+            let next = Self::written_next(&st);
+            return Ok(next..next);
         }
         if let Some(p) = self.shared.committer.poisoned() {
             return Err(self.shared.poisoned(p));
