@@ -374,11 +374,16 @@ fn byte_flipped_inside_a_log_message(
         });
         match &opened {
             // Harmless (a superseded copy sled skips or never reads at open): every
-            // queued record, and the copy taken for the check is gone.
+            // queued record. The copy taken for the check stays: sled has lost a chunk
+            // after such an open had read every chunk back (it did, 1 run in ~5).
             Ok(Ok(records)) => {
                 eprintln!("{case}: opened with {} records", records.len());
                 assert_eq!(records.len(), 15_000, "{case}: opened with records missing");
-                assert!(pre_open_copies(dir.path()).is_empty(), "{case}: copy left");
+                assert_eq!(
+                    pre_open_copies(dir.path()).len(),
+                    1,
+                    "{case}: copy not kept"
+                );
                 continue;
             }
             // Sled opened, a chunk read failed its check: loud, per chunk.

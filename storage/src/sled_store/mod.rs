@@ -151,6 +151,31 @@ impl Shared {
         sled_err(&self.dir, &self.db_path, e)
     }
 
+    /// Runs a sled call, turning a panic inside sled into an error. sled 0.34 panics on
+    /// some trees rebuilt from a damaged log ("cannot find pid ... in view_for_key"); its
+    /// state is then not to be trusted, so the store is poisoned (no more appends) and the
+    /// caller gets `Corrupt`, which points to a restart or `raxe repair`, not a crash.
+    pub(crate) fn sled_call<T>(
+        &self,
+        what: &str,
+        call: impl FnOnce() -> sled::Result<T>,
+    ) -> Result<T, QueueError> {
+        match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(result) => result.map_err(|e| self.db_err(e)),
+            Err(_) => {
+                let detail = format!(
+                    "the storage engine panicked during {what}: its data file is damaged; \
+                     restart to check it, or run `raxe repair`"
+                );
+                self.committer.poison(detail.clone());
+                Err(QueueError::Corrupt {
+                    path: self.db_path.clone(),
+                    detail,
+                })
+            }
+        }
+    }
+
     pub(crate) fn corrupt(&self, queue: &str, detail: &str) -> QueueError {
         QueueError::Corrupt {
             path: self.db_path.clone(),
@@ -551,20 +576,51 @@ impl SledStore {
             default_cap: opts.max_queue_bytes,
         };
         if let Some(copy) = &pre_open_copy {
-            // Load every queue now: their checks tell whether sled kept everything.
+            // Load every queue and read every chunk it holds now: their checks tell whether
+            // sled kept everything. A chunk that fails (or a sled panic on the way) refuses
+            // the open with the copy kept, the file salvage can read everything from.
             for name in store.list_queues()? {
-                if let Err(e) = store.queue(&name) {
-                    return Err(kept(e));
+                let checked =
+                    catch_unwind(AssertUnwindSafe(|| store.queue(&name)?.verify_chunks()));
+                match checked {
+                    Ok(Ok(())) => {}
+                    Ok(Err(QueueError::Damaged { queue, seq, detail })) => {
+                        return Err(kept(QueueError::Corrupt {
+                            path: store.shared.db_path.clone(),
+                            detail: format!(
+                                "queue {queue:?}: stored records at seq {seq} are damaged: {detail}"
+                            ),
+                        }))
+                    }
+                    Ok(Err(e)) => return Err(kept(e)),
+                    Err(_) => {
+                        return Err(kept(QueueError::Corrupt {
+                            path: store.shared.db_path.clone(),
+                            detail: format!(
+                                "the storage engine could not read queue {name:?} (it panicked)"
+                            ),
+                        }))
+                    }
                 }
             }
-            if let Some(d) = &damage {
-                tracing::warn!(
+            match &damage {
+                // sled replayed a log with a damaged message in it: every chunk reads back
+                // now, yet sled was seen to lose one later (a leaf rebuilt from that log),
+                // so the file as it was stays for `raxe repair` until someone deletes it.
+                Some(d) => tracing::warn!(
                     file = %store.shared.db_path.display(),
-                    "sled's log looked damaged ({d}), but every queue loaded with all its \
-                     records; deleting the copy taken before the open"
-                );
+                    copy = %copy.display(),
+                    "sled's log looked damaged ({d}); every queue loaded and every record \
+                     read back, but the copy taken before the open is kept: should a queue \
+                     later report damaged records, `raxe repair` reads it too. Delete it \
+                     once the queues have drained"
+                ),
+                // Only shorter than at the last synced append, and nothing missing: sled
+                // cut a torn tail, and the copy holds nothing more.
+                None => {
+                    let _ = fs::remove_file(copy);
+                }
             }
-            let _ = fs::remove_file(copy);
         }
         Ok(store)
     }

@@ -330,6 +330,17 @@ impl SledQueue {
         }
     }
 
+    /// Reads and checks every chunk holding unacked records (after sled replayed a log
+    /// that looked damaged: its metadata alone does not tell that the payloads survived).
+    pub(super) fn verify_chunks(&self) -> Result<(), QueueError> {
+        let chunks: Vec<(Seq, ChunkMeta)> =
+            self.lock().chunks.iter().map(|(&f, &m)| (f, m)).collect();
+        for (first, meta) in chunks {
+            self.read_chunk(first, &meta)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn read_chunk(
         &self,
         first: Seq,
@@ -337,9 +348,8 @@ impl SledQueue {
     ) -> Result<DecodedChunk, QueueError> {
         self.chunk_reads.fetch_add(1, Ordering::Relaxed);
         let v = self
-            .tree
-            .get(codec::chunk_key(first))
-            .map_err(|e| self.shared.db_err(e))?
+            .shared
+            .sled_call("a read", || self.tree.get(codec::chunk_key(first)))?
             .ok_or_else(|| self.damaged(first, "chunk payload is missing".into()))?;
         let c = chunk::decode_chunk(first, v).map_err(|d| self.damaged(first, d))?;
         if c.count() != meta.count as u64 {
@@ -603,20 +613,22 @@ impl Queue for SledQueue {
         // seqs could be reused); then each dead chunk's payload, then its metadata (a
         // payload without metadata would never be cleaned up; metadata without payload,
         // fully acked, is removed at load).
-        let apply = || -> sled::Result<()> {
-            self.tree.insert(codec::ACK_KEY, state)?;
-            for &f in &dead {
-                self.tree.remove(codec::chunk_key(f))?;
-                self.tree.remove(codec::meta_key(f))?;
-            }
-            Ok(())
+        let apply = || {
+            self.shared.sled_call("an ack", || {
+                self.tree.insert(codec::ACK_KEY, state)?;
+                for &f in &dead {
+                    self.tree.remove(codec::chunk_key(f))?;
+                    self.tree.remove(codec::meta_key(f))?;
+                }
+                Ok(())
+            })
         };
         // Journal first (one write(), in the page cache: survives kill -9), then apply to
         // sled without waiting for its flush; reopen replays the journal. If the sled write
         // fails the records stay acked in memory and the journal acks them after a restart.
         let (recorded, applied) = self.shared.journal.record(self.nonce, &info.ranges, apply);
         drop(st);
-        applied.map_err(|e| self.shared.db_err(e))?;
+        applied?;
         match recorded {
             Recorded::Journaled { rotate } => {
                 if rotate {
