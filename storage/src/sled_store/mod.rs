@@ -576,32 +576,10 @@ impl SledStore {
             default_cap: opts.max_queue_bytes,
         };
         if let Some(copy) = &pre_open_copy {
-            // Load every queue and read every chunk it holds now: their checks tell whether
-            // sled kept everything. A chunk that fails (or a sled panic on the way) refuses
-            // the open with the copy kept, the file salvage can read everything from.
-            for name in store.list_queues()? {
-                let checked =
-                    catch_unwind(AssertUnwindSafe(|| store.queue(&name)?.verify_chunks()));
-                match checked {
-                    Ok(Ok(())) => {}
-                    Ok(Err(QueueError::Damaged { queue, seq, detail })) => {
-                        return Err(kept(QueueError::Corrupt {
-                            path: store.shared.db_path.clone(),
-                            detail: format!(
-                                "queue {queue:?}: stored records at seq {seq} are damaged: {detail}"
-                            ),
-                        }))
-                    }
-                    Ok(Err(e)) => return Err(kept(e)),
-                    Err(_) => {
-                        return Err(kept(QueueError::Corrupt {
-                            path: store.shared.db_path.clone(),
-                            detail: format!(
-                                "the storage engine could not read queue {name:?} (it panicked)"
-                            ),
-                        }))
-                    }
-                }
+            // Their checks tell whether sled kept everything; a failure refuses the open
+            // with the copy kept, the file salvage can read everything from.
+            if let Err(e) = store.read_back_every_chunk() {
+                return Err(kept(e));
             }
             match &damage {
                 // sled replayed a log with a damaged message in it: every chunk reads back

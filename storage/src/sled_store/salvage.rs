@@ -17,11 +17,13 @@
 //! packed (unless sled's log holds another copy of it, which it often does).
 
 use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::codec::{self, u32_at, ChunkMeta};
 use super::sled_queue::SledQueue;
+use super::SledStore;
 use crate::error::QueueError;
-use crate::queue::{Queue, Seq};
+use crate::queue::{Queue, QueueStore, Seq};
 
 use super::chunk::{self, CHUNK_HEADER, CHUNK_MAGIC, PACKED_HEADER, PACKED_MAGIC};
 
@@ -46,6 +48,33 @@ pub struct Quarantined {
     pub records: Vec<Vec<u8>>,
     /// The stored value, if sled still had one.
     pub raw: Option<Vec<u8>>,
+}
+
+impl SledStore {
+    /// Loads every queue and reads back every chunk holding unacked records (after sled
+    /// replayed a log that looked damaged). Damage, or a panic inside sled on the way,
+    /// comes back as `Corrupt`.
+    pub(super) fn read_back_every_chunk(&self) -> Result<(), QueueError> {
+        for name in self.list_queues()? {
+            let checked = catch_unwind(AssertUnwindSafe(|| self.queue(&name)?.verify_chunks()));
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(QueueError::Damaged { queue, seq, detail })) => {
+                    return Err(self.shared.corrupt(
+                        &queue,
+                        &format!("stored records at seq {seq} are damaged: {detail}"),
+                    ))
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(self
+                        .shared
+                        .corrupt(&name, "the storage engine could not read it (it panicked)"))
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl SledQueue {
