@@ -214,19 +214,14 @@ impl<'a> Delivery<'a> {
         let queue = self.dest.queue.clone();
         let dead_letters_acked;
         if self.awaiting_ack.is_empty() && self.dead_letter_markers.is_empty() && result.is_ok() {
-            let slot = deferred;
-            // At most one ack in the background: the previous one (by now usually done)
-            // finishes before this one starts.
-            if let Some(previous) = slot.take() {
-                previous.finish().await;
-            }
+            // The previous ack finished above: at most one runs in the background.
             let records = lease.len();
             // Straight to the blocking pool: a task spawned here would sit in this worker
             // thread's LIFO slot, which other workers cannot steal, until the next batch's
             // encoding is done, so the ack would not overlap it.
             let handle =
                 tokio::task::spawn_blocking(move || finish_lease_blocking(queue, lease, ack_upto));
-            *slot = Some(DeferredAck { records, handle });
+            *deferred = Some(DeferredAck { records, handle });
             return result;
         } else if self.awaiting_ack.is_empty() {
             dead_letters_acked = finish_lease(queue, lease, ack_upto).await;

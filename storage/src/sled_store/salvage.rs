@@ -56,14 +56,18 @@ impl SledStore {
     /// comes back as `Corrupt`.
     pub(super) fn read_back_every_chunk(&self) -> Result<(), QueueError> {
         for name in self.list_queues()? {
-            let checked = catch_unwind(AssertUnwindSafe(|| self.queue(&name)?.verify_chunks()));
+            let checked = catch_unwind(AssertUnwindSafe(|| self.queue(&name)?.verify()));
             match checked {
-                Ok(Ok(())) => {}
-                Ok(Err(QueueError::Damaged { queue, seq, detail })) => {
-                    return Err(self.shared.corrupt(
-                        &queue,
-                        &format!("stored records at seq {seq} are damaged: {detail}"),
-                    ))
+                Ok(Ok(damaged)) => {
+                    if let Some(d) = damaged.first() {
+                        return Err(self.shared.corrupt(
+                            &name,
+                            &format!(
+                                "stored records at seq {} are damaged: {}",
+                                d.first, d.detail
+                            ),
+                        ));
+                    }
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {

@@ -64,6 +64,11 @@ pub(crate) struct QState {
 }
 
 impl QState {
+    /// The next seq as far as acks may know it: staged ranges excluded.
+    pub(super) fn written_next(&self) -> Seq {
+        self.staging.unwrap_or(self.next_seq)
+    }
+
     pub(super) fn new(cap: Option<u64>) -> Self {
         QState {
             next_seq: 0,
@@ -292,11 +297,6 @@ impl SledQueue {
         }
     }
 
-    /// The next seq as far as acks may know it: staged ranges excluded.
-    pub(super) fn written_next(st: &QState) -> Seq {
-        st.staging.unwrap_or(st.next_seq)
-    }
-
     /// The write is in sled under commit `ticket`: queue its chunks for publication.
     /// (Every range staged together was written by then.)
     pub(crate) fn commit_staged(&self, st: &mut QState, staged: Staged, ticket: u64) {
@@ -328,17 +328,6 @@ impl SledQueue {
             st.avail.insert(first..meta.end(first));
             st.chunks.insert(first, meta);
         }
-    }
-
-    /// Reads and checks every chunk holding unacked records (after sled replayed a log
-    /// that looked damaged: its metadata alone does not tell that the payloads survived).
-    pub(super) fn verify_chunks(&self) -> Result<(), QueueError> {
-        let chunks: Vec<(Seq, ChunkMeta)> =
-            self.lock().chunks.iter().map(|(&f, &m)| (f, m)).collect();
-        for (first, meta) in chunks {
-            self.read_chunk(first, &meta)?;
-        }
-        Ok(())
     }
 
     pub(super) fn read_chunk(
@@ -467,7 +456,7 @@ pub(super) fn normalize_low(st: &mut QState) {
         .next()
         .copied()
         .or_else(|| st.pending.front().map(|p| p.first))
-        .unwrap_or_else(|| SledQueue::written_next(st));
+        .unwrap_or_else(|| st.written_next());
     st.acked_low = st.acked_low.max(floor);
     while let Some(r) = st.acked_above.first() {
         if r.start > st.acked_low {
@@ -490,7 +479,7 @@ impl Queue for SledQueue {
             let st = self.lock();
             self.check_live(&st)?;
             // Not past a range still being written: it may yet be undone.
-            let next = Self::written_next(&st);
+            let next = st.written_next();
             return Ok(next..next);
         }
         if let Some(p) = self.shared.committer.poisoned() {
@@ -602,7 +591,7 @@ impl Queue for SledQueue {
         normalize_low(&mut st);
         let state = AckState {
             low: st.acked_low,
-            next: Self::written_next(&st),
+            next: st.written_next(),
             above: st.acked_above.iter().collect(),
         };
         let state = codec::encode_ack(&state);
