@@ -4,7 +4,7 @@
 //! routes events and returns once they are durable in every destination's queue (one
 //! group-committed append for a whole batch, across all queues).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -266,8 +266,8 @@ impl SiemDispatcher {
         }
         let records: Vec<Vec<u8>> = events.iter().map(ScanEvent::to_queue_bytes).collect();
         let routed = events.iter().zip(&records).map(|(event, record)| {
-            let key = CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
-            (record.as_slice(), key)
+            let customer = (event.mssp_id.as_deref(), event.customer_id.as_str());
+            (record.as_slice(), customer)
         });
         self.route_and_append(routed, events.len(), marker)
     }
@@ -280,43 +280,71 @@ impl SiemDispatcher {
         marker: Option<(&[u8], &[u8])>,
     ) -> Result<DispatchReport, EngineError> {
         let routed = events.iter().map(|event| {
-            let key = CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
-            (event.record.as_slice(), key)
+            let customer = (event.mssp_id.as_deref(), event.customer_id.as_str());
+            (event.record.as_slice(), customer)
         });
         self.route_and_append(routed, events.len(), marker)
     }
 
-    /// Routes each record by its customer key into its destinations' queues (or the
-    /// unrouted queue) and appends them all, with `marker`, in one durable group.
+    /// Routes each record by its customer (mssp id, customer id) into its destinations'
+    /// queues (or the unrouted queue) and appends them all, with `marker`, in one durable
+    /// group. A run of records of one customer (the usual spool file) is routed once.
     fn route_and_append<'a>(
         &self,
-        events: impl Iterator<Item = (&'a [u8], CustomerKey)>,
+        events: impl Iterator<Item = (&'a [u8], Customer<'a>)>,
         count: usize,
         marker: Option<(&[u8], &[u8])>,
     ) -> Result<DispatchReport, EngineError> {
         let routes = read(&self.routes);
-        let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
         let mut report = DispatchReport {
             accepted: count,
             ..DispatchReport::default()
         };
-        for (bytes, key) in events {
-            let mut routed = false;
-            for id in routes.route(&key) {
-                buckets
-                    .entry(queue_names::destination(id))
-                    .or_default()
-                    .push(bytes);
-                report.queued += 1;
-                routed = true;
+        // Records by queue name. Each customer is routed once per call: `resolved` holds its
+        // bucket indexes (and whether it went to the unrouted queue), `targets` the current
+        // customer's.
+        let mut buckets: Vec<(String, Vec<&[u8]>)> = Vec::new();
+        let mut bucket_of: HashMap<String, usize> = HashMap::new();
+        let mut resolved: HashMap<Customer<'_>, (Vec<usize>, bool)> = HashMap::new();
+        let mut current: Option<Customer<'_>> = None;
+        let mut targets: Vec<usize> = Vec::new();
+        let mut unrouted = false;
+        for (bytes, customer) in events {
+            if current != Some(customer) {
+                current = Some(customer);
+                let (indexes, none) = resolved.entry(customer).or_insert_with(|| {
+                    let key = CustomerKey::of_event(customer.0, customer.1);
+                    let mut names: Vec<String> = routes
+                        .route(&key)
+                        .map(|id| queue_names::destination(id))
+                        .collect();
+                    let none = names.is_empty();
+                    if none {
+                        self.note_unrouted(&key);
+                        names.push(queue_names::UNROUTED.to_string());
+                    }
+                    let indexes = names
+                        .into_iter()
+                        .map(|name| {
+                            *bucket_of.entry(name.clone()).or_insert_with(|| {
+                                buckets.push((name, Vec::new()));
+                                buckets.len() - 1
+                            })
+                        })
+                        .collect();
+                    (indexes, none)
+                });
+                targets.clear();
+                targets.extend_from_slice(indexes);
+                unrouted = *none;
             }
-            if !routed {
-                self.note_unrouted(&key);
-                buckets
-                    .entry(queue_names::UNROUTED.to_string())
-                    .or_default()
-                    .push(bytes);
+            for &index in &targets {
+                buckets[index].1.push(bytes);
+            }
+            if unrouted {
                 report.unrouted += 1;
+            } else {
+                report.queued += targets.len();
             }
         }
         let parts: Vec<(&str, &[&[u8]])> = buckets
@@ -537,6 +565,9 @@ impl SiemDispatcher {
 }
 
 /// A stable id: `<mssp>/<customer>/<type>` or `global/<type>/<hash of the URL>`.
+/// An event's (mssp id, customer id), borrowed from it.
+type Customer<'a> = (Option<&'a str>, &'a str);
+
 fn derive_id(adapter: &dyn SiemAdapter, customer: Option<&CustomerKey>) -> DestinationId {
     let config = adapter.config();
     match customer {

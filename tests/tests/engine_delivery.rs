@@ -6,6 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use raxe_adapters::event::ScanEvent;
 use raxe_engine::{CustomerKey, DestinationState, RemovePolicy};
 use raxe_tests::hec::{Fault, HecReceiver};
 use support::*;
@@ -251,6 +252,52 @@ async fn unrouted_events_wait_for_their_destination() {
     assert_eq!(engine.dispatcher.stats().unrouted.len, 0);
     assert!(engine.dispatcher.drain(WAIT).await);
     assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+/// One batch mixing customers event by event (a routed one, another MSSP's customer of
+/// the same name, one with no destination): each event goes to its own queue, in batch
+/// order, and the report counts every placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mixing_customers_is_routed_event_by_event() {
+    let engine = Engine::new();
+    let acme = HecReceiver::start("tok-a").await;
+    let globex = HecReceiver::start("tok-b").await;
+    engine.add("acme", &acme, "tok-a", Some(CustomerKey::new("m1", "acme")));
+    engine.add(
+        "globex",
+        &globex,
+        "tok-b",
+        Some(CustomerKey::new("m1", "globex")),
+    );
+    let a = events("m1", "acme", 0..4);
+    let b = events("m1", "globex", 10..14);
+    let other_mssp = events("m2", "acme", 20..22);
+    let nobody = events("m1", "nobody", 30..32);
+    let mut batch = Vec::new();
+    for i in 0..4 {
+        batch.push(a[i].clone());
+        batch.push(b[i].clone());
+        if i < 2 {
+            batch.push(other_mssp[i].clone());
+            batch.push(nobody[i].clone());
+        }
+    }
+    let report = engine.dispatch(batch.clone()).await;
+    assert_eq!(report.accepted, 12);
+    assert_eq!(report.queued, 8);
+    assert_eq!(report.unrouted, 4);
+    assert_eq!(engine.dispatcher.stats().unrouted.len, 4);
+
+    engine.dispatcher.start().unwrap();
+    assert!(acme.wait_for(4, WAIT).await);
+    assert!(globex.wait_for(4, WAIT).await);
+    assert!(engine.dispatcher.drain(WAIT).await);
+    let in_order = |events: &[ScanEvent]| -> Vec<String> {
+        events.iter().map(|e| e.event_id.clone()).collect()
+    };
+    assert_eq!(acme.accepted(), in_order(&a));
+    assert_eq!(globex.accepted(), in_order(&b));
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 

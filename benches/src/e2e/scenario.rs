@@ -247,6 +247,7 @@ pub fn restart(ctx: &Ctx, n: usize) -> Res<Run> {
     let mut serve = env.raxe.spawn_serve(&log)?;
     env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
     let started = Instant::now();
+    let intake_cpu0 = cpu_seconds(serve.pid());
     // Queue in quarters, reading the RSS at each depth: memory should stay flat as the
     // queue grows.
     let mut bytes = 0;
@@ -267,6 +268,9 @@ pub fn restart(ctx: &Ctx, n: usize) -> Res<Run> {
         from = to;
     }
     let queued_s = started.elapsed().as_secs_f64();
+    // The service's CPU while only intake runs (the refused destination retries on its
+    // backoff schedule beside it).
+    let intake_cpu = cpu_seconds(serve.pid()) - intake_cpu0;
     let rss_queued = peak_rss_mib(serve.pid());
     serve.kill9();
 
@@ -274,6 +278,8 @@ pub fn restart(ctx: &Ctx, n: usize) -> Res<Run> {
     tally.arm();
     let serve = env.raxe.spawn_serve(&env.log("serve2.log"))?;
     let first1 = wait_first(&tally, serve.started, Duration::from_secs(120))?;
+    // The service's CPU while only delivery runs, from its first delivery to half-way.
+    let (delivery_cpu0, delivered0) = (cpu_seconds(serve.pid()), tally.distinct());
     let half = Instant::now();
     while tally.distinct() < n / 2 {
         if half.elapsed() > Duration::from_secs(600) {
@@ -281,6 +287,8 @@ pub fn restart(ctx: &Ctx, n: usize) -> Res<Run> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let delivery_cpu = cpu_seconds(serve.pid()) - delivery_cpu0;
+    let delivered = tally.distinct().saturating_sub(delivered0).max(1);
     serve.kill9();
     let before_second = tally.received();
     std::thread::sleep(Duration::from_millis(50));
@@ -316,6 +324,14 @@ pub fn restart(ctx: &Ctx, n: usize) -> Res<Run> {
                 rss_at.get(2).copied().unwrap_or(f64::NAN),
             ),
             ("RSS MiB (peak) with all queued (1st process)", rss_queued),
+            (
+                "intake CPU-s/M (spool into queue, SIEM down)",
+                intake_cpu / n as f64 * 1e6,
+            ),
+            (
+                "delivery CPU-s/M (from the full queue, no intake)",
+                delivery_cpu / delivered as f64 * 1e6,
+            ),
             ("RSS MiB delivering from full queue", rss_after),
             ("first delivery after restart 1 (queue full) s", first1),
             ("first delivery after kill mid-delivery s", first2),
