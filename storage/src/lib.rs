@@ -73,7 +73,10 @@
 //! the written chunks for publication, not during the sled write (sled's own lock for a
 //! batch still serialises it against every other sled call). While a range is staged
 //! (seqs taken, sled write not yet done) acks treat it as not there: their low-water mark
-//! stops below it and the `next` they persist does not include it.
+//! stops below it and the `next` they persist does not include it. Should sled panic
+//! inside the write (sled 0.34 does on some damaged trees), the append fails with
+//! `Corrupt`, its seqs go back and the store is poisoned, so no later append can leave a
+//! gap that the next open would report as records sled lost.
 //!
 //! # Leases and acks
 //! Leases live in memory only; after a restart everything not acked is leased again.

@@ -79,7 +79,11 @@ impl SledStore {
             }
         }
         if failure.is_none() {
-            if let Err(e) = self.write_group(&queues, batches, markers) {
+            // A sled panic here must not unwind past the staging: it is undone below.
+            let written = self.shared.unwind_guard("a group append", || {
+                self.write_group(&queues, batches, markers)
+            });
+            if let Err(e) = written {
                 failure = Some(e);
             }
         }
@@ -115,6 +119,7 @@ impl SledStore {
         mut batches: Vec<sled::Batch>,
         markers: &[(&[u8], &[u8])],
     ) -> Result<(), QueueError> {
+        super::write_fault_point();
         if queues.len() == 1 && markers.is_empty() {
             if let Some(b) = batches.pop() {
                 return queues[0]

@@ -12,6 +12,21 @@ mod salvage;
 mod sled_queue;
 #[cfg(test)]
 mod staging_tests;
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next append on this thread panics inside its sled write, as sled
+    /// itself can on a damaged tree.
+    pub(crate) static PANIC_IN_NEXT_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Where tests make an append's sled write panic (nothing outside tests).
+fn write_fault_point() {
+    #[cfg(test)]
+    if PANIC_IN_NEXT_WRITE.with(|f| f.replace(false)) {
+        panic!("injected panic inside the sled write");
+    }
+}
 mod tips;
 
 use std::collections::{HashMap, HashSet};
@@ -151,17 +166,28 @@ impl Shared {
         sled_err(&self.dir, &self.db_path, e)
     }
 
-    /// Runs a sled call, turning a panic inside sled into an error. sled 0.34 panics on
-    /// some trees rebuilt from a damaged log ("cannot find pid ... in view_for_key"); its
-    /// state is then not to be trusted, so the store is poisoned (no more appends) and the
-    /// caller gets `Corrupt`, which points to a restart or `raxe repair`, not a crash.
+    /// Runs a sled call, turning a panic inside sled into an error (see `unwind_guard`).
     pub(crate) fn sled_call<T>(
         &self,
         what: &str,
         call: impl FnOnce() -> sled::Result<T>,
     ) -> Result<T, QueueError> {
+        self.unwind_guard(what, || call().map_err(|e| self.db_err(e)))
+    }
+
+    /// Runs storage work that calls into sled, turning a panic inside it into an error.
+    /// sled 0.34 panics on some trees rebuilt from a damaged log ("cannot find pid ... in
+    /// view_for_key"); its state is then not to be trusted, so the store is poisoned (no
+    /// more appends) and the caller gets `Corrupt`, which points to a restart or `raxe
+    /// repair`, not a crash. The caller's own locks are never unwound through, so it can
+    /// still undo what it had started.
+    pub(crate) fn unwind_guard<T>(
+        &self,
+        what: &str,
+        call: impl FnOnce() -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         match catch_unwind(AssertUnwindSafe(call)) {
-            Ok(result) => result.map_err(|e| self.db_err(e)),
+            Ok(result) => result,
             Err(_) => {
                 let detail = format!(
                     "the storage engine panicked during {what}: its data file is damaged; \

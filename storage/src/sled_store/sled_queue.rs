@@ -489,9 +489,13 @@ impl Queue for SledQueue {
         let appends = self.lock_appends();
         let mut batch = sled::Batch::default();
         let staged = self.stage(&mut self.lock(), planned, &mut batch, now_ms())?;
-        if let Err(e) = self.tree.apply_batch(batch) {
+        let written = self.shared.sled_call("an append", || {
+            super::write_fault_point();
+            self.tree.apply_batch(batch)
+        });
+        if let Err(e) = written {
             self.unstage(&mut self.lock(), &staged);
-            return Err(self.shared.db_err(e));
+            return Err(e);
         }
         let ticket = self.shared.committer.ticket();
         let range = staged.range.clone();

@@ -4,6 +4,7 @@
 use super::codec;
 use super::sled_queue::now_ms;
 use super::SledStore;
+use crate::error::QueueError;
 use crate::queue::Queue;
 
 #[test]
@@ -49,4 +50,58 @@ fn an_ack_beside_a_staged_range_stops_below_it() {
         vec![10, 11, 12],
         "records on reused seqs are not taken as acked"
     );
+}
+
+/// sled can panic inside a write (a damaged tree). The append must fail with `Corrupt`
+/// instead of unwinding, give its staged seqs back and poison the store, so that no later
+/// append leaves a gap that the next open would report as records sled lost. Both append
+/// paths: one queue on its own, and a group with a marker.
+#[test]
+fn a_panic_inside_the_sled_write_undoes_the_staging() {
+    let single = |store: &SledStore, records: &[&[u8]]| store.queue("q")?.append(records);
+    let group = |store: &SledStore, records: &[&[u8]]| {
+        store
+            .append_group(&[("q", records)], Some((b"m", b"1")))
+            .map(|ranges| ranges[0].clone())
+    };
+    panic_inside_the_write_of(single);
+    panic_inside_the_write_of(group);
+}
+
+fn panic_inside_the_write_of(
+    append: impl Fn(&SledStore, &[&[u8]]) -> Result<std::ops::Range<u64>, QueueError>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let recs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
+    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        assert_eq!(q.append(&refs).unwrap(), 0..10);
+
+        super::PANIC_IN_NEXT_WRITE.with(|f| f.set(true));
+        let failed = append(&store, &refs[..5]);
+        assert!(
+            !super::PANIC_IN_NEXT_WRITE.with(|f| f.get()),
+            "the write ran"
+        );
+        assert!(
+            matches!(failed, Err(QueueError::Corrupt { .. })),
+            "{failed:?}"
+        );
+        assert_eq!(q.append(&[]).unwrap(), 10..10, "the staged seqs went back");
+        assert!(store.marker(b"m").unwrap().is_none());
+
+        // Poisoned: no more appends; what was written is still delivered and acked.
+        assert!(append(&store, &refs[..1]).is_err());
+        let lease = q.lease(20, usize::MAX).unwrap().unwrap();
+        let seqs: Vec<u64> = lease.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+        q.ack(lease).unwrap();
+    }
+    // The next open finds no gap, and seqs go on where the written records ended.
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    assert!(q.lease(20, usize::MAX).unwrap().is_none());
+    assert_eq!(append(&store, &refs[..3]).unwrap(), 10..13);
 }

@@ -17,7 +17,7 @@
 //! Layout: `RXT2` | count u32 | data file length u64 | (queue nonce u64, next seq u64)* |
 //! crc32 of all before, all little-endian.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,10 @@ struct Live {
     file_len: Option<u64>,
     tips: BTreeMap<u64, Seq>,
     db_len: u64,
+    /// Queues dropped in this run. An append that was waiting for its sync when its queue
+    /// was dropped must not put the tip back: a tip of a queue that is gone would make a
+    /// missing data file look like lost records forever after.
+    forgotten: HashSet<u64>,
 }
 
 impl Tips {
@@ -67,6 +71,7 @@ impl Tips {
                 file,
                 tips: at_open.clone(),
                 db_len: db_len_at_open,
+                forgotten: HashSet::new(),
             }),
             at_open,
             db_len_at_open,
@@ -98,6 +103,9 @@ impl Tips {
         let mut live = self.lock();
         let mut changed = live.db_len != db_len;
         for &(nonce, next) in tips {
+            if live.forgotten.contains(&nonce) {
+                continue;
+            }
             let tip = live.tips.entry(nonce).or_insert(0);
             if *tip < next {
                 *tip = next;
@@ -110,9 +118,11 @@ impl Tips {
         }
     }
 
-    /// A dropped queue: its nonce never comes back.
+    /// A dropped queue: its nonce never comes back, and a later `advance` for it (an append
+    /// that raced the drop) is ignored.
     pub(crate) fn forget(&self, nonce: u64) {
         let mut live = self.lock();
+        live.forgotten.insert(nonce);
         if live.tips.remove(&nonce).is_some() {
             write(&mut live, &self.path);
         }
@@ -202,5 +212,21 @@ mod tests {
         assert_eq!(again.expected(2), None);
         assert!(again.any_records());
         assert_eq!(again.db_len_at_open(), 200);
+    }
+
+    /// An append whose sync finished after its queue was dropped does not bring the
+    /// dropped queue's tip back.
+    #[test]
+    fn a_tip_advanced_after_its_queue_was_dropped_stays_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let tips = Tips::open(dir.path());
+        tips.advance(&[(3, 10)], 100);
+        tips.forget(3);
+        tips.advance(&[(3, 15), (4, 2)], 150);
+        let again = Tips::open(dir.path());
+        assert_eq!(again.expected(3), None);
+        assert_eq!(again.expected(4), Some(2));
+        tips.forget(4);
+        assert!(!Tips::open(dir.path()).any_records());
     }
 }
