@@ -312,14 +312,14 @@ impl SiemDispatcher {
         for (bytes, customer) in events {
             if current != Some(customer) {
                 current = Some(customer);
-                let (indexes, none) = resolved.entry(customer).or_insert_with(|| {
+                let (indexes, no_destination) = resolved.entry(customer).or_insert_with(|| {
                     let key = CustomerKey::of_event(customer.0, customer.1);
                     let mut names: Vec<String> = routes
                         .route(&key)
                         .map(|id| queue_names::destination(id))
                         .collect();
-                    let none = names.is_empty();
-                    if none {
+                    let no_destination = names.is_empty();
+                    if no_destination {
                         self.note_unrouted(&key);
                         names.push(queue_names::UNROUTED.to_string());
                     }
@@ -332,11 +332,11 @@ impl SiemDispatcher {
                             })
                         })
                         .collect();
-                    (indexes, none)
+                    (indexes, no_destination)
                 });
                 targets.clear();
                 targets.extend_from_slice(indexes);
-                unrouted = *none;
+                unrouted = *no_destination;
             }
             for &index in &targets {
                 buckets[index].1.push(bytes);
@@ -564,10 +564,10 @@ impl SiemDispatcher {
     }
 }
 
-/// A stable id: `<mssp>/<customer>/<type>` or `global/<type>/<hash of the URL>`.
 /// An event's (mssp id, customer id), borrowed from it.
 type Customer<'a> = (Option<&'a str>, &'a str);
 
+/// A stable id: `<mssp>/<customer>/<type>` or `global/<type>/<hash of the URL>`.
 fn derive_id(adapter: &dyn SiemAdapter, customer: Option<&CustomerKey>) -> DestinationId {
     let config = adapter.config();
     match customer {

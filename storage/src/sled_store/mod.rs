@@ -12,21 +12,6 @@ mod salvage;
 mod sled_queue;
 #[cfg(test)]
 mod staging_tests;
-
-#[cfg(test)]
-thread_local! {
-    /// Test hook: the next append on this thread panics inside its sled write, as sled
-    /// itself can on a damaged tree.
-    pub(crate) static PANIC_IN_NEXT_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Where tests make an append's sled write panic (nothing outside tests).
-fn write_fault_point() {
-    #[cfg(test)]
-    if PANIC_IN_NEXT_WRITE.with(|f| f.replace(false)) {
-        panic!("injected panic inside the sled write");
-    }
-}
 mod tips;
 
 use std::collections::{HashMap, HashSet};
@@ -859,4 +844,19 @@ impl QueueStore for SledStore {
 
 fn now_secs() -> u64 {
     sled_queue::now_ms() / 1000
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next append on this thread panics inside its sled write, as sled
+    /// itself can on a damaged tree.
+    pub(crate) static PANIC_IN_NEXT_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Where tests make an append's sled write panic (nothing outside tests).
+fn write_fault_point() {
+    #[cfg(test)]
+    if PANIC_IN_NEXT_WRITE.with(|f| f.replace(false)) {
+        panic!("injected panic inside the sled write");
+    }
 }
