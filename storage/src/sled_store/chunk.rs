@@ -68,8 +68,7 @@ pub(crate) fn encode_unsealed(records: &[&[u8]], pack: bool) -> Vec<u8> {
         } else {
             None
         };
-        // Kept plain: hand over the buffer itself (the next chunk allocates a new one).
-        let value = value.unwrap_or_else(|| std::mem::take(plain));
+        let value = value.unwrap_or_else(|| plain.clone());
         // Scratch as big as a record at the limit is not worth keeping per thread.
         for buf in [plain, packed] {
             if buf.capacity() > 1 << 20 {
