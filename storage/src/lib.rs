@@ -75,8 +75,11 @@
 //! (seqs taken, sled write not yet done) acks treat it as not there: their low-water mark
 //! stops below it and the `next` they persist does not include it. Should sled panic
 //! inside the write (sled 0.34 does on some damaged trees), the append fails with
-//! `Corrupt`, its seqs go back and the store is poisoned, so no later append can leave a
-//! gap that the next open would report as records sled lost.
+//! `Corrupt`, its seqs go back and the store is poisoned; appends check the poison again
+//! once they hold the append lock, so none writes those seqs over a batch sled may have
+//! half applied. sled does not undo that half: after a restart its records may be
+//! delivered although their append failed (a duplicate, never a loss), and a payload
+//! written without its metadata is never read.
 //!
 //! # Leases and acks
 //! Leases live in memory only; after a restart everything not acked is leased again.

@@ -60,6 +60,10 @@ impl SledStore {
         order.sort_by(|&a, &b| queues[a].name().cmp(queues[b].name()));
         let appends: Vec<MutexGuard<'_, ()>> =
             order.iter().map(|&i| queues[i].lock_appends()).collect();
+        // Again under the append locks (see `SledQueue::append`).
+        if let Some(p) = self.shared.committer.poisoned() {
+            return Err(self.shared.poisoned(p));
+        }
         let now = now_ms();
         let mut batches: Vec<sled::Batch> =
             (0..queues.len()).map(|_| sled::Batch::default()).collect();

@@ -635,6 +635,16 @@ impl SledStore {
         ClosedSignal(Arc::downgrade(&self.shared))
     }
 
+    /// The nonce stored in an existing queue tree, if it has a readable one.
+    fn stored_nonce(&self, tree: &str) -> Option<u64> {
+        let db = &self.shared.db;
+        if !db.tree_names().iter().any(|t| &t[..] == tree.as_bytes()) {
+            return None;
+        }
+        let value = db.open_tree(tree).ok()?.get(codec::NONCE_KEY).ok()??;
+        codec::decode_nonce(&value).ok()
+    }
+
     fn queues(&self) -> MutexGuard<'_, HashMap<String, Arc<SledQueue>>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -794,15 +804,26 @@ impl QueueStore for SledStore {
     /// queue later opened under the same name is a new queue (its seqs start at 0 again).
     fn drop_queue(&self, name: &str) -> Result<(), QueueError> {
         validate_name(name)?;
+        let tree = format!("{QUEUE_TREE_PREFIX}{name}");
         let mut map = self.queues();
-        if let Some(q) = map.remove(name) {
+        let dropped = map.remove(name);
+        if let Some(q) = &dropped {
             q.mark_dropped();
-            self.shared.tips.forget(q.nonce);
         }
+        // A queue not opened in this run still has a tip from an earlier one.
+        let nonce = match &dropped {
+            Some(q) => Some(q.nonce),
+            None => self.stored_nonce(&tree),
+        };
         self.shared
             .db
-            .drop_tree(format!("{QUEUE_TREE_PREFIX}{name}"))
+            .drop_tree(&tree)
             .map_err(|e| self.shared.db_err(e))?;
+        // Only once the tree is gone: a failed drop leaves the queue (and its nonce) to be
+        // opened again, and its tip must keep advancing.
+        if let Some(nonce) = nonce {
+            self.shared.tips.forget(nonce);
+        }
         let t = self.shared.committer.ticket();
         drop(map);
         self.shared.commit(t, Level::Flush)

@@ -66,6 +66,36 @@ fn a_panic_inside_the_sled_write_undoes_the_staging() {
     };
     panic_inside_the_write_of(single);
     panic_inside_the_write_of(group);
+    poisoned_while_waiting_for_the_lock(single);
+    poisoned_while_waiting_for_the_lock(group);
+}
+
+/// An append already waiting for the append lock when another one fails inside sled (and
+/// poisons the store) must not write the seqs the failed one gave back.
+fn poisoned_while_waiting_for_the_lock(
+    append: impl Fn(&SledStore, &[&[u8]]) -> Result<std::ops::Range<u64>, QueueError> + Sync,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let recs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
+    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    assert_eq!(q.append(&refs).unwrap(), 0..10);
+    let waited = std::thread::scope(|s| {
+        let appends = q.lock_appends();
+        let waiter = s.spawn(|| append(&store, &refs[..5]));
+        // Long enough for the waiter to pass the early poison check and block on the lock.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        store
+            .shared
+            .committer
+            .poison("injected: a sled panic".into());
+        drop(appends);
+        waiter.join().unwrap()
+    });
+    assert!(waited.is_err(), "{waited:?}");
+    assert_eq!(q.lock().next_seq, 10, "nothing was staged after the poison");
+    assert!(store.marker(b"m").unwrap().is_none());
 }
 
 fn panic_inside_the_write_of(
@@ -89,7 +119,12 @@ fn panic_inside_the_write_of(
             matches!(failed, Err(QueueError::Corrupt { .. })),
             "{failed:?}"
         );
-        assert_eq!(q.append(&[]).unwrap(), 10..10, "the staged seqs went back");
+        {
+            let st = q.lock();
+            assert_eq!(st.next_seq, 10, "the staged seqs went back");
+            assert_eq!(st.staging, None);
+            assert_eq!(st.pending_bytes, 0);
+        }
         assert!(store.marker(b"m").unwrap().is_none());
 
         // Poisoned: no more appends; what was written is still delivered and acked.

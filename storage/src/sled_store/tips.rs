@@ -229,4 +229,21 @@ mod tests {
         tips.forget(4);
         assert!(!Tips::open(dir.path()).any_records());
     }
+
+    /// A queue dropped in a run that never opened it takes its tip with it too.
+    #[test]
+    fn dropping_a_queue_not_opened_in_this_run_forgets_its_tip() {
+        use crate::queue::{Queue, QueueStore};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = super::super::SledStore::open(dir.path()).unwrap();
+            store.queue("q").unwrap().append(&[b"x"]).unwrap();
+        }
+        assert!(Tips::open(dir.path()).any_records());
+        {
+            let store = super::super::SledStore::open(dir.path()).unwrap();
+            store.drop_queue("q").unwrap();
+        }
+        assert!(!Tips::open(dir.path()).any_records());
+    }
 }
