@@ -78,6 +78,8 @@ struct Row {
     name: String,
     events: u64,
     secs: f64,
+    /// CPU seconds of the whole process (every thread: sled's too) during the phase.
+    cpu: f64,
 }
 
 impl Row {
@@ -87,11 +89,47 @@ impl Row {
         let ratio = raw
             .map(|r| format!("{:>6.2}", eps / (r.events as f64 / r.secs)))
             .unwrap_or_else(|| "     -".into());
+        let cpu_per_m = self.cpu / self.events.max(1) as f64 * 1e6;
         println!(
-            "| {:<44} | {:>12.0} | {:>8.1} | {} |",
-            self.name, eps, mbs, ratio
+            "| {:<44} | {:>12.0} | {:>8.1} | {} | {:>7.2} |",
+            self.name, eps, mbs, ratio, cpu_per_m
         );
     }
+}
+
+/// Wall clock and process CPU time from the start of a phase.
+struct Clock {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: process_cpu_seconds(),
+        }
+    }
+
+    fn row(&self, name: impl Into<String>, events: u64) -> Row {
+        Row {
+            name: name.into(),
+            events,
+            secs: self.wall.elapsed().as_secs_f64(),
+            cpu: process_cpu_seconds() - self.cpu,
+        }
+    }
+}
+
+/// User + system CPU seconds of this process, all threads.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Append-only file, records length-prefixed, one fdatasync per batch: the disk's limit.
@@ -104,9 +142,9 @@ fn raw_file(dir: &Path, batch: usize, max_events: u64, max_time: Duration) -> Ro
         .expect("raw file");
     let recs: Vec<Vec<u8>> = (0..batch as u64).map(record).collect();
     let mut buf = Vec::with_capacity(batch * (RECORD + 4));
-    let start = Instant::now();
+    let clock = Clock::start();
     let mut events = 0u64;
-    while events < max_events && start.elapsed() < max_time {
+    while events < max_events && clock.wall.elapsed() < max_time {
         buf.clear();
         for r in &recs {
             buf.extend_from_slice(&(r.len() as u32).to_le_bytes());
@@ -116,13 +154,9 @@ fn raw_file(dir: &Path, batch: usize, max_events: u64, max_time: Duration) -> Ro
         f.sync_data().expect("fdatasync");
         events += batch as u64;
     }
-    let secs = start.elapsed().as_secs_f64();
+    let row = clock.row(format!("raw file + fdatasync, batch {batch}"), events);
     let _ = std::fs::remove_file(&path);
-    Row {
-        name: format!("raw file + fdatasync, batch {batch}"),
-        events,
-        secs,
-    }
+    row
 }
 
 fn append(
@@ -135,17 +169,13 @@ fn append(
 ) -> Row {
     let recs: Vec<Vec<u8>> = (first..first + batch as u64).map(record).collect();
     let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
-    let start = Instant::now();
+    let clock = Clock::start();
     let mut events = 0u64;
-    while events < max_events && start.elapsed() < max_time {
+    while events < max_events && clock.wall.elapsed() < max_time {
         q.append(&refs).expect("append");
         events += batch as u64;
     }
-    Row {
-        name: name.to_string(),
-        events,
-        secs: start.elapsed().as_secs_f64(),
-    }
+    clock.row(name, events)
 }
 
 fn options() -> StoreOptions {
@@ -164,10 +194,10 @@ fn options() -> StoreOptions {
 
 fn print_header() {
     println!(
-        "| {:<44} | {:>12} | {:>8} | ratio  |",
+        "| {:<44} | {:>12} | {:>8} | ratio  | CPU-s/M |",
         "phase", "events/s", "MB/s"
     );
-    println!("|{:-<46}|{:-<14}|{:-<10}|--------|", "", "", "");
+    println!("|{:-<46}|{:-<14}|{:-<10}|--------|---------|", "", "", "");
 }
 
 fn fig(k: &str, v: String) {
@@ -240,7 +270,7 @@ fn phase_small(base: &Path) {
     )
     .print(Some(&raw1));
     let threads = 8;
-    let start = Instant::now();
+    let clock = Clock::start();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let q = q1.clone();
@@ -248,12 +278,12 @@ fn phase_small(base: &Path) {
         })
         .collect();
     let events = handles.into_iter().map(|h| h.join().expect("thread")).sum();
-    Row {
-        name: format!("durable append, batch 1 ({threads} threads)"),
-        events,
-        secs: start.elapsed().as_secs_f64(),
-    }
-    .print(Some(&raw1));
+    clock
+        .row(
+            format!("durable append, batch 1 ({threads} threads)"),
+            events,
+        )
+        .print(Some(&raw1));
     let q100 = store.queue("batch-100").expect("queue");
     append(
         &*q100,
@@ -316,7 +346,7 @@ fn phase_drain(base: &Path) {
     let rss_reopen = proc_status("VmRSS:");
 
     let drain_written = written_bytes();
-    let t = Instant::now();
+    let clock = Clock::start();
     let half = total / 2;
     let mut acked = 0u64;
     let (mut in_lease, mut in_ack) = (Duration::ZERO, Duration::ZERO);
@@ -329,19 +359,16 @@ fn phase_drain(base: &Path) {
         in_lease += t1 - t0;
         in_ack += t1.elapsed();
     }
-    Row {
-        name: "lease 100 + ack, 1 consumer (target 250k)".into(),
-        events: acked,
-        secs: t.elapsed().as_secs_f64(),
-    }
-    .print(None);
+    clock
+        .row("lease 100 + ack, 1 consumer (target 250k)", acked)
+        .print(None);
     let calls = (acked / 100).max(1) as u32;
     println!(
         "|   per call of 100: lease {:>4.0} us, ack {:>4.0} us (journal write + sled update, no flush wait) |",
         (in_lease / calls).as_secs_f64() * 1e6,
         (in_ack / calls).as_secs_f64() * 1e6
     );
-    let t = Instant::now();
+    let clock = Clock::start();
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let q: Arc<dyn Queue> = q.clone();
@@ -356,12 +383,7 @@ fn phase_drain(base: &Path) {
         })
         .collect();
     let acked: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
-    Row {
-        name: "lease 100 + ack, 4 consumers".into(),
-        events: acked,
-        secs: t.elapsed().as_secs_f64(),
-    }
-    .print(None);
+    clock.row("lease 100 + ack, 4 consumers", acked).print(None);
     assert_eq!(q.stats().len, 0);
     let drain_written = written_bytes() - drain_written;
     let disk_empty = store.disk_bytes().expect("disk");
