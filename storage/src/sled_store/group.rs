@@ -46,9 +46,7 @@ impl SledStore {
             };
             part_queue.push(i);
         }
-        if let Some(p) = self.shared.committer.poisoned() {
-            return Err(self.shared.poisoned(p));
-        }
+        self.shared.check_not_poisoned()?;
         // Encoding needs no lock; then appends lock in name order so concurrent groups
         // cannot deadlock. The state locks are held only to stage and to commit (or undo):
         // leases and acks go on during the sled write.
@@ -61,9 +59,7 @@ impl SledStore {
         let appends: Vec<MutexGuard<'_, ()>> =
             order.iter().map(|&i| queues[i].lock_appends()).collect();
         // Again under the append locks (see `SledQueue::append`).
-        if let Some(p) = self.shared.committer.poisoned() {
-            return Err(self.shared.poisoned(p));
-        }
+        self.shared.check_not_poisoned()?;
         let now = now_ms();
         let mut batches: Vec<sled::Batch> =
             (0..queues.len()).map(|_| sled::Batch::default()).collect();

@@ -194,6 +194,15 @@ impl Shared {
         }
     }
 
+    /// Fails once the store is poisoned: appends check it before their work and again
+    /// under the append lock.
+    pub(crate) fn check_not_poisoned(&self) -> Result<(), QueueError> {
+        match self.committer.poisoned() {
+            Some(detail) => Err(self.poisoned(detail)),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn poisoned(&self, detail: String) -> QueueError {
         QueueError::Poisoned {
             dir: self.dir.clone(),
@@ -622,10 +631,7 @@ impl SledStore {
     /// nothing can be appended or promised durable until the store is closed and opened
     /// again. A long-running owner polls this to know when to reopen.
     pub fn health(&self) -> Result<(), QueueError> {
-        match self.shared.committer.poisoned() {
-            Some(detail) => Err(self.shared.poisoned(detail)),
-            None => Ok(()),
-        }
+        self.shared.check_not_poisoned()
     }
 
     /// A handle that tells when this store, and every queue handle it gave out, is gone:

@@ -17,7 +17,6 @@
 //! packed (unless sled's log holds another copy of it, which it often does).
 
 use std::ops::Range;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::codec::{self, u32_at, ChunkMeta};
 use super::sled_queue::SledQueue;
@@ -56,25 +55,18 @@ impl SledStore {
     /// comes back as `Corrupt`.
     pub(super) fn read_back_every_chunk(&self) -> Result<(), QueueError> {
         for name in self.list_queues()? {
-            let checked = catch_unwind(AssertUnwindSafe(|| self.queue(&name)?.verify()));
-            match checked {
-                Ok(Ok(damaged)) => {
-                    if let Some(d) = damaged.first() {
-                        return Err(self.shared.corrupt(
-                            &name,
-                            &format!(
-                                "stored records at seq {} are damaged: {}",
-                                d.first, d.detail
-                            ),
-                        ));
-                    }
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(self
-                        .shared
-                        .corrupt(&name, "the storage engine could not read it (it panicked)"))
-                }
+            let what = format!("the read-back of queue {name:?}");
+            let damaged = self
+                .shared
+                .unwind_guard(&what, || self.queue(&name)?.verify())?;
+            if let Some(d) = damaged.first() {
+                return Err(self.shared.corrupt(
+                    &name,
+                    &format!(
+                        "stored records at seq {} are damaged: {}",
+                        d.first, d.detail
+                    ),
+                ));
             }
         }
         Ok(())

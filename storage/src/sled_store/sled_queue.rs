@@ -482,17 +482,13 @@ impl Queue for SledQueue {
             let next = st.written_next();
             return Ok(next..next);
         }
-        if let Some(p) = self.shared.committer.poisoned() {
-            return Err(self.shared.poisoned(p));
-        }
+        self.shared.check_not_poisoned()?;
         let planned = self.plan(records)?;
         let appends = self.lock_appends();
         // Again under the append lock: an append that failed inside sled while this one
         // waited poisoned the store before letting go of the lock, and the seqs it gave
         // back must not be written over a batch sled may have half applied.
-        if let Some(p) = self.shared.committer.poisoned() {
-            return Err(self.shared.poisoned(p));
-        }
+        self.shared.check_not_poisoned()?;
         let mut batch = sled::Batch::default();
         let staged = self.stage(&mut self.lock(), planned, &mut batch, now_ms())?;
         let written = self.shared.sled_call("an append", || {
