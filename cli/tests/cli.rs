@@ -22,13 +22,17 @@ fn event_line(n: usize, customer: &str) -> String {
 }
 
 fn configure_splunk(data: &Path, url: &str, token: &str) -> Output {
+    configure_splunk_for(data, "acme", url, token)
+}
+
+fn configure_splunk_for(data: &Path, customer: &str, url: &str, token: &str) -> Output {
     raxe(
         data,
         &[
             "customer",
             "siem",
             "configure",
-            "acme",
+            customer,
             "--mssp",
             "m1",
             "--type",
@@ -243,10 +247,15 @@ fn invalid_configurations_change_nothing() {
 }
 
 fn spawn_serve(data: &Path) -> Child {
+    spawn_serve_with(data, &[])
+}
+
+fn spawn_serve_with(data: &Path, extra: &[&str]) -> Child {
     Command::new(RAXE)
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--poll-interval-ms", "50"])
+        .args(extra)
         .env("RAXE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -360,6 +369,44 @@ async fn serve_killed_mid_stream_loses_nothing() {
     let duplicates = hec.accepted_count() - total;
     // Each kill can repeat at most the batches in flight (batch size 100, one in flight).
     assert!(duplicates <= 5 * 100, "{duplicates} duplicates");
+}
+
+/// The smallest storage pool still delivers everything: with 2 threads for 20 lanes, the
+/// spool intake and every lane's leases and acks take turns and none waits on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_two_storage_threads_delivers_to_twenty_destinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    let customers: Vec<String> = (0..20).map(|c| format!("cust-{c:02}")).collect();
+    for customer in &customers {
+        let out = configure_splunk_for(data, customer, &hec.url(), TOKEN);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let mut serve = spawn_serve_with(data, &["--storage-threads", "2"]);
+    let spool = data.join("spool");
+    let per_file = 1000;
+    for f in 0..4 {
+        // Customers interleaved line by line: every spool step appends to all 20 queues.
+        let lines: Vec<String> = (f * per_file..(f + 1) * per_file)
+            .map(|n| event_line(n, &customers[n % customers.len()]))
+            .collect();
+        write_spool_file(&spool, &format!("f{f}.jsonl"), &lines);
+    }
+    let total = 4 * per_file;
+    let delivered = wait_for(Duration::from_secs(60), || {
+        hec.accepted().into_iter().collect::<HashSet<_>>().len() >= total
+    })
+    .await;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let status = serve.wait().unwrap();
+    let ids: HashSet<String> = hec.accepted().into_iter().collect();
+    assert!(delivered, "{} of {total} delivered", ids.len());
+    for n in 0..total {
+        assert!(ids.contains(&format!("evt-{n}")), "evt-{n} lost");
+    }
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
 }
 
 /// Runs a command until its output contains `wanted` (10 s at most); returns the last output.
