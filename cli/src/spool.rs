@@ -4,12 +4,15 @@
 //! the progress in the same durable step, then deletes the file.
 //!
 //! Crash safety: progress is a marker `spool:<name>:<inode>:<size>:<mtime>` → byte offset,
-//! written atomically with each chunk's events (`dispatch_batch_marked`). After a crash the
+//! written atomically with each step's events (`dispatch_encoded_marked`). After a crash the
 //! file is resumed at the recorded offset: no event is lost or taken twice. Files stream in
-//! chunks, so a large file never sits in memory. Bad lines go to `rejected/<file>.rejected`
-//! with the line number and the reason (a crash can repeat a reject line, never an event).
+//! steps of 1,000-8,000 events (see [`Step`]), so a large file never sits in memory. Bad
+//! lines go to `rejected/<file>.rejected` with the line number and the reason (a crash can
+//! repeat a reject line, never an event).
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,8 +22,17 @@ use raxe_adapters::event::{EncodedEvent, ScanEvent};
 use raxe_engine::SiemDispatcher;
 use raxe_storage::SledStore;
 
-/// Events per durable step.
-const CHUNK_EVENTS: usize = 1_000;
+/// Events per durable step (one transaction, one fdatasync), at least.
+const STEP_EVENTS: usize = 1_000;
+/// A step spread over many customers grows until each has about this many events (a
+/// 20 KiB chunk of scan events): each queue's share of a step is stored as its own chunks,
+/// and 1,000 events over 100 customers made chunks of 10 records, five times the sled items
+/// per record of full ones.
+const STEP_EVENTS_PER_CUSTOMER: usize = 50;
+/// Most events per step, however many customers it spans.
+const STEP_EVENTS_MAX: usize = 8_000;
+/// Most record bytes per step (a step of large events closes early).
+const STEP_BYTES_MAX: usize = 4 << 20;
 /// Longest line read; longer ones are rejected without being held in memory.
 const MAX_LINE: usize = 1 << 20;
 
@@ -79,7 +91,8 @@ pub fn ingest_file(
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = BufReader::with_capacity(256 << 10, file);
     let mut report = FileReport::default();
-    let mut events = Vec::with_capacity(CHUNK_EVENTS);
+    let mut events = Vec::with_capacity(STEP_EVENTS);
+    let mut step = Step::default();
     let mut rejects: Vec<String> = Vec::new();
     let mut line = Vec::with_capacity(1024);
     loop {
@@ -100,12 +113,16 @@ pub fn ingest_file(
                 ));
             } else {
                 match ScanEvent::encode_line(text, line_no) {
-                    Ok(event) => events.push(event),
+                    Ok(event) => {
+                        step.add(&event, events.last());
+                        events.push(event);
+                    }
                     Err(e) => rejects.push(reject_line(line_no, &e.to_string(), text)),
                 }
             }
         }
-        if events.len() >= CHUNK_EVENTS {
+        if step.complete(events.len()) {
+            step = Step::default();
             commit(
                 dispatcher,
                 &marker_key,
@@ -137,6 +154,35 @@ pub fn ingest_file(
     // The file is gone, so its identity cannot come back; the marker is no longer needed.
     store.remove_marker(marker_key.as_bytes())?;
     Ok(report)
+}
+
+/// When a step is complete: [`STEP_EVENTS`] events, more when they span many customers
+/// (see [`STEP_EVENTS_PER_CUSTOMER`]), never more than [`STEP_EVENTS_MAX`] events or
+/// [`STEP_BYTES_MAX`] bytes.
+#[derive(Default)]
+struct Step {
+    /// Hashes of the (customer, MSSP) pairs seen; a collision only makes the step shorter.
+    customers: HashSet<u64>,
+    bytes: usize,
+}
+
+impl Step {
+    fn add(&mut self, event: &EncodedEvent, previous: Option<&EncodedEvent>) {
+        self.bytes += event.record.len();
+        let same_customer = previous
+            .is_some_and(|p| p.customer_id == event.customer_id && p.mssp_id == event.mssp_id);
+        if !same_customer {
+            let mut hasher = DefaultHasher::new();
+            (&event.customer_id, &event.mssp_id).hash(&mut hasher);
+            self.customers.insert(hasher.finish());
+        }
+    }
+
+    fn complete(&self, events: usize) -> bool {
+        let wanted =
+            (STEP_EVENTS_PER_CUSTOMER * self.customers.len()).clamp(STEP_EVENTS, STEP_EVENTS_MAX);
+        events >= wanted || self.bytes >= STEP_BYTES_MAX
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -262,6 +308,47 @@ mod tests {
             read_line_bounded(&mut reader, &mut line, 10).unwrap(),
             (0, false)
         );
+    }
+
+    fn event(customer: &str, bytes: usize) -> EncodedEvent {
+        EncodedEvent {
+            record: vec![b'x'; bytes],
+            customer_id: customer.into(),
+            mssp_id: Some("m1".into()),
+        }
+    }
+
+    /// Feeds events (customer `i % customers`) until the step is complete; returns how many.
+    fn step_length(customers: usize, bytes: usize) -> usize {
+        let mut step = Step::default();
+        let mut events: Vec<EncodedEvent> = Vec::new();
+        for i in 0.. {
+            let e = event(&format!("c{}", i % customers), bytes);
+            step.add(&e, events.last());
+            events.push(e);
+            if step.complete(events.len()) {
+                return events.len();
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn steps_grow_with_the_customers_they_span() {
+        assert_eq!(step_length(1, 400), STEP_EVENTS);
+        assert_eq!(step_length(20, 400), STEP_EVENTS);
+        assert_eq!(step_length(100, 400), 100 * STEP_EVENTS_PER_CUSTOMER);
+        assert_eq!(step_length(1000, 400), STEP_EVENTS_MAX);
+        // Large events close a step by bytes, whatever the customers.
+        assert_eq!(step_length(1, 1 << 20), STEP_BYTES_MAX >> 20);
+        // The same customer under another MSSP is another queue.
+        let mut step = Step::default();
+        let a = event("c", 10);
+        let mut b = event("c", 10);
+        b.mssp_id = None;
+        step.add(&a, None);
+        step.add(&b, Some(&a));
+        assert_eq!(step.customers.len(), 2);
     }
 
     #[test]
