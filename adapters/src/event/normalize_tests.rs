@@ -36,6 +36,15 @@ fn check(line: &str) -> bool {
             );
             assert_eq!(a.record, b, "line {line}");
             let event = ScanEvent::from_queue_bytes(&b).unwrap();
+            // Both one-pass readers of a record, where they take it, give the same event.
+            let json = &b[9..];
+            let scanned = super::scan::scan(json).and_then(|f| f.into_event(event.timestamp_ms));
+            let serde = serde_json::from_slice::<super::normalize::Fast<'_>>(json)
+                .ok()
+                .and_then(|f| f.into_event(event.timestamp_ms));
+            for got in [&scanned, &serde].into_iter().flatten() {
+                assert_eq!(got, &event, "line {line}");
+            }
             // The one-pass decode of the record gives what `parse_line` gives.
             let mut parsed = ScanEvent::parse_line(&b[9..], 1).unwrap();
             parsed.timestamp_ms = event.timestamp_ms;
@@ -80,6 +89,9 @@ fn typical_agent_lines_take_the_fast_pass_with_identical_bytes() {
     assert_eq!(readers(&typical[7]), (false, true), "escapes");
     assert_eq!(readers(&typical[9]), (false, true), "nested extras");
     assert_eq!(readers(&typical[8]), (true, true), "every scalar kind");
+    // The queued form of the usual shape is read back by the scanner too.
+    let record = reference(&typical[0]).unwrap();
+    assert!(super::scan::scan(&record[9..]).is_some());
 }
 
 #[test]
