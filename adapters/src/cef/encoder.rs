@@ -10,6 +10,9 @@
 //! Values are escaped, trailing spaces trimmed (receivers cannot tell them apart from
 //! the separator), truncated to the dictionary lengths; empty values are left out.
 
+use std::borrow::Cow;
+use std::fmt::{Display, Write};
+
 use super::escape::{escape_header, escape_value, truncate_chars};
 use crate::config::CefSrcField;
 use crate::event::ScanEvent;
@@ -59,12 +62,12 @@ pub fn family_name(code: &str) -> Option<&'static str> {
 
 /// The CEF Name: `"<Family> Detected"` for the first known family, `"Threat Detected"`
 /// for a threat without a known family, `"Scan Clean"` when no threat was found.
-pub fn event_name(event: &ScanEvent) -> String {
+pub fn event_name(event: &ScanEvent) -> Cow<'static, str> {
     if !event.threat_detected {
         return "Scan Clean".into();
     }
     match event.families.iter().find_map(|f| family_name(f)) {
-        Some(name) => format!("{name} Detected"),
+        Some(name) => format!("{name} Detected").into(),
         None => "Threat Detected".into(),
     }
 }
@@ -93,11 +96,11 @@ pub fn write_cef(settings: &CefSettings, event: &ScanEvent, out: &mut String) {
     out.push('|');
     escape_header(truncate_chars(&event_name(event), 512), out);
     out.push('|');
-    out.push_str(&cef_severity(event).to_string());
+    let _ = write!(out, "{}", cef_severity(event));
     out.push('|');
 
     let mut ext = Ext { out, first: true };
-    ext.raw("rt", &event.timestamp_ms.to_string());
+    ext.raw("rt", event.timestamp_ms);
     let src_key = match settings.src_field {
         CefSrcField::Src => "src",
         CefSrcField::DeviceExternalId => "deviceExternalId",
@@ -151,9 +154,18 @@ impl Ext<'_> {
         self.out.push('=');
     }
 
-    fn raw(&mut self, key: &str, v: &str) {
+    /// A value that needs no escaping (numbers).
+    fn raw(&mut self, key: &str, v: impl Display) {
         self.key(key);
-        self.out.push_str(v);
+        let _ = write!(self.out, "{v}");
+    }
+
+    /// `<key>Label=<label>` (labels are fixed words, no escaping).
+    fn label(&mut self, key: &str, label: &str) {
+        self.out.push(' ');
+        self.out.push_str(key);
+        self.out.push_str("Label=");
+        self.out.push_str(label);
     }
 
     /// Returns false (and writes nothing) for a value that is empty once trimmed.
@@ -169,13 +181,13 @@ impl Ext<'_> {
 
     fn labelled(&mut self, key: &str, v: &str, label: &str) {
         if self.value(key, v, 4000) {
-            self.raw(&format!("{key}Label"), label);
+            self.label(key, label);
         }
     }
 
     fn number(&mut self, key: &str, v: i128, label: &str) {
         let v = v.clamp(i64::MIN as i128, i64::MAX as i128);
-        self.raw(key, &v.to_string());
-        self.raw(&format!("{key}Label"), label);
+        self.raw(key, v);
+        self.label(key, label);
     }
 }

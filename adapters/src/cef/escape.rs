@@ -3,28 +3,40 @@
 /// Header field (Vendor, Product, Version, Class ID, Name): `\` → `\\`, `|` → `\|`;
 /// CR and LF are not allowed and become a space.
 pub fn escape_header(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '\r' | '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
+    escape_with(s, out, |b| match b {
+        b'\\' => Some("\\\\"),
+        b'|' => Some("\\|"),
+        b'\r' | b'\n' => Some(" "),
+        _ => None,
+    });
 }
 
 /// Extension value: `\` → `\\`, `=` → `\=`, LF → `\n`, CR → `\r` (so CRLF → `\r\n`).
 /// Pipes and spaces are not escaped.
 pub fn escape_value(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
+    escape_with(s, out, |b| match b {
+        b'\\' => Some("\\\\"),
+        b'=' => Some("\\="),
+        b'\n' => Some("\\n"),
+        b'\r' => Some("\\r"),
+        _ => None,
+    });
+}
+
+/// Copies `s` into `out` with the bytes `replace` names replaced, run by run. Every byte
+/// replaced is ASCII, so every cut falls on a character boundary.
+#[inline]
+fn escape_with(s: &str, out: &mut String, replace: impl Fn(u8) -> Option<&'static str>) {
+    out.reserve(s.len());
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if let Some(replacement) = replace(b) {
+            out.push_str(&s[run..i]);
+            out.push_str(replacement);
+            run = i + 1;
         }
     }
+    out.push_str(&s[run..]);
 }
 
 /// `escape_header` into a new string.
@@ -43,6 +55,9 @@ pub fn value(s: &str) -> String {
 
 /// At most `max` characters of `s`.
 pub fn truncate_chars(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s; // no more characters than bytes
+    }
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -83,11 +98,18 @@ mod tests {
         assert_eq!(value("k=v\\"), "k\\=v\\\\");
         assert_eq!(value("a\r\nb"), "a\\r\\nb");
         assert_eq!(header("a\r\nb"), "a  b");
+        // Multi-byte characters around and between escapes are copied whole.
+        assert_eq!(value("é=ü\\😀"), "é\\=ü\\\\😀");
+        assert_eq!(header("|é|"), "\\|é\\|");
+        assert_eq!(value(""), "");
     }
 
     #[test]
     fn truncation_counts_characters() {
         assert_eq!(truncate_chars("héllo", 2), "hé");
         assert_eq!(truncate_chars("abc", 10), "abc");
+        assert_eq!(truncate_chars("abc", 3), "abc");
+        assert_eq!(truncate_chars("ééé", 4), "ééé");
+        assert_eq!(truncate_chars("ééé", 1), "é");
     }
 }
