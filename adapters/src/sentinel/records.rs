@@ -16,6 +16,9 @@
 //! would truncate them anyway); arrays/objects whose JSON is over the limit are sent as
 //! their JSON text, cut the same way. `null` pass-through values are left out.
 
+use std::borrow::Cow;
+
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::event::ScanEvent;
@@ -44,47 +47,57 @@ pub fn write_record_as(event: &ScanEvent, time_field: &str, reserved: &[&str], o
         reserved,
     };
     r.out.push(b'{');
-    r.field(time_field, Value::String(event.timestamp_rfc3339()));
-    r.field("EventId", Value::String(event.event_id.clone()));
-    r.field("EventType", Value::String(event.event_type.clone()));
-    r.field("ThreatDetected", Value::Bool(event.threat_detected));
+    r.string(time_field, &event.timestamp_rfc3339());
+    r.string("EventId", &event.event_id);
+    r.string("EventType", &event.event_type);
+    r.scalar("ThreatDetected", event.threat_detected);
     if let Some(s) = event.severity {
-        r.field("Severity", Value::String(s.capitalized().into()));
+        r.string("Severity", s.capitalized());
     }
     if !event.rule_ids.is_empty() {
-        r.field("RuleIds", strings(&event.rule_ids));
+        r.structured("RuleIds".into(), &event.rule_ids);
     }
     if !event.families.is_empty() {
-        r.field("Families", strings(&event.families));
+        r.structured("Families".into(), &event.families);
     }
     if let Some(v) = &event.prompt_hash {
-        r.field("PromptHash", Value::String(v.clone()));
+        r.string("PromptHash", v);
     }
     if let Some(v) = event.prompt_length {
-        r.field("PromptLength", v.into());
+        r.scalar("PromptLength", v);
     }
     if let Some(v) = event.detection_count {
-        r.field("DetectionCount", v.into());
+        r.scalar("DetectionCount", v);
     }
     if let Some(v) = event.scan_duration_ms {
-        r.field("ScanDurationMs", v.into());
+        r.scalar("ScanDurationMs", Value::from(v));
     }
-    r.field("CustomerId", Value::String(event.customer_id.clone()));
+    r.string("CustomerId", &event.customer_id);
     for (name, v) in [
         ("MsspId", &event.mssp_id),
         ("AgentId", &event.agent_id),
         ("InstallationId", &event.installation_id),
     ] {
         if let Some(v) = v {
-            r.field(name, Value::String(v.clone()));
+            r.string(name, v);
         }
     }
     for (key, value) in &event.extra {
-        if value.is_null() {
-            continue;
+        let name = match value {
+            Value::Null => continue,
+            _ => r.unique(pascal_case(key)),
+        };
+        match value {
+            Value::String(s) => {
+                r.name(name.into());
+                write_json(r.out, cut(s));
+            }
+            Value::Array(_) | Value::Object(_) => r.structured(name.into(), value),
+            scalar => {
+                r.name(name.into());
+                write_json(r.out, scalar);
+            }
         }
-        let name = r.unique(pascal_case(key));
-        r.field(&name, value.clone());
     }
     r.out.push(b'}');
 }
@@ -115,11 +128,12 @@ pub fn pascal_case(key: &str) -> String {
 
 struct Record<'a> {
     out: &'a mut Vec<u8>,
-    names: Vec<String>,
+    /// Columns written so far: a pass-through name must differ from each (any case).
+    names: Vec<Cow<'a, str>>,
     reserved: &'a [&'a str],
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
     fn unique(&self, mut name: String) -> String {
         loop {
             let taken = name.is_empty()
@@ -132,37 +146,46 @@ impl Record<'_> {
         }
     }
 
-    fn field(&mut self, name: &str, value: Value) {
+    /// Writes `"name":`, after a comma unless it is the first column.
+    fn name(&mut self, name: Cow<'a, str>) {
         if !self.names.is_empty() {
             self.out.push(b',');
         }
-        self.names.push(name.to_string());
-        serde_json::to_writer(&mut *self.out, name).expect("write to Vec");
+        write_json(self.out, &*name);
         self.out.push(b':');
-        serde_json::to_writer(&mut *self.out, &cap(value)).expect("write to Vec");
+        self.names.push(name);
     }
-}
 
-fn strings(v: &[String]) -> Value {
-    Value::Array(v.iter().cloned().map(Value::String).collect())
-}
+    /// A string column, cut to [`MAX_FIELD_BYTES`].
+    fn string(&mut self, name: &'a str, value: &str) {
+        self.name(name.into());
+        write_json(self.out, cut(value));
+    }
 
-/// Applies the 32 KiB field value limit.
-fn cap(value: Value) -> Value {
-    match value {
-        Value::String(s) if s.len() > MAX_FIELD_BYTES => Value::String(cut(&s).to_string()),
-        v @ (Value::Array(_) | Value::Object(_)) => {
-            let text = v.to_string();
-            if text.len() > MAX_FIELD_BYTES {
-                Value::String(cut(&text).to_string())
-            } else {
-                v
-            }
+    /// A number or boolean column.
+    fn scalar(&mut self, name: &'a str, value: impl Serialize) {
+        self.name(name.into());
+        write_json(self.out, &value);
+    }
+
+    /// An array or object column; one whose JSON is over [`MAX_FIELD_BYTES`] is sent as
+    /// that JSON text, cut, instead.
+    fn structured(&mut self, name: Cow<'a, str>, value: &(impl Serialize + ?Sized)) {
+        self.name(name);
+        let start = self.out.len();
+        write_json(self.out, value);
+        if self.out.len() - start > MAX_FIELD_BYTES {
+            let text = String::from_utf8(self.out.split_off(start)).expect("JSON is UTF-8");
+            write_json(self.out, cut(&text));
         }
-        v => v,
     }
 }
 
+fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    serde_json::to_writer(out, value).expect("writing JSON to a Vec cannot fail");
+}
+
+/// At most [`MAX_FIELD_BYTES`] of `s`, cut on a character boundary.
 fn cut(s: &str) -> &str {
     let mut end = MAX_FIELD_BYTES.min(s.len());
     while !s.is_char_boundary(end) {

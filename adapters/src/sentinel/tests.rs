@@ -219,3 +219,34 @@ fn every_data_collector_status() {
         assert_eq!(k(s, ""), "retry", "{s}");
     }
 }
+
+#[test]
+fn records_are_written_byte_for_byte() {
+    let mut e = event(2);
+    for (k, v) in [
+        ("TimeGenerated", "a"),
+        ("tenant", "b"),
+        ("raw_data", "c"),
+        ("event_time", "d"),
+        ("EventTime", "e"),
+        ("client ip", "f"),
+        ("", "g"),
+        ("q\"uote", "x\"y\\z\u{1}\n€😀"),
+    ] {
+        e.extra.insert(k.into(), v.into());
+    }
+    e.extra.insert("gone".into(), serde_json::Value::Null);
+    e.extra.insert("n".into(), serde_json::json!(1.5));
+    e.extra.insert("i".into(), serde_json::json!(-7));
+    e.extra.insert("b".into(), serde_json::json!(true));
+    e.extra.insert(
+        "obj".into(),
+        serde_json::json!({"a": [1, {"b": null}], "z": "é"}),
+    );
+    e.scan_duration_ms = Some(0.1 + 0.2);
+    e.severity = None;
+    let mut out = Vec::new();
+    records::write_record(&e, &mut out);
+    let expected = r#"{"EventTime":"2026-01-30T10:30:00.123Z","EventId":"evt-2","EventType":"scan","ThreatDetected":true,"RuleIds":["pi-001","pi-003"],"Families":["PI"],"PromptHash":"sha256:abc123","PromptLength":42,"DetectionCount":2,"ScanDurationMs":0.30000000000000004,"CustomerId":"cust_acme","MsspId":"mssp_1","AgentId":"agent_prod_001","InstallationId":"inst_abc123","Extra":"g","ExtraEventTime":"e","ExtraTimeGenerated":"a","B":true,"ClientIp":"f","ExtraExtraEventTime":"d","I":-7,"Model":"gpt-x","N":1.5,"Obj":{"a":[1,{"b":null}],"z":"é"},"QUote":"x\"y\\z\u0001\n€😀","ExtraRawData":"c","ExtraTenant":"b"}"#;
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+}
