@@ -114,15 +114,19 @@ pub fn ingest_file(
             } else {
                 match ScanEvent::encode_line(text, line_no) {
                     Ok(event) => {
-                        step.add(&event, events.last());
+                        step.add(
+                            &event.customer_id,
+                            event.mssp_id.as_deref(),
+                            event.record.len(),
+                        );
                         events.push(event);
                     }
                     Err(e) => rejects.push(reject_line(line_no, &e.to_string(), text)),
                 }
             }
         }
-        if step.complete(events.len()) {
-            step = Step::default();
+        if step.complete() {
+            step.reset();
             commit(
                 dispatcher,
                 &marker_key,
@@ -158,30 +162,47 @@ pub fn ingest_file(
 
 /// When a step is complete: [`STEP_EVENTS`] events, more when they span many customers
 /// (see [`STEP_EVENTS_PER_CUSTOMER`]), never more than [`STEP_EVENTS_MAX`] events or
-/// [`STEP_BYTES_MAX`] bytes.
+/// [`STEP_BYTES_MAX`] bytes. `raxe ingest` cuts its batches the same way.
 #[derive(Default)]
-struct Step {
+pub(crate) struct Step {
+    events: usize,
+    bytes: usize,
     /// Hashes of the (customer, MSSP) pairs seen; a collision only makes the step shorter.
     customers: HashSet<u64>,
-    bytes: usize,
+    /// The previous event's pair: runs of one customer are counted without hashing.
+    last_customer: String,
+    last_mssp: Option<String>,
 }
 
 impl Step {
-    fn add(&mut self, event: &EncodedEvent, previous: Option<&EncodedEvent>) {
-        self.bytes += event.record.len();
-        let same_customer = previous
-            .is_some_and(|p| p.customer_id == event.customer_id && p.mssp_id == event.mssp_id);
-        if !same_customer {
+    /// Counts one event of `customer` (under `mssp`) whose record is `bytes` long.
+    pub(crate) fn add(&mut self, customer: &str, mssp: Option<&str>, bytes: usize) {
+        self.events += 1;
+        self.bytes += bytes;
+        if self.customers.is_empty()
+            || self.last_customer != customer
+            || self.last_mssp.as_deref() != mssp
+        {
             let mut hasher = DefaultHasher::new();
-            (&event.customer_id, &event.mssp_id).hash(&mut hasher);
+            (customer, mssp).hash(&mut hasher);
             self.customers.insert(hasher.finish());
+            self.last_customer.clear();
+            self.last_customer.push_str(customer);
+            self.last_mssp = mssp.map(str::to_string);
         }
     }
 
-    fn complete(&self, events: usize) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         let wanted =
             (STEP_EVENTS_PER_CUSTOMER * self.customers.len()).clamp(STEP_EVENTS, STEP_EVENTS_MAX);
-        events >= wanted || self.bytes >= STEP_BYTES_MAX
+        self.events >= wanted || self.bytes >= STEP_BYTES_MAX
+    }
+
+    /// Starts the next step.
+    pub(crate) fn reset(&mut self) {
+        self.events = 0;
+        self.bytes = 0;
+        self.customers.clear();
     }
 }
 
@@ -310,24 +331,13 @@ mod tests {
         );
     }
 
-    fn event(customer: &str, bytes: usize) -> EncodedEvent {
-        EncodedEvent {
-            record: vec![b'x'; bytes],
-            customer_id: customer.into(),
-            mssp_id: Some("m1".into()),
-        }
-    }
-
     /// Feeds events (customer `i % customers`) until the step is complete; returns how many.
     fn step_length(customers: usize, bytes: usize) -> usize {
         let mut step = Step::default();
-        let mut events: Vec<EncodedEvent> = Vec::new();
-        for i in 0.. {
-            let e = event(&format!("c{}", i % customers), bytes);
-            step.add(&e, events.last());
-            events.push(e);
-            if step.complete(events.len()) {
-                return events.len();
+        for i in 1.. {
+            step.add(&format!("c{}", i % customers), Some("m1"), bytes);
+            if step.complete() {
+                return i;
             }
         }
         unreachable!()
@@ -341,14 +351,16 @@ mod tests {
         assert_eq!(step_length(1000, 400), STEP_EVENTS_MAX);
         // Large events close a step by bytes, whatever the customers.
         assert_eq!(step_length(1, 1 << 20), STEP_BYTES_MAX >> 20);
-        // The same customer under another MSSP is another queue.
+        // The same customer under another MSSP is another queue; a reset forgets all.
         let mut step = Step::default();
-        let a = event("c", 10);
-        let mut b = event("c", 10);
-        b.mssp_id = None;
-        step.add(&a, None);
-        step.add(&b, Some(&a));
-        assert_eq!(step.customers.len(), 2);
+        step.add("c", Some("m1"), 10);
+        step.add("c", None, 10);
+        step.add("c", None, 10);
+        step.add("c", Some("m1"), 10);
+        assert_eq!((step.customers.len(), step.events), (2, 4));
+        step.reset();
+        step.add("c", None, 10);
+        assert_eq!((step.customers.len(), step.events, step.bytes), (1, 1, 10));
     }
 
     #[test]

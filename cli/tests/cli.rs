@@ -475,6 +475,52 @@ async fn serve_killed_during_many_customer_steps_loses_nothing() {
     );
 }
 
+/// `raxe ingest` (no service running) cuts input spanning 100 customers into steps of
+/// 5,000 like the spool does; every event is queued once and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_of_many_customers_queues_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "all",
+            "--type",
+            "splunk",
+            "--url",
+            &hec.url(),
+            "--token",
+            TOKEN,
+            "--flush-interval",
+            "0",
+            "--timeout",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let total = 12_000;
+    let input = dir.path().join("mixed.jsonl");
+    let lines: Vec<String> = (0..total)
+        .map(|n| event_line(n, &format!("cust-{:03}", n % 100)))
+        .collect();
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = raxe_async(data, &["ingest", input.to_str().unwrap()]).await;
+    assert!(
+        text(&out).contains(&format!("accepted {total}, rejected 0")),
+        "{}",
+        text(&out)
+    );
+    let out = raxe_async(data, &["drain", "--timeout", "60"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let ids: HashSet<String> = hec.accepted().into_iter().collect();
+    assert_eq!(ids.len(), total);
+    assert_eq!(hec.accepted_count(), total, "no event delivered twice");
+}
+
 /// Runs a command until its output contains `wanted` (10 s at most); returns the last output.
 async fn until_output(data: &Path, args: &[&str], wanted: &str) -> String {
     let mut said = String::new();

@@ -18,9 +18,7 @@ use crate::config_store::Scope;
 use crate::control;
 use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
-use crate::spool::read_line_bounded;
-
-const INGEST_BATCH: usize = 1_000;
+use crate::spool::{read_line_bounded, Step};
 
 /// Reads JSON lines, queues the good ones durably (or hands them to the running service
 /// through its spool) and reports bad lines on stderr. Exit 1 when any line was rejected.
@@ -74,7 +72,8 @@ fn for_each_line(
 }
 
 fn ingest_direct(host: &Host, input: Box<dyn BufRead>) -> Result<i32> {
-    let mut batch = Vec::with_capacity(INGEST_BATCH);
+    let mut batch = Vec::new();
+    let mut step = Step::default();
     let (mut accepted, mut unrouted) = (0, 0);
     let mut flush = |batch: &mut Vec<ScanEvent>| -> Result<()> {
         let report = host.dispatcher.dispatch_batch(batch)?;
@@ -83,9 +82,11 @@ fn ingest_direct(host: &Host, input: Box<dyn BufRead>) -> Result<i32> {
         batch.clear();
         Ok(())
     };
-    let rejected = for_each_line(input, |event, _| {
+    let rejected = for_each_line(input, |event, raw| {
+        step.add(&event.customer_id, event.mssp_id.as_deref(), raw.len());
         batch.push(event);
-        if batch.len() >= INGEST_BATCH {
+        if step.complete() {
+            step.reset();
             flush(&mut batch)?;
         }
         Ok(())
