@@ -6,7 +6,7 @@
 //! Crash safety: progress is a marker `spool:<name>:<inode>:<size>:<mtime>` → byte offset,
 //! written atomically with each step's events (`dispatch_encoded_marked`). After a crash the
 //! file is resumed at the recorded offset: no event is lost or taken twice. Files stream in
-//! steps of 1,000-8,000 events (see [`Step`]), so a large file never sits in memory. Bad
+//! steps of 1,000-8,000 lines (see [`Step`]), so a large file never sits in memory. Bad
 //! lines go to `rejected/<file>.rejected` with the line number and the reason (a crash can
 //! repeat a reject line, never an event).
 
@@ -106,11 +106,10 @@ pub fn ingest_file(
         let text = trim(&line);
         if !text.is_empty() {
             if too_long {
-                rejects.push(reject_line(
-                    line_no,
-                    "event is over 1 MiB",
-                    &text[..text.len().min(200)],
-                ));
+                let reject =
+                    reject_line(line_no, "event is over 1 MiB", &text[..text.len().min(200)]);
+                step.reject(reject.len());
+                rejects.push(reject);
             } else {
                 match ScanEvent::encode_line(text, line_no) {
                     Ok(event) => {
@@ -121,7 +120,11 @@ pub fn ingest_file(
                         );
                         events.push(event);
                     }
-                    Err(e) => rejects.push(reject_line(line_no, &e.to_string(), text)),
+                    Err(e) => {
+                        let reject = reject_line(line_no, &e.to_string(), text);
+                        step.reject(reject.len());
+                        rejects.push(reject);
+                    }
                 }
             }
         }
@@ -160,12 +163,14 @@ pub fn ingest_file(
     Ok(report)
 }
 
-/// When a step is complete: [`STEP_EVENTS`] events, more when they span many customers
-/// (see [`STEP_EVENTS_PER_CUSTOMER`]), never more than [`STEP_EVENTS_MAX`] events or
-/// [`STEP_BYTES_MAX`] bytes. `raxe ingest` cuts its batches the same way.
+/// When a step is complete: [`STEP_EVENTS`] lines, more when their events span many
+/// customers (see [`STEP_EVENTS_PER_CUSTOMER`]), never more than [`STEP_EVENTS_MAX`] lines
+/// or [`STEP_BYTES_MAX`] bytes. Rejected lines count too, so a file of bad lines is not
+/// held in memory either. `raxe ingest` cuts its batches the same way.
 #[derive(Default)]
 pub(crate) struct Step {
-    events: usize,
+    /// Accepted and rejected lines.
+    lines: usize,
     bytes: usize,
     /// Hashes of the (customer, MSSP) pairs seen; a collision only makes the step shorter.
     customers: HashSet<u64>,
@@ -177,7 +182,7 @@ pub(crate) struct Step {
 impl Step {
     /// Counts one event of `customer` (under `mssp`) whose record is `bytes` long.
     pub(crate) fn add(&mut self, customer: &str, mssp: Option<&str>, bytes: usize) {
-        self.events += 1;
+        self.lines += 1;
         self.bytes += bytes;
         if self.customers.is_empty()
             || self.last_customer != customer
@@ -192,15 +197,21 @@ impl Step {
         }
     }
 
+    /// Counts one rejected line, `bytes` being what is kept of it.
+    pub(crate) fn reject(&mut self, bytes: usize) {
+        self.lines += 1;
+        self.bytes += bytes;
+    }
+
     pub(crate) fn complete(&self) -> bool {
         let wanted =
             (STEP_EVENTS_PER_CUSTOMER * self.customers.len()).clamp(STEP_EVENTS, STEP_EVENTS_MAX);
-        self.events >= wanted || self.bytes >= STEP_BYTES_MAX
+        self.lines >= wanted || self.bytes >= STEP_BYTES_MAX
     }
 
     /// Starts the next step.
     pub(crate) fn reset(&mut self) {
-        self.events = 0;
+        self.lines = 0;
         self.bytes = 0;
         self.customers.clear();
     }
@@ -357,10 +368,18 @@ mod tests {
         step.add("c", None, 10);
         step.add("c", None, 10);
         step.add("c", Some("m1"), 10);
-        assert_eq!((step.customers.len(), step.events), (2, 4));
+        assert_eq!((step.customers.len(), step.lines), (2, 4));
         step.reset();
         step.add("c", None, 10);
-        assert_eq!((step.customers.len(), step.events, step.bytes), (1, 1, 10));
+        assert_eq!((step.customers.len(), step.lines, step.bytes), (1, 1, 10));
+        // Rejected lines close a step as well.
+        let mut step = Step::default();
+        for _ in 0..STEP_EVENTS - 1 {
+            step.reject(100);
+        }
+        assert!(!step.complete());
+        step.reject(100);
+        assert!(step.complete());
     }
 
     #[test]

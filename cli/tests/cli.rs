@@ -521,6 +521,51 @@ async fn ingest_of_many_customers_queues_every_event_once() {
     assert_eq!(hec.accepted_count(), total, "no event delivered twice");
 }
 
+/// A spool file of mostly bad lines (its rejects are written out over several steps; see
+/// `Step` in `spool.rs`): every bad line is in the rejects file once, the good ones are
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_file_of_bad_lines_is_rejected_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = data.join("spool");
+    fs::create_dir_all(&spool).unwrap();
+    let bad = 2_500;
+    let mut lines: Vec<String> = (0..bad).map(|n| format!("not json {n}")).collect();
+    for n in 0..10 {
+        lines.insert(n * 250, event_line(n, "acme"));
+    }
+    write_spool_file(&spool, "bad.jsonl", &lines);
+    let mut serve = spawn_serve(data);
+    assert!(hec.wait_for(10, Duration::from_secs(30)).await);
+    assert!(
+        wait_for(Duration::from_secs(10), || !spool
+            .join("bad.jsonl")
+            .exists())
+        .await
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert!(serve.wait().unwrap().success());
+    let rejected = fs::read_to_string(spool.join("rejected/bad.jsonl.rejected")).unwrap();
+    let mut raws: Vec<String> = rejected
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["raw"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    raws.sort();
+    let mut expected: Vec<String> = (0..bad).map(|n| format!("not json {n}")).collect();
+    expected.sort();
+    assert_eq!(raws, expected);
+    assert_eq!(hec.accepted_count(), 10);
+}
+
 /// Runs a command until its output contains `wanted` (10 s at most); returns the last output.
 async fn until_output(data: &Path, args: &[&str], wanted: &str) -> String {
     let mut said = String::new();

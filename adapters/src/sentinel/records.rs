@@ -83,20 +83,9 @@ pub fn write_record_as(event: &ScanEvent, time_field: &str, reserved: &[&str], o
         }
     }
     for (key, value) in &event.extra {
-        let name = match value {
-            Value::Null => continue,
-            _ => r.unique(pascal_case(key)),
-        };
-        match value {
-            Value::String(s) => {
-                r.name(name.into());
-                write_json(r.out, cut(s));
-            }
-            Value::Array(_) | Value::Object(_) => r.structured(name.into(), value),
-            scalar => {
-                r.name(name.into());
-                write_json(r.out, scalar);
-            }
+        if !value.is_null() {
+            let name = r.unique(pascal_case(key));
+            r.value(name.into(), value);
         }
     }
     r.out.push(b'}');
@@ -166,6 +155,21 @@ impl<'a> Record<'a> {
     fn scalar(&mut self, name: &'a str, value: impl Serialize) {
         self.name(name.into());
         write_json(self.out, &value);
+    }
+
+    /// A pass-through column: strings cut, arrays and objects capped, the rest as is.
+    fn value(&mut self, name: Cow<'a, str>, value: &Value) {
+        match value {
+            Value::Array(_) | Value::Object(_) => self.structured(name, value),
+            Value::String(s) => {
+                self.name(name);
+                write_json(self.out, cut(s));
+            }
+            scalar => {
+                self.name(name);
+                write_json(self.out, scalar);
+            }
+        }
     }
 
     /// An array or object column; one whose JSON is over [`MAX_FIELD_BYTES`] is sent as
