@@ -164,8 +164,9 @@ impl Shared {
     /// sled 0.34 panics on some trees rebuilt from a damaged log ("cannot find pid ... in
     /// view_for_key"); its state is then not to be trusted, so the store is poisoned (no
     /// more appends) and the caller gets `Corrupt`, which points to a restart or `raxe
-    /// repair`, not a crash. The caller's own locks are never unwound through, so it can
-    /// still undo what it had started.
+    /// repair`, not a crash. The panic's message is kept in the error: a bug of ours that
+    /// panics here reads as what it is. The caller's own locks are never unwound through,
+    /// so it can still undo what it had started.
     pub(crate) fn unwind_guard<T>(
         &self,
         what: &str,
@@ -173,10 +174,15 @@ impl Shared {
     ) -> Result<T, QueueError> {
         match catch_unwind(AssertUnwindSafe(call)) {
             Ok(result) => result,
-            Err(_) => {
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("no message");
                 let detail = format!(
-                    "the storage engine panicked during {what}: its data file is damaged; \
-                     restart to check it, or run `raxe repair`"
+                    "the storage engine panicked during {what} ({message}): its data file may \
+                     be damaged; restart to check it, or run `raxe repair`"
                 );
                 self.committer.poison(detail.clone());
                 Err(QueueError::Corrupt {

@@ -115,10 +115,13 @@ fn panic_inside_the_write_of(
             !super::PANIC_IN_NEXT_WRITE.with(|f| f.get()),
             "the write ran"
         );
-        assert!(
-            matches!(failed, Err(QueueError::Corrupt { .. })),
-            "{failed:?}"
-        );
+        match &failed {
+            Err(QueueError::Corrupt { detail, .. }) => assert!(
+                detail.contains("(injected panic inside the sled write)"),
+                "{detail}"
+            ),
+            other => panic!("{other:?}"),
+        }
         {
             let st = q.lock();
             assert_eq!(st.next_seq, 10, "the staged seqs went back");
