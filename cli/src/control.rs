@@ -123,7 +123,7 @@ async fn run(request: Request, slot: HostSlot) -> Response {
         );
     };
     tracing::info!(?request, "control request");
-    match tokio::task::spawn_blocking(move || execute(&host, request)).await {
+    match raxe_engine::storage_pool::spawn(move || execute(&host, request)).await {
         Ok(Ok(output)) => Response {
             output,
             error: None,

@@ -19,18 +19,21 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::{Cli, Command, CustomerCommand, GlobalCommand, LogFormat};
+use crate::args::{Cli, Command, CustomerCommand, GlobalCommand, LogFormat, ServeArgs};
 use crate::data_dir::DataDir;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let storage_threads = match &cli.command {
-        Command::Serve(args) => args.storage_threads.map(usize::from),
-        _ => None,
-    };
+    if let Command::Serve(ServeArgs {
+        storage_threads: Some(threads),
+        ..
+    }) = &cli.command
+    {
+        // Nothing has used the pool yet, so this cannot fail.
+        let _ = raxe_engine::storage_pool::set_limit(usize::from(*threads));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(storage_threads.unwrap_or_else(default_storage_threads))
         .enable_all()
         .build()
     {
@@ -71,17 +74,6 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             tokio::task::spawn_blocking(move || commands::repair::repair(&data, dry_run)).await?
         }
     }
-}
-
-/// Cap of tokio's blocking pool, where every storage call runs (appends, leases, acks, the
-/// spool intake): 4 per CPU core, at least 8. tokio's own cap (512) let 100 delivery lanes
-/// grow the pool to ~120 threads, each keeping ~0.4 MiB resident: `e2e_bench`'s hec100
-/// peaked at 89-95 MiB with it and 51-55 MiB with 8, at less CPU (more threads than cores
-/// only take turns on sled's locks and the disk). No blocking task waits on another, so a
-/// smaller pool queues work but cannot deadlock.
-fn default_storage_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    (4 * cores).max(8)
 }
 
 fn init_logging(format: LogFormat) {

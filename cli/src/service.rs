@@ -117,7 +117,7 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
                 }
                 let intake = host.clone();
                 let (dir, rejected) = (spool_dir.clone(), rejected_dir.clone());
-                let _ = tokio::task::spawn_blocking(move || ingest_spool(&intake, &dir, &rejected)).await;
+                let _ = raxe_engine::storage_pool::spawn(move || ingest_spool(&intake, &dir, &rejected)).await;
                 if let Err(failure) = host.store.health() {
                     control::replace(&slot, None);
                     match reopen(host, &data, failure.to_string(), &mut signals).await {
@@ -206,7 +206,7 @@ async fn reopen(
     let mut delay = Duration::from_secs(1);
     loop {
         let probe_dir = data.queues_dir();
-        let attempt = tokio::task::spawn_blocking({
+        let attempt = raxe_engine::storage_pool::spawn({
             let data = data.clone();
             move || {
                 probe_write(&probe_dir)?;

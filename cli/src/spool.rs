@@ -282,35 +282,35 @@ fn trim(line: &[u8]) -> &[u8] {
 }
 
 /// Reads one line (up to and including `\n`, or to EOF) into `out`, keeping at most
-/// `max + 1` bytes of it. Returns (bytes consumed, whether the line was longer than `max`).
+/// `max + 2` bytes of it. Returns (bytes consumed, whether the line without its `\n` is
+/// longer than `max`).
 pub fn read_line_bounded(
     reader: &mut impl BufRead,
     out: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<(usize, bool)> {
     let mut consumed = 0;
-    let mut too_long = false;
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
-            return Ok((consumed, too_long));
+            break;
         }
         let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
             Some(i) => (&buf[..=i], true),
             None => (buf, false),
         };
-        let room = (max + 1).saturating_sub(out.len());
+        // Room for `max` bytes, the newline, and one byte more to tell a longer line.
+        let room = (max + 2).saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() > max {
-            too_long = true;
-        }
         let n = chunk.len();
         reader.consume(n);
         consumed += n;
         if done {
-            return Ok((consumed, too_long));
+            break;
         }
     }
+    let content = out.len() - usize::from(out.last() == Some(&b'\n'));
+    Ok((consumed, content > max))
 }
 
 #[cfg(test)]
@@ -328,7 +328,7 @@ mod tests {
         );
         line.clear();
         let (n, long) = read_line_bounded(&mut reader, &mut line, 10).unwrap();
-        assert_eq!((n, long, line.len()), (101, true, 11));
+        assert_eq!((n, long, line.len()), (101, true, 12));
         line.clear();
         assert_eq!(
             read_line_bounded(&mut reader, &mut line, 10).unwrap(),
@@ -370,7 +370,7 @@ mod tests {
         step.add("c", Some("m1"), 10);
         assert_eq!((step.customers.len(), step.lines), (2, 4));
         step.reset();
-        step.add("c", None, 10);
+        step.add("c", Some("m1"), 10);
         assert_eq!((step.customers.len(), step.lines, step.bytes), (1, 1, 10));
         // Rejected lines close a step as well.
         let mut step = Step::default();
@@ -380,6 +380,21 @@ mod tests {
         assert!(!step.complete());
         step.reject(100);
         assert!(step.complete());
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_not_too_long() {
+        for (text, long) in [
+            ("0123456789\n", false),
+            ("0123456789", false),
+            ("0123456789a\n", true),
+            ("0123456789a", true),
+        ] {
+            let mut reader = io::Cursor::new(text.as_bytes().to_vec());
+            let mut line = Vec::new();
+            let (n, too_long) = read_line_bounded(&mut reader, &mut line, 10).unwrap();
+            assert_eq!((n, too_long), (text.len(), long), "{text:?}");
+        }
     }
 
     #[test]

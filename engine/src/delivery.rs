@@ -73,7 +73,7 @@ pub(crate) struct Delivery<'a> {
 pub(crate) struct DeferredAck {
     /// Records the ack removes from the queue (still counted in its length until then).
     pub records: usize,
-    handle: tokio::task::JoinHandle<bool>,
+    handle: crate::storage_pool::StorageTask<bool>,
 }
 
 impl DeferredAck {
@@ -220,7 +220,7 @@ impl<'a> Delivery<'a> {
             // thread's LIFO slot, which other workers cannot steal, until the next batch's
             // encoding is done, so the ack would not overlap it.
             let handle =
-                tokio::task::spawn_blocking(move || finish_lease_blocking(queue, lease, ack_upto));
+                crate::storage_pool::spawn(move || finish_lease_blocking(queue, lease, ack_upto));
             *deferred = Some(DeferredAck { records, handle });
             return result;
         } else if self.awaiting_ack.is_empty() {
@@ -257,7 +257,7 @@ impl<'a> Delivery<'a> {
                 .map(|(_, key)| key)
                 .collect();
             // Best effort: a marker left behind only ever matches this same record.
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = crate::storage_pool::spawn(move || {
                 for key in markers {
                     let _ = store.remove_marker(&key);
                 }
@@ -430,7 +430,7 @@ impl<'a> Delivery<'a> {
         let store = self.dest.store.clone();
         let dlq = self.dest.dead_letters.name().to_string();
         let markers: Vec<Vec<u8>> = keys.iter().map(|(_, key)| key.clone()).collect();
-        let appended = tokio::task::spawn_blocking(move || {
+        let appended = crate::storage_pool::spawn(move || {
             let mut fresh: Vec<(&[u8], &[u8])> = Vec::new();
             let mut records: Vec<&[u8]> = Vec::new();
             for (key, letter) in markers.iter().zip(&letters) {
@@ -534,7 +534,7 @@ async fn split_for_acks(
     segments: Vec<(Range<usize>, u64)>,
 ) -> (Vec<(u64, Lease)>, bool) {
     let id = queue.name().to_string();
-    let done = tokio::task::spawn_blocking(move || {
+    let done = crate::storage_pool::spawn(move || {
         let (mut remaining, rest) = queue.split_lease(lease, ack_upto);
         // Empty parts are released too: that unregisters them.
         queue.release(rest);
@@ -575,7 +575,7 @@ async fn split_for_acks(
 /// ack succeeded (or there was nothing to ack).
 async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
     let id = queue.name().to_string();
-    match tokio::task::spawn_blocking(move || finish_lease_blocking(queue, lease, ack_upto)).await {
+    match crate::storage_pool::spawn(move || finish_lease_blocking(queue, lease, ack_upto)).await {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(queue = %id, error = %e, "ack task failed");

@@ -378,7 +378,7 @@ impl SiemDispatcher {
         events: Vec<ScanEvent>,
     ) -> Result<DispatchReport, EngineError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.dispatch_batch(&events))
+        crate::storage_pool::spawn(move || this.dispatch_batch(&events))
             .await
             .map_err(|e| EngineError::Task(e.to_string()))?
     }

@@ -288,7 +288,7 @@ async fn poll_once(
         );
         let queue = dest.queue.clone();
         let leases: Vec<Lease> = acked.into_iter().map(|p| p.lease).collect();
-        let done = tokio::task::spawn_blocking(move || {
+        let done = crate::storage_pool::spawn(move || {
             for lease in leases {
                 // A failed ack leaves the lease leased: the records come back after a
                 // restart and are sent again; nothing is lost.
@@ -343,7 +343,7 @@ pub(crate) async fn release_leases(queue: Arc<dyn Queue>, leases: Vec<Lease>) {
     if leases.is_empty() {
         return;
     }
-    let _ = tokio::task::spawn_blocking(move || {
+    let _ = crate::storage_pool::spawn(move || {
         for lease in leases {
             queue.release(lease);
         }

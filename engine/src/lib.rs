@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod queue_names;
 pub mod routing;
 pub mod stats;
+pub mod storage_pool;
 mod worker;
 
 pub use audit::{AuditLog, AuditStats, Counters};

@@ -25,10 +25,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage_pool::StorageTask;
 use raxe_adapters::adapter::SiemAdapter;
 use raxe_storage::{Lease, Queue, QueueError};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::audit::AuditLog;
 use crate::backoff::{Backoff, BackoffPolicy};
@@ -76,7 +76,7 @@ impl Drop for Prefetched {
     }
 }
 
-type PrefetchTask = JoinHandle<Result<Option<Prefetched>, QueueError>>;
+type PrefetchTask = StorageTask<Result<Option<Prefetched>, QueueError>>;
 
 impl Worker {
     pub async fn run(mut self) {
@@ -192,7 +192,7 @@ impl Worker {
             let leased = match next.take().and_then(Prefetched::take) {
                 Some(lease) => Ok(Ok(Some(lease))),
                 None => {
-                    tokio::task::spawn_blocking(move || queue.lease(batch_size, max_bytes)).await
+                    crate::storage_pool::spawn(move || queue.lease(batch_size, max_bytes)).await
                 }
             };
             let lease = match leased {
@@ -269,7 +269,7 @@ impl Worker {
         let queue = self.dest.queue.clone();
         let max_bytes = self.dest.options.max_batch_bytes;
         let adapter = adapter.clone();
-        Some(tokio::task::spawn_blocking(move || {
+        Some(crate::storage_pool::spawn(move || {
             let lease = queue.lease(batch_size, max_bytes)?;
             Ok(lease.map(|lease| Prefetched {
                 queue,

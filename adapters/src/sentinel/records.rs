@@ -70,7 +70,7 @@ pub fn write_record_as(event: &ScanEvent, time_field: &str, reserved: &[&str], o
         r.scalar("DetectionCount", v);
     }
     if let Some(v) = event.scan_duration_ms {
-        r.scalar("ScanDurationMs", Value::from(v));
+        r.scalar("ScanDurationMs", v); // serde_json writes NaN and infinities as null
     }
     r.string("CustomerId", &event.customer_id);
     for (name, v) in [
