@@ -17,6 +17,8 @@
 //! - Retries never give up: after `retry_count` quick retries a destination is degraded
 //!   and retried on a capped schedule. Auth and configuration failures stop it, keep its
 //!   events, and say so until the configuration changes.
+//! - Storage calls block, so they run on [`storage_pool`] (a bounded pool of threads of
+//!   their own), never on the async workers.
 //!
 //! Queue names on disk: `dest:<id>`, `dlq:<id>` and `unrouted` (see [`queue_names`]).
 
