@@ -105,26 +105,22 @@ pub fn ingest_file(
         line_no += 1;
         let text = trim(&line);
         if !text.is_empty() {
-            if too_long {
-                let reject =
-                    reject_line(line_no, "event is over 1 MiB", &text[..text.len().min(200)]);
-                step.reject(reject.len());
-                rejects.push(reject);
+            let encoded = if too_long {
+                let start = &text[..text.len().min(200)];
+                Err(reject_line(line_no, "event is over 1 MiB", start))
             } else {
-                match ScanEvent::encode_line(text, line_no) {
-                    Ok(event) => {
-                        step.add(
-                            &event.customer_id,
-                            event.mssp_id.as_deref(),
-                            event.record.len(),
-                        );
-                        events.push(event);
-                    }
-                    Err(e) => {
-                        let reject = reject_line(line_no, &e.to_string(), text);
-                        step.reject(reject.len());
-                        rejects.push(reject);
-                    }
+                ScanEvent::encode_line(text, line_no)
+                    .map_err(|e| reject_line(line_no, &e.to_string(), text))
+            };
+            match encoded {
+                Ok(event) => {
+                    let mssp = event.mssp_id.as_deref();
+                    step.add(&event.customer_id, mssp, event.record.len());
+                    events.push(event);
+                }
+                Err(reject) => {
+                    step.reject(reject.len());
+                    rejects.push(reject);
                 }
             }
         }

@@ -246,6 +246,30 @@ fn invalid_configurations_change_nothing() {
     }
 }
 
+/// A global Splunk destination `all` (every event, whatever its customer).
+fn configure_global_splunk(data: &Path, url: &str) {
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "all",
+            "--type",
+            "splunk",
+            "--url",
+            url,
+            "--token",
+            TOKEN,
+            "--flush-interval",
+            "0",
+            "--timeout",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 fn spawn_serve(data: &Path) -> Child {
     spawn_serve_with(data, &[])
 }
@@ -417,26 +441,7 @@ async fn serve_killed_during_many_customer_steps_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let hec = HecReceiver::start(TOKEN).await;
-    let out = raxe(
-        data,
-        &[
-            "global",
-            "siem",
-            "configure",
-            "all",
-            "--type",
-            "splunk",
-            "--url",
-            &hec.url(),
-            "--token",
-            TOKEN,
-            "--flush-interval",
-            "0",
-            "--timeout",
-            "2",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    configure_global_splunk(data, &hec.url());
     let spool = data.join("spool");
     fs::create_dir_all(&spool).unwrap();
     let (files, per_file) = (3, 12_000);
@@ -482,26 +487,7 @@ async fn ingest_of_many_customers_queues_every_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let hec = HecReceiver::start(TOKEN).await;
-    let out = raxe(
-        data,
-        &[
-            "global",
-            "siem",
-            "configure",
-            "all",
-            "--type",
-            "splunk",
-            "--url",
-            &hec.url(),
-            "--token",
-            TOKEN,
-            "--flush-interval",
-            "0",
-            "--timeout",
-            "2",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    configure_global_splunk(data, &hec.url());
     let total = 12_000;
     let input = dir.path().join("mixed.jsonl");
     let lines: Vec<String> = (0..total)

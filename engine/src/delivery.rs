@@ -216,7 +216,7 @@ impl<'a> Delivery<'a> {
         if self.awaiting_ack.is_empty() && self.dead_letter_markers.is_empty() && result.is_ok() {
             // The previous ack finished above: at most one runs in the background.
             let records = lease.len();
-            // Straight to the blocking pool: a task spawned here would sit in this worker
+            // Straight to the storage pool: a task spawned here would sit in this worker
             // thread's LIFO slot, which other workers cannot steal, until the next batch's
             // encoding is done, so the ack would not overlap it.
             let handle =
@@ -585,7 +585,7 @@ async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> b
 }
 
 /// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when
-/// the ack failed. Blocks on the queue: call it from the blocking pool.
+/// the ack failed. Blocks on the queue: call it from the storage pool.
 fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
     let (settled, rest) = queue.split_lease(lease, ack_upto);
     if !rest.is_empty() {

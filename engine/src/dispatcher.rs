@@ -372,7 +372,7 @@ impl SiemDispatcher {
         Ok(report)
     }
 
-    /// `dispatch_batch` on tokio's blocking pool.
+    /// `dispatch_batch` on the storage pool.
     pub async fn dispatch_batch_async(
         self: &Arc<Self>,
         events: Vec<ScanEvent>,

@@ -25,7 +25,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::storage_pool::StorageTask;
 use raxe_adapters::adapter::SiemAdapter;
 use raxe_storage::{Lease, Queue, QueueError};
 use tokio::sync::watch;
@@ -34,6 +33,7 @@ use crate::audit::AuditLog;
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::delivery::{DeferredAck, Delivery, Halt};
 use crate::destination::{Destination, DestinationState};
+use crate::storage_pool::StorageTask;
 
 /// How often a stopped destination repeats its complaint in the log.
 const STOPPED_REMINDER: Duration = Duration::from_secs(60);

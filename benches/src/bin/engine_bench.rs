@@ -60,7 +60,7 @@ async fn end_to_end(events: usize, destinations: usize) {
             .expect("register");
     }
     dispatcher.start().expect("start");
-    let cpu0 = cpu_seconds();
+    let cpu0 = raxe_benches::process_cpu_seconds();
     let started = Instant::now();
     let producer = dispatcher.clone();
     let bytes = tokio::task::spawn_blocking(move || {
@@ -84,7 +84,7 @@ async fn end_to_end(events: usize, destinations: usize) {
     .expect("producer");
     let delivered = receiver.wait_for(events, Duration::from_secs(600)).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = raxe_benches::process_cpu_seconds() - cpu0;
     assert!(
         delivered,
         "only {} of {events} delivered",
@@ -162,14 +162,6 @@ fn sample(n: usize, mssp: &str, customer: &str) -> ScanEvent {
         event.mssp_id = Some(mssp.to_string());
         event
     })
-}
-
-fn cpu_seconds() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn status_kib(field: &str) -> f64 {

@@ -107,7 +107,7 @@ impl Clock {
     fn start() -> Clock {
         Clock {
             wall: Instant::now(),
-            cpu: process_cpu_seconds(),
+            cpu: raxe_benches::process_cpu_seconds(),
         }
     }
 
@@ -116,20 +116,9 @@ impl Clock {
             name: name.into(),
             events,
             secs: self.wall.elapsed().as_secs_f64(),
-            cpu: process_cpu_seconds() - self.cpu,
+            cpu: raxe_benches::process_cpu_seconds() - self.cpu,
         }
     }
-}
-
-/// User + system CPU seconds of this process, all threads.
-fn process_cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return f64::NAN;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Append-only file, records length-prefixed, one fdatasync per batch: the disk's limit.
