@@ -291,7 +291,7 @@ pub fn read_line_bounded(
         if buf.is_empty() {
             break;
         }
-        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (&buf[..=i], true),
             None => (buf, false),
         };
