@@ -134,7 +134,8 @@ async fn events_arrive_in_order_when_a_halt_meets_a_batch_leased_ahead() {
 }
 
 /// A batch leased ahead goes back to the queue when the destination is disabled, not when
-/// it is enabled again: while disabled, the queue's head is the first undelivered event.
+/// it is enabled again: while disabled, the queue's head is the first undelivered event,
+/// and the delivered batch is acked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_leased_ahead_is_given_back_when_the_destination_is_disabled() {
     let engine = Engine::new();
@@ -158,6 +159,8 @@ async fn a_batch_leased_ahead_is_given_back_when_the_destination_is_disabled() {
         .find(|q| q.ends_with(":d"))
         .unwrap();
     let queue = engine.store().open_queue(&name).unwrap();
+    // The delivered batch is acked while disabled, not held until the next lease.
+    assert_eq!(queue.stats().len, 450);
     let head = queue.lease(1, usize::MAX).unwrap().expect("events queued");
     let first = String::from_utf8_lossy(&head.records[0].data).into_owned();
     assert!(first.contains("\"evt-50\""), "queue head: {first}");
