@@ -28,7 +28,6 @@ use tokio::sync::watch;
 use crate::audit::{now_ms, AttemptOutcome, AuditKind, AuditLog};
 use crate::backoff::Backoff;
 use crate::dead_letter::{DeadLetter, DeadLetterHeader};
-use crate::deferred_ack::{finish_lease_blocking, DeferredAck};
 use crate::destination::Destination;
 
 /// Why a lease was not finished.
@@ -68,6 +67,22 @@ pub(crate) struct Delivery<'a> {
     awaiting_ack: Vec<(Range<usize>, u64)>,
     /// The previous lease's ack, finished before this lease's first request goes out.
     previous_ack: Option<DeferredAck>,
+}
+
+/// A lease's ack running in the background (see [`Delivery::run`]).
+pub(crate) struct DeferredAck {
+    /// Records the ack removes from the queue (still counted in its length until then).
+    pub records: usize,
+    handle: crate::storage_pool::StorageTask<bool>,
+}
+
+impl DeferredAck {
+    /// Waits for the ack to be done (it logs its own failure).
+    pub async fn finish(self) {
+        if let Err(e) = self.handle.await {
+            tracing::error!(error = %e, "ack task failed");
+        }
+    }
 }
 
 /// The decodable records of a lease, in the form the adapter encodes from.
@@ -160,9 +175,8 @@ impl<'a> Delivery<'a> {
     /// Delivers a lease; acks what was settled and releases the rest.
     ///
     /// When every record was settled by a final acceptance (no indexer ack, no dead
-    /// letters), the ack is left in `deferred`, held until the worker's next lease takes it
-    /// along to the storage pool: it overlaps the next lease's decoding and encoding, and
-    /// finishes before that lease's
+    /// letters), the ack runs in the background and its handle is left in `deferred`: it
+    /// overlaps the next lease's decoding and encoding, and finishes before that lease's
     /// first request is sent (or before its own ack, if it sends none). Nothing is lost if
     /// the process dies first: the records were never acked, so they are delivered again
     /// (a duplicate batch, never two).
@@ -200,9 +214,14 @@ impl<'a> Delivery<'a> {
         let queue = self.dest.queue.clone();
         let dead_letters_acked;
         if self.awaiting_ack.is_empty() && self.dead_letter_markers.is_empty() && result.is_ok() {
-            // The previous ack finished above: at most one is deferred. It goes to the
-            // storage pool with the worker's next lease (see `deferred_ack`).
-            *deferred = Some(DeferredAck::hold(queue, lease, ack_upto));
+            // The previous ack finished above: at most one runs in the background.
+            let records = lease.len();
+            // Straight to the storage pool: a task spawned here would sit in this worker
+            // thread's LIFO slot, which other workers cannot steal, until the next batch's
+            // encoding is done, so the ack would not overlap it.
+            let handle =
+                crate::storage_pool::spawn(move || finish_lease_blocking(queue, lease, ack_upto));
+            *deferred = Some(DeferredAck { records, handle });
             return result;
         } else if self.awaiting_ack.is_empty() {
             dead_letters_acked = finish_lease(queue, lease, ack_upto).await;
@@ -560,6 +579,27 @@ async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> b
         Ok(done) => done,
         Err(e) => {
             tracing::error!(queue = %id, error = %e, "ack task failed");
+            false
+        }
+    }
+}
+
+/// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when
+/// the ack failed. Blocks on the queue: call it from the storage pool.
+fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
+    let (settled, rest) = queue.split_lease(lease, ack_upto);
+    if !rest.is_empty() {
+        queue.release(rest);
+    }
+    if settled.is_empty() {
+        return true;
+    }
+    // Dropping `settled` after a failed ack leaves it leased; nothing is lost, and the
+    // records come back after a restart.
+    match queue.ack(settled) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
             false
         }
     }

@@ -25,7 +25,6 @@
 pub mod audit;
 pub mod backoff;
 pub mod dead_letter;
-mod deferred_ack;
 mod delivery;
 mod destination;
 mod dispatcher;
