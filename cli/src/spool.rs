@@ -168,11 +168,12 @@ pub(crate) struct Step {
     /// Accepted and rejected lines.
     lines: usize,
     bytes: usize,
-    /// Hashes of the (customer, MSSP) pairs seen; a collision only makes the step shorter.
+    /// Hashes of the (customer, MSSP) pairs seen, no MSSP being "" as in routing's
+    /// `CustomerKey`; a collision only makes the step shorter.
     customers: HashSet<u64>,
     /// The previous event's pair: runs of one customer are counted without hashing.
     last_customer: String,
-    last_mssp: Option<String>,
+    last_mssp: String,
 }
 
 impl Step {
@@ -180,16 +181,15 @@ impl Step {
     pub(crate) fn add(&mut self, customer: &str, mssp: Option<&str>, bytes: usize) {
         self.lines += 1;
         self.bytes += bytes;
-        if self.customers.is_empty()
-            || self.last_customer != customer
-            || self.last_mssp.as_deref() != mssp
-        {
+        let mssp = mssp.unwrap_or("");
+        if self.customers.is_empty() || self.last_customer != customer || self.last_mssp != mssp {
             let mut hasher = DefaultHasher::new();
             (customer, mssp).hash(&mut hasher);
             self.customers.insert(hasher.finish());
             self.last_customer.clear();
             self.last_customer.push_str(customer);
-            self.last_mssp = mssp.map(str::to_string);
+            self.last_mssp.clear();
+            self.last_mssp.push_str(mssp);
         }
     }
 
@@ -358,13 +358,15 @@ mod tests {
         assert_eq!(step_length(1000, 400), STEP_EVENTS_MAX);
         // Large events close a step by bytes, whatever the customers.
         assert_eq!(step_length(1, 1 << 20), STEP_BYTES_MAX >> 20);
-        // The same customer under another MSSP is another queue; a reset forgets all.
+        // The same customer under another MSSP is another queue, as routing sees it: no
+        // MSSP and an empty one are the same. A reset forgets all.
         let mut step = Step::default();
         step.add("c", Some("m1"), 10);
         step.add("c", None, 10);
+        step.add("c", Some(""), 10);
         step.add("c", None, 10);
         step.add("c", Some("m1"), 10);
-        assert_eq!((step.customers.len(), step.lines), (2, 4));
+        assert_eq!((step.customers.len(), step.lines), (2, 5));
         step.reset();
         step.add("c", Some("m1"), 10);
         assert_eq!((step.customers.len(), step.lines, step.bytes), (1, 1, 10));
