@@ -234,7 +234,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
 /// A JSON string as serde_json writes it: a string with nothing to escape (no `"`, `\`
 /// or control character; the common case) is copied as is, the rest goes to serde_json.
 pub(crate) fn json_string(s: &str, out: &mut Vec<u8>) {
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if super::scan::plain_run(s.as_bytes()) == s.len() {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

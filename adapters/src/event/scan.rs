@@ -192,7 +192,7 @@ impl<'a> Scanner<'a> {
 /// (SWAR): a flagged byte's borrow can flag bytes above it in the same word, never below, so
 /// the lowest flag is exact. With it `scan` takes 4.9k instead of 7.4k instructions on a
 /// typical agent line (callgrind).
-fn plain_run(b: &[u8]) -> usize {
+pub(crate) fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
