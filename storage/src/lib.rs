@@ -78,8 +78,9 @@
 //! `Corrupt`, its seqs go back and the store is poisoned; appends check the poison again
 //! once they hold the append lock, so none writes those seqs over a batch sled may have
 //! half applied. sled does not undo that half: after a restart its records may be
-//! delivered although their append failed (a duplicate, never a loss), and a payload
-//! written without its metadata is never read.
+//! delivered although their append failed (a duplicate, never a loss). A payload written
+//! without its metadata lies past the queue's last chunk and its durable tip (`tips`): it
+//! is never read, and the next open removes it.
 //!
 //! # Leases and acks
 //! Leases live in memory only; after a restart everything not acked is leased again.

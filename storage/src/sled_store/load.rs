@@ -138,8 +138,41 @@ impl SledQueue {
                 ));
             }
         }
+        q.remove_unwritten_payloads(name, covered)?;
         *q.lock() = st;
         Ok(q)
+    }
+}
+
+impl SledQueue {
+    /// Removes chunk payloads that have no metadata and lie past both `covered` (the end
+    /// of the last chunk) and the queue's durable tip: a group write that sled applied in
+    /// part before panicking left them (the append failed and was never synced, so they
+    /// hold no accepted record). They are never read; without this they would stay on disk
+    /// for good. Without a tip from the last run nothing is removed: `raxe repair` may
+    /// still want what lies there.
+    fn remove_unwritten_payloads(&self, name: &str, covered: Seq) -> Result<(), QueueError> {
+        let Some(tip) = self.shared.tips.expected(self.nonce) else {
+            return Ok(());
+        };
+        let from = covered.max(tip);
+        let mut unwritten = sled::Batch::default();
+        let mut any = false;
+        for item in self
+            .tree
+            .range(codec::chunk_key(from)..=codec::chunk_key(Seq::MAX))
+        {
+            let (key, _) = item.map_err(|e| self.shared.db_err(e))?;
+            tracing::warn!(queue = name, seq = ?codec::key_seq(&key), "removing a chunk payload that a failed append left without metadata");
+            unwritten.remove(key);
+            any = true;
+        }
+        if any {
+            self.tree
+                .apply_batch(unwritten)
+                .map_err(|e| self.shared.db_err(e))?;
+        }
+        Ok(())
     }
 }
 

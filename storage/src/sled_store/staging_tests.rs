@@ -1,5 +1,6 @@
-//! An ack while another append's range is staged (seqs taken, sled write not done): the
-//! ack must neither count the staged records as acked nor persist their seqs as used.
+//! Appends whose sled write is staged or failed: an ack while another append's range is staged
+//! (seqs taken, sled write not done) must neither count the staged records as acked nor
+//! persist their seqs as used; a write that sled applied in part leaves nothing behind.
 
 use super::codec;
 use super::sled_queue::now_ms;
@@ -142,4 +143,57 @@ fn panic_inside_the_write_of(
     let q = store.queue("q").unwrap();
     assert!(q.lease(20, usize::MAX).unwrap().is_none());
     assert_eq!(append(&store, &refs[..3]).unwrap(), 10..13);
+}
+
+/// A payload left without its metadata past the queue's durable tip (a group write sled
+/// applied in part before it panicked) is removed when the queue is next opened; the
+/// queue itself is unchanged.
+#[test]
+fn payloads_without_metadata_past_the_last_chunk_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
+    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        assert_eq!(q.append(&refs).unwrap(), 0..10);
+        for seq in [10, 25] {
+            q.tree
+                .insert(codec::chunk_key(seq), &b"orphan payload"[..])
+                .unwrap();
+        }
+        q.tree.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    for seq in [10, 25] {
+        assert_eq!(
+            q.tree.get(codec::chunk_key(seq)).unwrap(),
+            None,
+            "seq {seq}"
+        );
+    }
+    assert!(q.tree.get(codec::chunk_key(0)).unwrap().is_some());
+    assert_eq!(q.stats().len, 10);
+    assert_eq!(q.append(&refs[..3]).unwrap(), 10..13);
+    let lease = q.lease(20, usize::MAX).unwrap().unwrap();
+    let data: Vec<Vec<u8>> = lease.records.iter().map(|r| r.data.to_vec()).collect();
+    let mut expected = recs.clone();
+    expected.extend_from_slice(&recs[..3]);
+    assert_eq!(data, expected);
+    q.release(lease);
+
+    // Without the durable tip of the last run, nothing past the last chunk is removed
+    // (`raxe repair` may want it).
+    q.tree
+        .insert(codec::chunk_key(40), &b"orphan payload"[..])
+        .unwrap();
+    q.tree.flush().unwrap();
+    drop(q);
+    drop(store);
+    std::fs::remove_file(dir.path().join(super::tips::TIPS_FILE)).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    assert!(q.tree.get(codec::chunk_key(40)).unwrap().is_some());
+    assert_eq!(q.stats().len, 13);
 }
