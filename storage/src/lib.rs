@@ -80,7 +80,9 @@
 //! half applied. sled does not undo that half: after a restart its records may be
 //! delivered although their append failed (a duplicate, never a loss). A payload written
 //! without its metadata lies past the queue's last chunk and its durable tip (`tips`): it
-//! is never read, and the next open removes it.
+//! is never read, and the next open moves it out of sled into a file beside it,
+//! `orphan-<queue nonce>-<seq>.chunk` (kept, not deleted, in case damage made an accepted
+//! chunk look like that), with a warning.
 //!
 //! # Leases and acks
 //! Leases live in memory only; after a restart everything not acked is leased again.

@@ -84,6 +84,7 @@ impl SledStore {
                 self.write_group(&queues, batches, markers)
             });
             if let Err(e) = written {
+                self.shared.poison_after_failed_append(&e);
                 failure = Some(e);
             }
         }
@@ -119,7 +120,7 @@ impl SledStore {
         mut batches: Vec<sled::Batch>,
         markers: &[(&[u8], &[u8])],
     ) -> Result<(), QueueError> {
-        super::write_fault_point();
+        super::write_fault_point().map_err(|e| self.shared.db_err(e))?;
         if queues.len() == 1 && markers.is_empty() {
             if let Some(b) = batches.pop() {
                 return queues[0]

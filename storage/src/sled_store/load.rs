@@ -145,35 +145,58 @@ impl SledQueue {
 }
 
 impl SledQueue {
-    /// Removes chunk payloads that have no metadata and lie past both `covered` (the end
-    /// of the last chunk) and the queue's durable tip: a group write that sled applied in
-    /// part before panicking left them (the append failed and was never synced, so they
-    /// hold no accepted record). They are never read; without this they would stay on disk
-    /// for good. Without a tip from the last run nothing is removed: `raxe repair` may
-    /// still want what lies there.
+    /// Moves chunk payloads that have no metadata and lie past both `covered` (the end of
+    /// the last chunk) and the queue's durable tip out of sled, into a file beside it
+    /// (`orphan-<queue nonce>-<seq>.chunk`, synced before the key goes). A group write that
+    /// sled applied in part before failing leaves them: the append failed and was never
+    /// synced, so they should hold no accepted record, but a store damaged in an unlucky
+    /// way could also look like this, so the bytes are kept and the log says where. Without
+    /// a tip from the last run nothing is touched (`raxe repair` may want it).
     fn remove_unwritten_payloads(&self, name: &str, covered: Seq) -> Result<(), QueueError> {
         let Some(tip) = self.shared.tips.expected(self.nonce) else {
             return Ok(());
         };
         let from = covered.max(tip);
         let mut unwritten = sled::Batch::default();
-        let mut any = false;
+        let mut kept = Vec::new();
         for item in self
             .tree
             .range(codec::chunk_key(from)..=codec::chunk_key(Seq::MAX))
         {
-            let (key, _) = item.map_err(|e| self.shared.db_err(e))?;
-            tracing::warn!(queue = name, seq = ?codec::key_seq(&key), "removing a chunk payload that a failed append left without metadata");
+            let (key, value) = item.map_err(|e| self.shared.db_err(e))?;
+            let seq = codec::key_seq(&key).unwrap_or(Seq::MAX);
+            let path = self
+                .shared
+                .dir
+                .join(format!("orphan-{:016x}-{seq}.chunk", self.nonce));
+            write_synced(&path, &value).map_err(|source| QueueError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            tracing::warn!(queue = name, seq, file = %path.display(), "a chunk payload without metadata (left by a failed append) was moved out of the queue into a file");
             unwritten.remove(key);
-            any = true;
+            kept.push(path);
         }
-        if any {
+        if !kept.is_empty() {
+            std::fs::File::open(&self.shared.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| QueueError::Io {
+                    path: self.shared.dir.clone(),
+                    source,
+                })?;
             self.tree
                 .apply_batch(unwritten)
                 .map_err(|e| self.shared.db_err(e))?;
         }
         Ok(())
     }
+}
+
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// A queue's incarnation nonce: random (std's per-process random hasher keys), mixed with

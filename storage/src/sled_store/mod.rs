@@ -151,6 +151,15 @@ impl Shared {
         sled_err(&self.dir, &self.db_path, e)
     }
 
+    /// After an append's sled write failed, whatever the error: sled may have applied part
+    /// of the batch, so no append may take its seqs again before a reopen has looked at
+    /// what is there (I/O errors and panics poison already; this covers the rest).
+    pub(crate) fn poison_after_failed_append(&self, error: &QueueError) {
+        self.committer.poison(format!(
+            "an append failed inside sled and may be partly applied: {error}"
+        ));
+    }
+
     /// Runs a sled call, turning a panic inside sled into an error (see `unwind_guard`).
     pub(crate) fn sled_call<T>(
         &self,
@@ -884,12 +893,22 @@ thread_local! {
     /// Test hook: the next append on this thread panics inside its sled write, as sled
     /// itself can on a damaged tree.
     pub(crate) static PANIC_IN_NEXT_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Test hook: the next append on this thread gets an error (not I/O) from its sled
+    /// write, as sled can report a corrupt tree.
+    pub(crate) static ERROR_IN_NEXT_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Where tests make an append's sled write panic (nothing outside tests).
-fn write_fault_point() {
+/// Where tests make an append's sled write panic or fail (nothing outside tests).
+fn write_fault_point() -> sled::Result<()> {
     #[cfg(test)]
     if PANIC_IN_NEXT_WRITE.with(|f| f.replace(false)) {
         panic!("injected panic inside the sled write");
     }
+    #[cfg(test)]
+    if ERROR_IN_NEXT_WRITE.with(|f| f.replace(false)) {
+        return Err(sled::Error::ReportableBug(
+            "injected error inside the sled write".into(),
+        ));
+    }
+    Ok(())
 }

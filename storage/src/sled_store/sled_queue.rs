@@ -492,10 +492,11 @@ impl Queue for SledQueue {
         let mut batch = sled::Batch::default();
         let staged = self.stage(&mut self.lock(), planned, &mut batch, now_ms())?;
         let written = self.shared.sled_call("an append", || {
-            super::write_fault_point();
+            super::write_fault_point()?;
             self.tree.apply_batch(batch)
         });
         if let Err(e) = written {
+            self.shared.poison_after_failed_append(&e);
             self.unstage(&mut self.lock(), &staged);
             return Err(e);
         }

@@ -65,8 +65,10 @@ fn a_panic_inside_the_sled_write_undoes_the_staging() {
             .append_group(&[("q", records)], Some((b"m", b"1")))
             .map(|ranges| ranges[0].clone())
     };
-    panic_inside_the_write_of(single);
-    panic_inside_the_write_of(group);
+    for panics in [true, false] {
+        fault_inside_the_write_of(single, panics);
+        fault_inside_the_write_of(group, panics);
+    }
     poisoned_while_waiting_for_the_lock(single);
     poisoned_while_waiting_for_the_lock(group);
 }
@@ -99,8 +101,11 @@ fn poisoned_while_waiting_for_the_lock(
     assert!(store.marker(b"m").unwrap().is_none());
 }
 
-fn panic_inside_the_write_of(
+/// A panic (`panics`) or an error other than I/O inside an append's sled write: either
+/// way sled may have applied part of the batch, so the store must be poisoned.
+fn fault_inside_the_write_of(
     append: impl Fn(&SledStore, &[&[u8]]) -> Result<std::ops::Range<u64>, QueueError>,
+    panics: bool,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let recs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
@@ -110,16 +115,23 @@ fn panic_inside_the_write_of(
         let q = store.queue("q").unwrap();
         assert_eq!(q.append(&refs).unwrap(), 0..10);
 
-        super::PANIC_IN_NEXT_WRITE.with(|f| f.set(true));
+        let hook = if panics {
+            &super::PANIC_IN_NEXT_WRITE
+        } else {
+            &super::ERROR_IN_NEXT_WRITE
+        };
+        hook.with(|f| f.set(true));
         let failed = append(&store, &refs[..5]);
-        assert!(
-            !super::PANIC_IN_NEXT_WRITE.with(|f| f.get()),
-            "the write ran"
-        );
+        assert!(!hook.with(|f| f.get()), "the write ran");
         match &failed {
-            Err(QueueError::Corrupt { detail, .. }) => assert!(
+            Err(QueueError::Corrupt { detail, .. }) if panics => assert!(
                 detail.contains("(injected panic inside the sled write)"),
                 "{detail}"
+            ),
+            Err(e) if !panics => assert!(
+                e.to_string()
+                    .contains("injected error inside the sled write"),
+                "{e}"
             ),
             other => panic!("{other:?}"),
         }
@@ -146,10 +158,10 @@ fn panic_inside_the_write_of(
 }
 
 /// A payload left without its metadata past the queue's durable tip (a group write sled
-/// applied in part before it panicked) is removed when the queue is next opened; the
-/// queue itself is unchanged.
+/// applied in part before it failed) is moved out of sled into a file when the queue is
+/// next opened; the queue itself is unchanged.
 #[test]
-fn payloads_without_metadata_past_the_last_chunk_are_removed_at_open() {
+fn payloads_without_metadata_past_the_last_chunk_are_moved_out_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let recs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
     let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
@@ -170,6 +182,15 @@ fn payloads_without_metadata_past_the_last_chunk_are_removed_at_open() {
         assert_eq!(
             q.tree.get(codec::chunk_key(seq)).unwrap(),
             None,
+            "seq {seq}"
+        );
+        // Kept beside the store, in case it held something after all.
+        let kept = dir
+            .path()
+            .join(format!("orphan-{:016x}-{seq}.chunk", q.nonce));
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            b"orphan payload",
             "seq {seq}"
         );
     }
@@ -196,4 +217,36 @@ fn payloads_without_metadata_past_the_last_chunk_are_removed_at_open() {
     let q = store.queue("q").unwrap();
     assert!(q.tree.get(codec::chunk_key(40)).unwrap().is_some());
     assert_eq!(q.stats().len, 13);
+}
+
+/// A tip older than the data (the page cache lost the last `tips` write, say) leaves every
+/// chunk that has metadata alone, also past that tip: only payloads past the last chunk go.
+#[test]
+fn a_stale_tip_removes_nothing_that_has_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
+    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+    let tips = dir.path().join(super::tips::TIPS_FILE);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        assert_eq!(q.append(&refs).unwrap(), 0..10);
+        let stale = std::fs::read(&tips).unwrap();
+        assert_eq!(q.append(&refs).unwrap(), 10..20);
+        q.tree
+            .insert(codec::chunk_key(30), &b"orphan payload"[..])
+            .unwrap();
+        q.tree.flush().unwrap();
+        drop(q);
+        drop(store);
+        std::fs::write(&tips, stale).unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    assert_eq!(store.shared.tips.expected(q.nonce), Some(10));
+    assert!(q.tree.get(codec::chunk_key(10)).unwrap().is_some());
+    assert_eq!(q.tree.get(codec::chunk_key(30)).unwrap(), None);
+    let lease = q.lease(30, usize::MAX).unwrap().unwrap();
+    let seqs: Vec<u64> = lease.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>());
 }
