@@ -160,6 +160,10 @@ async fn a_batch_leased_ahead_is_given_back_when_the_destination_is_disabled() {
         .unwrap();
     let queue = engine.store().open_queue(&name).unwrap();
     // The delivered batch is acked while disabled, not held until the next lease.
+    let deadline = std::time::Instant::now() + WAIT;
+    while queue.stats().len != 450 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(queue.stats().len, 450);
     let head = queue.lease(1, usize::MAX).unwrap().expect("events queued");
     let first = String::from_utf8_lossy(&head.records[0].data).into_owned();
