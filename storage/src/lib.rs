@@ -19,7 +19,8 @@
 //!
 //! # On-disk layout
 //! A data directory holds `raxe.lock` (flock: one process per directory), the ack journal
-//! `acks-<generation, 16 hex digits>.log` (usually one file; see below), and sled's files:
+//! `acks-<generation, 16 hex digits>.log` (usually one file; see below), rarely
+//! `orphan-<queue nonce>-<seq>.chunk` files (see "What `append` promises"), and sled's files:
 //! `conf`, `db` (the log-structured data file), `blobs/` (log items above a quarter of
 //! sled's segment; chunks are sized so that even a whole leaf of them stays inline, with a
 //! 2 MiB segment), `snap.*`. In sled:

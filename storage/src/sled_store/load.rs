@@ -138,7 +138,7 @@ impl SledQueue {
                 ));
             }
         }
-        q.remove_unwritten_payloads(name, covered)?;
+        q.move_out_unwritten_payloads(name, covered)?;
         *q.lock() = st;
         Ok(q)
     }
@@ -152,13 +152,13 @@ impl SledQueue {
     /// synced, so they should hold no accepted record, but a store damaged in an unlucky
     /// way could also look like this, so the bytes are kept and the log says where. Without
     /// a tip from the last run nothing is touched (`raxe repair` may want it).
-    fn remove_unwritten_payloads(&self, name: &str, covered: Seq) -> Result<(), QueueError> {
+    fn move_out_unwritten_payloads(&self, name: &str, covered: Seq) -> Result<(), QueueError> {
         let Some(tip) = self.shared.tips.expected(self.nonce) else {
             return Ok(());
         };
         let from = covered.max(tip);
         let mut unwritten = sled::Batch::default();
-        let mut kept = Vec::new();
+        let mut moved = 0usize;
         for item in self
             .tree
             .range(codec::chunk_key(from)..=codec::chunk_key(Seq::MAX))
@@ -175,9 +175,9 @@ impl SledQueue {
             })?;
             tracing::warn!(queue = name, seq, file = %path.display(), "a chunk payload without metadata (left by a failed append) was moved out of the queue into a file");
             unwritten.remove(key);
-            kept.push(path);
+            moved += 1;
         }
-        if !kept.is_empty() {
+        if moved > 0 {
             std::fs::File::open(&self.shared.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|source| QueueError::Io {
