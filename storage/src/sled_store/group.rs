@@ -80,11 +80,10 @@ impl SledStore {
         }
         if failure.is_none() {
             // A sled panic here must not unwind past the staging: it is undone below.
-            let written = self.shared.unwind_guard("a group append", || {
+            let written = self.shared.write_append("a group append", || {
                 self.write_group(&queues, batches, markers)
             });
             if let Err(e) = written {
-                self.shared.poison_after_failed_append(&e);
                 failure = Some(e);
             }
         }
@@ -120,7 +119,6 @@ impl SledStore {
         mut batches: Vec<sled::Batch>,
         markers: &[(&[u8], &[u8])],
     ) -> Result<(), QueueError> {
-        super::write_fault_point().map_err(|e| self.shared.db_err(e))?;
         if queues.len() == 1 && markers.is_empty() {
             if let Some(b) = batches.pop() {
                 return queues[0]

@@ -8,7 +8,7 @@ use super::codec::{self, AckState};
 use super::commit::Level;
 use super::ranges::RangeSet;
 use super::sled_queue::{normalize_low, QState, SledQueue};
-use super::Shared;
+use super::{sync_path, Shared};
 use crate::error::QueueError;
 use crate::queue::Seq;
 
@@ -169,34 +169,23 @@ impl SledQueue {
                 .shared
                 .dir
                 .join(format!("orphan-{:016x}-{seq}.chunk", self.nonce));
-            write_synced(&path, &value).map_err(|source| QueueError::Io {
+            std::fs::write(&path, &value).map_err(|source| QueueError::Io {
                 path: path.clone(),
                 source,
             })?;
+            sync_path(&*self.shared.syncer, &path)?;
             tracing::warn!(queue = name, seq, file = %path.display(), "a chunk payload without metadata (left by a failed append) was moved out of the queue into a file");
             unwritten.remove(key);
             moved += 1;
         }
         if moved > 0 {
-            std::fs::File::open(&self.shared.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| QueueError::Io {
-                    path: self.shared.dir.clone(),
-                    source,
-                })?;
+            sync_path(&*self.shared.syncer, &self.shared.dir)?;
             self.tree
                 .apply_batch(unwritten)
                 .map_err(|e| self.shared.db_err(e))?;
         }
         Ok(())
     }
-}
-
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// A queue's incarnation nonce: random (std's per-process random hasher keys), mixed with

@@ -151,13 +151,24 @@ impl Shared {
         sled_err(&self.dir, &self.db_path, e)
     }
 
-    /// After an append's sled write failed, whatever the error: sled may have applied part
-    /// of the batch, so no append may take its seqs again before a reopen has looked at
-    /// what is there (I/O errors and panics poison already; this covers the rest).
-    pub(crate) fn poison_after_failed_append(&self, error: &QueueError) {
-        self.committer.poison(format!(
-            "an append failed inside sled and may be partly applied: {error}"
-        ));
+    /// Runs an append's sled write (see `unwind_guard` for panics). Any failure poisons
+    /// the store: sled may have applied part of the batch, so no append may take its seqs
+    /// again before a reopen has looked at what is there.
+    pub(crate) fn write_append(
+        &self,
+        what: &str,
+        write: impl FnOnce() -> Result<(), QueueError>,
+    ) -> Result<(), QueueError> {
+        let written = self.unwind_guard(what, || {
+            write_fault_point().map_err(|e| self.db_err(e))?;
+            write()
+        });
+        if let Err(e) = &written {
+            self.committer.poison(format!(
+                "{what} failed inside sled and may be partly applied: {e}"
+            ));
+        }
+        written
     }
 
     /// Runs a sled call, turning a panic inside sled into an error (see `unwind_guard`).

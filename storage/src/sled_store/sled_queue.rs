@@ -491,12 +491,12 @@ impl Queue for SledQueue {
         self.shared.check_not_poisoned()?;
         let mut batch = sled::Batch::default();
         let staged = self.stage(&mut self.lock(), planned, &mut batch, now_ms())?;
-        let written = self.shared.sled_call("an append", || {
-            super::write_fault_point()?;
-            self.tree.apply_batch(batch)
+        let written = self.shared.write_append("an append", || {
+            self.tree
+                .apply_batch(batch)
+                .map_err(|e| self.shared.db_err(e))
         });
         if let Err(e) = written {
-            self.shared.poison_after_failed_append(&e);
             self.unstage(&mut self.lock(), &staged);
             return Err(e);
         }
