@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::ScanEvent;
+use crate::event::{json_string, Rfc3339Ms, ScanEvent};
 
 /// Azure truncates field values beyond 32 KB.
 pub const MAX_FIELD_BYTES: usize = 32 * 1024;
@@ -47,7 +47,7 @@ pub fn write_record_as(event: &ScanEvent, time_field: &str, reserved: &[&str], o
         reserved,
     };
     r.out.push(b'{');
-    r.string(time_field, &event.timestamp_rfc3339());
+    r.string(time_field, Rfc3339Ms::new(event.timestamp_ms).as_str());
     r.string("EventId", &event.event_id);
     r.string("EventType", &event.event_type);
     r.scalar("ThreatDetected", event.threat_detected);
@@ -140,19 +140,19 @@ impl<'a> Record<'a> {
         if !self.names.is_empty() {
             self.out.push(b',');
         }
-        write_json(self.out, &*name);
+        json_string(&name, self.out);
         self.out.push(b':');
         self.names.push(name);
     }
 
     /// A string column, cut to [`MAX_FIELD_BYTES`].
-    fn string(&mut self, name: &'a str, value: &str) {
+    fn string(&mut self, name: impl Into<Cow<'a, str>>, value: &str) {
         self.name(name.into());
-        write_json(self.out, cut(value));
+        json_string(cut(value), self.out);
     }
 
     /// A number or boolean column.
-    fn scalar(&mut self, name: &'a str, value: impl Serialize) {
+    fn scalar(&mut self, name: impl Into<Cow<'a, str>>, value: impl Serialize) {
         self.name(name.into());
         write_json(self.out, &value);
     }
@@ -161,14 +161,8 @@ impl<'a> Record<'a> {
     fn value(&mut self, name: Cow<'a, str>, value: &Value) {
         match value {
             Value::Array(_) | Value::Object(_) => self.structured(name, value),
-            Value::String(s) => {
-                self.name(name);
-                write_json(self.out, cut(s));
-            }
-            scalar => {
-                self.name(name);
-                write_json(self.out, scalar);
-            }
+            Value::String(s) => self.string(name, s),
+            scalar => self.scalar(name, scalar),
         }
     }
 
@@ -180,7 +174,7 @@ impl<'a> Record<'a> {
         write_json(self.out, value);
         if self.out.len() - start > MAX_FIELD_BYTES {
             let text = String::from_utf8(self.out.split_off(start)).expect("JSON is UTF-8");
-            write_json(self.out, cut(&text));
+            json_string(cut(&text), self.out);
         }
     }
 }
