@@ -19,20 +19,12 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::{Cli, Command, CustomerCommand, GlobalCommand, LogFormat, ServeArgs};
+use crate::args::{Cli, Command, CustomerCommand, GlobalCommand, LogFormat};
 use crate::data_dir::DataDir;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    if let Command::Serve(ServeArgs {
-        storage_threads: Some(threads),
-        ..
-    }) = &cli.command
-    {
-        // Nothing has used the pool yet, so this cannot fail.
-        let _ = raxe_engine::storage_pool::set_limit(usize::from(*threads));
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -60,6 +60,10 @@ impl Signals {
 }
 
 pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
+    if let Some(threads) = args.storage_threads {
+        // Nothing has used the pool yet, so this cannot fail.
+        let _ = raxe_engine::storage_pool::set_limit(usize::from(threads));
+    }
     let mut host = match Host::open(data.clone()) {
         Ok(host) => Arc::new(host),
         Err(OpenError::InUse(msg)) => bail!("{msg}; is `raxe serve` already running?"),

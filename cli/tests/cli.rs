@@ -287,6 +287,13 @@ fn spawn_serve_with(data: &Path, extra: &[&str]) -> Child {
         .expect("spawn raxe serve")
 }
 
+/// SIGTERM to `raxe serve` (a clean stop), and its exit status.
+fn terminate(serve: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    serve.wait().unwrap()
+}
+
 fn write_spool_file(spool: &Path, name: &str, lines: &[String]) {
     let tmp = spool.join(format!("{name}.tmp"));
     fs::write(&tmp, lines.join("\n") + "\n").unwrap();
@@ -345,9 +352,7 @@ async fn serve_takes_spool_files_and_rejects_bad_lines() {
     assert!(hec.wait_for(301, Duration::from_secs(20)).await);
     let out = raxe_async(data, &["stats", "--json"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let status = serve.wait().unwrap();
+    let status = terminate(&mut serve);
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
 }
 
@@ -422,9 +427,7 @@ async fn serve_with_two_storage_threads_delivers_to_twenty_destinations() {
         hec.accepted().into_iter().collect::<HashSet<_>>().len() >= total
     })
     .await;
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let status = serve.wait().unwrap();
+    let status = terminate(&mut serve);
     let ids: HashSet<String> = hec.accepted().into_iter().collect();
     assert!(delivered, "{} of {total} delivered", ids.len());
     for n in 0..total {
@@ -532,9 +535,7 @@ async fn a_spool_file_of_bad_lines_is_rejected_in_steps() {
             .exists())
         .await
     );
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    assert!(serve.wait().unwrap().success());
+    assert!(terminate(&mut serve).success());
     let rejected = fs::read_to_string(spool.join("rejected/bad.jsonl.rejected")).unwrap();
     let mut raws: Vec<String> = rejected
         .lines()
@@ -644,9 +645,7 @@ async fn dead_letters_and_drop_queue_while_serve_runs() {
         "{}",
         text(&out)
     );
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    assert!(serve.wait().unwrap().success());
+    assert!(terminate(&mut serve).success());
     assert!(!data.join("control.sock").exists(), "socket left behind");
 
     // Configured again, the destination starts from an empty queue: nothing was kept.
@@ -797,7 +796,5 @@ async fn metrics_match_the_receiver_and_health_reports_auth_failure() {
         "{text}"
     );
     assert!(!text.contains(TOKEN));
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    assert!(serve.wait().unwrap().success());
+    assert!(terminate(&mut serve).success());
 }
