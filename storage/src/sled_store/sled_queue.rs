@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::chunk::{self, DecodedChunk};
-use super::codec::{self, AckState, ChunkMeta};
+use super::codec::{self, ChunkMeta};
 use super::commit::Level;
-use super::journal::Recorded;
 use super::ranges::RangeSet;
 use super::Shared;
 use crate::error::QueueError;
@@ -29,8 +28,8 @@ pub(super) struct Pending {
 }
 
 pub(super) struct LeaseInfo {
-    ranges: Vec<Range<Seq>>,
-    count: u64,
+    pub(super) ranges: Vec<Range<Seq>>,
+    pub(super) count: u64,
     pub(super) bytes: u64,
 }
 
@@ -189,7 +188,7 @@ impl SledQueue {
         st.bytes = 0;
     }
 
-    fn check_live(&self, st: &QState) -> Result<(), QueueError> {
+    pub(super) fn check_live(&self, st: &QState) -> Result<(), QueueError> {
         if st.dropped {
             return Err(QueueError::Dropped {
                 queue: self.name.clone(),
@@ -424,7 +423,7 @@ impl SledQueue {
         id
     }
 
-    fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
+    pub(super) fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
         self.shared.commit(ticket, level)
     }
 
@@ -555,89 +554,7 @@ impl Queue for SledQueue {
     }
 
     fn ack(&self, lease: Lease) -> Result<(), QueueError> {
-        let mut st = self.lock();
-        self.check_live(&st)?;
-        let info = st
-            .leases
-            .remove(&lease.id)
-            .ok_or_else(|| QueueError::UnknownLease {
-                queue: self.name.clone(),
-                id: lease.id,
-            })?;
-        if info.count == 0 {
-            return Ok(());
-        }
-        st.len = st.len.saturating_sub(info.count);
-        st.bytes = st.bytes.saturating_sub(info.bytes);
-        for r in &info.ranges {
-            st.acked_above.insert(r.clone());
-        }
-        let mut dead: Vec<Seq> = Vec::new();
-        for r in &info.ranges {
-            let lead = st.chunks.range(..r.start).next_back().map(|(&f, _)| f);
-            let firsts: Vec<Seq> = lead
-                .into_iter()
-                .chain(st.chunks.range(r.start..r.end).map(|(&f, _)| f))
-                .collect();
-            for f in firsts {
-                let Some(m) = st.chunks.get(&f).copied() else {
-                    continue;
-                };
-                let span = f..m.end(f);
-                // Acked = below `acked_low` or inside one acked range above it.
-                let rest = span.start.max(st.acked_low)..span.end;
-                if rest.is_empty() || st.acked_above.contains_range(&rest) {
-                    st.chunks.remove(&f);
-                    dead.push(f);
-                    if st.cache.as_ref().is_some_and(|c| c.first == f) {
-                        st.cache = None;
-                    }
-                }
-            }
-        }
-        normalize_low(&mut st);
-        let state = AckState {
-            low: st.acked_low,
-            next: st.written_next(),
-            above: st.acked_above.iter().collect(),
-        };
-        let state = codec::encode_ack(&state);
-        // Plain writes, not a sled batch: sled writes out (pwrite + sync_file_range) its
-        // log buffer around every batch, which about doubled the time of an ack.
-        // The order makes every prefix of them (all sled can recover) safe: the ack state
-        // first, so a chunk is never gone while the persisted state says it is unacked (its
-        // seqs could be reused); then each dead chunk's payload, then its metadata (a
-        // payload without metadata would never be cleaned up; metadata without payload,
-        // fully acked, is removed at load).
-        let apply = || {
-            self.shared.sled_call("an ack", || {
-                self.tree.insert(codec::ACK_KEY, state)?;
-                for &f in &dead {
-                    self.tree.remove(codec::chunk_key(f))?;
-                    self.tree.remove(codec::meta_key(f))?;
-                }
-                Ok(())
-            })
-        };
-        // Journal first (one write(), in the page cache: survives kill -9), then apply to
-        // sled without waiting for its flush; reopen replays the journal. If the sled write
-        // fails the records stay acked in memory and the journal acks them after a restart.
-        let (recorded, applied) = self.shared.journal.record(self.nonce, &info.ranges, apply);
-        drop(st);
-        applied?;
-        match recorded {
-            Recorded::Journaled { rotate } => {
-                if rotate {
-                    self.shared.rotate_journal();
-                }
-                Ok(())
-            }
-            // No journal (a write to it failed): wait for sled's flush instead.
-            Recorded::NotJournaled => {
-                let ticket = self.shared.committer.ticket();
-                self.commit(ticket, Level::Flush)
-            }
-        }
+        self.ack_lease(lease)
     }
 
     fn release(&self, lease: Lease) {
