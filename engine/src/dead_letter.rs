@@ -62,6 +62,39 @@ mod tests {
         assert_eq!(DeadLetter::decode(&letter.encode()).unwrap(), letter);
         assert!(DeadLetter::decode(b"no header").is_err());
     }
+
+    #[test]
+    fn replay_stops_at_a_letter_that_does_not_decode_and_keeps_it() {
+        use raxe_storage::{QueueStore, SledStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let letter = |n: u8| DeadLetter {
+            header: DeadLetterHeader {
+                time_ms: 1,
+                destination: "d".into(),
+                reason: "HTTP 400".into(),
+            },
+            event: vec![b'e', n],
+        };
+        let dlq = store
+            .open_queue(&crate::queue_names::dead_letters("d"))
+            .unwrap();
+        let good = letter(1).encode();
+        let later = letter(2).encode();
+        dlq.append(&[&good[..], b"no header", &later[..]]).unwrap();
+        let err = ops::replay(&store, "d").unwrap_err().to_string();
+        assert!(
+            err.contains("unreadable dead letter") && err.contains("replayed 0 before it"),
+            "{err}"
+        );
+        // Nothing moved out of that lease, nothing lost: all three are still there.
+        assert_eq!(dlq.stats().len, 3);
+        let target = store
+            .open_queue(&crate::queue_names::destination("d"))
+            .unwrap();
+        assert_eq!(target.stats().len, 0);
+        assert_eq!(ops::purge(&store, "d").unwrap(), 3);
+    }
 }
 
 /// Operations on a destination's dead letters, straight on the store (the dead-letter
@@ -93,11 +126,15 @@ pub mod ops {
             .map(|r| DeadLetter::decode(&r.data))
             .collect();
         dlq.release(lease);
-        letters.map_err(|why| EngineError::Task(format!("dead letters of {id:?}: {why}")))
+        letters.map_err(|why| {
+            EngineError::UnreadableDeadLetter(format!("dead letters of {id:?}: {why}"))
+        })
     }
 
     /// Moves every dead letter back to the destination's queue (after the SIEM or the
     /// configuration was fixed). Durable in the queue before it leaves the dead letters.
+    /// A record that does not decode stops the replay with an error (as in [`list`]) and
+    /// stays, with the letters after it; `purge` removes them.
     pub fn replay(store: &dyn QueueStore, id: &str) -> Result<usize, EngineError> {
         let dlq = store.open_queue(&queue_names::dead_letters(id))?;
         let target = queue_names::destination(id);
@@ -108,11 +145,20 @@ pub mod ops {
                 break;
             };
             remaining = remaining.saturating_sub(lease.len() as u64);
-            let letters: Vec<DeadLetter> = lease
+            let letters: Result<Vec<DeadLetter>, String> = lease
                 .records
                 .iter()
-                .filter_map(|r| DeadLetter::decode(&r.data).ok())
+                .map(|r| DeadLetter::decode(&r.data))
                 .collect();
+            let letters = match letters {
+                Ok(letters) => letters,
+                Err(why) => {
+                    dlq.release(lease);
+                    return Err(EngineError::UnreadableDeadLetter(format!(
+                        "dead letters of {id:?}: {why} (replayed {moved} before it)"
+                    )));
+                }
+            };
             let events: Vec<&[u8]> = letters.iter().map(|l| l.event.as_slice()).collect();
             if let Err(e) = store.append_group(&[(target.as_str(), &events)], None) {
                 dlq.release(lease);

@@ -199,14 +199,18 @@ impl<'a> Delivery<'a> {
         if !undecodable.is_empty() {
             result = self.dead_letter(undecodable).await;
         }
-        if result.is_ok() {
-            result = self.deliver(0..self.events.len()).await;
-        }
-        let ack_upto = if result.is_ok() || self.settled == self.events.len() {
-            lease.len()
+        let ack_upto = if result.is_err() {
+            // The undecodable records are not in the dead-letter queue: nothing is settled.
+            0
         } else {
-            // Undecodable records before the first unsettled event were dead-lettered above.
-            self.positions[self.settled]
+            result = self.deliver(0..self.events.len()).await;
+            if result.is_ok() || self.settled == self.events.len() {
+                lease.len()
+            } else {
+                // Undecodable records before the first unsettled event were dead-lettered
+                // above.
+                self.positions[self.settled]
+            }
         };
         if let Some(previous) = self.previous_ack.take() {
             previous.finish().await;
@@ -587,13 +591,17 @@ async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> b
 /// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when
 /// the ack failed. Blocks on the queue: call it from the storage pool.
 fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
-    let (settled, rest) = queue.split_lease(lease, ack_upto);
-    if !rest.is_empty() {
+    // Settled whole, as a delivered batch is: nothing to split off.
+    let settled = if ack_upto >= lease.len() {
+        lease
+    } else {
+        let (settled, rest) = queue.split_lease(lease, ack_upto);
         queue.release(rest);
-    }
-    if settled.is_empty() {
-        return true;
-    }
+        if settled.is_empty() {
+            return true;
+        }
+        settled
+    };
     // Dropping `settled` after a failed ack leaves it leased; nothing is lost, and the
     // records come back after a restart.
     match queue.ack(settled) {

@@ -82,6 +82,22 @@ pub(crate) struct Destination {
     pub retired: AtomicBool,
     /// Leases accepted by the SIEM that wait for their indexer ack (Splunk `useACK`).
     pub acks: crate::indexer_ack::AckTracker,
+    /// This destination's tasks (workers, ack poller) still running; see [`Lane`].
+    pub lanes: watch::Sender<usize>,
+    /// The tasks of the destination this one replaced (over the same queue), if any. This
+    /// one's workers deliver only once those have stopped: one queue never has two
+    /// generations of workers, which could overtake a batch still in flight (order) and
+    /// hold a batch each (duplicates after a crash).
+    pub predecessor: Option<watch::Receiver<usize>>,
+}
+
+/// One running task of a destination, counted in its `lanes` until dropped.
+pub(crate) struct Lane(Arc<Destination>);
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.0.lanes.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Destination {
@@ -140,6 +156,25 @@ impl Destination {
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Counts a task about to be spawned for this destination, until the lane is dropped.
+    pub fn lane(self: &Arc<Self>) -> Lane {
+        self.lanes.send_modify(|n| *n += 1);
+        Lane(self.clone())
+    }
+
+    /// Waits until the tasks of the destination this one replaced have stopped; false
+    /// when the engine stops first.
+    pub async fn predecessor_stopped(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let Some(mut before) = self.predecessor.clone() else {
+            return true;
+        };
+        tokio::select! {
+            // An error means the predecessor itself is gone, and so are its tasks.
+            _ = before.wait_for(|running| *running == 0) => true,
+            _ = shutdown.wait_for(|stop| *stop) => false,
+        }
     }
 
     pub fn flushing(&self) -> bool {

@@ -57,6 +57,9 @@ pub struct SiemDispatcher {
     flush_now: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     running: Mutex<Option<Running>>,
+    /// The task counts of removed destinations whose tasks may still run, by id: a
+    /// destination added again under that id waits for them (see `Destination::predecessor`).
+    removed_lanes: Mutex<HashMap<DestinationId, watch::Receiver<usize>>>,
 }
 
 struct Running {
@@ -87,6 +90,7 @@ impl SiemDispatcher {
             flush_now: Arc::new(AtomicBool::new(false)),
             shutdown: watch::channel(false).0,
             running: Mutex::new(None),
+            removed_lanes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -149,6 +153,10 @@ impl SiemDispatcher {
         options: DestinationOptions,
     ) {
         let enabled = adapter.config().enabled;
+        let predecessor = match read(&self.destinations).get(id) {
+            Some(old) => Some(old.lanes.subscribe()),
+            None => lock(&self.removed_lanes).remove(id),
+        };
         let dest = Arc::new(Destination {
             id: id.to_string(),
             customer,
@@ -168,6 +176,8 @@ impl SiemDispatcher {
             flush_now: self.flush_now.clone(),
             retired: AtomicBool::new(false),
             acks: Default::default(),
+            lanes: watch::channel(0).0,
+            predecessor,
         });
         if let Some(old) = write(&self.destinations).insert(id.to_string(), dest.clone()) {
             old.retire();
@@ -190,6 +200,10 @@ impl SiemDispatcher {
             .ok_or_else(|| EngineError::UnknownDestination(id.to_string()))?;
         routes.remove(id);
         dest.retire();
+        let mut removed = lock(&self.removed_lanes);
+        removed.retain(|_, lanes| *lanes.borrow() > 0);
+        removed.insert(id.to_string(), dest.lanes.subscribe());
+        drop(removed);
         drop(dest);
         if policy == RemovePolicy::Drop {
             self.store.drop_queue(&queue_names::destination(id))?;
@@ -231,13 +245,21 @@ impl SiemDispatcher {
                 policy: self.policy,
                 shutdown: self.shutdown.subscribe(),
             };
-            running.tasks.push(running.handle.spawn(worker.run()));
+            let lane = dest.lane();
+            running.tasks.push(running.handle.spawn(async move {
+                let _lane = lane;
+                worker.run().await
+            }));
         }
         // One ack poller per destination; it sleeps without a timer unless a lease waits
         // for an indexer ack.
         let poller =
             crate::indexer_ack::run(dest.clone(), self.audit.clone(), self.shutdown.subscribe());
-        running.tasks.push(running.handle.spawn(poller));
+        let lane = dest.lane();
+        running.tasks.push(running.handle.spawn(async move {
+            let _lane = lane;
+            poller.await
+        }));
     }
 
     /// Routes one event; returns once it is durable in every matching queue.

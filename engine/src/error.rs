@@ -16,4 +16,7 @@ pub enum EngineError {
     NoRuntime,
     #[error("background task failed: {0}")]
     Task(String),
+    /// A record in a dead-letter queue that does not decode; it stays where it is.
+    #[error("unreadable dead letter: {0}")]
+    UnreadableDeadLetter(String),
 }

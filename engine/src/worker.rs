@@ -80,6 +80,9 @@ type PrefetchTask = StorageTask<Result<Option<Prefetched>, QueueError>>;
 
 impl Worker {
     pub async fn run(mut self) {
+        if !self.dest.predecessor_stopped(&mut self.shutdown).await {
+            return;
+        }
         let mut pending_ack: Option<DeferredAck> = None;
         self.deliver_until_stopped(&mut pending_ack).await;
         // The last batch's ack, so a clean shutdown does not send it again after a restart.
@@ -338,22 +341,31 @@ impl Worker {
         }
     }
 
-    /// Sleeps, but wakes early for shutdown or a new adapter (a fixed configuration).
+    /// Sleeps, but wakes early for shutdown, a new adapter (a fixed configuration) or the
+    /// destination's retirement.
     async fn pause(
         &mut self,
         delay: Duration,
         adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>,
     ) {
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = adapter_rx.changed() => {}
-            _ = self.shutdown.changed() => {}
+        let deadline = tokio::time::Instant::now() + delay;
+        // `retire` marks `enabled` changed, which a watch never misses.
+        let mut enabled_rx = self.dest.enabled.subscribe();
+        while !self.dest.is_retired() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = adapter_rx.changed() => return,
+                _ = self.shutdown.changed() => return,
+                _ = enabled_rx.changed() => {}
+            }
         }
     }
 
-    /// Waits for a configuration change, repeating the complaint every so often.
+    /// Waits for a configuration change (or shutdown, or retirement), repeating the
+    /// complaint every so often.
     async fn stopped(&mut self, adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>) {
-        loop {
+        let mut enabled_rx = self.dest.enabled.subscribe();
+        while !self.dest.is_retired() {
             tokio::select! {
                 _ = tokio::time::sleep(STOPPED_REMINDER) => {
                     let queued = self.dest.queue.stats().len;
@@ -361,6 +373,7 @@ impl Worker {
                 }
                 _ = adapter_rx.changed() => return,
                 _ = self.shutdown.changed() => return,
+                _ = enabled_rx.changed() => {}
             }
         }
     }

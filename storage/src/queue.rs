@@ -72,7 +72,7 @@ pub trait Queue: Send + Sync {
     fn lease(&self, max_records: usize, max_bytes: usize) -> Result<Option<Lease>, QueueError>;
 
     /// Splits a lease after its first `at` records, so the parts can be acked or released
-    /// separately.
+    /// separately. An empty part holds nothing: acking, releasing or dropping it is the same.
     fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease);
 
     /// Removes the lease's records for good.

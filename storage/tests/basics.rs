@@ -87,3 +87,55 @@ fn group_append_through_the_trait_object() {
     assert!(!store.remove_marker(b"k").unwrap());
     assert_eq!(store.open_queue("y").unwrap().stats().len, 2);
 }
+
+#[test]
+fn marker_keys_lists_one_prefix_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let one: Vec<&[u8]> = vec![b"1"];
+        for key in [&b"spool:b"[..], b"spool:a", b"dead:x", b"spoolx"] {
+            store
+                .append_group(&[("q", &one)], Some((key, b"v")))
+                .unwrap();
+        }
+        assert_eq!(
+            store.marker_keys(b"spool:").unwrap(),
+            vec![b"spool:a".to_vec(), b"spool:b".to_vec()]
+        );
+        assert!(store.remove_marker(b"spool:a").unwrap());
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.marker_keys(b"spool:").unwrap(),
+        vec![b"spool:b".to_vec()]
+    );
+    assert_eq!(store.marker_keys(b"").unwrap().len(), 3);
+}
+
+#[test]
+fn splitting_a_lease_at_either_end_leaves_no_lease_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    let recs: Vec<Vec<u8>> = (0..600u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+    q.append(&refs).unwrap();
+    for round in 0..6 {
+        let lease = q.lease(100, usize::MAX).unwrap().unwrap();
+        // Acked whole (how a delivered batch ends), or given back whole.
+        let at = if round % 2 == 0 { lease.len() } else { 0 };
+        let (settled, rest) = q.split_lease(lease, at);
+        q.ack(settled).unwrap();
+        if round % 2 == 0 {
+            q.release(rest);
+        } else {
+            // The records go back to the head: lease them again and ack them.
+            q.release(rest);
+            let again = q.lease(100, usize::MAX).unwrap().unwrap();
+            q.ack(again).unwrap();
+        }
+        assert_eq!(q.leases_outstanding(), 0, "round {round}");
+    }
+    assert_eq!(q.stats().len, 0);
+}

@@ -512,3 +512,114 @@ async fn a_clean_shutdown_settles_every_ack_so_a_restart_sends_nothing_twice() {
     assert_eq!(hec.accepted_count(), 1_050, "nothing sent twice");
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A record that does not decode is settled only by its dead letter: while the dead-letter
+/// queue refuses it (full), the record stays queued; once there is room it is moved there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_stays_queued_until_it_can_be_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecReceiver::start("t").await;
+    let garbage: &[u8] = b"not a queue record";
+    {
+        // Room for the record (18 bytes), none for its dead letter (header + record).
+        let capped = raxe_storage::StoreOptions {
+            max_queue_bytes: Some(40),
+            ..Default::default()
+        };
+        let engine = Engine::open_with(dir.path(), capped);
+        engine.add("d", &hec, "t", None);
+        let queue = engine
+            .store()
+            .open_queue(&raxe_engine::queue_names::destination("d"))
+            .unwrap();
+        queue.append(&[garbage]).unwrap();
+        engine.dispatcher.start().unwrap();
+        let refused = wait_until(WAIT, || {
+            matches!(
+                engine.dispatcher.state("d"),
+                Ok(DestinationState::Degraded(reason)) if reason.contains("dead-letter")
+            )
+        })
+        .await;
+        assert!(refused, "state: {:?}", engine.dispatcher.state("d"));
+        // Let the worker try again a few times.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(queue.stats().len, 1, "acked without its dead letter");
+    }
+    let engine = Engine::open(dir.path());
+    engine.add("d", &hec, "t", None);
+    engine.dispatcher.start().unwrap();
+    assert!(engine.dispatcher.drain(WAIT).await);
+    let letters = raxe_engine::dead_letter::ops::list(engine.store(), "d", 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event, garbage);
+    assert!(
+        letters[0].header.reason.contains("undecodable"),
+        "{}",
+        letters[0].header.reason
+    );
+    assert_eq!(hec.accepted_count(), 0);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+/// New options for a destination give it new workers over the same queue; they start only
+/// once the old ones have stopped, so a batch still in flight is never overtaken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_workers_of_a_replaced_destination_wait_for_the_old_ones() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("t").await;
+    hec.push_fault(Fault::Slow(Duration::from_millis(1500)));
+    engine.add_with("d", &hec, "t", None, |c| c.batch_size = 50);
+    let batch = events("m", "c", 0..300);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    // The first batch is at the SIEM, held for a while; the worker has leased the next.
+    assert!(wait_until(WAIT, || hec.requests() >= 1).await);
+    let mut config = splunk_config(&hec.url(), "t");
+    config.batch_size = 50;
+    let adapter = raxe_adapters::create_siem_adapter(config).unwrap();
+    let options = raxe_engine::DestinationOptions {
+        max_batch_bytes: 500_000,
+        ..Default::default()
+    };
+    engine
+        .dispatcher
+        .register_destination("d", adapter.into(), None, options)
+        .unwrap();
+    assert!(
+        hec.wait_for(300, WAIT).await,
+        "got {}",
+        hec.accepted_count()
+    );
+    let expected: Vec<String> = batch.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(hec.accepted(), expected, "arrival order");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A destination stopped for a bad token, then removed (queue kept) and added back with
+/// the right one: the old worker leaves its wait for a new configuration when retired, so
+/// the new one (which waits for it) delivers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_removed_while_stopped_and_added_back_delivers() {
+    let engine = Engine::new();
+    let hec = HecReceiver::start("right").await;
+    engine.add("d", &hec, "wrong", None);
+    engine.dispatcher.start().unwrap();
+    let batch = events("m", "c", 0..120);
+    engine.dispatch(batch.clone()).await;
+    let stopped = wait_until(WAIT, || engine.dispatcher.state("d").unwrap().is_stopped()).await;
+    assert!(stopped, "state: {:?}", engine.dispatcher.state("d"));
+    engine
+        .dispatcher
+        .remove_destination("d", RemovePolicy::Keep)
+        .unwrap();
+    engine.add("d", &hec, "right", None);
+    assert!(
+        hec.wait_for(120, WAIT).await,
+        "got {}",
+        hec.accepted_count()
+    );
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}

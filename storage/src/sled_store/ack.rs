@@ -14,13 +14,17 @@ impl SledQueue {
     pub(super) fn ack_lease(&self, lease: Lease) -> Result<(), QueueError> {
         let mut st = self.lock();
         self.check_live(&st)?;
-        let info = st
-            .leases
-            .remove(&lease.id)
-            .ok_or_else(|| QueueError::UnknownLease {
-                queue: self.name.clone(),
-                id: lease.id,
-            })?;
+        let info = match st.leases.remove(&lease.id) {
+            Some(info) => info,
+            // The empty part of a split: never registered, nothing to ack.
+            None if lease.records.is_empty() => return Ok(()),
+            None => {
+                return Err(QueueError::UnknownLease {
+                    queue: self.name.clone(),
+                    id: lease.id,
+                })
+            }
+        };
         if info.count == 0 {
             return Ok(());
         }

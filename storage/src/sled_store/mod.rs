@@ -433,6 +433,16 @@ impl SledStore {
             .map(|v| v.to_vec()))
     }
 
+    /// The keys of every marker that starts with `prefix`, in key order.
+    pub fn marker_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, QueueError> {
+        self.shared
+            .markers
+            .scan_prefix(prefix)
+            .keys()
+            .map(|key| key.map(|k| k.to_vec()).map_err(|e| self.shared.db_err(e)))
+            .collect()
+    }
+
     /// Removes a marker; returns whether it existed. Durable against a process crash on
     /// return (not fdatasynced: after a power loss the marker may come back).
     pub fn remove_marker(&self, key: &[u8]) -> Result<bool, QueueError> {

@@ -12,7 +12,7 @@ use raxe_adapters::event::ScanEvent;
 use raxe_engine::{
     AuditLog, BackoffPolicy, CustomerKey, DestinationOptions, DispatchReport, SiemDispatcher,
 };
-use raxe_storage::{QueueStore, SledStore};
+use raxe_storage::{QueueStore, SledStore, StoreOptions};
 use raxe_tests::hec::HecReceiver;
 
 pub struct Engine {
@@ -40,9 +40,14 @@ impl Engine {
 
     /// Opens a store in `dir`, waiting for a previous engine in this process to let go.
     pub fn open(dir: &Path) -> Engine {
+        Engine::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`Engine::open`] with store options (a queue byte cap, say).
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Engine {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let store = loop {
-            match SledStore::open(dir.join("queues")) {
+            match SledStore::open_with(dir.join("queues"), options.clone()) {
                 Ok(store) => break store,
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;
