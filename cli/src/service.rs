@@ -24,7 +24,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::args::ServeArgs;
 use crate::control::{self, ControlServer, HostSlot};
-use crate::data_dir::{create_private_dir, DataDir};
+use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
 use crate::metrics_server::MetricsServer;
 use crate::spool;
@@ -69,10 +69,10 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
         Err(OpenError::InUse(msg)) => bail!("{msg}; is `raxe serve` already running?"),
         Err(OpenError::Other(e)) => return Err(e),
     };
-    let spool_dir = args.spool.clone().unwrap_or_else(|| data.spool_dir());
-    let rejected_dir = spool_dir.join("rejected");
-    create_private_dir(&rejected_dir)
-        .with_context(|| format!("cannot create {}", rejected_dir.display()))?;
+    let spool = Arc::new(spool::Spool::open(
+        args.spool.clone().unwrap_or_else(|| data.spool_dir()),
+    )?);
+    sweep_spool_markers(&host, &spool);
     host.dispatcher.start()?;
     let slot: HostSlot = Arc::new(RwLock::new(Some(host.clone())));
     let _control = match ControlServer::start(&data, slot.clone()) {
@@ -94,7 +94,7 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
     let mut registered = registered_ids(&host);
     tracing::info!(
         data_dir = %data.root().display(),
-        spool = %spool_dir.display(),
+        spool = %spool.dir().display(),
         destinations = registered.len(),
         "raxe serve started"
     );
@@ -119,14 +119,17 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
                     tracing::info!("configuration changed: reloading destinations");
                     reload(&host, &mut registered);
                 }
-                let intake = host.clone();
-                let (dir, rejected) = (spool_dir.clone(), rejected_dir.clone());
-                let _ = raxe_engine::storage_pool::spawn(move || ingest_spool(&intake, &dir, &rejected)).await;
+                let (intake, intake_spool) = (host.clone(), spool.clone());
+                let _ = raxe_engine::storage_pool::spawn(move || {
+                    intake_spool.ingest_pending(&intake.dispatcher, &intake.store)
+                })
+                .await;
                 if let Err(failure) = host.store.health() {
                     control::replace(&slot, None);
                     match reopen(host, &data, failure.to_string(), &mut signals).await {
                         Some(fresh) => {
                             host = fresh;
+                            sweep_spool_markers(&host, &spool);
                             control::replace(&slot, Some(host.clone()));
                             registered = registered_ids(&host);
                             fingerprint = host.configs.fingerprint();
@@ -267,33 +270,14 @@ fn probe_write(dir: &Path) -> Result<()> {
     })
 }
 
-/// Ingests every complete spool file. A file that fails stays in the spool and is retried
-/// on the next poll (a full queue, say): nothing is lost.
-fn ingest_spool(host: &Host, spool_dir: &Path, rejected_dir: &Path) {
-    let files = match spool::pending_files(spool_dir) {
-        Ok(files) => files,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "cannot read the spool");
-            return;
-        }
-    };
-    for file in files {
-        match spool::ingest_file(&file, &host.dispatcher, &host.store, rejected_dir) {
-            Ok(report) => {
-                let metrics = host.dispatcher.audit().metrics();
-                metrics.intake(report.accepted, report.rejected);
-                tracing::info!(
-                file = %file.display(),
-                accepted = report.accepted,
-                rejected = report.rejected,
-                unrouted = report.unrouted,
-                "spool file ingested"
-                )
-            }
-            Err(e) => {
-                tracing::error!(file = %file.display(), error = %format!("{e:#}"), "spool file not ingested; will retry");
-                return;
-            }
-        }
+/// See [`spool::sweep_markers`]; a failure only leaves stale markers for the next start.
+fn sweep_spool_markers(host: &Host, spool: &spool::Spool) {
+    match spool::sweep_markers(&host.store, spool.dir()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            markers = n,
+            "removed progress markers of spool files that are gone"
+        ),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot sweep spool progress markers"),
     }
 }

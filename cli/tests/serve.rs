@@ -23,6 +23,8 @@ async fn serve_takes_spool_files_and_rejects_bad_lines() {
     let spool = data.join("spool");
     let mut lines: Vec<String> = (0..300).map(|n| event_line(n, "acme")).collect();
     lines.insert(10, "{\"customer_id\":\"\"}".into());
+    // Over 1 MiB, of which only blanks fit in what is kept of a line: still rejected.
+    lines.insert(20, " ".repeat((1 << 20) + 10) + "{}");
     write_spool_file(&spool, "batch-1.jsonl", &lines);
     // A file still being written (.tmp) and a dot-file are left alone.
     fs::write(spool.join("partial.jsonl.tmp"), event_line(9999, "acme")).unwrap();
@@ -43,6 +45,11 @@ async fn serve_takes_spool_files_and_rejects_bad_lines() {
         rejected.contains("\"line\":11") && rejected.contains("customer_id"),
         "{rejected}"
     );
+    assert!(
+        rejected.contains("\"line\":21") && rejected.contains("over 1 MiB"),
+        "{rejected}"
+    );
+    assert_eq!(rejected.lines().count(), 2, "{rejected}");
     assert!(spool.join("partial.jsonl.tmp").exists());
     let ids: HashSet<String> = hec.accepted().into_iter().collect();
     assert!(!ids.contains("evt-9999") && !ids.contains("evt-9998"));
@@ -471,5 +478,66 @@ async fn metrics_match_the_receiver_and_health_reports_auth_failure() {
         "{text}"
     );
     assert!(!text.contains(TOKEN));
+    assert!(terminate(&mut serve).success());
+}
+
+/// A spool file that cannot be ingested (here its rejects file cannot be written) waits in
+/// `spool/ingesting/` and is tried again, without holding up the files after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_keeps_failing_does_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = data.join("spool");
+    // A directory where the first file's rejects would go.
+    let blocker = spool.join("rejected/a-bad.jsonl.rejected");
+    fs::create_dir_all(&blocker).unwrap();
+    let mut bad: Vec<String> = (0..5).map(|n| event_line(n, "acme")).collect();
+    bad.push("not json".into());
+    write_spool_file(&spool, "a-bad.jsonl", &bad);
+    std::thread::sleep(Duration::from_millis(20));
+    let good: Vec<String> = (100..110).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&spool, "b-good.jsonl", &good);
+    let mut serve = spawn_serve(data);
+    assert!(hec.wait_for(10, Duration::from_secs(20)).await);
+    let ids: HashSet<String> = hec.accepted().into_iter().collect();
+    assert!(ids.contains("evt-100") && !ids.contains("evt-0"), "{ids:?}");
+    let waiting = spool.join("ingesting/a-bad.jsonl");
+    assert!(waiting.exists(), "the failing file waits in ingesting/");
+    // Once its rejects can be written, it goes through.
+    fs::remove_dir(&blocker).unwrap();
+    assert!(hec.wait_for(15, Duration::from_secs(20)).await);
+    assert!(wait_for(Duration::from_secs(5), || !waiting.exists()).await);
+    let rejected = fs::read_to_string(&blocker).unwrap();
+    assert!(rejected.contains("\"line\":6"), "{rejected}");
+    assert_eq!(hec.accepted_count(), 15);
+    assert!(terminate(&mut serve).success());
+}
+
+/// A file a crash left in `spool/ingesting/` is taken first; a new file of the same name
+/// in the spool waits until it is done (a claim never replaces a file), then follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_file_is_finished_before_a_new_one_of_the_same_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = data.join("spool");
+    fs::create_dir_all(spool.join("ingesting")).unwrap();
+    let first: Vec<String> = (0..10).map(|n| event_line(n, "acme")).collect();
+    let second: Vec<String> = (10..20).map(|n| event_line(n, "acme")).collect();
+    fs::write(spool.join("ingesting/x.jsonl"), first.join("\n") + "\n").unwrap();
+    write_spool_file(&spool, "x.jsonl", &second);
+    let mut serve = spawn_serve(data);
+    assert!(hec.wait_for(20, Duration::from_secs(20)).await);
+    let expected: Vec<String> = (0..20).map(|n| format!("evt-{n}")).collect();
+    assert_eq!(hec.accepted(), expected);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            !spool.join("x.jsonl").exists() && !spool.join("ingesting/x.jsonl").exists()
+        })
+        .await
+    );
     assert!(terminate(&mut serve).success());
 }

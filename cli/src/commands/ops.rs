@@ -53,7 +53,8 @@ fn for_each_line(
         }
         line_no += 1;
         let text = line.trim_ascii();
-        if text.is_empty() {
+        // A line over the limit is rejected even if all that was kept of it is blanks.
+        if text.is_empty() && !too_long {
             continue;
         }
         let parsed = if too_long {
