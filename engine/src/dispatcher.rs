@@ -67,6 +67,21 @@ struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl Running {
+    /// Spawns one of `dest`'s tasks, counted in its lanes while it runs.
+    fn spawn_lane(
+        &mut self,
+        dest: &Arc<Destination>,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let lane = dest.lane();
+        self.tasks.push(self.handle.spawn(async move {
+            let _lane = lane;
+            task.await
+        }));
+    }
+}
+
 impl SiemDispatcher {
     pub fn new(store: Arc<dyn QueueStore>, audit: Arc<AuditLog>) -> Result<Self, EngineError> {
         Self::with_policy(store, audit, BackoffPolicy::default())
@@ -245,21 +260,13 @@ impl SiemDispatcher {
                 policy: self.policy,
                 shutdown: self.shutdown.subscribe(),
             };
-            let lane = dest.lane();
-            running.tasks.push(running.handle.spawn(async move {
-                let _lane = lane;
-                worker.run().await
-            }));
+            running.spawn_lane(dest, worker.run());
         }
         // One ack poller per destination; it sleeps without a timer unless a lease waits
         // for an indexer ack.
         let poller =
             crate::indexer_ack::run(dest.clone(), self.audit.clone(), self.shutdown.subscribe());
-        let lane = dest.lane();
-        running.tasks.push(running.handle.spawn(async move {
-            let _lane = lane;
-            poller.await
-        }));
+        running.spawn_lane(dest, poller);
     }
 
     /// Routes one event; returns once it is durable in every matching queue.
