@@ -77,8 +77,10 @@ impl Backoff {
     fn pick(&self, base: Duration, retry_after: Option<Duration>) -> Duration {
         match retry_after {
             // The peer named its price: wait exactly that (bounded), no jitter below it.
-            Some(after) => after.min(self.policy.retry_after_max),
-            None => full_jitter(base),
+            Some(after) if after >= self.policy.initial => after.min(self.policy.retry_after_max),
+            // `Retry-After: 0`, or a date already past (clocks apart): our own schedule, or a
+            // peer that says so would be retried at once, forever.
+            _ => full_jitter(base),
         }
     }
 }
@@ -125,6 +127,18 @@ mod tests {
             backoff.next_degraded(Some(Duration::from_secs(86_400))),
             Duration::from_secs(600)
         );
+    }
+
+    #[test]
+    fn a_zero_retry_after_falls_back_to_the_schedule() {
+        let policy = BackoffPolicy::default();
+        let mut backoff = Backoff::new(policy);
+        let waited: Duration = (0..20)
+            .map(|_| backoff.next_degraded(Some(Duration::ZERO)))
+            .sum();
+        // 20 degraded delays: each jittered in [0, 1 s .. 60 s]; all zero has odds ~0.
+        assert!(waited >= Duration::from_secs(1), "{waited:?}");
+        assert!(waited <= 20 * policy.degraded_max);
     }
 
     #[test]

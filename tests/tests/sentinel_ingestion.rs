@@ -287,3 +287,30 @@ async fn forbidden_and_throttled_retry_and_say_why() {
     assert_eq!(engine.dispatcher.stats().total.dead_lettered, 0);
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A token endpoint (a proxy, a mock) that names an absurd lifetime: believed up to 24 h,
+/// no overflow, delivery goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_token_lifetime_is_capped() {
+    let az = azure().await;
+    az.entra
+        .set_lifetime(Duration::from_secs(10_000_000_000_000_000_000));
+    let engine = Engine::new();
+    register(
+        &engine,
+        "s",
+        config(&az, SECRET),
+        DestinationOptions::default(),
+    );
+    engine.dispatcher.start().unwrap();
+    engine.dispatch(events("m", "c", 0..50)).await;
+    assert!(
+        az.dcr.wait_for(50, WAIT).await,
+        "got {}",
+        az.dcr.accepted_count()
+    );
+    engine.dispatch(events("m", "c", 50..100)).await;
+    assert!(az.dcr.wait_for(100, WAIT).await);
+    assert_eq!(az.entra.requests(), 1);
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}

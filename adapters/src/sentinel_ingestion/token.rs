@@ -24,6 +24,9 @@ pub const SCOPE: &str = "https://monitor.azure.com//.default";
 
 /// Refresh this long before expiry (Microsoft's guidance).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Longest lifetime believed from a token answer (Entra ID issues 1-24 h): a bigger
+/// `expires_in` from a proxy or a mock would overflow the clock, or never refresh.
+pub const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
 
 /// The Entra ID v2 token endpoint of `tenant_id` (public cloud).
 pub fn default_token_url(tenant_id: &str) -> String {
@@ -169,9 +172,11 @@ impl TokenSource {
     }
 }
 
-/// How long a token with lifetime `life` is used: until [`REFRESH_MARGIN`] before its
-/// end, but at least half its life (short-lived tokens would otherwise never be reused).
+/// How long a token with lifetime `life` (at most [`MAX_TOKEN_LIFE`]) is used: until
+/// [`REFRESH_MARGIN`] before its end, but at least half its life (short-lived tokens would
+/// otherwise never be reused).
 pub fn refresh_after(life: Duration) -> Duration {
+    let life = life.min(MAX_TOKEN_LIFE);
     life.saturating_sub(REFRESH_MARGIN).max(life / 2)
 }
 

@@ -41,7 +41,9 @@ pub fn classify_hec(resp: &HttpResponse) -> Outcome {
 fn by_code(code: u32, reply: &HecReply, resp: &HttpResponse, reason: &str) -> Option<Outcome> {
     let reason = reason.to_string();
     Some(match code {
-        0 | 17 => Outcome::Delivered,
+        // "Success" / "HEC is healthy" on an answer that is not 2xx (a relay or gateway in
+        // front of Splunk): nothing says the events were taken, so the status decides.
+        0 | 17 => return None,
         // Token disabled / required / malformed header / invalid; health-endpoint bad tokens.
         1 | 2 | 3 | 4 | 21 | 22 => Outcome::AuthFailed { reason },
         // No data: the whole request is wrong (a bug on our side).

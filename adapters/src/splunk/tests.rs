@@ -400,3 +400,18 @@ fn envelope_time_matches_hec_time_for_every_shape() {
         assert!(env.starts_with(&want), "{ms}: {env}");
     }
 }
+
+#[test]
+fn a_success_code_on_an_error_status_is_not_delivered() {
+    for (status, code) in [(503, 0), (502, 17), (400, 0)] {
+        let o = classify_hec(&resp(
+            status,
+            &format!(r#"{{"text":"Success","code":{code}}}"#),
+        ));
+        assert_ne!(o, Outcome::Delivered, "{status} with code {code}");
+    }
+    assert!(matches!(
+        classify_hec(&resp(503, r#"{"code":0}"#)),
+        Outcome::Retry { .. }
+    ));
+}
