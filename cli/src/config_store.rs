@@ -31,6 +31,29 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Refuses ids that cannot name a destination: empty, with whitespace or control
+    /// characters, too long, or with a `/`, which would let two scopes share one id, one
+    /// file and one queue (MSSP `a` + customer `b/c` against MSSP `a/b` + customer `c`).
+    pub fn validate(&self) -> Result<()> {
+        let parts: &[(&str, &str)] = match self {
+            Scope::Customer {
+                mssp_id,
+                customer_id,
+            } => &[("MSSP id", mssp_id), ("customer id", customer_id)],
+            Scope::Global { name } => &[("destination name", name)],
+        };
+        for (what, value) in parts {
+            if value.is_empty() {
+                bail!("the {what} is empty");
+            }
+            if value.contains('/') {
+                bail!("the {what} {value:?} contains '/', which separates the parts of a destination id");
+            }
+        }
+        raxe_engine::queue_names::validate_id(&self.destination_id())?;
+        Ok(())
+    }
+
     /// The engine's destination id (also the queue name: never change the format).
     pub fn destination_id(&self) -> String {
         match self {
@@ -62,6 +85,29 @@ impl Scope {
         }
     }
 }
+
+/// A configuration file found under a scope's name that belongs to another scope (ids
+/// written before `/` was refused in them).
+#[derive(Debug)]
+pub struct OtherScope {
+    path: PathBuf,
+    holds: String,
+    wanted: String,
+}
+
+impl std::fmt::Display for OtherScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} holds the configuration of {}, not of {}",
+            self.path.display(),
+            self.holds,
+            self.wanted
+        )
+    }
+}
+
+impl std::error::Error for OtherScope {}
 
 /// One configured destination.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,7 +149,19 @@ impl ConfigStore {
     pub fn get(&self, scope: &Scope) -> Result<Option<DestinationRecord>> {
         let path = self.path_of(scope);
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(parse(&path, &bytes)?)),
+            Ok(bytes) => {
+                let record = parse(&path, &bytes)?;
+                // Ids written before `/` was refused could name one file from two scopes.
+                if record.scope != *scope {
+                    return Err(OtherScope {
+                        path,
+                        holds: record.scope.describe(),
+                        wanted: scope.describe(),
+                    }
+                    .into());
+                }
+                Ok(Some(record))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -210,5 +268,49 @@ mod tests {
         assert_eq!(encode_file_name("customer/m1/acme"), "customer%2Fm1%2Facme");
         assert_ne!(encode_file_name("a/b"), encode_file_name("a%2Fb"));
         assert_eq!(encode_file_name("../x"), "..%2Fx");
+    }
+
+    fn customer(mssp: &str, customer: &str) -> Scope {
+        Scope::Customer {
+            mssp_id: mssp.into(),
+            customer_id: customer.into(),
+        }
+    }
+
+    #[test]
+    fn ids_that_cannot_name_one_destination_are_refused() {
+        assert!(customer("m1", "acme").validate().is_ok());
+        for (scope, why) in [
+            (customer("a", "b/c"), "contains '/'"),
+            (customer("a/b", "c"), "contains '/'"),
+            (customer("m1", "Acme Corp"), "whitespace"),
+            (customer("", "acme"), "empty"),
+            (Scope::Global { name: "x/y".into() }, "contains '/'"),
+        ] {
+            let err = scope.validate().unwrap_err().to_string();
+            assert!(err.contains(why), "{scope:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_of_another_scope_under_the_same_id_is_not_taken_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = ConfigStore::new(dir.path().to_path_buf());
+        // Written before '/' was refused: both scopes have the id customer/a/b/c.
+        let config = SiemConfig::new(
+            raxe_adapters::config::SiemType::Splunk,
+            "https://splunk.example.com:8088",
+            "12345678-1234-1234-1234-1234567890AB",
+        )
+        .unwrap();
+        let record = DestinationRecord {
+            scope: customer("a", "b/c"),
+            config,
+            max_in_flight: 1,
+        };
+        configs.put(&record).unwrap();
+        let err = configs.get(&customer("a/b", "c")).unwrap_err();
+        assert!(err.is::<OtherScope>(), "{err:#}");
+        assert!(configs.get(&customer("a", "b/c")).unwrap().is_some());
     }
 }

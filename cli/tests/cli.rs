@@ -233,3 +233,93 @@ async fn ingest_of_many_customers_queues_every_event_once() {
     assert_eq!(ids.len(), total);
     assert_eq!(hec.accepted_count(), total, "no event delivered twice");
 }
+
+/// An id that cannot name one destination is refused before anything is saved; a disabled
+/// customer stays disabled when it is given another SIEM.
+#[test]
+fn bad_ids_are_refused_and_a_new_siem_keeps_the_customer_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let url = "https://splunk.example.com:8088/services/collector/event";
+    for (customer, mssp, why) in [
+        ("Acme Corp", "m1", "whitespace"),
+        ("b/c", "a", "contains '/'"),
+        ("c", "a/b", "contains '/'"),
+    ] {
+        let out = raxe(
+            data,
+            &[
+                "customer",
+                "siem",
+                "configure",
+                customer,
+                "--mssp",
+                mssp,
+                "--type",
+                "splunk",
+                "--url",
+                url,
+                "--token",
+                TOKEN,
+            ],
+        );
+        assert!(!out.status.success(), "{customer:?}: {}", text(&out));
+        assert!(text(&out).contains(why), "{}", text(&out));
+    }
+    let saved = fs::read_dir(data.join("config/destinations"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(saved, 0, "nothing saved");
+
+    assert!(configure_splunk(data, url, TOKEN).status.success());
+    let out = raxe(
+        data,
+        &["customer", "siem", "disable", "acme", "--mssp", "m1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = raxe(
+        data,
+        &[
+            "customer",
+            "siem",
+            "configure",
+            "acme",
+            "--mssp",
+            "m1",
+            "--type",
+            "cef",
+            "--url",
+            "syslog://127.0.0.1:6514",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = raxe(
+        data,
+        &["customer", "siem", "show", "acme", "--mssp", "m1", "--json"],
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --json");
+    assert_eq!(shown["type"], "cef", "{shown}");
+    assert_eq!(shown["enabled"], false, "{shown}");
+
+    // Credentials in the URL (user info, Splunk's ?token=) are never shown.
+    let secret_url =
+        "https://svc:hunter2@splunk.example.com:8088/services/collector/event?token=sekrit";
+    assert!(configure_splunk_for(data, "globex", secret_url, TOKEN)
+        .status
+        .success());
+    for args in [
+        &["customer", "siem", "show", "globex", "--mssp", "m1"][..],
+        &[
+            "customer", "siem", "show", "globex", "--mssp", "m1", "--json",
+        ],
+        &["customer", "siem", "list"],
+        &["customer", "siem", "list", "--json"],
+    ] {
+        let said = text(&raxe(data, args));
+        assert!(said.contains("splunk.example.com"), "{args:?}: {said}");
+        assert!(
+            !said.contains("hunter2") && !said.contains("sekrit"),
+            "{args:?}: {said}"
+        );
+    }
+}

@@ -232,7 +232,7 @@ impl fmt::Debug for SiemConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SiemConfig")
             .field("siem_type", &self.siem_type)
-            .field("endpoint_url", &self.endpoint_url)
+            .field("endpoint_url", &self.redacted_url())
             .field("auth_token", &self.auth_token)
             .field("extra", &self.extra)
             .field("batch_size", &self.batch_size)
@@ -246,9 +246,37 @@ impl fmt::Debug for SiemConfig {
 }
 
 /// `splunk https://host:8088/services/collector/event (token ***)`.
+/// `url` fit to show: without user info (`user:password@`) and with the query and fragment
+/// replaced by `?…` (a Splunk token can travel as `?token=`).
+pub fn redact_url(url: &str) -> String {
+    let cut = url.find(['?', '#']);
+    let base = &url[..cut.unwrap_or(url.len())];
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{scheme}://{host}{path}")
+        }
+        None => base.to_string(),
+    };
+    if cut.is_some() {
+        out.push_str("?…");
+    }
+    out
+}
+
+impl SiemConfig {
+    /// The endpoint as it may be shown (see [`redact_url`]).
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.endpoint_url)
+    }
+}
+
 impl fmt::Display for SiemConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = self.endpoint_url.split('?').next().unwrap_or_default();
+        let url = self.redacted_url();
         write!(f, "{} {} (token {})", self.siem_type, url, self.auth_token)?;
         if !self.enabled {
             f.write_str(" [disabled]")?;

@@ -282,3 +282,30 @@ fn siem_type_parse_and_display() {
     assert_eq!("SPLUNK".parse::<SiemType>().unwrap(), SiemType::Splunk);
     assert!("qradar".parse::<SiemType>().is_err());
 }
+
+#[test]
+fn shown_urls_carry_no_user_info_and_no_query() {
+    use super::redact_url;
+    assert_eq!(
+        redact_url("https://u:p@splunk.example.com:8088/services/collector?token=abc#x"),
+        "https://splunk.example.com:8088/services/collector?…"
+    );
+    assert_eq!(
+        redact_url("syslog://10.0.0.1:6514"),
+        "syslog://10.0.0.1:6514"
+    );
+    assert_eq!(redact_url("https://a@b@host/p@q"), "https://host/p@q");
+    assert_eq!(redact_url("not a url?x"), "not a url?…");
+    let config = SiemConfig::new(
+        SiemType::Splunk,
+        "https://user:hunter2@splunk.example.com:8088/services/collector/event?token=sekrit",
+        "12345678-1234-1234-1234-1234567890AB",
+    )
+    .unwrap();
+    for shown in [config.to_string(), format!("{config:?}")] {
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sekrit"),
+            "{shown}"
+        );
+    }
+}

@@ -218,7 +218,7 @@ impl SiemConfig {
     /// The endpoint as an `http::Uri` (must have a scheme and a host).
     pub fn uri(&self) -> Result<Uri, ConfigError> {
         let bad = |reason: &str| ConfigError::InvalidUrl {
-            url: self.endpoint_url.clone(),
+            url: super::redact_url(&self.endpoint_url),
             reason: reason.to_string(),
         };
         let uri: Uri = self

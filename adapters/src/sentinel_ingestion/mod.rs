@@ -173,7 +173,7 @@ impl LogsIngestionAdapter {
             }
         };
         let bad_url = |reason: String| ConfigError::InvalidUrl {
-            url: config.endpoint_url.clone(),
+            url: crate::config::redact_url(&config.endpoint_url),
             reason,
         };
         let uri = ingestion_uri(&config.endpoint_url, &o.dcr_id, &o.stream).map_err(bad_url)?;

@@ -10,10 +10,19 @@ use raxe_adapters::config::{
 use raxe_adapters::transport::TlsOptions;
 
 use crate::args::{CompressionArg, ConfigureArgs, SentinelApiArg, SiemTypeArg};
-use crate::config_store::{ConfigStore, DestinationRecord, Scope};
+use crate::config_store::{ConfigStore, DestinationRecord, OtherScope, Scope};
 
 pub(super) fn configure(configs: &ConfigStore, scope: Scope, args: &ConfigureArgs) -> Result<i32> {
-    let previous = configs.get(&scope).ok().flatten();
+    scope.validate()?;
+    let previous = match configs.get(&scope) {
+        Ok(previous) => previous,
+        Err(e) if e.is::<OtherScope>() => return Err(e),
+        // A damaged file must not stop its own repair; but say what is lost with it.
+        Err(e) => {
+            eprintln!("⚠ the current configuration cannot be read ({e:#}); it is replaced, and settings not given again (enabled, token, options) start from their defaults");
+            None
+        }
+    };
     let config = build_config(args, previous.as_ref().map(|r| &r.config))?;
     let updating = previous.is_some();
     let max_in_flight = match (args.max_in_flight, &previous) {
@@ -49,6 +58,9 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
         SiemTypeArg::Arcsight => SiemType::Arcsight,
         SiemTypeArg::Cef => SiemType::Cef,
     };
+    // Enabled or disabled is the operator's choice for the customer, whatever its SIEM:
+    // staging a new SIEM for a disabled customer must not start delivering its backlog.
+    let enabled = previous.is_none_or(|p| p.enabled);
     let previous = previous.filter(|p| p.siem_type == siem_type);
     check_options_fit(siem_type, args)?;
     let token = match read_token(args)? {
@@ -68,9 +80,9 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
         config.flush_interval_seconds = p.flush_interval_seconds;
         config.retry_count = p.retry_count;
         config.timeout_seconds = p.timeout_seconds;
-        config.enabled = p.enabled;
         config.tls = p.tls.clone();
     }
+    config.enabled = enabled;
     if let Some(v) = args.batch_size {
         config.batch_size = v;
     }

@@ -33,7 +33,7 @@ pub(super) fn show(
             "id": id,
             "scope": record.scope,
             "type": config.siem_type.to_string(),
-            "url": config.endpoint_url,
+            "url": config.redacted_url(),
             "token": mask(config.auth_token.expose()),
             "options": options,
             "batch_size": config.batch_size,
@@ -50,7 +50,7 @@ pub(super) fn show(
     }
     println!("SIEM configuration for {}", record.scope.describe());
     println!("  Type:          {}", config.siem_type);
-    println!("  URL:           {}", config.endpoint_url);
+    println!("  URL:           {}", config.redacted_url());
     println!("  Token:         {}", mask(config.auth_token.expose()));
     if let Value::Object(map) = &options {
         for (key, value) in map {
@@ -172,7 +172,7 @@ pub(super) fn list(
                     "id": r.id(),
                     "scope": r.scope,
                     "type": r.config.siem_type.to_string(),
-                    "url": r.config.endpoint_url,
+                    "url": r.config.redacted_url(),
                     "enabled": r.config.enabled,
                     "queued": queued(&r.id()),
                 })
@@ -191,9 +191,9 @@ pub(super) fn list(
         "DESTINATION", "TYPE", "ENABLED", "QUEUED"
     );
     for r in &records {
-        let mut url = r.config.endpoint_url.clone();
-        if tty && url.len() > 60 {
-            url.truncate(57);
+        let mut url = r.config.redacted_url();
+        if tty && url.chars().count() > 60 {
+            url = url.chars().take(57).collect();
             url.push_str("...");
         }
         println!(
