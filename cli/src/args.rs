@@ -55,7 +55,8 @@ pub enum Command {
     },
     /// Run the delivery service: watch the spool, deliver queued events, reload on change.
     Serve(ServeArgs),
-    /// Deliver everything queued now; exit 0 when every queue is empty.
+    /// Deliver everything queued now; exit 0 when every queue is empty. With `raxe serve`
+    /// running, the service does it, after taking in the files waiting in its spool.
     Drain {
         /// Give up after this many seconds (exit 1 with a per-destination summary).
         #[arg(long, default_value_t = 300)]

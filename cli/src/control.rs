@@ -37,6 +37,9 @@ pub enum Request {
     Dlq { command: DlqCommand },
     /// `raxe ... siem remove --drop-queue`: the configuration file is already gone.
     DropQueue { destination: String },
+    /// `raxe drain`: deliver every queue (partial batches too) within the time given. The
+    /// output is `{"drained": bool, "stats": ...}`.
+    Drain { timeout_ms: u64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,6 +126,17 @@ async fn run(request: Request, slot: HostSlot) -> Response {
         );
     };
     tracing::info!(?request, "control request");
+    if let Request::Drain { timeout_ms } = request {
+        let drained = host
+            .dispatcher
+            .drain(Duration::from_millis(timeout_ms))
+            .await;
+        let answer = serde_json::json!({"drained": drained, "stats": host.dispatcher.stats()});
+        return Response {
+            output: answer.to_string(),
+            error: None,
+        };
+    }
     match raxe_engine::storage_pool::spawn(move || execute(&host, request)).await {
         Ok(Ok(output)) => Response {
             output,
@@ -151,6 +165,7 @@ fn execute(host: &Host, request: Request) -> Result<String> {
             drop_queue(host, &destination)?;
             Ok(String::new())
         }
+        Request::Drain { .. } => bail!("drain is answered by run()"),
     }
 }
 
@@ -182,7 +197,11 @@ pub fn call(data: &DataDir, request: &Request) -> Result<String> {
             path.display()
         )
     })?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    let wait = match request {
+        Request::Drain { timeout_ms } => Duration::from_millis(*timeout_ms) + CLIENT_TIMEOUT,
+        _ => CLIENT_TIMEOUT,
+    };
+    stream.set_read_timeout(Some(wait))?;
     let mut bytes = serde_json::to_vec(request)?;
     bytes.push(b'\n');
     stream.write_all(&bytes)?;

@@ -142,7 +142,7 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
                     }
                 }
                 if last_status.elapsed() >= Duration::from_millis(500) {
-                    status::write(&host.data, &host.dispatcher.stats(), true);
+                    status::write(&host.data, &host.dispatcher.stats(), true, spool.dir());
                     last_status = Instant::now();
                 }
             }
@@ -153,7 +153,7 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
     host.dispatcher
         .shutdown(Duration::from_secs(args.shutdown_timeout))
         .await;
-    status::write(&host.data, &host.dispatcher.stats(), false);
+    status::write(&host.data, &host.dispatcher.stats(), false, spool.dir());
     tracing::info!("stopped; undelivered events stay queued");
     Ok(())
 }

@@ -1,18 +1,22 @@
 //! `status.json`: the running service's live figures, for commands that cannot open the
 //! queues while `raxe serve` holds them.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use raxe_engine::EngineStats;
 use serde_json::{json, Value};
 
 use crate::data_dir::{write_replace, DataDir};
 
-/// Publishes the figures (best effort: a failure is logged, never fatal).
-pub fn write(data: &DataDir, stats: &EngineStats, running: bool) {
+/// Publishes the figures and the spool the service reads (best effort: a failure is
+/// logged, never fatal).
+pub fn write(data: &DataDir, stats: &EngineStats, running: bool, spool: &Path) {
     let body = json!({
         "pid": std::process::id(),
         "running": running,
         "updated_ms": raxe_engine::audit::now_ms(),
+        "spool": spool,
         "stats": stats,
     });
     if let Err(e) = write_replace(&data.status_file(), body.to_string().as_bytes()) {
@@ -34,4 +38,14 @@ pub fn read(data: &DataDir) -> Result<(Value, u64)> {
     let updated = status["updated_ms"].as_u64().unwrap_or(0);
     let age = raxe_engine::audit::now_ms().saturating_sub(updated);
     Ok((status["stats"].clone(), age))
+}
+
+/// The spool the running service reads (`serve --spool`), as it published it; else the
+/// data directory's.
+pub fn spool_dir(data: &DataDir) -> PathBuf {
+    std::fs::read(data.status_file())
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|status| status["spool"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| data.spool_dir())
 }

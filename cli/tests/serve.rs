@@ -541,3 +541,38 @@ async fn a_claimed_file_is_finished_before_a_new_one_of_the_same_name() {
     );
     assert!(terminate(&mut serve).success());
 }
+
+/// `raxe drain` while the service runs waits for events still in spool files, and for the
+/// service's own drain (not for figures it published earlier); `raxe ingest` hands events
+/// to the spool the service reads, also when it is not the default one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_spooled_events_and_ingest_finds_the_service_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = dir.path().join("elsewhere");
+    fs::create_dir(&spool).unwrap();
+    let mut serve = spawn_serve_with(data, &["--spool", spool.to_str().unwrap()]);
+    // The service has published where its spool is.
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            fs::read_to_string(data.join("status.json")).is_ok_and(|s| s.contains("elsewhere"))
+        })
+        .await
+    );
+    let lines: Vec<String> = (0..250).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&spool, "a.jsonl", &lines);
+    let out = raxe_async(data, &["drain", "--timeout", "30"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(hec.accepted_count(), 250, "drain returned before delivery");
+
+    let input = data.join("more.jsonl");
+    fs::write(&input, event_line(5000, "acme") + "\n").unwrap();
+    let out = raxe_async(data, &["ingest", input.to_str().unwrap()]).await;
+    assert!(text(&out).contains("running service"), "{}", text(&out));
+    let out = raxe_async(data, &["drain", "--timeout", "30"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(hec.accepted_count(), 251);
+    assert!(terminate(&mut serve).success());
+}

@@ -3,6 +3,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -105,7 +106,9 @@ fn ingest_direct(host: &Host, input: Box<dyn BufRead>) -> Result<i32> {
 fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
     let stamp = raxe_engine::audit::now_ms();
     let name = format!("raxe-ingest-{}-{stamp}.jsonl", std::process::id());
-    let tmp = data.spool_dir().join(format!("{name}.tmp"));
+    // The spool the service reads (`serve --spool`), not necessarily the default one.
+    let spool = crate::status::spool_dir(data);
+    let tmp = spool.join(format!("{name}.tmp"));
     let mut out = io::BufWriter::new(
         fs::OpenOptions::new()
             .write(true)
@@ -126,8 +129,8 @@ fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
     if accepted == 0 {
         fs::remove_file(&tmp)?;
     } else {
-        fs::rename(&tmp, data.spool_dir().join(&name))?;
-        File::open(data.spool_dir())?.sync_all()?;
+        fs::rename(&tmp, spool.join(&name))?;
+        File::open(&spool)?.sync_all()?;
     }
     println!("accepted {accepted}, rejected {rejected} (handed to the running service through its spool)");
     Ok(if rejected > 0 { 1 } else { 0 })
@@ -145,20 +148,57 @@ pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
             let stats = serde_json::to_value(host.dispatcher.stats())?;
             finish_drain(&stats, drained)
         }
-        Err(OpenError::InUse(_)) => {
-            // The service delivers; watch its figures until the queues are empty.
-            let deadline = Instant::now() + timeout;
-            loop {
-                let (stats, _) = live_stats(data)?;
-                let empty = queued(&stats) == 0;
-                if empty || Instant::now() >= deadline {
-                    return finish_drain(&stats, empty);
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
+        Err(OpenError::InUse(_)) => drain_via_service(data, timeout).await,
         Err(OpenError::Other(e)) => Err(e),
     }
+}
+
+/// The service owns the queues. Events still in spool files are not queued yet: wait
+/// until its spool is empty, then have it drain (its published figures can be up to half a
+/// second old, and would call a queue empty before the spool's events reach it).
+async fn drain_via_service(data: &DataDir, timeout: Duration) -> Result<i32> {
+    let deadline = Instant::now() + timeout;
+    let spool = crate::status::spool_dir(data);
+    loop {
+        let waiting = spool_backlog(&spool)?;
+        if waiting == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let request = control::Request::Drain {
+                timeout_ms: left.as_millis() as u64,
+            };
+            let target = data.clone();
+            let answer =
+                tokio::task::spawn_blocking(move || control::call(&target, &request)).await??;
+            let answer: Value = serde_json::from_str(&answer)
+                .with_context(|| format!("unexpected drain answer from raxe serve: {answer}"))?;
+            let drained = answer["drained"].as_bool().unwrap_or(false);
+            // Spool files that arrived meanwhile are not delivered yet: go round again.
+            let arrived = spool_backlog(&spool)? > 0;
+            if !drained || !arrived || Instant::now() >= deadline {
+                return finish_drain(&answer["stats"], drained && !arrived);
+            }
+        } else if Instant::now() >= deadline {
+            println!(
+                "{waiting} spool file(s) in {} not ingested yet",
+                spool.display()
+            );
+            let (stats, _) = live_stats(data)?;
+            return finish_drain(&stats, false);
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Spool files not ingested yet: complete ones waiting, and ones being read.
+fn spool_backlog(spool: &Path) -> Result<usize> {
+    let claimed = spool.join(crate::spool::INGESTING_DIR);
+    let claimed = if claimed.exists() {
+        crate::spool::pending_files(&claimed)?.len()
+    } else {
+        0
+    };
+    Ok(crate::spool::pending_files(spool)?.len() + claimed)
 }
 
 async fn progress_bar(dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>) {
@@ -178,17 +218,6 @@ async fn progress_bar(dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn queued(stats: &Value) -> u64 {
-    stats["destinations"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter_map(|d| d["queue"]["events"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn finish_drain(stats: &Value, drained: bool) -> Result<i32> {
