@@ -361,13 +361,14 @@ pub struct ConfigureArgs {
 #[derive(Debug, Clone, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum DlqCommand {
     /// List dead-lettered events with the reason.
-    List(DlqFilter),
+    List(DlqListArgs),
     /// Move dead-lettered events back to their queue for another try.
     Replay(DlqFilter),
-    /// Delete dead-lettered events.
-    Purge(DlqFilter),
+    /// Delete dead-lettered events for good: name a customer or MSSP, or pass --all.
+    Purge(DlqPurgeArgs),
 }
 
+/// Which destinations' dead letters; all of them when no option is given.
 #[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct DlqFilter {
     /// Only this customer's destination.
@@ -376,7 +377,22 @@ pub struct DlqFilter {
     /// Only this MSSP's destinations.
     #[arg(long)]
     pub mssp: Option<String>,
-    /// At most this many events (list).
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub filter: DlqFilter,
+    /// At most this many events per destination.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
+pub struct DlqPurgeArgs {
+    #[command(flatten)]
+    pub filter: DlqFilter,
+    /// Every destination's dead letters (customers and global ones).
+    #[arg(long, conflicts_with = "mssp")]
+    pub all: bool,
 }

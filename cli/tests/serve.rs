@@ -294,7 +294,17 @@ async fn dead_letters_and_drop_queue_while_serve_runs() {
     // Another poison event, then purged live.
     hec.poison("evt-20");
     write_spool_file(&spool, "g.jsonl", &[event_line(20, "acme")]);
-    let purged = until_output(data, &["dlq", "purge"], ": 1 dead letters deleted").await;
+    // Deleting every destination's dead letters takes --all; --limit is for list only.
+    for args in [
+        &["dlq", "purge"][..],
+        &["dlq", "purge", "--mssp", "m1", "--limit", "1"],
+    ] {
+        let out = raxe_async(data, args).await;
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+    }
+    let listed = until_output(data, &["dlq", "list"], "evt-20").await;
+    assert!(listed.contains("evt-20"), "nothing purged: {listed}");
+    let purged = until_output(data, &["dlq", "purge", "--all"], ": 1 dead letters deleted").await;
     assert!(purged.contains(": 1 dead letters deleted"), "{purged}");
 
     // Events queued for a disabled destination are deleted by remove --drop-queue.

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use raxe_adapters::event::ScanEvent;
 use raxe_engine::dead_letter::ops as dlq_ops;
 use raxe_storage::QueueStore;
@@ -317,7 +317,15 @@ pub fn dlq(data: &DataDir, command: DlqCommand) -> Result<i32> {
 /// Runs a dead-letter command against an open engine, printing to `out`.
 pub fn dlq_on(host: &Host, command: &DlqCommand, out: &mut dyn Write) -> Result<()> {
     let filter = match command {
-        DlqCommand::List(f) | DlqCommand::Replay(f) | DlqCommand::Purge(f) => f,
+        DlqCommand::List(list) => &list.filter,
+        DlqCommand::Replay(filter) => filter,
+        DlqCommand::Purge(purge) => {
+            // Deleting is for good: every destination only when asked for by name.
+            if purge.filter.mssp.is_none() && !purge.all {
+                bail!("purge needs --mssp (and --customer) or --all");
+            }
+            &purge.filter
+        }
     };
     let store = host.dispatcher.store().clone();
     let ids: Vec<String> = host
