@@ -521,3 +521,47 @@ fn transport_and_its_futures_are_send_and_sync() {
     let close = tx.close();
     assert_send(&close);
 }
+
+/// A receiver that dies with our last batch unread (its socket sends a reset): the next
+/// connection gets that batch again, then the new one. One that read everything and closed
+/// cleanly gets no resend.
+#[tokio::test]
+async fn tcp_resends_the_last_batch_after_a_reset() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let tx = SyslogTransport::new(
+        target(
+            "127.0.0.1",
+            addr.port(),
+            SyslogProtocol::Tcp,
+            SyslogFraming::OctetCounting,
+        ),
+        &TlsOptions::default(),
+    )
+    .unwrap();
+
+    tx.send(&msgs(&[b"one"])).await.unwrap();
+    let (s, _) = listener.accept().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(s); // unread data: the kernel answers with a reset
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    tx.send(&msgs(&[b"two"])).await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    assert_eq!(
+        read_octet_frames(&mut s, 2).await,
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
+    drop(s); // everything read: a clean close
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    tx.send(&msgs(&[b"three"])).await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    assert_eq!(read_octet_frames(&mut s, 1).await, vec![b"three".to_vec()]);
+    // Nothing more than "three" arrived.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tx.close().await;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}

@@ -94,8 +94,12 @@ pub fn format_rfc3164(
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + msg.len());
     out.extend_from_slice(format!("<{pri}>{} ", rfc3164_timestamp(time)).as_bytes());
-    // No domain part in 3164.
-    let host = hostname.split('.').next().unwrap_or_default();
+    // No domain part in 3164; an IP address is kept whole (it is allowed as is).
+    let host = if hostname.parse::<std::net::IpAddr>().is_ok() {
+        hostname
+    } else {
+        hostname.split('.').next().unwrap_or_default()
+    };
     header_field(host, 255, &mut out);
     out.push(b' ');
     let tag: String = tag

@@ -113,3 +113,21 @@ fn header_fields_are_sanitized() {
     });
     assert_eq!(msg, b"<134>1 - bad_host - - - -");
 }
+
+#[test]
+fn rfc3164_keeps_an_ip_address_whole_and_cuts_a_domain() {
+    let at = datetime!(2025-07-01 12:00:02 UTC);
+    for (host, shown) in [
+        ("10.20.30.40", "10.20.30.40"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("scanner01.corp.example", "scanner01"),
+    ] {
+        let msg = format_rfc3164(pri(16, 4), at, host, "raxe", None, b"x");
+        let text = String::from_utf8(msg).unwrap();
+        assert_eq!(
+            text,
+            format!("<132>Jul  1 12:00:02 {shown} raxe: x"),
+            "{host}"
+        );
+    }
+}

@@ -20,6 +20,13 @@
 //!   connecting or writing drops the connection and returns a retryable error, so the batch
 //!   stays queued and the next send reconnects. `Ok` means the bytes were flushed to the
 //!   socket, nothing more (syslog has no acknowledgement).
+//!
+//!   Resend window (protocols.md §5.4): the last batch written is kept. If the connection
+//!   that carried it is then found reset, or the next write fails, the peer may have dropped
+//!   it unread, so the next connection sends it again before the new batch (duplicates, never
+//!   a loss). A clean close (end of stream) needs no resend: a socket closed with unread data
+//!   sends a reset instead. The window is one batch and lives in memory: a peer that fails
+//!   holding more, or together with a crash of this process, can still lose events.
 //! * **TLS**: tokio-rustls with [`super::tls::client_config`]; SNI / certificate name from
 //!   `host` (an IP address is verified against the certificate's IP SANs). A TLS alert
 //!   received on an idle connection (e.g. the server rejected the client certificate after
@@ -69,8 +76,20 @@ enum Kind {
     },
     Stream {
         tls: Option<(TlsConnector, ServerName<'static>)>,
-        conn: Mutex<Option<Conn>>,
+        state: Mutex<StreamState>,
     },
+}
+
+/// A stream's connection and its resend window (see the module docs).
+#[derive(Default)]
+struct StreamState {
+    conn: Option<Conn>,
+    /// The framed bytes of the last batch written, while they are all the peer may have
+    /// lost: until a later batch is written over a connection found alive.
+    last_batch: Option<Bytes>,
+    /// The connection that carried `last_batch` failed (reset, write error): the peer may
+    /// have dropped it unread, so the next connection sends it again first.
+    resend: bool,
 }
 
 impl std::fmt::Debug for SyslogTransport {
@@ -118,7 +137,7 @@ impl SyslogTransport {
             }
             SyslogProtocol::Tcp => Kind::Stream {
                 tls: None,
-                conn: Mutex::new(None),
+                state: Mutex::default(),
             },
             SyslogProtocol::Tls => {
                 if target.framing != SyslogFraming::OctetCounting {
@@ -134,7 +153,7 @@ impl SyslogTransport {
                 })?;
                 Kind::Stream {
                     tls: Some((TlsConnector::from(Arc::new(config)), name)),
-                    conn: Mutex::new(None),
+                    state: Mutex::default(),
                 }
             }
         };
@@ -156,7 +175,7 @@ impl SyslogTransport {
                 max_datagram,
                 socket,
             } => self.send_udp(*max_datagram, socket, messages).await,
-            Kind::Stream { tls, conn } => self.send_stream(tls.as_ref(), conn, messages).await,
+            Kind::Stream { tls, state } => self.send_stream(tls.as_ref(), state, messages).await,
         }
     }
 
@@ -167,8 +186,8 @@ impl SyslogTransport {
             Kind::Udp { socket, .. } => {
                 socket.lock().await.take();
             }
-            Kind::Stream { conn, .. } => {
-                if let Some(mut c) = conn.lock().await.take() {
+            Kind::Stream { state, .. } => {
+                if let Some(mut c) = state.lock().await.conn.take() {
                     let _ = tokio::time::timeout(self.target.timeout, c.shutdown()).await;
                 }
             }
@@ -237,31 +256,49 @@ impl SyslogTransport {
     async fn send_stream(
         &self,
         tls: Option<&(TlsConnector, ServerName<'static>)>,
-        conn: &Mutex<Option<Conn>>,
+        state: &Mutex<StreamState>,
         messages: &[Bytes],
     ) -> Result<(), TransportError> {
-        let buf = frame_batch(messages, self.target.framing);
-        let mut guard = conn.lock().await;
+        let buf = Bytes::from(frame_batch(messages, self.target.framing));
+        let mut guard = state.lock().await;
+        let st = &mut *guard;
 
-        if let Some(c) = guard.as_mut() {
+        if let Some(c) = st.conn.as_mut() {
             match check_peer(c).await {
                 Liveness::Alive => {}
                 Liveness::Closed => {
+                    // A clean close: a socket closed with unread data sends a reset
+                    // instead, so the peer read what we wrote.
                     tracing::debug!(peer = %self.addr(), "syslog peer closed the connection; reconnecting");
-                    guard.take();
+                    st.conn = None;
+                    st.last_batch = None;
+                }
+                Liveness::Reset => {
+                    st.conn = None;
+                    st.resend = st.last_batch.is_some();
                 }
                 Liveness::TlsAlert(reason) => {
-                    guard.take();
+                    st.conn = None;
+                    st.resend = st.last_batch.is_some();
                     return Err(TransportError::Tls(reason));
                 }
             }
         }
+        let resend = st.resend.then(|| st.last_batch.clone()).flatten();
+        if let Some(lost) = &resend {
+            tracing::warn!(peer = %self.addr(), bytes = lost.len(), "the syslog connection failed after the last batch was written; sending that batch again (the SIEM may see its events twice)");
+        }
 
         let result = tokio::time::timeout(self.target.timeout, async {
-            if guard.is_none() {
-                *guard = Some(self.connect_stream(tls).await?);
+            if st.conn.is_none() {
+                st.conn = Some(self.connect_stream(tls).await?);
             }
-            let c = guard.as_mut().expect("connection set above");
+            let c = st.conn.as_mut().expect("connection set above");
+            if let Some(lost) = &resend {
+                c.write_all(lost)
+                    .await
+                    .map_err(|e| self.io_error("write", &e))?;
+            }
             c.write_all(&buf)
                 .await
                 .map_err(|e| self.io_error("write", &e))?;
@@ -271,9 +308,17 @@ impl SyslogTransport {
         .await
         .unwrap_or(Err(TransportError::Timeout(self.target.timeout)));
 
-        if result.is_err() {
-            // The stream may hold a partial frame: never reuse it.
-            guard.take();
+        match &result {
+            Ok(()) => {
+                st.last_batch = Some(buf);
+                st.resend = false;
+            }
+            Err(_) => {
+                // The stream may hold a partial frame: never reuse it. This batch stays
+                // queued (the error says so); the one before may not have been read.
+                st.conn = None;
+                st.resend = st.last_batch.is_some();
+            }
         }
         result
     }
@@ -359,8 +404,8 @@ impl SyslogTransport {
 impl Drop for SyslogTransport {
     fn drop(&mut self) {
         // Best effort close_notify for TLS when a runtime is around to run it.
-        if let Kind::Stream { conn, .. } = &mut self.kind {
-            if let Some(Conn::Tls(mut stream)) = conn.get_mut().take() {
+        if let Kind::Stream { state, .. } = &mut self.kind {
+            if let Some(Conn::Tls(mut stream)) = state.get_mut().conn.take() {
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
                     handle.spawn(async move {
                         let _ =
@@ -422,7 +467,10 @@ pub fn frame_batch(messages: &[Bytes], framing: SyslogFraming) -> Vec<u8> {
 
 enum Liveness {
     Alive,
+    /// End of stream: the peer closed after reading everything.
     Closed,
+    /// Reset or another error: what the peer had not read yet is gone.
+    Reset,
     TlsAlert(String),
 }
 
@@ -445,7 +493,7 @@ async fn check_peer(conn: &mut Conn) -> Liveness {
                             r @ (rustls::Error::AlertReceived(_)
                             | rustls::Error::InvalidCertificate(_)),
                         ) => Liveness::TlsAlert(r.to_string()),
-                        _ => Liveness::Closed,
+                        _ => Liveness::Reset,
                     })
                 }
             }
