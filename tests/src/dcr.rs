@@ -48,6 +48,8 @@ struct State {
     stream: String,
     tokens: Tokens,
     require_gzip: bool,
+    /// The stream declaration no longer fits anything we send (changed by an admin).
+    refuse_all: bool,
     limit: usize,
     faults: VecDeque<DcrFault>,
     accepted: Vec<String>,
@@ -76,6 +78,7 @@ impl DcrReceiver {
             stream: stream.into(),
             tokens: entra.tokens(),
             require_gzip: true,
+            refuse_all: false,
             limit: LIMIT,
             faults: VecDeque::new(),
             accepted: Vec::new(),
@@ -104,6 +107,12 @@ impl DcrReceiver {
     /// Answers 413 above `limit` bytes (default 1,000,000).
     pub fn set_limit(&self, limit: usize) {
         self.state.lock().unwrap().limit = limit;
+    }
+
+    /// Answers every request after the token check with 400 `InvalidStream`, an empty
+    /// array too (a stream renamed or redeclared under the sender).
+    pub fn set_refuse_all(&self, on: bool) {
+        self.state.lock().unwrap().refuse_all = on;
     }
 
     pub fn set_require_gzip(&self, on: bool) {
@@ -196,6 +205,14 @@ async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
             401,
             "InvalidToken",
             "token missing, unknown or expired",
+        ));
+    }
+    if s.refuse_all {
+        s.bad_requests.push("stream refuses all".into());
+        return Ok(azure_error(
+            400,
+            "InvalidStream",
+            "the stream declaration does not match",
         ));
     }
     let header = |name: &str| {

@@ -314,3 +314,41 @@ async fn an_absurd_token_lifetime_is_capped() {
     assert_eq!(az.entra.requests(), 1);
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A stream that refuses everything (renamed or redeclared by an admin) stops the
+/// destination as misconfigured: its events stay queued, none is dead-lettered; fixed, they
+/// all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_refuses_everything_is_a_configuration_error_not_dead_letters() {
+    let az = azure().await;
+    az.dcr.set_refuse_all(true);
+    let engine = Engine::new();
+    register(
+        &engine,
+        "s",
+        config(&az, SECRET),
+        DestinationOptions::default(),
+    );
+    engine.dispatcher.start().unwrap();
+    let batch = events("m", "c", 0..40);
+    engine.dispatch(batch.clone()).await;
+    let stopped = wait_until(WAIT, || engine.dispatcher.state("s").unwrap().is_stopped()).await;
+    assert!(stopped, "{:?}", engine.dispatcher.state("s"));
+    let DestinationState::Misconfigured(reason) = engine.dispatcher.state("s").unwrap() else {
+        panic!("{:?}", engine.dispatcher.state("s"));
+    };
+    assert!(reason.contains("empty array is refused too"), "{reason}");
+    let stats = engine.dispatcher.stats();
+    assert_eq!(stats.total.dead_lettered, 0);
+    assert_eq!(stats.queued(), 40, "nothing lost");
+    az.dcr.set_refuse_all(false);
+    register(
+        &engine,
+        "s",
+        config(&az, SECRET),
+        DestinationOptions::default(),
+    );
+    assert!(az.dcr.wait_for(40, WAIT).await);
+    assert_eq!(as_set(&az.dcr.accepted()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}

@@ -10,7 +10,10 @@
 //! `send` adds the bearer token at send time, so a retried request always carries the
 //! current token; a 401 from the DCR drops that token, fetches a new one and resends once.
 //! A token failure is handed to `classify` as the token endpoint's own answer marked with
-//! [`TOKEN_STEP_HEADER`], so it is classified as the token step, never as the DCR's.
+//! [`TOKEN_STEP_HEADER`], so it is classified as the token step, never as the DCR's. A DCR
+//! 400 is followed by an empty array (see [`STREAM_CHECK_HEADER`]): refused too, the stream
+//! is at fault (misconfigured, events stay queued); accepted, the records are (narrowed
+//! down and dead-lettered by the engine).
 //! [`check`] is `siem test`: token, empty array, test event.
 
 pub mod check;
@@ -59,6 +62,10 @@ pub const RESERVED: [&str; 8] = [
 ];
 /// Marks a response that came from the token endpoint, not the DCR (never sent).
 pub const TOKEN_STEP_HEADER: HeaderName = HeaderName::from_static("x-raxe-token-step");
+/// Marks a DCR 400 with what an empty array got right after: `refused` (the stream itself
+/// is wrong) or `unknown` (no clear answer). Absent: the empty array went through, so the
+/// records were at fault. Never sent.
+pub const STREAM_CHECK_HEADER: HeaderName = HeaderName::from_static("x-raxe-stream-check");
 
 /// (option, value, allowed byte, what is allowed).
 type FieldCheck<'a> = (&'static str, &'a str, fn(u8) -> bool, &'static str);
@@ -224,6 +231,21 @@ impl LogsIngestionAdapter {
         self.send_http(&req).await
     }
 
+    /// A DCR 400 means bad records, or a stream that no longer fits anything we send (a
+    /// renamed or redeclared stream): then every batch would be narrowed down and
+    /// dead-lettered record by record. An empty array has no record to refuse, so its
+    /// answer tells which (see [`STREAM_CHECK_HEADER`]).
+    async fn check_stream(&self, mut resp: HttpResponse) -> HttpResponse {
+        let verdict = match self.post_empty().await {
+            Ok(Response::Http(probe)) if probe.status.is_success() => return resp,
+            Ok(Response::Http(probe)) if is_dcr_400(&probe) => "refused",
+            _ => "unknown",
+        };
+        resp.headers
+            .insert(STREAM_CHECK_HEADER, HeaderValue::from_static(verdict));
+        resp
+    }
+
     async fn send_http(&self, req: &HttpRequest) -> Result<Response, TransportError> {
         let mut req = req.clone();
         let mut refreshed = false;
@@ -276,8 +298,29 @@ fn token_failure(err: TokenError) -> Result<Response, TransportError> {
     }))
 }
 
-/// Classifies a DCR answer or a marked token-endpoint answer.
+fn is_dcr_400(resp: &HttpResponse) -> bool {
+    resp.status == StatusCode::BAD_REQUEST && !resp.headers.contains_key(TOKEN_STEP_HEADER)
+}
+
+/// Classifies a DCR answer (a 400 with its stream check) or a marked token-endpoint answer.
 pub fn classify_answer(resp: &HttpResponse) -> Outcome {
+    if let Some(check) = resp.headers.get(STREAM_CHECK_HEADER) {
+        let reason = crate::http_common::describe(resp);
+        return if check == "refused" {
+            Outcome::Misconfigured {
+                reason: format!(
+                    "{reason}; an empty array is refused too, so the stream itself does not                      fit: check --stream, --dcr-id and the stream's declaration in the DCR"
+                ),
+            }
+        } else {
+            Outcome::Retry {
+                after: None,
+                reason: format!(
+                    "{reason}; could not tell whether the records or the stream are at fault                      (an empty array got no clear answer): retrying"
+                ),
+            }
+        };
+    }
     if !resp.headers.contains_key(TOKEN_STEP_HEADER) {
         return classify_ingestion(resp);
     }
@@ -313,7 +356,15 @@ impl SiemAdapter for LogsIngestionAdapter {
     ) -> BoxFuture<'a, Result<Response, TransportError>> {
         Box::pin(async move {
             match &request.payload {
-                Payload::Http(req) => self.send_http(req).await,
+                Payload::Http(req) => {
+                    let answer = self.send_http(req).await;
+                    match answer {
+                        Ok(Response::Http(resp)) if is_dcr_400(&resp) => {
+                            Ok(Response::Http(self.check_stream(resp).await))
+                        }
+                        other => other,
+                    }
+                }
                 Payload::Syslog(_) => Err(TransportError::Io(
                     "Logs Ingestion adapter cannot send a syslog payload".into(),
                 )),
