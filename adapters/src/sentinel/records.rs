@@ -12,9 +12,10 @@
 //! taken (one of our columns, or an earlier pass-through field) gets the prefix `Extra`
 //! until it is unique (`TimeGenerated` → `ExtraTimeGenerated`). Nothing is dropped.
 //!
-//! Values: strings over [`MAX_FIELD_BYTES`] (32 KiB) are cut on a UTF-8 boundary (Azure
-//! would truncate them anyway); arrays/objects whose JSON is over the limit are sent as
-//! their JSON text, cut the same way. `null` pass-through values are left out.
+//! Values: strings over the API's field limit ([`MAX_FIELD_BYTES`], 32 KiB, for the Data
+//! Collector API) are cut on a UTF-8 boundary (Azure would truncate them anyway);
+//! arrays/objects whose JSON is over the limit are sent as their JSON text, cut the same
+//! way. `null` pass-through values are left out.
 
 use std::borrow::Cow;
 
@@ -23,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::event::{json_string, Rfc3339Ms, ScanEvent};
 
-/// Azure truncates field values beyond 32 KB.
+/// The Data Collector API truncates field values beyond 32 KB.
 pub const MAX_FIELD_BYTES: usize = 32 * 1024;
 
 /// Names the Data Collector API refuses inside records.
@@ -34,17 +35,25 @@ pub const TIME_FIELD: &str = "EventTime";
 
 /// Appends the Data Collector record for `event` as compact JSON.
 pub fn write_record(event: &ScanEvent, out: &mut Vec<u8>) {
-    write_record_as(event, TIME_FIELD, &RESERVED, out)
+    write_record_as(event, TIME_FIELD, &RESERVED, MAX_FIELD_BYTES, out)
 }
 
 /// Appends the record for `event` with the event time in `time_field`; pass-through
-/// names matching `reserved` (any case) get the `Extra` prefix. The Logs Ingestion API
-/// uses `TimeGenerated` and its own reserved list (see `crate::sentinel_ingestion`).
-pub fn write_record_as(event: &ScanEvent, time_field: &str, reserved: &[&str], out: &mut Vec<u8>) {
+/// names matching `reserved` (any case) get the `Extra` prefix; values are cut at
+/// `max_field` bytes. The Logs Ingestion API uses `TimeGenerated`, its own reserved list
+/// and limit (see `crate::sentinel_ingestion`).
+pub fn write_record_as(
+    event: &ScanEvent,
+    time_field: &str,
+    reserved: &[&str],
+    max_field: usize,
+    out: &mut Vec<u8>,
+) {
     let mut r = Record {
         out,
         names: Vec::with_capacity(16 + event.extra.len()),
         reserved,
+        max_field,
     };
     r.out.push(b'{');
     r.string(time_field, Rfc3339Ms::new(event.timestamp_ms).as_str());
@@ -120,6 +129,7 @@ struct Record<'a> {
     /// Columns written so far: a pass-through name must differ from each (any case).
     names: Vec<Cow<'a, str>>,
     reserved: &'a [&'a str],
+    max_field: usize,
 }
 
 impl<'a> Record<'a> {
@@ -145,10 +155,10 @@ impl<'a> Record<'a> {
         self.names.push(name);
     }
 
-    /// A string column, cut to [`MAX_FIELD_BYTES`].
+    /// A string column, cut to `max_field` bytes.
     fn string(&mut self, name: impl Into<Cow<'a, str>>, value: &str) {
         self.name(name.into());
-        json_string(cut(value), self.out);
+        json_string(cut(value, self.max_field), self.out);
     }
 
     /// A number or boolean column.
@@ -166,15 +176,15 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// An array or object column; one whose JSON is over [`MAX_FIELD_BYTES`] is sent as
-    /// that JSON text, cut, instead.
+    /// An array or object column; one whose JSON is over `max_field` bytes is sent as that
+    /// JSON text, cut, instead.
     fn structured(&mut self, name: Cow<'a, str>, value: &(impl Serialize + ?Sized)) {
         self.name(name);
         let start = self.out.len();
         write_json(self.out, value);
-        if self.out.len() - start > MAX_FIELD_BYTES {
+        if self.out.len() - start > self.max_field {
             let text = String::from_utf8(self.out.split_off(start)).expect("JSON is UTF-8");
-            json_string(cut(&text), self.out);
+            json_string(cut(&text, self.max_field), self.out);
         }
     }
 }
@@ -183,9 +193,9 @@ fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
     serde_json::to_writer(out, value).expect("writing JSON to a Vec cannot fail");
 }
 
-/// At most [`MAX_FIELD_BYTES`] of `s`, cut on a character boundary.
-fn cut(s: &str) -> &str {
-    let mut end = MAX_FIELD_BYTES.min(s.len());
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }

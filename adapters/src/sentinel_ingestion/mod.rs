@@ -43,7 +43,7 @@ use crate::request::{
 use crate::transport::HttpTransport;
 
 pub use self::classify::{classify_ingestion, classify_token_error};
-pub use self::token::{default_token_url, TokenError, TokenSource, SCOPE};
+pub use self::token::{default_token_url, Cloud, TokenError, TokenSource, SCOPE};
 
 /// The service refuses calls over 1 MB, counted before and after decompression.
 pub const MAX_REQUEST_BYTES: usize = 1_000_000;
@@ -60,6 +60,8 @@ pub const RESERVED: [&str; 8] = [
     "UniqueId",
     "Title",
 ];
+/// Logs Ingestion truncates field values beyond 64 KB (the Data Collector API: 32 KB).
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// Marks a response that came from the token endpoint, not the DCR (never sent).
 pub const TOKEN_STEP_HEADER: HeaderName = HeaderName::from_static("x-raxe-token-step");
 /// Marks a DCR 400 with what an empty array got right after: `refused` (the stream itself
@@ -184,10 +186,11 @@ impl LogsIngestionAdapter {
             reason,
         };
         let uri = ingestion_uri(&config.endpoint_url, &o.dcr_id, &o.stream).map_err(bad_url)?;
+        let cloud = Cloud::of_host(uri.host().unwrap_or_default());
         let token_url = o
             .token_url
             .clone()
-            .unwrap_or_else(|| default_token_url(&o.tenant_id));
+            .unwrap_or_else(|| default_token_url(&o.tenant_id, cloud));
         let token_uri = token_uri(&token_url).map_err(|reason| ConfigError::InvalidOption {
             option: "token_url",
             reason,
@@ -196,6 +199,7 @@ impl LogsIngestionAdapter {
             HttpTransport::new(&config.tls, Duration::from_secs(config.timeout_seconds))?;
         let token = TokenSource::new(
             token_uri,
+            cloud.scope(),
             &o.client_id,
             &config.auth_token,
             transport.clone(),
@@ -339,7 +343,13 @@ impl SiemAdapter for LogsIngestionAdapter {
 
     fn transform_event(&self, event: &ScanEvent) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
-        crate::sentinel::records::write_record_as(event, "TimeGenerated", &RESERVED, &mut out);
+        crate::sentinel::records::write_record_as(
+            event,
+            "TimeGenerated",
+            &RESERVED,
+            MAX_FIELD_BYTES,
+            &mut out,
+        );
         out
     }
 

@@ -82,6 +82,25 @@ fn reserved_pass_through_names_are_prefixed() {
     assert!(rec.get("TenantId").is_none());
 }
 
+#[test]
+fn field_values_are_cut_at_the_logs_ingestion_limit_of_64k() {
+    let line = format!(
+        r#"{{"event_id":"e","timestamp":1,"customer_id":"c","blob":"{}","note":"{}"}}"#,
+        "é".repeat(40_000),
+        "x".repeat(50_000)
+    );
+    let e = ScanEvent::parse_line(line.as_bytes(), 1).unwrap();
+    let rec: Value = serde_json::from_slice(&adapter().transform_event(&e)).unwrap();
+    let blob = rec["Blob"].as_str().unwrap();
+    assert!(
+        blob.len() <= 64 * 1024 && blob.len() > 64 * 1024 - 2,
+        "{}",
+        blob.len()
+    );
+    // Under the limit: kept whole (the Data Collector API would cut it at 32 KiB).
+    assert_eq!(rec["Note"].as_str().unwrap().len(), 50_000);
+}
+
 /// An event whose record is about `kb` KB of distinct (poorly compressible) text.
 fn big_event(n: usize, kb: usize) -> ScanEvent {
     let mut seed = n as u64 * 7919 + 1;
@@ -317,4 +336,39 @@ fn form_encoding_and_refresh_timing() {
         token::refresh_after(Duration::from_secs(4)),
         Duration::from_secs(2)
     );
+}
+
+#[test]
+fn sovereign_clouds_get_their_audience_and_login_host() {
+    use super::token::{default_token_url, Cloud};
+    for (host, cloud, scope, login) in [
+        (
+            "my-dce-5kyl.eastus-1.ingest.monitor.azure.com",
+            Cloud::Public,
+            "https://monitor.azure.com//.default",
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        ),
+        (
+            "my-dce.usgovvirginia-1.ingest.monitor.azure.us",
+            Cloud::UsGov,
+            "https://monitor.azure.us//.default",
+            "https://login.microsoftonline.us/t/oauth2/v2.0/token",
+        ),
+        (
+            "MY-DCE.chinanorth3-1.ingest.monitor.azure.cn.",
+            Cloud::China,
+            "https://monitor.azure.cn//.default",
+            "https://login.chinacloudapi.cn/t/oauth2/v2.0/token",
+        ),
+        (
+            "127.0.0.1",
+            Cloud::Public,
+            SCOPE,
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        ),
+    ] {
+        assert_eq!(Cloud::of_host(host), cloud, "{host}");
+        assert_eq!(cloud.scope(), scope);
+        assert_eq!(default_token_url("t", cloud), login);
+    }
 }

@@ -19,8 +19,50 @@ use crate::config::Secret;
 use crate::request::{HttpResponse, TransportError};
 use crate::transport::HttpTransport;
 
-/// The Azure Monitor audience; the double slash is what Microsoft's samples send.
+/// The Azure Monitor audience (public cloud); the double slash is what Microsoft's samples
+/// send.
 pub const SCOPE: &str = "https://monitor.azure.com//.default";
+
+/// The Azure cloud an ingestion endpoint belongs to: its token audience and Entra ID host
+/// differ (protocols.md §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    Public,
+    /// US Government (`*.azure.us`).
+    UsGov,
+    /// Azure operated by 21Vianet (`*.azure.cn`).
+    China,
+}
+
+impl Cloud {
+    /// By the endpoint's host name.
+    pub fn of_host(host: &str) -> Cloud {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if host.ends_with(".azure.us") {
+            Cloud::UsGov
+        } else if host.ends_with(".azure.cn") {
+            Cloud::China
+        } else {
+            Cloud::Public
+        }
+    }
+
+    pub fn scope(self) -> &'static str {
+        match self {
+            Cloud::Public => SCOPE,
+            Cloud::UsGov => "https://monitor.azure.us//.default",
+            Cloud::China => "https://monitor.azure.cn//.default",
+        }
+    }
+
+    fn login_host(self) -> &'static str {
+        match self {
+            Cloud::Public => "login.microsoftonline.com",
+            Cloud::UsGov => "login.microsoftonline.us",
+            Cloud::China => "login.chinacloudapi.cn",
+        }
+    }
+}
 
 /// Refresh this long before expiry (Microsoft's guidance).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -28,9 +70,12 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// `expires_in` from a proxy or a mock would overflow the clock, or never refresh.
 pub const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
 
-/// The Entra ID v2 token endpoint of `tenant_id` (public cloud).
-pub fn default_token_url(tenant_id: &str) -> String {
-    format!("https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token")
+/// The Entra ID v2 token endpoint of `tenant_id` in `cloud`.
+pub fn default_token_url(tenant_id: &str, cloud: Cloud) -> String {
+    format!(
+        "https://{}/{tenant_id}/oauth2/v2.0/token",
+        cloud.login_host()
+    )
 }
 
 /// Why no token could be had.
@@ -83,12 +128,19 @@ impl std::fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
-    pub fn new(uri: Uri, client_id: &str, secret: &Secret, transport: HttpTransport) -> Self {
+    /// Tokens from `uri` for `scope` (see [`Cloud::scope`]).
+    pub fn new(
+        uri: Uri,
+        scope: &str,
+        client_id: &str,
+        secret: &Secret,
+        transport: HttpTransport,
+    ) -> Self {
         let form = format!(
             "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
             form_encode(client_id),
             form_encode(secret.expose()),
-            form_encode(SCOPE)
+            form_encode(scope)
         );
         TokenSource {
             uri,
