@@ -565,3 +565,81 @@ async fn tcp_resends_the_last_batch_after_a_reset() {
     s.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
+
+/// Forwards one connection to `server`, holding every chunk from the server back `delay`:
+/// a receiver one long round trip away.
+async fn slow_return_proxy(server: SocketAddr, delay: Duration) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                return;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = upstream.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                let _ = server_write.shutdown().await;
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match server_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            tokio::time::sleep(delay).await;
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = client_write.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A receiver whose answers take longer than the shortest probe: a rejected client
+/// certificate still fails the batch (the wait grows with the handshake's time).
+#[tokio::test]
+async fn tls13_rejection_from_a_distant_receiver_fails_the_batch() {
+    let pki = TestPki::new();
+    let acceptor = TlsAcceptor::from(pki.mtls_server_config());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    let proxy = slow_return_proxy(server_addr, Duration::from_millis(150)).await;
+    let tx = SyslogTransport::new(
+        target(
+            "localhost",
+            proxy.port(),
+            SyslogProtocol::Tls,
+            SyslogFraming::OctetCounting,
+        ),
+        &TlsOptions {
+            ca_cert: Some(pki.ca_pem.clone()),
+            ..TlsOptions::default()
+        },
+    )
+    .unwrap();
+    let err = tx.send(&msgs(&[b"rejected"])).await.unwrap_err();
+    match err {
+        TransportError::Tls(msg) => assert!(msg.contains("CertificateRequired"), "{msg}"),
+        other => panic!("expected Tls, got {other:?}"),
+    }
+    server.abort();
+}

@@ -31,8 +31,9 @@
 //!   `host` (an IP address is verified against the certificate's IP SANs). A TLS alert
 //!   received on an idle connection (e.g. the server rejected the client certificate after
 //!   the handshake, TLS 1.3) is reported as [`TransportError::Tls`] on the next send.
-//!   On a new TLS 1.3 connection the transport waits up to [`TLS13_PROBE`] for such an alert
-//!   before writing, so a rejected client certificate fails the batch instead of losing it.
+//!   On a new TLS 1.3 connection the transport waits for such an alert before writing (twice
+//!   the handshake's time, at least [`TLS13_PROBE`]), so a rejected client certificate fails
+//!   the batch instead of losing it.
 //!   [`SyslogTransport::close`] (or dropping the transport inside a tokio runtime) sends a
 //!   TLS close_notify.
 //!
@@ -55,8 +56,8 @@ use super::tls::{client_config, find_rustls_error};
 use super::{SyslogFraming, SyslogProtocol, SyslogTarget, TlsOptions, TransportSetupError};
 use crate::request::TransportError;
 
-/// How long a new TLS 1.3 connection waits for a post-handshake rejection alert (at most a
-/// quarter of the target's timeout).
+/// Shortest wait of a new TLS 1.3 connection for a post-handshake rejection alert (it
+/// waits twice the handshake's time when longer, and at most a quarter of the timeout).
 pub const TLS13_PROBE: Duration = Duration::from_millis(100);
 
 /// Largest UDP payload over IPv4 (65,535 − 20 − 8); `max_datagram` is capped to it.
@@ -327,6 +328,7 @@ impl SyslogTransport {
         &self,
         tls: Option<&(TlsConnector, ServerName<'static>)>,
     ) -> Result<Conn, TransportError> {
+        let started = tokio::time::Instant::now();
         let tcp = TcpStream::connect((bare_host(&self.target.host), self.target.port))
             .await
             .map_err(|e| TransportError::Connect(format!("connect to {}: {e}", self.addr())))?;
@@ -346,7 +348,8 @@ impl SyslogTransport {
                     )?;
                 let mut stream = Box::new(stream);
                 if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-                    self.probe_tls13_rejection(&mut stream).await?;
+                    self.probe_tls13_rejection(&mut stream, started.elapsed())
+                        .await?;
                 }
                 Ok(Conn::Tls(stream))
             }
@@ -354,17 +357,23 @@ impl SyslogTransport {
     }
 
     /// In TLS 1.3 the client finishes its handshake before the server has judged the client
-    /// certificate; a rejection (e.g. `certificate_required`) arrives as an alert just after.
-    /// Writing a batch straight away would report it as sent and lose it, so on a new TLS 1.3
-    /// connection wait briefly ([`TLS13_PROBE`], at most a quarter of the timeout) for such an
-    /// alert before writing. Silence means accepted. Best effort: a slower alert is still
-    /// caught by the liveness check of the next send.
+    /// certificate; a rejection (e.g. `certificate_required`) arrives as an alert a round
+    /// trip later. Writing a batch straight away would report it as sent and lose it, so on
+    /// a new TLS 1.3 connection wait for such an alert before writing: twice as long as the
+    /// connect and handshake took (several round trips), at least [`TLS13_PROBE`], at most a
+    /// quarter of the timeout. Silence means accepted. Best effort: a slower alert is caught
+    /// by the liveness check of the next send, which stops the destination; the batch sent
+    /// before it is in this transport's resend window only, and a new configuration (a new
+    /// transport) does not send it again.
     async fn probe_tls13_rejection(
         &self,
         stream: &mut tokio_rustls::client::TlsStream<TcpStream>,
+        handshake: Duration,
     ) -> Result<(), TransportError> {
         let mut scratch = [0u8; 512];
-        let probe = TLS13_PROBE.min(self.target.timeout / 4);
+        let probe = (handshake * 2)
+            .max(TLS13_PROBE)
+            .min(self.target.timeout / 4);
         match tokio::time::timeout(probe, stream.read(&mut scratch)).await {
             Err(_) | Ok(Ok(1..)) => Ok(()),
             Ok(Ok(0)) => Err(TransportError::Connect(format!(
