@@ -77,8 +77,88 @@ pub fn cef_severity(event: &ScanEvent) -> u8 {
     event.severity.map_or(0, |s| s.cef())
 }
 
+/// Character limits of the values a line may have to give up room from (the dictionary
+/// lengths by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    signature: usize,
+    src: usize,
+    suser: usize,
+    cs1: usize,
+    cs2: usize,
+    cs3: usize,
+}
+
+impl Limits {
+    const DICTIONARY: Limits = Limits {
+        signature: 1023,
+        src: 255,
+        suser: 1023,
+        cs1: 4000,
+        cs2: 4000,
+        cs3: 4000,
+    };
+}
+
 /// Appends the CEF line for `event` (no line terminator).
 pub fn write_cef(settings: &CefSettings, event: &ScanEvent, out: &mut String) {
+    write_with(settings, event, &Limits::DICTIONARY, out);
+}
+
+/// Appends the CEF line for `event` in at most `budget` bytes when it can: the values least
+/// needed to find and attribute an event give up room first (rule ids, families, agent,
+/// installation, prompt hash, signature id), never its time, event id, MSSP, customer or
+/// numbers, and always whole escape sequences and characters. Returns false when the line
+/// is still longer than `budget` (its other values are that long).
+pub fn write_cef_within(
+    settings: &CefSettings,
+    event: &ScanEvent,
+    budget: usize,
+    out: &mut String,
+) -> bool {
+    let start = out.len();
+    let mut limits = Limits::DICTIONARY;
+    write_with(settings, event, &limits, out);
+    // Each round cuts one value by the excess (escaping can make a character several bytes,
+    // so a value may take more than one round); a value at 0 is left out.
+    for _ in 0..24 {
+        let excess = out.len() - start;
+        if excess <= budget {
+            return true;
+        }
+        let excess = excess - budget;
+        let next_to_cut = [
+            (&mut limits.cs2, event.rule_ids.join(",").chars().count()),
+            (&mut limits.cs3, event.families.join(",").chars().count()),
+            (&mut limits.suser, chars_of(&event.agent_id)),
+            (&mut limits.src, chars_of(&event.installation_id)),
+            (&mut limits.cs1, chars_of(&event.prompt_hash)),
+            (
+                &mut limits.signature,
+                event.rule_ids.first().map_or(0, |r| r.chars().count()),
+            ),
+        ]
+        .into_iter()
+        .map(|(limit, len)| {
+            let used = (*limit).min(len);
+            (limit, used)
+        })
+        .find(|(_, used)| *used > 0);
+        let Some((limit, used)) = next_to_cut else {
+            return false;
+        };
+        *limit = used.saturating_sub(excess);
+        out.truncate(start);
+        write_with(settings, event, &limits, out);
+    }
+    out.len() - start <= budget
+}
+
+fn chars_of(value: &Option<String>) -> usize {
+    value.as_deref().map_or(0, |v| v.chars().count())
+}
+
+fn write_with(settings: &CefSettings, event: &ScanEvent, limits: &Limits, out: &mut String) {
     out.push_str("CEF:0|");
     escape_header(truncate_chars(&settings.device_vendor, 63), out);
     out.push('|');
@@ -92,7 +172,8 @@ pub fn write_cef(settings: &CefSettings, event: &ScanEvent, out: &mut String) {
         .map(String::as_str)
         .filter(|s| !s.is_empty())
         .unwrap_or("scan");
-    escape_header(truncate_chars(sig, 1023), out);
+    let sig = Some(truncate_chars(sig, limits.signature)).filter(|s| !s.is_empty());
+    escape_header(sig.unwrap_or("scan"), out);
     out.push('|');
     escape_header(truncate_chars(&event_name(event), 512), out);
     out.push('|');
@@ -106,21 +187,26 @@ pub fn write_cef(settings: &CefSettings, event: &ScanEvent, out: &mut String) {
         CefSrcField::DeviceExternalId => "deviceExternalId",
     };
     if let Some(v) = &event.installation_id {
-        ext.value(src_key, v, 255);
+        ext.value(src_key, v, limits.src);
     }
     if let Some(v) = &event.agent_id {
-        ext.value("suser", v, 1023);
+        ext.value("suser", v, limits.suser);
     }
     if let Some(v) = &event.prompt_hash {
-        ext.labelled("cs1", v, "PromptHash");
+        ext.labelled("cs1", v, "PromptHash", limits.cs1);
     }
-    ext.labelled("cs2", &event.rule_ids.join(","), "RuleIDs");
-    ext.labelled("cs3", &event.families.join(","), "ThreatFamilies");
-    ext.labelled("cs4", &event.event_id, "EventId");
+    ext.labelled("cs2", &event.rule_ids.join(","), "RuleIDs", limits.cs2);
+    ext.labelled(
+        "cs3",
+        &event.families.join(","),
+        "ThreatFamilies",
+        limits.cs3,
+    );
+    ext.labelled("cs4", &event.event_id, "EventId", 4000);
     if let Some(v) = &event.mssp_id {
-        ext.labelled("cs5", v, "MsspId");
+        ext.labelled("cs5", v, "MsspId", 4000);
     }
-    ext.labelled("cs6", &event.customer_id, "CustomerId");
+    ext.labelled("cs6", &event.customer_id, "CustomerId", 4000);
     if let Some(v) = event.prompt_length {
         ext.number("cn1", v as i128, "PromptLength");
     }
@@ -179,8 +265,8 @@ impl Ext<'_> {
         true
     }
 
-    fn labelled(&mut self, key: &str, v: &str, label: &str) {
-        if self.value(key, v, 4000) {
+    fn labelled(&mut self, key: &str, v: &str, label: &str, max: usize) {
+        if self.value(key, v, max) {
             self.label(key, label);
         }
     }

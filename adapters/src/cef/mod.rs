@@ -76,12 +76,36 @@ pub struct CefSyslogFormatter {
     pub facility: u8,
     pub hostname: String,
     pub app_name: String,
+    /// Largest message (UDP: the datagram limit). A longer one is made to fit by shortening
+    /// the CEF values least needed (see [`write_cef_within`]), so that the transport's cut
+    /// of the message's end, a last resort, does not take the event id or the customer.
+    pub max_message: Option<usize>,
 }
+
+/// Set once a message had to be shortened (warned about once per process).
+static SHORTENED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl CefSyslogFormatter {
     /// One unframed syslog message carrying the event's CEF line.
     pub fn message(&self, event: &ScanEvent) -> Vec<u8> {
-        let cef = cef_line(&self.settings, event);
+        let mut cef = cef_line(&self.settings, event);
+        let msg = self.wrap(event, &cef);
+        let Some(max) = self.max_message.filter(|max| msg.len() > *max) else {
+            return msg;
+        };
+        let header = msg.len() - cef.len();
+        cef.clear();
+        let fits =
+            encoder::write_cef_within(&self.settings, event, max.saturating_sub(header), &mut cef);
+        if !SHORTENED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(event_id = %event.event_id, max_bytes = max, fits, "a CEF syslog message was over the datagram limit: rule ids, families and other long values were shortened to fit (logged once; raise max_datagram or use TCP/TLS to keep them whole)");
+        } else {
+            tracing::debug!(event_id = %event.event_id, max_bytes = max, fits, "CEF syslog message shortened to fit the datagram limit");
+        }
+        self.wrap(event, &cef)
+    }
+
+    fn wrap(&self, event: &ScanEvent, cef: &str) -> Vec<u8> {
         let pri = pri(self.facility, event.severity.map_or(6, |s| s.syslog()));
         match self.format {
             SyslogFormat::Rfc5424 => format_rfc5424(&Rfc5424 {
@@ -176,6 +200,10 @@ impl CefAdapter {
                         facility: o.facility,
                         hostname: o.hostname.clone().unwrap_or_else(crate::hostname::hostname),
                         app_name: o.app_name.clone(),
+                        max_message: (protocol == crate::transport::SyslogProtocol::Udp).then_some(
+                            o.max_datagram
+                                .min(crate::transport::syslog::MAX_UDP_PAYLOAD),
+                        ),
                     },
                     transport: SyslogTransport::new(target, &config.tls)?,
                 }

@@ -264,3 +264,82 @@ fn encoding_queued_json_decodes_and_dead_letters_what_does_not_decode() {
     assert_eq!(body(0), format!("{}\n", line_1()));
     assert_eq!(body(1), format!("{}\n", line_clean()));
 }
+
+/// An event whose rule ids and families fill kilobytes (with characters to escape).
+fn long_event() -> ScanEvent {
+    let mut e = event(7);
+    e.rule_ids = (0..300).map(|i| format!("rule=\\{i:04}")).collect();
+    e.families = (0..200).map(|i| format!("FAM{i}")).collect();
+    e.agent_id = Some("a".repeat(900));
+    e
+}
+
+#[test]
+fn a_line_made_to_fit_keeps_time_ids_and_customer() {
+    let settings = CefSettings::default();
+    let e = long_event();
+    let whole = cef_line(&settings, &e);
+    assert!(whole.len() > 5000);
+    for budget in [1500, 700, 400] {
+        let mut line = String::new();
+        assert!(
+            encoder::write_cef_within(&settings, &e, budget, &mut line),
+            "{budget}"
+        );
+        assert!(line.len() <= budget, "{budget}: {}", line.len());
+        for kept in [
+            "rt=1769769000123",
+            "cs4=evt-7 cs4Label=EventId",
+            "cs5=mssp_1 cs5Label=MsspId",
+            "cs6=cust_acme cs6Label=CustomerId",
+            "cn1=42",
+        ] {
+            assert!(line.contains(kept), "{budget}: {kept} missing from {line}");
+        }
+        // Values are cut before escaping: never half an escape, nor a dangling backslash.
+        for value in line.split(' ') {
+            let trailing = value.len() - value.trim_end_matches('\\').len();
+            assert!(trailing % 2 == 0, "{budget}: {value}");
+        }
+    }
+    // Short enough already: exactly the usual line.
+    let mut line = String::new();
+    assert!(encoder::write_cef_within(
+        &settings,
+        &event(1),
+        4096,
+        &mut line
+    ));
+    assert_eq!(line, line_1());
+    // The kept values alone are longer than the budget: reported, not hidden.
+    let mut line = String::new();
+    assert!(!encoder::write_cef_within(&settings, &e, 100, &mut line));
+}
+
+#[test]
+fn udp_messages_fit_the_datagram_and_keep_the_event_id() {
+    let c = SiemConfig::cef(
+        "syslog://127.0.0.1",
+        "",
+        CefOptions {
+            transport: Some(CefTransport::Udp),
+            max_datagram: 1024,
+            hostname: Some("raxe-agent-01".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = CefAdapter::new(c).unwrap();
+    let msg = String::from_utf8(a.transform_event(&long_event())).unwrap();
+    assert!(msg.len() <= 1024, "{}", msg.len());
+    assert!(msg.starts_with("<130>1 2026-01-30T10:30:00.123Z raxe-agent-01 raxe - - - CEF:0|"));
+    assert!(
+        msg.contains("cs4=evt-7") && msg.contains("cs6=cust_acme"),
+        "{msg}"
+    );
+    // Over TCP nothing is shortened.
+    let whole =
+        String::from_utf8(syslog_adapter(SyslogFormat::Rfc5424).transform_event(&long_event()))
+            .unwrap();
+    assert!(whole.len() > 5000);
+}

@@ -263,9 +263,10 @@ fn token_never_in_debug_display_or_errors() {
     let shown = format!("{c} {c:?} {c:#?}");
     assert!(!shown.contains(secret), "{shown}");
     assert!(shown.contains("***"));
+    // The query is hidden, and marked as such.
     assert_eq!(
         c.to_string(),
-        "splunk https://h:8088/services/collector (token ***)"
+        "splunk https://h:8088/services/collector?… (token ***)"
     );
     let e = SiemConfig::sentinel("https://h", "ws", "T", "%%SECRET%%").unwrap_err();
     assert!(!format!("{e} {e:?}").contains("SECRET"));
