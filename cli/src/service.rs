@@ -91,6 +91,8 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    // At once, so that `raxe ingest` and `raxe drain` find this run's spool.
+    status::write(&host.data, &host.dispatcher.stats(), true, spool.dir());
     let mut registered = registered_ids(&host);
     tracing::info!(
         data_dir = %data.root().display(),

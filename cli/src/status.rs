@@ -16,7 +16,7 @@ pub fn write(data: &DataDir, stats: &EngineStats, running: bool, spool: &Path) {
         "pid": std::process::id(),
         "running": running,
         "updated_ms": raxe_engine::audit::now_ms(),
-        "spool": spool,
+        "spool": spool.to_string_lossy(),
         "stats": stats,
     });
     if let Err(e) = write_replace(&data.status_file(), body.to_string().as_bytes()) {

@@ -323,3 +323,70 @@ fn bad_ids_are_refused_and_a_new_siem_keeps_the_customer_disabled() {
         );
     }
 }
+
+/// A destination saved before '/' was refused in ids can still be updated (a new token);
+/// a new one with such an id cannot be made.
+#[test]
+fn a_destination_saved_with_a_slash_in_its_id_can_still_be_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let url = "https://splunk.example.com:8088/services/collector/event";
+    assert!(configure_splunk(data, url, TOKEN).status.success());
+    let configs = data.join("config/destinations");
+    let file = fs::read_dir(&configs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    record["scope"]["mssp_id"] = "a/b".into();
+    record["scope"]["customer_id"] = "c".into();
+    fs::remove_file(&file).unwrap();
+    fs::write(
+        configs.join("customer%2Fa%2Fb%2Fc.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let new_token = "87654321-4321-4321-4321-BA0987654321";
+    let out = raxe(
+        data,
+        &[
+            "customer",
+            "siem",
+            "configure",
+            "c",
+            "--mssp",
+            "a/b",
+            "--type",
+            "splunk",
+            "--url",
+            url,
+            "--token",
+            new_token,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let saved = fs::read_to_string(configs.join("customer%2Fa%2Fb%2Fc.json")).unwrap();
+    assert!(
+        saved.contains(new_token) && saved.contains("a/b"),
+        "{saved}"
+    );
+    let out = raxe(
+        data,
+        &[
+            "customer",
+            "siem",
+            "configure",
+            "d",
+            "--mssp",
+            "x/y",
+            "--type",
+            "splunk",
+            "--url",
+            url,
+            "--token",
+            TOKEN,
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+}

@@ -586,3 +586,35 @@ async fn drain_waits_for_spooled_events_and_ingest_finds_the_service_spool() {
     assert_eq!(hec.accepted_count(), 251);
     assert!(terminate(&mut serve).success());
 }
+
+/// A spool directory whose name is not UTF-8 works (its name is published lossily).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_path_that_is_not_utf8_is_served() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"spool-caf\xe9"));
+    fs::create_dir(&spool).unwrap();
+    let mut serve = Command::new(RAXE)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--poll-interval-ms", "50", "--spool"])
+        .arg(&spool)
+        .env("RAXE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = (0..20).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&spool, "a.jsonl", &lines);
+    assert!(
+        hec.wait_for(20, Duration::from_secs(20)).await,
+        "got {}",
+        hec.accepted_count()
+    );
+    assert!(terminate(&mut serve).success());
+}

@@ -519,11 +519,20 @@ impl<'a> Delivery<'a> {
         );
     }
 
+    /// Waits between quick retries; cut short by shutdown, and by the destination's
+    /// retirement (its replacement waits for this worker to stop).
     async fn sleep(&mut self, delay: Duration) -> Result<(), Halt> {
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => Ok(()),
-            _ = self.shutdown.wait_for(|stop| *stop) => Err(Halt::Shutdown),
+        let deadline = tokio::time::Instant::now() + delay;
+        // `retire` marks `enabled` changed, which a watch never misses.
+        let mut enabled = self.dest.enabled.subscribe();
+        while !self.dest.is_retired() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                _ = self.shutdown.wait_for(|stop| *stop) => return Err(Halt::Shutdown),
+                _ = enabled.changed() => {}
+            }
         }
+        Err(Halt::Shutdown)
     }
 }
 

@@ -623,3 +623,43 @@ async fn a_destination_removed_while_stopped_and_added_back_delivers() {
     assert_eq!(as_set(&hec.accepted()), ids(&batch));
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A worker waiting between quick retries (here a 30 s Retry-After) stops at once when its
+/// destination is replaced, so the new workers, which wait for it, deliver without delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_destination_does_not_wait_out_the_old_workers_retry_pause() {
+    let engine = Engine::with_policy(raxe_engine::BackoffPolicy {
+        retry_after_max: Duration::from_secs(60),
+        ..fast_policy()
+    });
+    let hec = HecReceiver::start("t").await;
+    hec.push_fault(Fault::Status {
+        status: 503,
+        code: 9,
+        retry_after: Some(30),
+    });
+    engine.add("d", &hec, "t", None);
+    let batch = events("m", "c", 0..50);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(wait_until(WAIT, || hec.requests() >= 1).await);
+    let mut config = splunk_config(&hec.url(), "t");
+    config.batch_size = 50;
+    let options = raxe_engine::DestinationOptions {
+        max_batch_bytes: 500_000,
+        ..Default::default()
+    };
+    engine
+        .dispatcher
+        .register_destination(
+            "d",
+            raxe_adapters::create_siem_adapter(config).unwrap().into(),
+            None,
+            options,
+        )
+        .unwrap();
+    // Well within the 30 s the old worker would have slept.
+    assert!(hec.wait_for(50, WAIT).await, "got {}", hec.accepted_count());
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}

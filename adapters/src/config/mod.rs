@@ -249,6 +249,15 @@ impl fmt::Debug for SiemConfig {
 /// `url` fit to show: without user info (`user:password@`) and with the query and fragment
 /// replaced by `?…` (a Splunk token can travel as `?token=`).
 pub fn redact_url(url: &str) -> String {
+    // An `@` past where the authority seems to end may close user info holding a raw `/`,
+    // `?` or `#` (a password): show nothing of such a URL (an `@` in a path is rare in a
+    // SIEM endpoint, and costs only the display).
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if rest[authority_end..].contains('@') {
+            return format!("{scheme}://…");
+        }
+    }
     let cut = url.find(['?', '#']);
     let base = &url[..cut.unwrap_or(url.len())];
     let mut out = match base.split_once("://") {

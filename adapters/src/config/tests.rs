@@ -295,8 +295,18 @@ fn shown_urls_carry_no_user_info_and_no_query() {
         redact_url("syslog://10.0.0.1:6514"),
         "syslog://10.0.0.1:6514"
     );
-    assert_eq!(redact_url("https://a@b@host/p@q"), "https://host/p@q");
+    assert_eq!(redact_url("https://a@b@host/p"), "https://host/p");
     assert_eq!(redact_url("not a url?x"), "not a url?…");
+    // A raw '/', '?' or '#' in a password: nothing of it is shown.
+    for url in [
+        "https://user:pa/ss@host:8088/x",
+        "https://user:p?w@host/x",
+        "https://user:p#w@host",
+    ] {
+        assert_eq!(redact_url(url), "https://…", "{url}");
+    }
+    // An '@' in a path cannot be told apart from one: hidden as well.
+    assert_eq!(redact_url("https://host/a@b"), "https://…");
     let config = SiemConfig::new(
         SiemType::Splunk,
         "https://user:hunter2@splunk.example.com:8088/services/collector/event?token=sekrit",

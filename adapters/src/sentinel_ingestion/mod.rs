@@ -313,14 +313,14 @@ pub fn classify_answer(resp: &HttpResponse) -> Outcome {
         return if check == "refused" {
             Outcome::Misconfigured {
                 reason: format!(
-                    "{reason}; an empty array is refused too, so the stream itself does not                      fit: check --stream, --dcr-id and the stream's declaration in the DCR"
+                    "{reason}; an empty array is refused too, so the stream itself does not fit: check --stream, --dcr-id and the stream's declaration in the DCR"
                 ),
             }
         } else {
             Outcome::Retry {
                 after: None,
                 reason: format!(
-                    "{reason}; could not tell whether the records or the stream are at fault                      (an empty array got no clear answer): retrying"
+                    "{reason}; could not tell whether the records or the stream are at fault (an empty array got no clear answer): retrying"
                 ),
             }
         };

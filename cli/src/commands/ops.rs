@@ -190,15 +190,18 @@ async fn drain_via_service(data: &DataDir, timeout: Duration) -> Result<i32> {
     }
 }
 
-/// Spool files not ingested yet: complete ones waiting, and ones being read.
+/// Spool files not ingested yet: complete ones waiting, and ones being read. The spool
+/// is listed before `ingesting/`: a file only moves from the first to the second, and
+/// leaves the second once its events are queued, so no file slips between the listings.
 fn spool_backlog(spool: &Path) -> Result<usize> {
+    let waiting = crate::spool::pending_files(spool)?.len();
     let claimed = spool.join(crate::spool::INGESTING_DIR);
     let claimed = if claimed.exists() {
         crate::spool::pending_files(&claimed)?.len()
     } else {
         0
     };
-    Ok(crate::spool::pending_files(spool)?.len() + claimed)
+    Ok(waiting + claimed)
 }
 
 async fn progress_bar(dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>) {

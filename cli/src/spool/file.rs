@@ -121,6 +121,22 @@ pub fn ingest_file(
     Ok(report)
 }
 
+/// The queues refused a step's events (full, or the store failed): not this file's fault.
+#[derive(Debug)]
+pub struct QueueRefused(raxe_engine::EngineError);
+
+impl std::fmt::Display for QueueRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for QueueRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Where a file's intake stands, as its marker records it: `offset,line,rejects length`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Progress {
@@ -208,6 +224,7 @@ impl FileIntake<'_> {
                 &self.events,
                 Some((self.marker_key.as_bytes(), next.encode().as_bytes())),
             )
+            .map_err(QueueRefused)
             .with_context(|| format!("cannot queue events of spool file {}", self.name))?;
         self.report.accepted += dispatched.accepted;
         self.report.unrouted += dispatched.unrouted;

@@ -112,7 +112,11 @@ impl Spool {
                 }
                 Err(e) => {
                     self.complain(&claimed, &e);
-                    if store.health().is_err() {
+                    // A queue that refused events (full, or the store failed) would refuse
+                    // the next file's too, and taking later files first would put their
+                    // events ahead of this one's in the queues they share. Only a fault of
+                    // this file (unreadable, its rejects unwritable) lets the others pass.
+                    if e.is::<file::QueueRefused>() || store.health().is_err() {
                         return;
                     }
                 }
@@ -154,9 +158,14 @@ pub fn pending_files(spool: &Path) -> Result<Vec<PathBuf>> {
         if name.starts_with('.') || name.ends_with(".tmp") || !name.ends_with(".jsonl") {
             continue;
         }
-        if entry.file_type()?.is_file() {
-            let mtime = entry.metadata()?.modified()?;
-            files.push((mtime, entry.path()));
+        // Claimed or deleted since the listing (the service works meanwhile): not pending.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if meta.is_file() {
+            files.push((meta.modified()?, entry.path()));
         }
     }
     files.sort();
@@ -220,6 +229,11 @@ pub fn sweep_markers(store: &SledStore, spool: &Path) -> Result<usize> {
         let mut parts = text[MARKER_PREFIX.len()..].rsplitn(4, ':');
         let (_mtime, _size, inode, name) = (parts.next(), parts.next(), parts.next(), parts.next());
         let inode: Option<u64> = inode.and_then(|i| i.parse().ok());
+        // A name that was not UTF-8 cannot be looked up from its key: leave it (a stale
+        // marker only matters to a file of the same name, inode, size and mtime).
+        if name.is_some_and(|n| n.contains(char::REPLACEMENT_CHARACTER)) {
+            continue;
+        }
         // Earlier versions read files in the spool itself.
         let alive = name.zip(inode).is_some_and(|(name, inode)| {
             [spool.join(INGESTING_DIR).join(name), spool.join(name)]
@@ -289,6 +303,8 @@ mod tests {
             // Gone, and a file of that name with another inode.
             "spool:gone.jsonl:1:3:17".to_string(),
             format!("spool:c.jsonl:{}:3:17", ino(&legacy) + 1),
+            // A name that was not UTF-8: cannot be checked, so it stays.
+            "spool:caf\u{FFFD}.jsonl:1:3:17".to_string(),
         ];
         let none: Vec<&[u8]> = Vec::new();
         for key in &keys {
@@ -300,12 +316,46 @@ mod tests {
             .append_group(&[("q", &none)], Some((b"dead:1", b"")))
             .unwrap();
         assert_eq!(sweep_markers(&store, spool.path()).unwrap(), 2);
-        let mut left: Vec<Vec<u8>> = keys[..2].iter().map(|k| k.as_bytes().to_vec()).collect();
+        let mut left: Vec<Vec<u8>> = [&keys[0], &keys[1], &keys[4]]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
         left.sort();
         assert_eq!(store.marker_keys(b"spool:").unwrap(), left);
         assert!(
             store.marker(b"dead:1").unwrap().is_some(),
             "other markers stay"
         );
+    }
+
+    /// A queue that refuses a file's events (full) ends the round: later files wait, so
+    /// their events cannot get ahead of that file's in a queue they share.
+    #[test]
+    fn a_refused_append_stops_the_round() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = raxe_storage::StoreOptions {
+            max_queue_bytes: Some(4_000),
+            ..Default::default()
+        };
+        let store = Arc::new(SledStore::open_with(dir.path().join("queues"), opts).unwrap());
+        let audit = Arc::new(raxe_engine::AuditLog::in_memory());
+        let dispatcher = SiemDispatcher::new(store.clone(), audit).unwrap();
+        let spool = Spool::open(dir.path().join("spool")).unwrap();
+        let line = |n: usize| {
+            format!(
+                r#"{{"event_id":"e{n}","timestamp":1769769000123,"threat_detected":true,"severity":"HIGH","customer_id":"c","agent_id":"a"}}"#
+            )
+        };
+        let write = |name: &str, lines: std::ops::Range<usize>| {
+            let text: Vec<String> = lines.map(line).collect();
+            fs::write(spool.dir().join(name), text.join("\n") + "\n").unwrap();
+        };
+        write("a.jsonl", 0..100); // more than the queue holds
+        std::thread::sleep(Duration::from_millis(20));
+        write("b.jsonl", 100..101);
+        spool.ingest_pending(&dispatcher, &store);
+        assert!(spool.dir().join(INGESTING_DIR).join("a.jsonl").exists());
+        assert!(spool.dir().join("b.jsonl").exists(), "b waits for a");
     }
 }

@@ -43,8 +43,20 @@ impl Engine {
         Engine::open_with(dir, StoreOptions::default())
     }
 
+    /// A fresh engine with its own retry pacing.
+    pub fn with_policy(policy: BackoffPolicy) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::open_inner(dir.path(), StoreOptions::default(), policy);
+        engine._dir = Some(dir);
+        engine
+    }
+
     /// [`Engine::open`] with store options (a queue byte cap, say).
     pub fn open_with(dir: &Path, options: StoreOptions) -> Engine {
+        Engine::open_inner(dir, options, fast_policy())
+    }
+
+    fn open_inner(dir: &Path, options: StoreOptions, policy: BackoffPolicy) -> Engine {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let store = loop {
             match SledStore::open_with(dir.join("queues"), options.clone()) {
@@ -59,7 +71,7 @@ impl Engine {
         let store: Arc<dyn QueueStore> = Arc::new(store);
         let audit = Arc::new(AuditLog::in_memory());
         Engine {
-            dispatcher: Arc::new(SiemDispatcher::with_policy(store, audit, fast_policy()).unwrap()),
+            dispatcher: Arc::new(SiemDispatcher::with_policy(store, audit, policy).unwrap()),
             _dir: None,
         }
     }
