@@ -7,6 +7,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -14,13 +16,20 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use raxe_engine::metrics::state_label;
 use raxe_engine::DestinationState;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::control::{self, HostSlot};
+
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest life of one connection (keep-alive included).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 /// The listening server; stops when dropped.
 pub struct MetricsServer {
@@ -40,17 +49,32 @@ impl MetricsServer {
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         let addr = listener.local_addr()?;
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                // A scraper that holds connections open waits here, not in our file table.
+                let Ok(permit) = connections.clone().acquire_owned().await else {
+                    return;
+                };
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: do not spin on it.
+                        tracing::warn!(error = %e, "metrics: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let slot = slot.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let service = service_fn(move |req| answer(req, slot.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let serving = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service);
+                    // Scrapes are quick: an idle keep-alive connection goes after a while.
+                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, serving).await;
                 });
             }
         });
@@ -64,7 +88,7 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let host = control::current(&slot);
     let response = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => match host {
+        (&Method::GET | &Method::HEAD, "/metrics") => match host {
             Some(host) => {
                 let stats = host.dispatcher.stats();
                 let text = host.dispatcher.audit().metrics().render(&stats);

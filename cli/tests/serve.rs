@@ -488,6 +488,14 @@ async fn metrics_match_the_receiver_and_health_reports_auth_failure() {
         "{text}"
     );
     assert!(!text.contains(TOKEN));
+    // A client that connects and says nothing is let go (header timeout, 10 s), so idle
+    // connections cannot pile up in the service's file table.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let closed = std::io::Read::read(&mut idle, &mut buf);
+    assert!(closed.is_ok(), "still open after 30 s: {closed:?}");
     assert!(terminate(&mut serve).success());
 }
 

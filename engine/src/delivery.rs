@@ -333,6 +333,19 @@ impl<'a> Delivery<'a> {
             match outcome {
                 Outcome::Delivered => {
                     if let Some(id) = ack_id {
+                        // One lane: ids only ever grow, so a lower one is a restart, seen
+                        // the moment it happens. Lanes side by side report ids out of
+                        // order; they rely on the hand-over's check (`AckTracker::add`).
+                        if self.dest.options.max_in_flight <= 1 {
+                            let target = self
+                                .adapter
+                                .indexer_ack()
+                                .map(|a| a.ack_target())
+                                .unwrap_or_default();
+                            let stale = self.dest.acks.issued(&target, id);
+                            crate::indexer_ack::release_leases(self.dest.queue.clone(), stale)
+                                .await;
+                        }
                         self.awaiting_ack.push((span.clone(), id));
                     }
                     self.settled = span.end;

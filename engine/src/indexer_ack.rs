@@ -9,6 +9,11 @@
 //! - Workers never wait for an ack: they hand the lease over and lease the next batch.
 //!   At most `cap` leases wait here (a worker waits for room), which bounds memory and
 //!   the duplicates a resend or a crash can cause.
+//! - A server that restarts forgets its ids and counts from 0 again. With one lane a lower
+//!   id than the last one is that restart, noted as the id arrives: every lease still
+//!   waiting on that server is sent again, and a poll already under way is disregarded,
+//!   so a new request's `true` never acks an old one. With several lanes the check is the
+//!   hand-over's (the same id pending twice).
 //! - Pending acks are in memory only ("resend on restart"): after a crash their records
 //!   are simply still in the queue and are leased and sent again. On shutdown, disable,
 //!   removal or a configuration change the pending leases are released, never acked.
@@ -44,6 +49,11 @@ struct Pending {
 #[derive(Default)]
 struct Inner {
     pending: Vec<Pending>,
+    /// The highest ack id each target (server and channel) has issued so far.
+    issued: std::collections::HashMap<String, u64>,
+    /// Bumped when a target is seen counting anew (a restart): a poll that started before
+    /// may carry answers about the new ids, which must not ack the old leases.
+    epoch: u64,
     /// Set once the poller has exited: late hand-overs are released at once.
     closed: bool,
     /// A poll said the configuration or the credentials are wrong, for this adapter.
@@ -113,6 +123,31 @@ impl AckTracker {
         // notify_one keeps a permit when the poller is not waiting yet: no lost wake-up.
         self.added.notify_one();
         stale
+    }
+
+    /// Notes an ack id the moment the SIEM issues it, before the lease it belongs to is
+    /// handed over. An id not above the highest one this target issued means the server
+    /// counts anew (a restart forgets its ids): every lease still waiting on that target
+    /// is returned for release (sent again, never acked by a new id's answer), and polls
+    /// already under way are disregarded. For one lane only (the caller's choice): lanes
+    /// side by side report their ids out of order.
+    pub fn issued(&self, target: &str, ack_id: u64) -> Vec<Lease> {
+        let mut inner = self.lock();
+        let highest = inner.issued.insert(target.to_string(), ack_id);
+        if highest.is_none_or(|highest| ack_id > highest) {
+            return Vec::new();
+        }
+        inner.epoch += 1;
+        let (stale, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut inner.pending)
+            .into_iter()
+            .partition(|p| p.target == target);
+        inner.pending = kept;
+        drop(inner);
+        if !stale.is_empty() {
+            tracing::warn!(requests = stale.len(), "the SIEM issued an ack id it had issued before (restarted?): sending the requests that waited for their acks again");
+            self.room.notify_waiters();
+        }
+        stale.into_iter().map(|p| p.lease).collect()
     }
 
     /// Waits until fewer than `cap` leases are pending (or shutdown).
@@ -237,7 +272,7 @@ async fn poll_once(
     // Only ids of this adapter's channel: another channel's ids are other requests.
     let target = ack.ack_target();
     let ours = |p: &Pending| p.target == target;
-    let ids: Vec<u64> = {
+    let (ids, epoch): (Vec<u64>, u64) = {
         let inner = dest.acks.lock();
         let set: BTreeSet<u64> = inner
             .pending
@@ -245,7 +280,7 @@ async fn poll_once(
             .filter(|p| ours(p))
             .map(|p| p.ack_id)
             .collect();
-        set.into_iter().collect()
+        (set.into_iter().collect(), inner.epoch)
     };
     if ids.is_empty() {
         return;
@@ -276,6 +311,13 @@ async fn poll_once(
         }
     };
     let timeout = ack.timeout();
+    // The server restarted while this poll was under way: its answers may be about new
+    // requests that reuse old ids.
+    let done = if dest.acks.lock().epoch == epoch {
+        done
+    } else {
+        BTreeSet::new()
+    };
     let acked = dest.acks.take(|p| ours(p) && done.contains(&p.ack_id));
     let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
     if !acked.is_empty() {

@@ -10,7 +10,7 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,27 +21,62 @@ use crate::audit::{AttemptOutcome, AuditKind, AuditRecord};
 use crate::destination::DestinationState;
 use crate::stats::EngineStats;
 
+/// A label value from configuration or events (destination ids, customers): escaped as
+/// the text format requires (`\\`, `\"`, `\n`), which prometheus-client leaves to the
+/// caller. A customer id with a quote in it would otherwise break the whole page.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct LabelText(String);
+
+impl From<&str> for LabelText {
+    fn from(s: &str) -> Self {
+        LabelText(s.to_string())
+    }
+}
+
+impl From<String> for LabelText {
+    fn from(s: String) -> Self {
+        LabelText(s)
+    }
+}
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        let mut rest = self.0.as_str();
+        while let Some(at) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..at])?;
+            encoder.write_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabels {
-    destination: String,
+    destination: LabelText,
     /// `mssp/customer`, or empty for a global destination.
-    customer: String,
+    customer: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
-    destination: String,
+    destination: LabelText,
     outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationOnly {
-    destination: String,
+    destination: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
-    destination: String,
+    destination: LabelText,
     state: String,
 }
 
@@ -71,6 +106,9 @@ pub struct Metrics {
     dead_letter_events: Family<DestinationLabels, Gauge>,
     state: Family<StateLabels, Gauge>,
     unrouted_events: Gauge,
+    /// One scrape at a time: a second one clearing the gauges while the first encodes
+    /// them would leave series out of the first's page.
+    rendering: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +147,7 @@ impl Metrics {
             dead_letter_events: Family::default(),
             state: Family::default(),
             unrouted_events: Gauge::default(),
+            rendering: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         registry.register(
@@ -196,8 +235,8 @@ impl Metrics {
     /// Counts one audit record (called by the audit log).
     pub(crate) fn observe(&self, record: &AuditRecord) {
         let labels = DestinationLabels {
-            destination: record.destination.clone(),
-            customer: record.customer.clone().unwrap_or_default(),
+            destination: record.destination.as_str().into(),
+            customer: record.customer.clone().unwrap_or_default().into(),
         };
         match &record.kind {
             AuditKind::Attempt {
@@ -208,11 +247,11 @@ impl Metrics {
                 ..
             } => {
                 let destination = DestinationOnly {
-                    destination: record.destination.clone(),
+                    destination: record.destination.as_str().into(),
                 };
                 self.attempts
                     .get_or_create(&AttemptLabels {
-                        destination: record.destination.clone(),
+                        destination: record.destination.as_str().into(),
                         outcome: outcome_label(*outcome).into(),
                     })
                     .inc();
@@ -248,7 +287,7 @@ impl Metrics {
         self.queued
             .get_or_create(&DestinationLabels {
                 destination: destination.into(),
-                customer: customer.unwrap_or_default(),
+                customer: customer.unwrap_or_default().into(),
             })
             .inc_by(events as u64);
     }
@@ -270,6 +309,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything, with gauges read from `stats`.
     pub fn render(&self, stats: &EngineStats) -> String {
+        let _one_scrape = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
         // Destinations removed since the last scrape must disappear from the gauges.
         self.queue_events.clear();
         self.queue_bytes.clear();
@@ -278,12 +318,13 @@ impl Metrics {
         self.state.clear();
         for d in &stats.destinations {
             let labels = DestinationLabels {
-                destination: d.id.clone(),
+                destination: d.id.as_str().into(),
                 customer: d
                     .customer
                     .as_ref()
                     .map(|c| c.to_string())
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into(),
             };
             self.queue_events
                 .get_or_create(&labels)
@@ -299,7 +340,7 @@ impl Metrics {
                 .set(d.dead_letters.len as i64);
             self.state
                 .get_or_create(&StateLabels {
-                    destination: d.id.clone(),
+                    destination: d.id.as_str().into(),
                     state: state_label(&d.state).into(),
                 })
                 .set(1);
@@ -332,5 +373,34 @@ pub fn state_label(state: &DestinationState) -> &'static str {
         DestinationState::AuthFailed(_) => "auth_failed",
         DestinationState::Misconfigured(_) => "misconfigured",
         DestinationState::Disabled => "disabled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_from_ids_are_escaped() {
+        let m = Metrics::new();
+        m.queued("customer/m1/a\"b", Some("m1/a\"b\\c\nd".into()), 3);
+        let stats = EngineStats {
+            total: Default::default(),
+            destinations: Vec::new(),
+            unrouted: raxe_storage::QueueStats {
+                len: 0,
+                bytes: 0,
+                oldest_age: None,
+            },
+        };
+        let page = m.render(&stats);
+        let line = page
+            .lines()
+            .find(|l| l.starts_with("raxe_events_queued_total{"))
+            .unwrap_or_else(|| panic!("{page}"));
+        assert_eq!(
+            line,
+            r#"raxe_events_queued_total{destination="customer/m1/a\"b",customer="m1/a\"b\\c\nd"} 3"#
+        );
     }
 }

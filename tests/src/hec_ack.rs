@@ -53,6 +53,8 @@ struct State {
     poison: Vec<String>,
     /// Channel headers seen on event requests.
     seen_channels: Vec<String>,
+    /// Event requests holding this event id are answered only after this delay.
+    slow: Option<(String, Duration)>,
 }
 
 /// A running receiver. Dropping it stops accepting connections.
@@ -73,6 +75,7 @@ impl HecAckReceiver {
             polls: 0,
             poison: Vec::new(),
             seen_channels: Vec::new(),
+            slow: None,
         }));
         let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
         HecAckReceiver { addr, state, _task }
@@ -89,6 +92,11 @@ impl HecAckReceiver {
     /// Refuse requests holding this event id (HEC code 6 with `invalid-event-number`).
     pub fn poison(&self, event_id: &str) {
         self.state.lock().unwrap().poison.push(event_id.to_string());
+    }
+
+    /// Answers event requests holding `event_id` only after `delay` (a slow indexer).
+    pub fn delay_requests_with(&self, event_id: &str, delay: Duration) {
+        self.state.lock().unwrap().slow = Some((event_id.to_string(), delay));
     }
 
     /// Forgets every issued id and counts from 0 again (a restarted Splunk).
@@ -141,6 +149,15 @@ fn is_guid(s: &str) -> bool {
 }
 
 async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
+    let slow = state.lock().unwrap().slow.clone();
+    if let Some((event_id, delay)) = slow {
+        let holds = plain_body(&parts, &body).is_ok_and(|plain| {
+            String::from_utf8_lossy(&plain).contains(&format!("\"{event_id}\""))
+        });
+        if holds && parts.uri.path().ends_with("/event") {
+            tokio::time::sleep(delay).await;
+        }
+    }
     let mut s = state.lock().unwrap();
     let expected = format!("Splunk {}", s.token);
     match parts

@@ -471,3 +471,47 @@ async fn kill_9_with_acks_pending_loses_nothing() {
     );
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Splunk restarts with requests still waiting for their acks, and counts ids from 0
+/// again. A new request gets an id an old one had; while the rest of its batch is slow to
+/// go out, a poll about the old ids hears `true` for the new request. That must not ack the
+/// old request, which the restarted server never indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_reused_id_never_acks_an_old_request() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    let mut config = ack_config(&hec, &new_channel(), 30, 20);
+    if let SiemOptions::Splunk(o) = &mut config.extra {
+        // Several requests per lease (about three envelopes each).
+        o.max_request_bytes = 2_000;
+    }
+    add(&engine, "d", config, 1);
+    let old = events("m", "c", 0..20);
+    engine.dispatch(old.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(20, WAIT).await);
+    let settled = wait_until(WAIT, || {
+        engine.dispatcher.stats().destinations[0].queue.len == 20
+    })
+    .await;
+    assert!(settled);
+    // Restart; new requests are indexed at once; the second request of the next lease is
+    // slow, so its first request's (reused) id is answered before the lease is handed over.
+    hec.restart();
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    let new = events("m", "c", 100..120);
+    hec.delay_requests_with(&new[5].event_id, Duration::from_secs(3));
+    engine.dispatch(new.clone()).await;
+    assert!(engine.dispatcher.drain(Duration::from_secs(40)).await);
+    // Every old event was indexed by the restarted server (it was resent), not acked on
+    // the strength of a new request's answer.
+    let indexed = as_set(&hec.indexed());
+    for e in old.iter().chain(&new) {
+        assert!(
+            indexed.contains(&e.event_id),
+            "{} never indexed",
+            e.event_id
+        );
+    }
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
