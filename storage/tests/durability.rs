@@ -325,3 +325,35 @@ fn seqs_keep_increasing_after_everything_is_acked_and_reopened() {
     assert!(store.list_queues().unwrap().is_empty());
     assert!(store.disk_bytes().unwrap() > 0);
 }
+
+/// A blob file seen while sled was still writing it (another append's group commit can
+/// list it half written) is synced again once it has grown.
+#[test]
+fn a_blob_file_that_grew_since_its_sync_is_synced_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::default());
+    let store = open(dir.path(), &rec);
+    let q = store.queue("q").unwrap();
+    q.append(&[b"first".as_slice()]).unwrap();
+    // Stand-in for a blob sled is in the middle of writing.
+    let blobs = dir.path().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let blob = blobs.join("17");
+    std::fs::write(&blob, vec![1u8; 1000]).unwrap();
+    q.append(&[b"second".as_slice()]).unwrap();
+    let synced = |rec: &Recorder| rec.entries().iter().filter(|e| *e == "sync blob").count();
+    assert_eq!(synced(&rec), 1);
+    // Unchanged: not again.
+    q.append(&[b"third".as_slice()]).unwrap();
+    assert_eq!(synced(&rec), 1);
+    // The rest of it written: synced again before the next append returns.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&blob)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[2u8; 1000]).unwrap();
+    drop(f);
+    q.append(&[b"fourth".as_slice()]).unwrap();
+    assert_eq!(synced(&rec), 2);
+    std::fs::remove_file(&blob).unwrap();
+}

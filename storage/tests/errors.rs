@@ -289,3 +289,23 @@ fn older_layout_is_read_and_upgraded_newer_is_refused() {
     let got: Vec<&[u8]> = lease.records.iter().map(|r| &r.data[..]).collect();
     assert_eq!(got, refs(&owned));
 }
+
+/// The data file is gone while the tips say its queues held records: every open refuses,
+/// the second as the first (a refused open must not leave a fresh data file behind).
+#[test]
+fn a_missing_data_file_is_refused_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        q.append(&refs(&recs(10, 100))).unwrap();
+    }
+    fs::remove_file(dir.path().join("db")).unwrap();
+    for attempt in 1..=3 {
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("missing or empty"),
+            "attempt {attempt}: {err}"
+        );
+    }
+}

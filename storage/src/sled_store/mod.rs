@@ -16,7 +16,7 @@ mod sled_queue;
 mod staging_tests;
 mod tips;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -118,7 +118,8 @@ pub(crate) struct Shared {
     /// Our own handle on sled's data file, for fdatasync.
     db_file: File,
     blobs_dir: PathBuf,
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Blob files synced, with the length they had then.
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
     syncer: Arc<dyn Syncer>,
     pub(crate) committer: Committer,
     pub(crate) journal: Journal,
@@ -277,25 +278,31 @@ impl Shared {
             Err(e) => return Err(format!("{}: {e}", self.blobs_dir.display())),
         };
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut present = HashSet::new();
+        let mut present = HashMap::new();
         let mut new_files = false;
         for entry in rd {
             let entry = entry.map_err(|e| format!("{}: {e}", self.blobs_dir.display()))?;
             let name = entry.file_name();
-            if !synced.contains(&name) {
-                let path = entry.path();
-                match File::open(&path) {
-                    Ok(f) => self
-                        .syncer
-                        .sync_data(&path, &f)
-                        .map_err(|e| format!("fdatasync of {}: {e}", path.display()))?,
-                    // Garbage-collected by sled meanwhile.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(format!("{}: {e}", path.display())),
-                }
-                new_files = true;
+            let path = entry.path();
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                // Garbage-collected by sled meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            };
+            // sled writes a blob on the appending thread, in several writes: a file seen
+            // while another append was still writing it is synced again once it grew.
+            let len = file
+                .metadata()
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .len();
+            if synced.get(&name) != Some(&len) {
+                self.syncer
+                    .sync_data(&path, &file)
+                    .map_err(|e| format!("fdatasync of {}: {e}", path.display()))?;
+                new_files |= !synced.contains_key(&name);
             }
-            present.insert(name);
+            present.insert(name, len);
         }
         if new_files {
             sync_path(&*self.syncer, &self.blobs_dir).map_err(|e| e.to_string())?;

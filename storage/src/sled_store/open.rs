@@ -2,7 +2,7 @@
 //! (see `log_scan.rs`), sled itself, the format marker, replaying the ack journal, and
 //! the copy kept while a damaged or cut file is checked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
@@ -71,6 +71,16 @@ impl SledStore {
             log_scan::check_segment_headers(&db_path, opts.segment_size)?;
         }
         let tips = tips::Tips::open(&dir);
+        // Before sled creates anything: a refused open must leave the directory as it was,
+        // or the next attempt would find a fresh (empty, marked) data file and accept it.
+        if preexisting == 0 && tips.any_records() {
+            return Err(QueueError::Corrupt {
+                path: db_path,
+                detail: "the data file is missing or empty, but queues held records in it; \
+                         restore it, or move the directory away to start an empty store"
+                    .into(),
+            });
+        }
         // A message inside sled's log that fails its checksum with intact ones after it:
         // sled would take it for the end of its log and overwrite the rest (see
         // `log_scan.rs`). Reads the part of the log sled is about to replay.
@@ -202,14 +212,6 @@ impl SledStore {
                 db.insert(FORMAT_KEY, format).map_err(err)?;
             }
         }
-        if preexisting == 0 && tips.any_records() {
-            return Err(QueueError::Corrupt {
-                path: db_path,
-                detail: "the data file is missing or empty, but queues held records in it; \
-                         restore it, or move the directory away to start an empty store"
-                    .into(),
-            });
-        }
         let markers = db.open_tree(MARKERS_TREE).map_err(err)?;
         // Acks journaled but perhaps not in sled yet (kill -9): fold them into the queues'
         // ack state before any queue is loaded.
@@ -234,7 +236,7 @@ impl SledStore {
             markers,
             db_file,
             blobs_dir: dir.join("blobs"),
-            synced_blobs: Mutex::new(HashSet::new()),
+            synced_blobs: Mutex::new(HashMap::new()),
             syncer: opts.syncer.clone(),
             committer: Committer::default(),
             journal,
