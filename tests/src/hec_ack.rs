@@ -55,6 +55,9 @@ struct State {
     seen_channels: Vec<String>,
     /// Event requests holding this event id are answered only after this delay.
     slow: Option<(String, Duration)>,
+    /// A load balancer's session cookie (`name=value`): set on event answers; an ack poll
+    /// without it lands on another indexer, which knows none of the ids.
+    sticky: Option<String>,
 }
 
 /// A running receiver. Dropping it stops accepting connections.
@@ -76,6 +79,7 @@ impl HecAckReceiver {
             poison: Vec::new(),
             seen_channels: Vec::new(),
             slow: None,
+            sticky: None,
         }));
         let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
         HecAckReceiver { addr, state, _task }
@@ -92,6 +96,12 @@ impl HecAckReceiver {
     /// Refuse requests holding this event id (HEC code 6 with `invalid-event-number`).
     pub fn poison(&self, event_id: &str) {
         self.state.lock().unwrap().poison.push(event_id.to_string());
+    }
+
+    /// Behind a sticky load balancer: event answers set `cookie` (`name=value`), and ack
+    /// polls that do not send it back reach an indexer that knows none of the ids.
+    pub fn set_sticky_cookie(&self, cookie: &str) {
+        self.state.lock().unwrap().sticky = Some(cookie.to_string());
     }
 
     /// Answers event requests holding `event_id` only after `delay` (a slow indexer).
@@ -231,10 +241,18 @@ async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
                     events,
                 },
             );
-            Ok(json(
+            let mut answer = json(
                 200,
                 serde_json::json!({"text": "Success", "code": 0, "ackId": id}),
-            ))
+            );
+            if let Some(cookie) = &s.sticky {
+                let value = format!("{cookie}; Path=/; HttpOnly");
+                answer.headers_mut().append(
+                    http::header::SET_COOKIE,
+                    http::HeaderValue::from_str(&value).unwrap(),
+                );
+            }
+            Ok(answer)
         }
         "/services/collector/ack" => {
             s.polls += 1;
@@ -253,7 +271,16 @@ async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
             let Some(asked) = query["acks"].as_array() else {
                 return Ok(reply(400, 6, "Invalid data format"));
             };
-            let mode = s.mode;
+            // Without the balancer's cookie the poll reaches an indexer that issued nothing.
+            let elsewhere = s.sticky.as_ref().is_some_and(|cookie| {
+                !parts
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.split(';').any(|pair| pair.trim() == cookie))
+            });
+            let mode = if elsewhere { AckMode::Never } else { s.mode };
             let mut answer = serde_json::Map::new();
             let mut newly_indexed = Vec::new();
             let ids = s.channels.get_mut(&channel).map(|(_, ids)| ids);

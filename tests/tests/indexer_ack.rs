@@ -515,3 +515,26 @@ async fn after_a_restart_a_reused_id_never_acks_an_old_request() {
     }
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Behind a load balancer that pins a channel to an indexer by cookie: the cookie set on
+/// the event answers is sent back on the ack polls, so they reach the indexer that issued
+/// the ids and the events leave the queue once indexed (without it every poll would
+/// answer false and everything would be resent after the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancers_session_cookie_goes_back_with_every_poll() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::After(Duration::ZERO)).await;
+    hec.set_sticky_cookie("AWSALB=indexer-2");
+    add(&engine, "d", ack_config(&hec, &new_channel(), 60, 10), 1);
+    let batch = events("m", "c", 0..30);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(
+        engine.dispatcher.drain(WAIT).await,
+        "queued {}",
+        queued(&engine)
+    );
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    assert_eq!(hec.accepted().len(), 30, "nothing resent");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}

@@ -6,17 +6,17 @@
 //! back as acked. Anything the poll cannot read is "not acked yet", never "acked": a
 //! wrong guess here would remove events from the queue that Splunk never indexed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use http::header::HeaderName;
-use http::Uri;
+use http::header::{HeaderName, HeaderValue, COOKIE, SET_COOKIE};
+use http::{HeaderMap, Uri};
 
 use crate::adapter::BoxFuture;
 use crate::config::{ConfigError, SplunkOptions};
 use crate::http_common::{classify_transport_error, describe, post};
 use crate::outcome::Outcome;
-use crate::request::{Response, TransportError};
+use crate::request::{HttpRequest, Response, TransportError};
 
 /// The header that names the channel on every request of an ack-enabled token.
 pub const CHANNEL_HEADER: HeaderName = HeaderName::from_static("x-splunk-request-channel");
@@ -173,6 +173,51 @@ pub fn classify_poll(
     }
 }
 
+/// A load balancer's session cookies for one channel (protocols.md §1.6, point 7): kept
+/// from every answer and sent back on every request, events and ack polls alike, so a
+/// poll reaches the indexer that issued its ids. Only the `name=value` of each
+/// `Set-Cookie` is kept (no expiry or path: one channel, one endpoint).
+#[derive(Default)]
+pub(crate) struct StickyCookies(std::sync::Mutex<BTreeMap<String, String>>);
+
+impl std::fmt::Debug for StickyCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |m| m.len());
+        write!(f, "StickyCookies({n} kept)")
+    }
+}
+
+impl StickyCookies {
+    /// Keeps the cookies an answer sets.
+    pub fn remember(&self, headers: &HeaderMap) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for value in headers.get_all(SET_COOKIE) {
+            let Ok(text) = value.to_str() else { continue };
+            let pair = text.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    kept.insert(name.to_string(), value.trim().to_string());
+                }
+            }
+        }
+    }
+
+    /// `request` with the kept cookies, when there are any.
+    pub fn apply(&self, request: &HttpRequest) -> Option<HttpRequest> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_empty() {
+            return None;
+        }
+        let line: Vec<String> = kept.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let mut value = HeaderValue::from_str(&line.join("; ")).ok()?;
+        value.set_sensitive(true);
+        let mut request = request.clone();
+        request.headers.insert(COOKIE, value);
+        Some(request)
+    }
+}
+
 /// The ack half of an [`super::HecAdapter`].
 #[derive(Debug, Clone)]
 pub(crate) struct AckSettings {
@@ -202,7 +247,7 @@ impl IndexerAck for super::HecAdapter {
                 ack_poll_body(ids),
                 false,
             );
-            classify_poll(&self.transport.send(&request).await)
+            classify_poll(&self.send_sticky(&request).await)
         })
     }
 

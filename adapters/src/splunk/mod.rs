@@ -49,6 +49,8 @@ pub struct HecAdapter {
     transport: HttpTransport,
     /// Set when the Splunk destination has indexer acknowledgement on.
     ack: Option<ack::AckSettings>,
+    /// A load balancer's session cookies, echoed when acks are on (see `StickyCookies`).
+    cookies: ack::StickyCookies,
 }
 
 impl HecAdapter {
@@ -132,7 +134,28 @@ impl HecAdapter {
             builder,
             transport,
             ack: ack_settings,
+            cookies: ack::StickyCookies::default(),
         })
+    }
+
+    /// Sends `request`; with indexer acknowledgement on, with the balancer's cookies kept
+    /// from earlier answers, and keeps the ones this answer sets.
+    pub(crate) async fn send_sticky(
+        &self,
+        request: &crate::request::HttpRequest,
+    ) -> Result<crate::request::HttpResponse, TransportError> {
+        if self.ack.is_none() {
+            return self.transport.send(request).await;
+        }
+        let with_cookies = self.cookies.apply(request);
+        let answer = self
+            .transport
+            .send(with_cookies.as_ref().unwrap_or(request))
+            .await;
+        if let Ok(resp) = &answer {
+            self.cookies.remember(&resp.headers);
+        }
+        answer
     }
 
     pub fn flavor(&self) -> HecFlavor {
@@ -184,7 +207,7 @@ impl SiemAdapter for HecAdapter {
     ) -> BoxFuture<'a, Result<Response, TransportError>> {
         Box::pin(async move {
             match &request.payload {
-                Payload::Http(req) => self.transport.send(req).await.map(Response::Http),
+                Payload::Http(req) => self.send_sticky(req).await.map(Response::Http),
                 Payload::Syslog(_) => Err(TransportError::Io(
                     "HEC adapter cannot send a syslog payload".into(),
                 )),
