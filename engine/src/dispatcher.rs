@@ -116,7 +116,7 @@ impl SiemDispatcher {
         adapter: Box<dyn SiemAdapter>,
         customer: Option<CustomerKey>,
     ) -> Result<DestinationId, EngineError> {
-        let id = derive_id(adapter.as_ref(), customer.as_ref());
+        let id = derive_id(adapter.as_ref(), customer.as_ref())?;
         self.register_destination(&id, adapter.into(), customer, DestinationOptions::default())?;
         Ok(id)
     }
@@ -140,9 +140,17 @@ impl SiemDispatcher {
                 dest.adapter.send_replace(adapter);
                 dest.enabled.send_replace(enabled);
             }
+            Some(dest) if dest.customer != customer => {
+                // The queue holds the old scope's events: another customer's SIEM must not
+                // get them. Remove the destination (and decide about its queue) first.
+                return Err(EngineError::InvalidId {
+                    id: id.to_string(),
+                    why: "it is registered for another customer; remove it first",
+                });
+            }
             Some(dest) => {
-                // A destination's scope and worker options are fixed: new ones get a new
-                // Destination over the same queues, and the old workers are retired.
+                // Worker options are fixed: new ones get a new Destination over the same
+                // queues, and the old workers are retired.
                 let (queue, dead_letters) = (dest.queue.clone(), dest.dead_letters.clone());
                 dest.enabled.send_replace(false);
                 self.install(id, queue, dead_letters, adapter, customer.clone(), options);
@@ -479,7 +487,11 @@ impl SiemDispatcher {
                 .map(|(name, records)| (name.as_str(), records.as_slice()))
                 .collect();
             // Durable in the new queues before leaving the unrouted one: a crash repeats, never loses.
-            self.store.append_group(&parts, None)?;
+            if let Err(e) = self.store.append_group(&parts, None) {
+                // Back to the head with the others, not left leased until a restart.
+                untouched.push(lease);
+                return Err(e.into());
+            }
             self.unrouted.ack(lease)?;
             tracing::info!(
                 events = moved,
@@ -490,8 +502,10 @@ impl SiemDispatcher {
     }
 
     /// Delivers everything queued now, ignoring flush intervals. Returns true once every
-    /// queue is empty; false at `timeout`, or as soon as only destinations that cannot
-    /// deliver (disabled, or stopped for bad credentials or configuration) still hold events.
+    /// destination's queue is empty (unrouted events wait for a destination, and are not
+    /// counted: see `stats().unrouted`); false at `timeout`, or as soon as only destinations
+    /// that cannot deliver (disabled, or stopped for bad credentials or configuration)
+    /// still hold events.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.flush_now.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
@@ -597,15 +611,28 @@ impl SiemDispatcher {
 type Customer<'a> = (Option<&'a str>, &'a str);
 
 /// A stable id: `<mssp>/<customer>/<type>` or `global/<type>/<hash of the URL>`.
-fn derive_id(adapter: &dyn SiemAdapter, customer: Option<&CustomerKey>) -> DestinationId {
+fn derive_id(
+    adapter: &dyn SiemAdapter,
+    customer: Option<&CustomerKey>,
+) -> Result<DestinationId, EngineError> {
     let config = adapter.config();
-    match customer {
-        Some(key) => format!("{}/{}/{}", key.mssp_id, key.customer_id, config.siem_type),
+    Ok(match customer {
+        Some(key) => {
+            // `/` separates the parts: MSSP `a/b` + customer `c` would be MSSP `a` +
+            // customer `b/c`, one id and one queue for two tenants.
+            if key.mssp_id.contains('/') || key.customer_id.contains('/') {
+                return Err(EngineError::InvalidId {
+                    id: format!("{}/{}", key.mssp_id, key.customer_id),
+                    why: "an MSSP or customer id contains '/'",
+                });
+            }
+            format!("{}/{}/{}", key.mssp_id, key.customer_id, config.siem_type)
+        }
         None => {
             let hash = crate::dead_letter::fnv1a64(config.endpoint_url.as_bytes());
             format!("global/{}/{:08x}", config.siem_type, hash as u32)
         }
-    }
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -663,3 +663,74 @@ async fn a_replaced_destination_does_not_wait_out_the_old_workers_retry_pause() 
     assert_eq!(as_set(&hec.accepted()), ids(&batch));
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A destination id keeps its customer: its queue holds that customer's events, which must
+/// never go to another customer's SIEM. Ids with '/' inside a part are refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_cannot_change_customer_under_the_same_id() {
+    let engine = Engine::new();
+    let acme = HecReceiver::start("t").await;
+    let globex = HecReceiver::start("t").await;
+    engine.add("d", &acme, "t", Some(CustomerKey::new("m", "acme")));
+    let batch = events("m", "acme", 0..20);
+    engine.dispatch(batch.clone()).await;
+    let adapter = raxe_adapters::create_siem_adapter(splunk_config(&globex.url(), "t")).unwrap();
+    let refused = engine.dispatcher.register_destination(
+        "d",
+        adapter.into(),
+        Some(CustomerKey::new("m", "globex")),
+        raxe_engine::DestinationOptions::default(),
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    engine.dispatcher.start().unwrap();
+    assert!(acme.wait_for(20, WAIT).await);
+    assert_eq!(globex.accepted_count(), 0);
+    let adapter = raxe_adapters::create_siem_adapter(splunk_config(&acme.url(), "t")).unwrap();
+    let err = engine
+        .dispatcher
+        .register_adapter(adapter, Some(CustomerKey::new("a/b", "c")))
+        .unwrap_err();
+    assert!(err.to_string().contains('/'), "{err}");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Re-routing that fails (the destination's queue is full) leaves the unrouted events
+/// leasable for the next try, not leased until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reroute_leaves_the_unrouted_events_leasable() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = raxe_storage::StoreOptions {
+        max_queue_bytes: Some(20_000),
+        ..Default::default()
+    };
+    let engine = Engine::open_with(dir.path(), capped);
+    engine.dispatch(events("m", "late", 0..40)).await;
+    let hec = HecReceiver::start("t").await;
+    // A small queue: the 40 events do not fit it.
+    let mut config = splunk_config(&hec.url(), "t");
+    config.enabled = false;
+    let adapter = raxe_adapters::create_siem_adapter(config).unwrap();
+    let queue = engine
+        .store()
+        .open_queue(&raxe_engine::queue_names::destination("late"))
+        .unwrap();
+    queue.append(&[&vec![b'x'; 15_000][..]]).unwrap();
+    let failed = engine.dispatcher.register_destination(
+        "late",
+        adapter.into(),
+        Some(CustomerKey::new("m", "late")),
+        raxe_engine::DestinationOptions::default(),
+    );
+    assert!(failed.is_err(), "{failed:?}");
+    let unrouted = engine
+        .store()
+        .open_queue(raxe_engine::queue_names::UNROUTED)
+        .unwrap();
+    assert_eq!(unrouted.stats().len, 40);
+    let lease = unrouted.lease(1_000, usize::MAX).unwrap();
+    assert_eq!(
+        lease.map(|l| l.len()),
+        Some(40),
+        "still leased by the failed re-route"
+    );
+}

@@ -96,4 +96,12 @@ fn events_built_in_code_are_checked_before_queueing() {
     let mut early = event(1);
     early.timestamp_ms = -1;
     assert!(early.check().unwrap_err().contains("1970-01-01"));
+    // A pass-through field shadowing a routing field (or any interpreted one) is refused:
+    // read back, it would win over the field and send the event to another customer.
+    for key in ["customer_id", "mssp_id", "severity", "prompt"] {
+        let mut shadowed = event(1);
+        shadowed.extra.insert(key.into(), "globex".into());
+        let err = shadowed.check().unwrap_err();
+        assert!(err.contains(key), "{key}: {err}");
+    }
 }

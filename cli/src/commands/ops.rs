@@ -227,11 +227,23 @@ fn finish_drain(stats: &Value, drained: bool) -> Result<i32> {
     if io::stderr().is_terminal() {
         eprintln!();
     }
+    let unrouted = stats["unrouted"]["events"].as_u64().unwrap_or(0);
     if drained {
-        println!("✓ every queue is empty");
+        if unrouted == 0 {
+            println!("✓ every queue is empty");
+        } else {
+            println!("✓ every destination's queue is empty");
+            println!("⚠ {unrouted} events have no destination yet (unrouted): they are delivered once their customer's SIEM is configured");
+        }
         return Ok(0);
     }
     println!("✗ not drained; per destination:");
+    if unrouted > 0 {
+        println!(
+            "  {:<36} {unrouted} events — their customer has no SIEM configured yet",
+            "(unrouted)"
+        );
+    }
     for dest in stats["destinations"].as_array().into_iter().flatten() {
         if dest["queue"]["events"].as_u64().unwrap_or(0) > 0 {
             println!(
