@@ -674,12 +674,10 @@ async fn a_destination_cannot_change_customer_under_the_same_id() {
     engine.add("d", &acme, "t", Some(CustomerKey::new("m", "acme")));
     let batch = events("m", "acme", 0..20);
     engine.dispatch(batch.clone()).await;
-    let adapter = raxe_adapters::create_siem_adapter(splunk_config(&globex.url(), "t")).unwrap();
-    let refused = engine.dispatcher.register_destination(
+    let refused = engine.register(
         "d",
-        adapter.into(),
+        splunk_config(&globex.url(), "t"),
         Some(CustomerKey::new("m", "globex")),
-        raxe_engine::DestinationOptions::default(),
     );
     assert!(refused.is_err(), "{refused:?}");
     engine.dispatcher.start().unwrap();
@@ -709,18 +707,12 @@ async fn a_failed_reroute_leaves_the_unrouted_events_leasable() {
     // A small queue: the 40 events do not fit it.
     let mut config = splunk_config(&hec.url(), "t");
     config.enabled = false;
-    let adapter = raxe_adapters::create_siem_adapter(config).unwrap();
     let queue = engine
         .store()
         .open_queue(&raxe_engine::queue_names::destination("late"))
         .unwrap();
     queue.append(&[&vec![b'x'; 15_000][..]]).unwrap();
-    let failed = engine.dispatcher.register_destination(
-        "late",
-        adapter.into(),
-        Some(CustomerKey::new("m", "late")),
-        raxe_engine::DestinationOptions::default(),
-    );
+    let failed = engine.register("late", config, Some(CustomerKey::new("m", "late")));
     assert!(failed.is_err(), "{failed:?}");
     let unrouted = engine
         .store()

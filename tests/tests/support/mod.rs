@@ -95,10 +95,23 @@ impl Engine {
     ) {
         let mut config = splunk_config(&hec.url(), token);
         tweak(&mut config);
+        self.register(id, config, customer).unwrap();
+    }
+
+    /// Registers `config` under `id` with default options: the dispatcher's answer.
+    pub fn register(
+        &self,
+        id: &str,
+        config: SiemConfig,
+        customer: Option<CustomerKey>,
+    ) -> Result<(), raxe_engine::EngineError> {
         let adapter = raxe_adapters::create_siem_adapter(config).unwrap();
-        self.dispatcher
-            .register_destination(id, adapter.into(), customer, DestinationOptions::default())
-            .unwrap();
+        self.dispatcher.register_destination(
+            id,
+            adapter.into(),
+            customer,
+            DestinationOptions::default(),
+        )
     }
 
     pub async fn dispatch(&self, events: Vec<ScanEvent>) -> DispatchReport {
