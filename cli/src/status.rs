@@ -24,8 +24,8 @@ pub fn write(data: &DataDir, stats: &EngineStats, running: bool, spool: &Path) {
     }
 }
 
-/// The service's last published figures (`stats` part), and how old they are in ms.
-pub fn read(data: &DataDir) -> Result<(Value, u64)> {
+/// `status.json` as the service last published it.
+fn load(data: &DataDir) -> Result<Value> {
     let path = data.status_file();
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
@@ -33,8 +33,12 @@ pub fn read(data: &DataDir) -> Result<(Value, u64)> {
             path.display()
         )
     })?;
-    let status: Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// The service's last published figures (`stats` part), and how old they are in ms.
+pub fn read(data: &DataDir) -> Result<(Value, u64)> {
+    let status = load(data)?;
     let updated = status["updated_ms"].as_u64().unwrap_or(0);
     let age = raxe_engine::audit::now_ms().saturating_sub(updated);
     Ok((status["stats"].clone(), age))
@@ -43,9 +47,8 @@ pub fn read(data: &DataDir) -> Result<(Value, u64)> {
 /// The spool the running service reads (`serve --spool`), as it published it; else the
 /// data directory's.
 pub fn spool_dir(data: &DataDir) -> PathBuf {
-    std::fs::read(data.status_file())
+    load(data)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
         .and_then(|status| status["spool"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| data.spool_dir())
 }

@@ -120,11 +120,7 @@ pub mod ops {
         let Some(lease) = dlq.lease(limit.max(1), usize::MAX)? else {
             return Ok(Vec::new());
         };
-        let letters: Result<Vec<_>, _> = lease
-            .records
-            .iter()
-            .map(|r| DeadLetter::decode(&r.data))
-            .collect();
+        let letters = decode_all(&lease);
         dlq.release(lease);
         letters.map_err(|why| {
             EngineError::UnreadableDeadLetter(format!("dead letters of {id:?}: {why}"))
@@ -145,12 +141,7 @@ pub mod ops {
                 break;
             };
             remaining = remaining.saturating_sub(lease.len() as u64);
-            let letters: Result<Vec<DeadLetter>, String> = lease
-                .records
-                .iter()
-                .map(|r| DeadLetter::decode(&r.data))
-                .collect();
-            let letters = match letters {
+            let letters = match decode_all(&lease) {
                 Ok(letters) => letters,
                 Err(why) => {
                     dlq.release(lease);
@@ -168,6 +159,15 @@ pub mod ops {
             dlq.ack(lease)?;
         }
         Ok(moved)
+    }
+
+    /// Every letter of `lease`, or why one does not decode.
+    fn decode_all(lease: &raxe_storage::Lease) -> Result<Vec<DeadLetter>, String> {
+        lease
+            .records
+            .iter()
+            .map(|r| DeadLetter::decode(&r.data))
+            .collect()
     }
 
     /// Deletes every dead letter of the destination; returns how many.

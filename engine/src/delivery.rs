@@ -244,12 +244,7 @@ impl<'a> Delivery<'a> {
                 .collect();
             let (tracked, acked) = split_for_acks(queue.clone(), lease, ack_upto, segments).await;
             dead_letters_acked = acked;
-            let target = self
-                .adapter
-                .indexer_ack()
-                .map(|a| a.ack_target())
-                .unwrap_or_default();
-            let refused = self.dest.acks.add(&target, tracked);
+            let refused = self.dest.acks.add(&self.ack_target(), tracked);
             crate::indexer_ack::release_leases(queue, refused).await;
         }
         if dead_letters_acked && !self.dead_letter_markers.is_empty() {
@@ -269,6 +264,14 @@ impl<'a> Delivery<'a> {
             .await;
         }
         result
+    }
+
+    /// The server and channel the adapter's ack ids belong to (empty without acks).
+    fn ack_target(&self) -> String {
+        self.adapter
+            .indexer_ack()
+            .map(|a| a.ack_target())
+            .unwrap_or_default()
     }
 
     fn deliver(&mut self, range: Range<usize>) -> Step<'_> {
@@ -337,12 +340,7 @@ impl<'a> Delivery<'a> {
                         // the moment it happens. Lanes side by side report ids out of
                         // order; they rely on the hand-over's check (`AckTracker::add`).
                         if self.dest.options.max_in_flight <= 1 {
-                            let target = self
-                                .adapter
-                                .indexer_ack()
-                                .map(|a| a.ack_target())
-                                .unwrap_or_default();
-                            let stale = self.dest.acks.issued(&target, id);
+                            let stale = self.dest.acks.issued(&self.ack_target(), id);
                             crate::indexer_ack::release_leases(self.dest.queue.clone(), stale)
                                 .await;
                         }
@@ -535,17 +533,11 @@ impl<'a> Delivery<'a> {
     /// Waits between quick retries; cut short by shutdown, and by the destination's
     /// retirement (its replacement waits for this worker to stop).
     async fn sleep(&mut self, delay: Duration) -> Result<(), Halt> {
-        let deadline = tokio::time::Instant::now() + delay;
-        // `retire` marks `enabled` changed, which a watch never misses.
-        let mut enabled = self.dest.enabled.subscribe();
-        while !self.dest.is_retired() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Ok(()),
-                _ = self.shutdown.wait_for(|stop| *stop) => return Err(Halt::Shutdown),
-                _ = enabled.changed() => {}
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.shutdown.wait_for(|stop| *stop) => Err(Halt::Shutdown),
+            _ = self.dest.retired() => Err(Halt::Shutdown),
         }
-        Err(Halt::Shutdown)
     }
 }
 
@@ -613,17 +605,13 @@ async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> b
 /// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when
 /// the ack failed. Blocks on the queue: call it from the storage pool.
 fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
-    // Settled whole, as a delivered batch is: nothing to split off.
-    let settled = if ack_upto >= lease.len() {
-        lease
-    } else {
-        let (settled, rest) = queue.split_lease(lease, ack_upto);
+    let (settled, rest) = queue.split_lease(lease, ack_upto);
+    if !rest.is_empty() {
         queue.release(rest);
-        if settled.is_empty() {
-            return true;
-        }
-        settled
-    };
+    }
+    if settled.is_empty() {
+        return true;
+    }
     // Dropping `settled` after a failed ack leaves it leased; nothing is lost, and the
     // records come back after a restart.
     match queue.ack(settled) {

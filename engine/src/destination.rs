@@ -158,6 +158,19 @@ impl Destination {
         self.retired.load(Ordering::Relaxed)
     }
 
+    /// Resolves once the destination is retired, for waits that must end then.
+    pub async fn retired(&self) {
+        // `retire` marks `enabled` changed, which a watch never misses: subscribe first,
+        // then look at the flag.
+        let mut enabled = self.enabled.subscribe();
+        while !self.is_retired() {
+            if enabled.changed().await.is_err() {
+                // Unreachable while `self` lives (it owns the sender).
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Counts a task about to be spawned for this destination, until the lane is dropped.
     pub fn lane(self: &Arc<Self>) -> Lane {
         self.lanes.send_modify(|n| *n += 1);

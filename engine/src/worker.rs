@@ -348,24 +348,18 @@ impl Worker {
         delay: Duration,
         adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>,
     ) {
-        let deadline = tokio::time::Instant::now() + delay;
-        // `retire` marks `enabled` changed, which a watch never misses.
-        let mut enabled_rx = self.dest.enabled.subscribe();
-        while !self.dest.is_retired() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = adapter_rx.changed() => return,
-                _ = self.shutdown.changed() => return,
-                _ = enabled_rx.changed() => {}
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = adapter_rx.changed() => {}
+            _ = self.shutdown.changed() => {}
+            _ = self.dest.retired() => {}
         }
     }
 
     /// Waits for a configuration change (or shutdown, or retirement), repeating the
     /// complaint every so often.
     async fn stopped(&mut self, adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>) {
-        let mut enabled_rx = self.dest.enabled.subscribe();
-        while !self.dest.is_retired() {
+        loop {
             tokio::select! {
                 _ = tokio::time::sleep(STOPPED_REMINDER) => {
                     let queued = self.dest.queue.stats().len;
@@ -373,7 +367,7 @@ impl Worker {
                 }
                 _ = adapter_rx.changed() => return,
                 _ = self.shutdown.changed() => return,
-                _ = enabled_rx.changed() => {}
+                _ = self.dest.retired() => return,
             }
         }
     }

@@ -119,26 +119,40 @@ pub fn write_cef_within(
     let start = out.len();
     let mut limits = Limits::DICTIONARY;
     write_with(settings, event, &limits, out);
+    if out.len() - start <= budget {
+        return true;
+    }
+    // The characters of each value that may give room, in the order they give it.
+    let joined = |values: &[String]| {
+        let commas = values.len().saturating_sub(1);
+        values.iter().map(|v| v.chars().count()).sum::<usize>() + commas
+    };
+    let lengths = [
+        joined(&event.rule_ids),
+        joined(&event.families),
+        chars_of(&event.agent_id),
+        chars_of(&event.installation_id),
+        chars_of(&event.prompt_hash),
+        event.rule_ids.first().map_or(0, |r| r.chars().count()),
+    ];
     // Each round cuts one value by the excess (escaping can make a character several bytes,
     // so a value may take more than one round); a value at 0 is left out.
     for _ in 0..24 {
-        let excess = out.len() - start;
-        if excess <= budget {
+        let len = out.len() - start;
+        if len <= budget {
             return true;
         }
-        let excess = excess - budget;
+        let excess = len - budget;
         let next_to_cut = [
-            (&mut limits.cs2, event.rule_ids.join(",").chars().count()),
-            (&mut limits.cs3, event.families.join(",").chars().count()),
-            (&mut limits.suser, chars_of(&event.agent_id)),
-            (&mut limits.src, chars_of(&event.installation_id)),
-            (&mut limits.cs1, chars_of(&event.prompt_hash)),
-            (
-                &mut limits.signature,
-                event.rule_ids.first().map_or(0, |r| r.chars().count()),
-            ),
+            &mut limits.cs2,
+            &mut limits.cs3,
+            &mut limits.suser,
+            &mut limits.src,
+            &mut limits.cs1,
+            &mut limits.signature,
         ]
         .into_iter()
+        .zip(lengths)
         .map(|(limit, len)| {
             let used = (*limit).min(len);
             (limit, used)

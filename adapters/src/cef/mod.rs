@@ -193,6 +193,7 @@ impl CefAdapter {
                     max_datagram: o.max_datagram,
                     timeout,
                 };
+                let transport = SyslogTransport::new(target, &config.tls)?;
                 Mode::Syslog {
                     formatter: CefSyslogFormatter {
                         settings,
@@ -200,12 +201,9 @@ impl CefAdapter {
                         facility: o.facility,
                         hostname: o.hostname.clone().unwrap_or_else(crate::hostname::hostname),
                         app_name: o.app_name.clone(),
-                        max_message: (protocol == crate::transport::SyslogProtocol::Udp).then_some(
-                            o.max_datagram
-                                .min(crate::transport::syslog::MAX_UDP_PAYLOAD),
-                        ),
+                        max_message: transport.max_datagram(),
                     },
-                    transport: SyslogTransport::new(target, &config.tls)?,
+                    transport,
                 }
             }
         };

@@ -245,7 +245,6 @@ impl fmt::Debug for SiemConfig {
     }
 }
 
-/// `splunk https://host:8088/services/collector/event (token ***)`.
 /// `url` fit to show: without user info (`user:password@`) and with the query and fragment
 /// replaced by `?…` (a Splunk token can travel as `?token=`).
 pub fn redact_url(url: &str) -> String {
@@ -283,6 +282,7 @@ impl SiemConfig {
     }
 }
 
+/// `splunk https://host:8088/services/collector/event (token ***)`.
 impl fmt::Display for SiemConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = self.redacted_url();

@@ -93,6 +93,14 @@ struct StreamState {
     resend: bool,
 }
 
+impl StreamState {
+    /// The connection failed: drop it, and send the last batch again on the next one.
+    fn lose_connection(&mut self) {
+        self.conn = None;
+        self.resend = self.last_batch.is_some();
+    }
+}
+
 impl std::fmt::Debug for SyslogTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyslogTransport")
@@ -102,6 +110,14 @@ impl std::fmt::Debug for SyslogTransport {
 }
 
 impl SyslogTransport {
+    /// The largest message sent whole (UDP: the datagram limit); `None` over a stream.
+    pub fn max_datagram(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Udp { max_datagram, .. } => Some(*max_datagram),
+            Kind::Stream { .. } => None,
+        }
+    }
+
     /// Validates the target and builds the TLS configuration (for `Tls`). Does not connect
     /// and does not need a running tokio runtime.
     pub fn new(
@@ -274,13 +290,9 @@ impl SyslogTransport {
                     st.conn = None;
                     st.last_batch = None;
                 }
-                Liveness::Reset => {
-                    st.conn = None;
-                    st.resend = st.last_batch.is_some();
-                }
+                Liveness::Reset => st.lose_connection(),
                 Liveness::TlsAlert(reason) => {
-                    st.conn = None;
-                    st.resend = st.last_batch.is_some();
+                    st.lose_connection();
                     return Err(TransportError::Tls(reason));
                 }
             }
@@ -317,8 +329,7 @@ impl SyslogTransport {
             Err(_) => {
                 // The stream may hold a partial frame: never reuse it. This batch stays
                 // queued (the error says so); the one before may not have been read.
-                st.conn = None;
-                st.resend = st.last_batch.is_some();
+                st.lose_connection();
             }
         }
         result

@@ -14,8 +14,9 @@ use raxe_storage::SledStore;
 use super::steps::{read_line_bounded, Step, STEP_EVENTS};
 use super::MARKER_PREFIX;
 
-/// Longest line read; longer ones are rejected without being held in memory.
-const MAX_LINE: usize = 1 << 20;
+/// Longest line read (an event's limit); longer ones are rejected without being held in
+/// memory.
+const MAX_LINE: usize = raxe_adapters::event::MAX_EVENT_BYTES;
 
 /// What one file gave.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

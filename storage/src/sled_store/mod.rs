@@ -284,19 +284,22 @@ impl Shared {
             let entry = entry.map_err(|e| format!("{}: {e}", self.blobs_dir.display()))?;
             let name = entry.file_name();
             let path = entry.path();
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                // Garbage-collected by sled meanwhile.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Garbage-collected by sled meanwhile: nothing to sync.
+            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+            // sled writes a blob on the appending thread, in several writes: a file seen
+            // while another append was still writing it is synced again once it grew. A
+            // stat, not an open, tells whether it did.
+            let len = match entry.metadata() {
+                Ok(meta) => meta.len(),
+                Err(e) if gone(&e) => continue,
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             };
-            // sled writes a blob on the appending thread, in several writes: a file seen
-            // while another append was still writing it is synced again once it grew.
-            let len = file
-                .metadata()
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .len();
             if synced.get(&name) != Some(&len) {
+                let file = match File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                };
                 self.syncer
                     .sync_data(&path, &file)
                     .map_err(|e| format!("fdatasync of {}: {e}", path.display()))?;

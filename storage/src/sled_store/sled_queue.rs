@@ -415,16 +415,13 @@ impl SledQueue {
         Ok(())
     }
 
-    fn register_part(st: &mut QState, records: &[Record]) -> u64 {
-        if records.is_empty() {
-            NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed)
-        } else {
-            Self::register_lease(st, records)
-        }
-    }
-
+    /// A new lease id for `records`, registered unless there are none: an empty lease
+    /// holds nothing to ack or release, and registered it would stay for good.
     fn register_lease(st: &mut QState, records: &[Record]) -> u64 {
         let id = NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed);
+        if records.is_empty() {
+            return id;
+        }
         st.leases.insert(
             id,
             LeaseInfo {
@@ -540,14 +537,20 @@ impl Queue for SledQueue {
     }
 
     fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease) {
+        if at >= lease.records.len() {
+            // Nothing to split off (a batch settled whole): no lock, no new entry.
+            let tail = Lease {
+                id: NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed),
+                records: Vec::new(),
+            };
+            return (lease, tail);
+        }
         let mut records = lease.records;
         let tail = records.split_off(at.min(records.len()));
         let mut st = self.lock();
         if st.leases.remove(&lease.id).is_some() {
-            // An empty part holds nothing to ack or release: it is not registered, or
-            // every batch acked whole would leave one behind for good.
-            let a = Self::register_part(&mut st, &records);
-            let b = Self::register_part(&mut st, &tail);
+            let a = Self::register_lease(&mut st, &records);
+            let b = Self::register_lease(&mut st, &tail);
             (
                 Lease { id: a, records },
                 Lease {

@@ -13,14 +13,15 @@ use crate::args::{CompressionArg, ConfigureArgs, SentinelApiArg, SiemTypeArg};
 use crate::config_store::{ConfigStore, DestinationRecord, OtherScope, Scope};
 
 pub(super) fn configure(configs: &ConfigStore, scope: Scope, args: &ConfigureArgs) -> Result<i32> {
+    let previous = configs.get(&scope);
     if let Err(invalid) = scope.validate() {
         // Ids with a `/` were accepted before: such a destination may still be updated (a
         // new token, say), as long as its file is its own.
-        if !matches!(configs.get(&scope), Ok(Some(_))) {
+        if !matches!(previous, Ok(Some(_))) {
             return Err(invalid);
         }
     }
-    let previous = match configs.get(&scope) {
+    let previous = match previous {
         Ok(previous) => previous,
         Err(e) if e.is::<OtherScope>() => return Err(e),
         // A damaged file must not stop its own repair; but say what is lost with it.
