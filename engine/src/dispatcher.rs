@@ -53,6 +53,10 @@ pub struct SiemDispatcher {
     destinations: RwLock<BTreeMap<DestinationId, Arc<Destination>>>,
     unrouted: Arc<dyn Queue>,
     unrouted_warned: Mutex<HashSet<CustomerKey>>,
+    /// Customers that may have events in the unrouted queue (`None`: not known yet, until
+    /// a re-route scan has read it all). A registration scans the unrouted queue only when
+    /// its customer is here (or, global, when any is). Changed under the routes lock.
+    unrouted_customers: Mutex<Option<HashSet<CustomerKey>>>,
     unrouted_total: AtomicU64,
     flush_now: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
@@ -101,6 +105,7 @@ impl SiemDispatcher {
             destinations: RwLock::new(BTreeMap::new()),
             unrouted,
             unrouted_warned: Mutex::new(HashSet::new()),
+            unrouted_customers: Mutex::new(None),
             unrouted_total: AtomicU64::new(0),
             flush_now: Arc::new(AtomicBool::new(false)),
             shutdown: watch::channel(false).0,
@@ -161,8 +166,15 @@ impl SiemDispatcher {
                 self.install(id, queue, dead_letters, adapter, customer.clone(), options);
             }
         }
+        let waiting = match (lock(&self.unrouted_customers).as_ref(), &customer) {
+            (None, _) => true,
+            (Some(waiting), Some(key)) => waiting.contains(key),
+            (Some(waiting), None) => !waiting.is_empty(),
+        };
         routes.insert(id, customer);
-        self.reroute_unrouted(&routes)?;
+        if waiting {
+            self.reroute_unrouted(&routes)?;
+        }
         Ok(())
     }
 
@@ -420,83 +432,104 @@ impl SiemDispatcher {
             .map_err(|e| EngineError::Task(e.to_string()))?
     }
 
+    /// Called under the routes lock, before the event is appended to the unrouted queue.
     fn note_unrouted(&self, key: &CustomerKey) {
+        if let Some(waiting) = lock(&self.unrouted_customers).as_mut() {
+            waiting.insert(key.clone());
+        }
         if lock(&self.unrouted_warned).insert(key.clone()) {
             tracing::warn!(customer = %key, "no destination for this customer: its events are kept as unrouted until one is configured");
         }
     }
 
-    /// Moves unrouted events that now have a destination. Runs under the routes write lock,
-    /// so no dispatch can slip an event into the unrouted queue meanwhile.
+    /// Moves unrouted events that now have a destination, each to the destination's queue
+    /// in its order; the events that stay keep their places. Runs under the routes write
+    /// lock, so no dispatch can slip an event into the unrouted queue meanwhile.
     fn reroute_unrouted(&self, routes: &RouteTable) -> Result<(), EngineError> {
         let mut remaining = self.unrouted.stats().len;
-        // Leases with no match are held until the scan ends: releasing one at once would put
-        // it back at the head and the next lease would read it again instead of moving on.
+        // Records that stay are held until the scan ends: released at once, they would be
+        // leased again at the head instead of the scan moving on.
         let mut untouched = Vec::new();
-        let result = self.reroute_scan(routes, &mut remaining, &mut untouched);
+        let mut waiting = HashSet::new();
+        let result = self.reroute_scan(routes, &mut remaining, &mut untouched, &mut waiting);
         for lease in untouched {
             self.unrouted.release(lease);
         }
+        // Known only after a full scan; a failed one leaves the next registration to scan.
+        *lock(&self.unrouted_customers) = result.is_ok().then_some(waiting);
         result
     }
 
+    /// Leases the unrouted queue through to its end, moving the records that now have a
+    /// destination; `waiting` collects the customers of those that stay.
     fn reroute_scan(
         &self,
         routes: &RouteTable,
         remaining: &mut u64,
         untouched: &mut Vec<raxe_storage::Lease>,
+        waiting: &mut HashSet<CustomerKey>,
     ) -> Result<(), EngineError> {
         while *remaining > 0 {
             let Some(lease) = self.unrouted.lease(1_000, 8 << 20)? else {
                 break;
             };
             *remaining = remaining.saturating_sub(lease.len() as u64);
-            let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
-            let mut moved = 0;
-            for record in &lease.records {
-                let target = match ScanEvent::from_queue_bytes(&record.data) {
-                    Ok(event) => {
-                        let key =
-                            CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id);
-                        let ids: Vec<String> = routes
-                            .route(&key)
+            let mut moves: Vec<bool> = Vec::with_capacity(lease.len());
+            let appended = {
+                let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
+                for record in &lease.records {
+                    // An undecodable record has no customer: it stays.
+                    let key = ScanEvent::from_queue_bytes(&record.data).ok().map(|event| {
+                        CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id)
+                    });
+                    let targets: Vec<String> = match &key {
+                        Some(key) => routes
+                            .route(key)
                             .map(|id| queue_names::destination(id))
-                            .collect();
-                        ids
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    moves.push(!targets.is_empty());
+                    match key {
+                        Some(key) if targets.is_empty() => {
+                            waiting.insert(key);
+                        }
+                        _ => {}
                     }
-                    Err(_) => Vec::new(),
-                };
-                if target.is_empty() {
-                    buckets
-                        .entry(queue_names::UNROUTED.to_string())
-                        .or_default()
-                        .push(&record.data);
-                } else {
-                    moved += 1;
-                    for name in target {
+                    for name in targets {
                         buckets.entry(name).or_default().push(&record.data);
                     }
                 }
+                if buckets.is_empty() {
+                    None
+                } else {
+                    let parts: Vec<(&str, &[&[u8]])> = buckets
+                        .iter()
+                        .map(|(name, records)| (name.as_str(), records.as_slice()))
+                        .collect();
+                    // Durable in the new queues before leaving the unrouted one: a crash
+                    // repeats, never loses.
+                    Some(self.store.append_group(&parts, None))
+                }
+            };
+            match appended {
+                None => untouched.push(lease),
+                Some(Err(e)) => {
+                    // Back to its place with the others, not left leased until a restart.
+                    untouched.push(lease);
+                    return Err(e.into());
+                }
+                Some(Ok(_)) => {
+                    let moved = moves.iter().filter(|m| **m).count();
+                    let (gone, stays) = self.unrouted.split_lease_by(lease, &moves);
+                    untouched.push(stays);
+                    self.unrouted.ack(gone)?;
+                    tracing::info!(
+                        events = moved,
+                        "re-routed events that were waiting for a destination"
+                    );
+                }
             }
-            if moved == 0 {
-                untouched.push(lease);
-                continue;
-            }
-            let parts: Vec<(&str, &[&[u8]])> = buckets
-                .iter()
-                .map(|(name, records)| (name.as_str(), records.as_slice()))
-                .collect();
-            // Durable in the new queues before leaving the unrouted one: a crash repeats, never loses.
-            if let Err(e) = self.store.append_group(&parts, None) {
-                // Back to the head with the others, not left leased until a restart.
-                untouched.push(lease);
-                return Err(e.into());
-            }
-            self.unrouted.ack(lease)?;
-            tracing::info!(
-                events = moved,
-                "re-routed events that were waiting for a destination"
-            );
         }
         Ok(())
     }

@@ -8,7 +8,8 @@
 //! Invariants:
 //! - `dispatch*` returns only once every event is durable in every matching queue (one
 //!   group commit per batch). An event with no destination is kept in the `unrouted` queue
-//!   and moved when a destination for its customer appears; nothing is dropped.
+//!   and moved when a destination for its customer appears, in order (the events that
+//!   stay keep their places); nothing is dropped.
 //! - An event leaves a queue only after the SIEM accepted it or it is durably in the
 //!   destination's dead-letter queue. A crash therefore repeats at most the leases in
 //!   flight (at-least-once), never loses.

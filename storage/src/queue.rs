@@ -29,7 +29,8 @@ pub struct Record {
 pub struct Lease {
     /// Identifies the lease within its queue (unique per process).
     pub id: u64,
-    /// Consecutive in the queue's delivery order, oldest first.
+    /// In the queue's delivery order, oldest first; consecutive unless the lease is a part
+    /// made by [`Queue::split_lease_by`].
     pub records: Vec<Record>,
 }
 
@@ -74,6 +75,11 @@ pub trait Queue: Send + Sync {
     /// Splits a lease after its first `at` records, so the parts can be acked or released
     /// separately. An empty part holds nothing: acking, releasing or dropping it is the same.
     fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease);
+
+    /// Splits a lease into the records `picked` marks (`picked[i]` for the lease's `i`th
+    /// record; missing entries are false) and the others, each part in lease order. A
+    /// part released goes back to its place in the queue, not behind the other part.
+    fn split_lease_by(&self, lease: Lease, picked: &[bool]) -> (Lease, Lease);
 
     /// Removes the lease's records for good.
     fn ack(&self, lease: Lease) -> Result<(), QueueError>;

@@ -19,6 +19,8 @@ enum Op {
     Ack(usize),
     Release(usize),
     Split(usize, usize),
+    /// Split a lease by a mask: bit `i` picks the lease's `i`th record.
+    SplitBy(usize, u32),
     Reopen,
     /// kill -9 as the disk sees it: reopen a copy of the data directory's files as they
     /// are now, without the clean close (sled's unflushed writes are not in the copy;
@@ -34,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Ack),
         2 => any::<usize>().prop_map(Op::Release),
         1 => (any::<usize>(), 0usize..12).prop_map(|(i, at)| Op::Split(i, at)),
+        1 => (any::<usize>(), any::<u32>()).prop_map(|(i, mask)| Op::SplitBy(i, mask)),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
     ]
@@ -183,6 +186,32 @@ fn run(ops: Vec<Op>, journal_bytes: u64) {
                 let (a, b) = q.split_lease(l, at);
                 assert_eq!(a.len(), at.min(n));
                 assert_eq!(a.len() + b.len(), n);
+                leases.push(a);
+                leases.push(b);
+            }
+            Op::SplitBy(i, mask) if !leases.is_empty() => {
+                let l = leases.swap_remove(i % leases.len());
+                let picked: Vec<bool> =
+                    (0..l.len()).map(|i| i < 32 && mask >> i & 1 == 1).collect();
+                let seqs = |records: &[raxe_storage::Record]| -> Vec<u64> {
+                    records.iter().map(|r| r.seq).collect()
+                };
+                let all = seqs(&l.records);
+                let (a, b) = q.split_lease_by(l, &picked);
+                let want_a: Vec<u64> = all
+                    .iter()
+                    .zip(&picked)
+                    .filter(|(_, p)| **p)
+                    .map(|(s, _)| *s)
+                    .collect();
+                let want_b: Vec<u64> = all
+                    .iter()
+                    .zip(&picked)
+                    .filter(|(_, p)| !**p)
+                    .map(|(s, _)| *s)
+                    .collect();
+                assert_eq!(seqs(&a.records), want_a);
+                assert_eq!(seqs(&b.records), want_b);
                 leases.push(a);
                 leases.push(b);
             }

@@ -246,22 +246,6 @@ async fn a_hanging_siem_does_not_slow_another_destination() {
     engine.dispatcher.shutdown(Duration::from_millis(200)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unrouted_events_wait_for_their_destination() {
-    let engine = Engine::new();
-    let batch = events("m", "late", 0..40);
-    let report = engine.dispatch(batch.clone()).await;
-    assert_eq!(report.unrouted, 40);
-    assert_eq!(engine.dispatcher.stats().unrouted.len, 40);
-    let hec = HecReceiver::start("t").await;
-    engine.dispatcher.start().unwrap();
-    engine.add("late", &hec, "t", Some(CustomerKey::new("m", "late")));
-    assert_eq!(engine.dispatcher.stats().unrouted.len, 0);
-    assert!(engine.dispatcher.drain(WAIT).await);
-    assert_eq!(as_set(&hec.accepted()), ids(&batch));
-    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
-}
-
 /// One batch mixing customers event by event (a routed one, another MSSP's customer of
 /// the same name, one with no destination): each event goes to its own queue, in batch
 /// order, and the report counts every placement.
@@ -365,22 +349,6 @@ async fn a_restart_mid_delivery_loses_nothing_and_repeats_little() {
         duplicates <= 100,
         "{duplicates} duplicates, more than the one batch in flight"
     );
-    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unrouted_events_behind_others_are_found_too() {
-    let engine = Engine::new();
-    // More than one re-route lease (1,000) of events nobody wants, then the ones that match.
-    engine.dispatch(events("m", "nobody", 0..1_500)).await;
-    let batch = events("m", "late", 5_000..5_040);
-    engine.dispatch(batch.clone()).await;
-    let hec = HecReceiver::start("t").await;
-    engine.dispatcher.start().unwrap();
-    engine.add("late", &hec, "t", Some(CustomerKey::new("m", "late")));
-    assert_eq!(engine.dispatcher.stats().unrouted.len, 1_500);
-    assert!(engine.dispatcher.drain(WAIT).await);
-    assert_eq!(as_set(&hec.accepted()), ids(&batch));
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -690,39 +658,4 @@ async fn a_destination_cannot_change_customer_under_the_same_id() {
         .unwrap_err();
     assert!(err.to_string().contains('/'), "{err}");
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
-}
-
-/// Re-routing that fails (the destination's queue is full) leaves the unrouted events
-/// leasable for the next try, not leased until a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_reroute_leaves_the_unrouted_events_leasable() {
-    let dir = tempfile::tempdir().unwrap();
-    let capped = raxe_storage::StoreOptions {
-        max_queue_bytes: Some(20_000),
-        ..Default::default()
-    };
-    let engine = Engine::open_with(dir.path(), capped);
-    engine.dispatch(events("m", "late", 0..40)).await;
-    let hec = HecReceiver::start("t").await;
-    // A small queue: the 40 events do not fit it.
-    let mut config = splunk_config(&hec.url(), "t");
-    config.enabled = false;
-    let queue = engine
-        .store()
-        .open_queue(&raxe_engine::queue_names::destination("late"))
-        .unwrap();
-    queue.append(&[&vec![b'x'; 15_000][..]]).unwrap();
-    let failed = engine.register("late", config, Some(CustomerKey::new("m", "late")));
-    assert!(failed.is_err(), "{failed:?}");
-    let unrouted = engine
-        .store()
-        .open_queue(raxe_engine::queue_names::UNROUTED)
-        .unwrap();
-    assert_eq!(unrouted.stats().len, 40);
-    let lease = unrouted.lease(1_000, usize::MAX).unwrap();
-    assert_eq!(
-        lease.map(|l| l.len()),
-        Some(40),
-        "still leased by the failed re-route"
-    );
 }

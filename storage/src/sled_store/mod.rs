@@ -6,6 +6,7 @@ mod codec;
 mod commit;
 mod group;
 mod journal;
+mod lease;
 mod load;
 mod log_scan;
 mod open;

@@ -125,7 +125,7 @@ impl SledQueue {
             if st.cache.as_ref().is_some_and(|c| c.first == first) {
                 st.cache = None;
             }
-            let id = SledQueue::lease_unread(&mut st, seqs.clone(), bytes);
+            let id = super::lease::lease_unread(&mut st, seqs.clone(), bytes);
             (id, seqs)
         };
         let (id, seqs) = lease;

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::chunk::{self, DecodedChunk};
 use super::codec::{self, ChunkMeta};
 use super::commit::Level;
+use super::lease::register_lease;
 use super::ranges::RangeSet;
 use super::Shared;
 use crate::error::QueueError;
@@ -17,8 +18,6 @@ use crate::queue::{Lease, Queue, QueueStats, Record, Seq};
 
 /// Largest single record accepted (chunk values hold u32 lengths; keep well below).
 pub const MAX_RECORD_BYTES: usize = 32 << 20;
-
-static NEXT_LEASE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A chunk written to sled whose group commit has not completed yet: not leasable.
 pub(super) struct Pending {
@@ -127,17 +126,6 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// Groups consecutive seqs of `records` into ranges.
-fn ranges_of(records: &[Record]) -> Vec<Range<Seq>> {
-    let mut out: Vec<Range<Seq>> = Vec::new();
-    for r in records {
-        match out.last_mut() {
-            Some(last) if last.end == r.seq => last.end += 1,
-            _ => out.push(r.seq..r.seq + 1),
-        }
-    }
-    out
-}
-
 impl SledQueue {
     pub(super) fn lock(&self) -> MutexGuard<'_, QState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -415,45 +403,8 @@ impl SledQueue {
         Ok(())
     }
 
-    /// A new lease id for `records`, registered unless there are none: an empty lease
-    /// holds nothing to ack or release, and registered it would stay for good.
-    fn register_lease(st: &mut QState, records: &[Record]) -> u64 {
-        let id = NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed);
-        if records.is_empty() {
-            return id;
-        }
-        st.leases.insert(
-            id,
-            LeaseInfo {
-                ranges: ranges_of(records),
-                count: records.len() as u64,
-                bytes: records.iter().map(|r| r.data.len() as u64).sum(),
-            },
-        );
-        id
-    }
-
     pub(super) fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
         self.shared.commit(ticket, level)
-    }
-
-    /// Registers a lease over `ranges` without reading them (for records that cannot be
-    /// read: see `salvage.rs`).
-    pub(super) fn lease_unread(st: &mut QState, ranges: Vec<Range<Seq>>, bytes: u64) -> u64 {
-        let id = NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed);
-        let count = ranges.iter().map(|r| r.end - r.start).sum();
-        for r in &ranges {
-            st.avail.remove(r.clone());
-        }
-        st.leases.insert(
-            id,
-            LeaseInfo {
-                ranges,
-                count,
-                bytes,
-            },
-        );
-        id
     }
 }
 
@@ -532,43 +483,16 @@ impl Queue for SledQueue {
             return Ok(None);
         }
         // On a damaged chunk, hand out what came before it; the next lease reports it.
-        let id = Self::register_lease(&mut st, &out);
+        let id = register_lease(&mut st, &out);
         Ok(Some(Lease { id, records: out }))
     }
 
     fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease) {
-        if at >= lease.records.len() {
-            // Nothing to split off (a batch settled whole): no lock, no new entry.
-            let tail = Lease {
-                id: NEXT_LEASE_ID.fetch_add(1, Ordering::Relaxed),
-                records: Vec::new(),
-            };
-            return (lease, tail);
-        }
-        let mut records = lease.records;
-        let tail = records.split_off(at.min(records.len()));
-        let mut st = self.lock();
-        if st.leases.remove(&lease.id).is_some() {
-            let a = Self::register_lease(&mut st, &records);
-            let b = Self::register_lease(&mut st, &tail);
-            (
-                Lease { id: a, records },
-                Lease {
-                    id: b,
-                    records: tail,
-                },
-            )
-        } else {
-            // Not ours or no longer outstanding: the parts stay unknown too.
-            let a = NEXT_LEASE_ID.fetch_add(2, Ordering::Relaxed);
-            (
-                Lease { id: a, records },
-                Lease {
-                    id: a + 1,
-                    records: tail,
-                },
-            )
-        }
+        self.split_lease_at(lease, at)
+    }
+
+    fn split_lease_by(&self, lease: Lease, picked: &[bool]) -> (Lease, Lease) {
+        self.split_lease_picked(lease, picked)
     }
 
     fn ack(&self, lease: Lease) -> Result<(), QueueError> {

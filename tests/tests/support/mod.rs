@@ -17,6 +17,8 @@ use raxe_tests::hec::HecReceiver;
 
 pub struct Engine {
     pub dispatcher: Arc<SiemDispatcher>,
+    /// The dispatcher's store, as its concrete type (for queue internals such as reads).
+    pub sled: Arc<SledStore>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -68,9 +70,11 @@ impl Engine {
                 Err(e) => panic!("open store: {e}"),
             }
         };
-        let store: Arc<dyn QueueStore> = Arc::new(store);
+        let sled = Arc::new(store);
+        let store: Arc<dyn QueueStore> = sled.clone();
         let audit = Arc::new(AuditLog::in_memory());
         Engine {
+            sled,
             dispatcher: Arc::new(SiemDispatcher::with_policy(store, audit, policy).unwrap()),
             _dir: None,
         }
