@@ -29,6 +29,7 @@ use crate::audit::{now_ms, AttemptOutcome, AuditKind, AuditLog};
 use crate::backoff::Backoff;
 use crate::dead_letter::{DeadLetter, DeadLetterHeader};
 use crate::destination::Destination;
+use crate::indexer_ack::Tracked;
 
 /// Why a lease was not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,8 +232,9 @@ impl<'a> Delivery<'a> {
             dead_letters_acked = finish_lease(queue, lease, ack_upto).await;
         } else {
             // Lease positions of each accepted request (undecodable records inside a
-            // request's span go with it: on a resend they are dead-lettered again).
-            let segments = self
+            // request's span go with it, and their dead-letter markers with them: a resend
+            // must find the markers to not dead-letter those records again).
+            let segments: Vec<(Range<usize>, u64)> = self
                 .awaiting_ack
                 .iter()
                 .map(|(span, id)| {
@@ -242,8 +244,30 @@ impl<'a> Delivery<'a> {
                     )
                 })
                 .collect();
+            let mut markers_by_segment = vec![Vec::new(); segments.len()];
+            self.dead_letter_markers.retain_mut(|(position, key)| {
+                match segments
+                    .iter()
+                    .position(|(span, _)| span.contains(position))
+                {
+                    Some(i) => {
+                        markers_by_segment[i].push(std::mem::take(key));
+                        false
+                    }
+                    None => true,
+                }
+            });
             let (tracked, acked) = split_for_acks(queue.clone(), lease, ack_upto, segments).await;
             dead_letters_acked = acked;
+            let tracked = tracked
+                .into_iter()
+                .zip(markers_by_segment)
+                .map(|((ack_id, lease), dead_letter_markers)| Tracked {
+                    ack_id,
+                    lease,
+                    dead_letter_markers,
+                })
+                .collect();
             let refused = self.dest.acks.add(&self.ack_target(), tracked);
             crate::indexer_ack::release_leases(queue, refused).await;
         }

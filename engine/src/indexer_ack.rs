@@ -14,6 +14,9 @@
 //!   waiting on that server is sent again, and a poll already under way is disregarded,
 //!   so a new request's `true` never acks an old one. With several lanes the check is the
 //!   hand-over's (the same id pending twice).
+//! - Dead-letter markers of records inside a waiting lease (undecodable records between
+//!   accepted events) wait with it: removed once it is acked, kept when it is sent again,
+//!   so those records are dead-lettered once.
 //! - Pending acks are in memory only ("resend on restart"): after a crash their records
 //!   are simply still in the queue and are leased and sent again. On shutdown, disable,
 //!   removal or a configuration change the pending leases are released, never acked.
@@ -37,9 +40,20 @@ pub const DEFAULT_MAX_PENDING: usize = 64;
 /// How often the poller looks again when it has nothing to poll or no ack adapter.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 
+/// A lease whose request the SIEM accepted with `ack_id`, handed to the tracker.
+pub(crate) struct Tracked {
+    pub ack_id: u64,
+    pub lease: Lease,
+    /// Dead-letter markers of records in the lease (undecodable records inside the
+    /// request's span): removed once the lease is acked, kept when it is sent again so
+    /// those records are not dead-lettered twice.
+    pub dead_letter_markers: Vec<Vec<u8>>,
+}
+
 struct Pending {
     ack_id: u64,
     lease: Lease,
+    dead_letter_markers: Vec<Vec<u8>>,
     /// The server and channel that issued the id (`IndexerAck::ack_target`): ids mean
     /// nothing to another one.
     target: String,
@@ -96,14 +110,19 @@ impl AckTracker {
 
     /// Takes over leases whose requests were accepted with these ack ids. Returns the
     /// leases it cannot keep (the poller is gone): the caller releases them.
-    pub fn add(&self, target: &str, items: Vec<(u64, Lease)>) -> Vec<Lease> {
+    pub fn add(&self, target: &str, items: Vec<Tracked>) -> Vec<Lease> {
         let mut inner = self.lock();
         if inner.closed {
-            return items.into_iter().map(|(_, lease)| lease).collect();
+            return items.into_iter().map(|t| t.lease).collect();
         }
         let mut stale = Vec::new();
         let now = Instant::now();
-        for (ack_id, lease) in items {
+        for Tracked {
+            ack_id,
+            lease,
+            dead_letter_markers,
+        } in items
+        {
             // The same id again from the same channel means the server started counting
             // anew (a restart): it forgot the old id, which can therefore never turn true.
             if let Some(at) = inner
@@ -116,6 +135,7 @@ impl AckTracker {
             inner.pending.push(Pending {
                 ack_id,
                 lease,
+                dead_letter_markers,
                 target: target.to_string(),
                 since: now,
             });
@@ -328,14 +348,21 @@ async fn poll_once(
             dest.customer_label(),
             AuditKind::Indexed { events },
         );
-        let queue = dest.queue.clone();
-        let leases: Vec<Lease> = acked.into_iter().map(|p| p.lease).collect();
+        let (queue, store) = (dest.queue.clone(), dest.store.clone());
         let done = crate::storage_pool::spawn(move || {
-            for lease in leases {
+            for p in acked {
                 // A failed ack leaves the lease leased: the records come back after a
                 // restart and are sent again; nothing is lost.
-                if let Err(e) = queue.ack(lease) {
-                    tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
+                match queue.ack(p.lease) {
+                    Ok(()) => {
+                        for key in p.dead_letter_markers {
+                            // Best effort: a marker left behind only matches this record.
+                            let _ = store.remove_marker(&key);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again")
+                    }
                 }
             }
         })

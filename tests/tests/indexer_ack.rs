@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use raxe_adapters::config::{Compression, SiemConfig, SiemOptions, SplunkOptions};
+use raxe_adapters::event::ScanEvent;
 use raxe_adapters::splunk::ack::new_channel;
 use raxe_engine::{DestinationOptions, DestinationState};
 use raxe_tests::hec_ack::{AckMode, HecAckReceiver};
@@ -536,5 +537,40 @@ async fn the_balancers_session_cookie_goes_back_with_every_poll() {
     );
     assert_eq!(as_set(&hec.indexed()), ids(&batch));
     assert_eq!(hec.accepted().len(), 30, "nothing resent");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An undecodable record inside an accepted request's span waits for that request's ack
+/// with it. When the ack times out and the lease is sent again, the record must not be
+/// dead-lettered a second time; once the indexer acks, its dead-letter marker goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_inside_a_resent_request_is_written_once() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    add(&engine, "d", ack_config(&hec, &new_channel(), 2, 20), 1);
+    let batch = events("m", "c", 0..10);
+    let mut records: Vec<Vec<u8>> = batch.iter().map(ScanEvent::to_queue_bytes).collect();
+    records.insert(5, b"not a queued scan event".to_vec());
+    let records: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    engine
+        .store()
+        .open_queue(&raxe_engine::queue_names::destination("d"))
+        .unwrap()
+        .append(&records)
+        .unwrap();
+    engine.dispatcher.start().unwrap();
+
+    // Sent, not acked within 2 s, sent again.
+    assert!(hec.wait_for(20, WAIT).await);
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    assert_eq!(
+        engine.dispatcher.stats().destinations[0].dead_letters.len,
+        1,
+        "dead-lettered once"
+    );
+    let markers = engine.sled.marker_keys(b"dl/").unwrap();
+    assert!(markers.is_empty(), "markers left: {markers:?}");
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
