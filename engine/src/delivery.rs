@@ -64,8 +64,11 @@ pub(crate) struct Delivery<'a> {
     dead_letter_markers: Vec<(usize, Vec<u8>)>,
     /// Events settled so far (a prefix of `events`).
     settled: usize,
-    /// Accepted requests that wait for an indexer ack: (event span, ack id), in order.
-    awaiting_ack: Vec<(Range<usize>, u64)>,
+    /// Accepted requests that wait for an indexer ack: (event span, ack id, its epoch),
+    /// in order.
+    awaiting_ack: Vec<(Range<usize>, u64, u64)>,
+    /// This worker's lane (ack ids grow along one lane).
+    lane: usize,
     /// The previous lease's ack, finished before this lease's first request goes out.
     previous_ack: Option<DeferredAck>,
 }
@@ -155,9 +158,11 @@ impl<'a> Delivery<'a> {
         audit: &'a AuditLog,
         backoff: &'a mut Backoff,
         shutdown: watch::Receiver<bool>,
+        lane: usize,
     ) -> Self {
         Delivery {
             dest,
+            lane,
             adapter,
             awaiting_ack: Vec::new(),
             audit,
@@ -234,22 +239,14 @@ impl<'a> Delivery<'a> {
             // Lease positions of each accepted request (undecodable records inside a
             // request's span go with it, and their dead-letter markers with them: a resend
             // must find the markers to not dead-letter those records again).
-            let segments: Vec<(Range<usize>, u64)> = self
+            let segments: Vec<Range<usize>> = self
                 .awaiting_ack
                 .iter()
-                .map(|(span, id)| {
-                    (
-                        self.positions[span.start]..self.positions[span.end - 1] + 1,
-                        *id,
-                    )
-                })
+                .map(|(span, _, _)| self.positions[span.start]..self.positions[span.end - 1] + 1)
                 .collect();
             let mut markers_by_segment = vec![Vec::new(); segments.len()];
             self.dead_letter_markers.retain_mut(|(position, key)| {
-                match segments
-                    .iter()
-                    .position(|(span, _)| span.contains(position))
-                {
+                match segments.iter().position(|span| span.contains(position)) {
                     Some(i) => {
                         markers_by_segment[i].push(std::mem::take(key));
                         false
@@ -257,16 +254,21 @@ impl<'a> Delivery<'a> {
                     None => true,
                 }
             });
-            let (tracked, acked) = split_for_acks(queue.clone(), lease, ack_upto, segments).await;
+            let (leases, acked) = split_for_acks(queue.clone(), lease, ack_upto, segments).await;
             dead_letters_acked = acked;
-            let tracked = tracked
-                .into_iter()
+            let tracked = self
+                .awaiting_ack
+                .iter()
+                .zip(leases)
                 .zip(markers_by_segment)
-                .map(|((ack_id, lease), dead_letter_markers)| Tracked {
-                    ack_id,
-                    lease,
-                    dead_letter_markers,
-                })
+                .map(
+                    |((&(_, ack_id, epoch), lease), dead_letter_markers)| Tracked {
+                        ack_id,
+                        epoch,
+                        lease,
+                        dead_letter_markers,
+                    },
+                )
                 .collect();
             let refused = self.dest.acks.add(&self.ack_target(), tracked);
             crate::indexer_ack::release_leases(queue, refused).await;
@@ -360,15 +362,11 @@ impl<'a> Delivery<'a> {
             match outcome {
                 Outcome::Delivered => {
                     if let Some(id) = ack_id {
-                        // One lane: ids only ever grow, so a lower one is a restart, seen
-                        // the moment it happens. Lanes side by side report ids out of
-                        // order; they rely on the hand-over's check (`AckTracker::add`).
-                        if self.dest.options.max_in_flight <= 1 {
-                            let stale = self.dest.acks.issued(&self.ack_target(), id);
-                            crate::indexer_ack::release_leases(self.dest.queue.clone(), stale)
-                                .await;
-                        }
-                        self.awaiting_ack.push((span.clone(), id));
+                        // A restart is seen the moment it reuses an id (see indexer_ack).
+                        let (stale, epoch) =
+                            self.dest.acks.issued(&self.ack_target(), self.lane, id);
+                        crate::indexer_ack::release_leases(self.dest.queue.clone(), stale).await;
+                        self.awaiting_ack.push((span.clone(), id, epoch));
                     }
                     self.settled = span.end;
                     self.dest.mark_delivered(now_ms());
@@ -567,14 +565,14 @@ impl<'a> Delivery<'a> {
 
 /// Settles a lease some of whose requests wait for an indexer ack: releases the records
 /// from `ack_upto` on, acks the settled records outside `segments` (dead letters) now,
-/// and returns one lease per segment with its ack id, for the ack tracker.
-/// `segments` are lease positions, in order, disjoint, all below `ack_upto`.
+/// and returns one lease per segment, for the ack tracker. `segments` are lease
+/// positions, in order, disjoint, all below `ack_upto`.
 async fn split_for_acks(
     queue: Arc<dyn Queue>,
     lease: Lease,
     ack_upto: usize,
-    segments: Vec<(Range<usize>, u64)>,
-) -> (Vec<(u64, Lease)>, bool) {
+    segments: Vec<Range<usize>>,
+) -> (Vec<Lease>, bool) {
     let id = queue.name().to_string();
     let done = crate::storage_pool::spawn(move || {
         let (mut remaining, rest) = queue.split_lease(lease, ack_upto);
@@ -583,13 +581,13 @@ async fn split_for_acks(
         let mut cursor = 0;
         let mut now = Vec::new();
         let mut tracked = Vec::new();
-        for (range, ack_id) in segments {
+        for range in segments {
             // Saturating: a segment out of order would be a bug, but never a panic here.
             let start = range.start.max(cursor);
             let (before, tail) = queue.split_lease(remaining, start - cursor);
             let (segment, tail) = queue.split_lease(tail, range.end.saturating_sub(start));
             now.push(before);
-            tracked.push((ack_id, segment));
+            tracked.push(segment);
             remaining = tail;
             cursor = range.end.max(start);
         }

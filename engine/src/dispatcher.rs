@@ -273,12 +273,13 @@ impl SiemDispatcher {
         let Some(running) = running.as_mut() else {
             return;
         };
-        for _ in 0..dest.options.max_in_flight.max(1) {
+        for lane in 0..dest.options.max_in_flight.max(1) {
             let worker = Worker {
                 dest: dest.clone(),
                 audit: self.audit.clone(),
                 policy: self.policy,
                 shutdown: self.shutdown.subscribe(),
+                lane,
             };
             running.spawn_lane(dest, worker.run());
         }

@@ -9,11 +9,15 @@
 //! - Workers never wait for an ack: they hand the lease over and lease the next batch.
 //!   At most `cap` leases wait here (a worker waits for room), which bounds memory and
 //!   the duplicates a resend or a crash can cause.
-//! - A server that restarts forgets its ids and counts from 0 again. With one lane a lower
-//!   id than the last one is that restart, noted as the id arrives: every lease still
-//!   waiting on that server is sent again, and a poll already under way is disregarded,
-//!   so a new request's `true` never acks an old one. With several lanes the check is the
-//!   hand-over's (the same id pending twice).
+//! - A server that restarts forgets its ids and counts from 0 again, so an id can come back
+//!   for a new request while an old request with that id still waits here. The restart is
+//!   noted the moment such an id is issued (`issued`): an id not above the one the same
+//!   lane got before (a lane's requests go one after the other, so its ids only grow), or
+//!   equal to an id still waiting. Then every lease waiting on that server is sent again,
+//!   a poll already under way is disregarded, and requests answered before the restart but
+//!   not handed over yet are sent again at hand-over (their epoch is past): a new request's
+//!   `true` never acks an old one. Two hand-overs with one id (a restart no check saw)
+//!   send both again.
 //! - Dead-letter markers of records inside a waiting lease (undecodable records between
 //!   accepted events) wait with it: removed once it is acked, kept when it is sent again,
 //!   so those records are dead-lettered once.
@@ -43,6 +47,8 @@ const IDLE_CHECK: Duration = Duration::from_millis(200);
 /// A lease whose request the SIEM accepted with `ack_id`, handed to the tracker.
 pub(crate) struct Tracked {
     pub ack_id: u64,
+    /// What [`AckTracker::issued`] said when the id came.
+    pub epoch: u64,
     pub lease: Lease,
     /// Dead-letter markers of records in the lease (undecodable records inside the
     /// request's span): removed once the lease is acked, kept when it is sent again so
@@ -63,8 +69,8 @@ struct Pending {
 #[derive(Default)]
 struct Inner {
     pending: Vec<Pending>,
-    /// The highest ack id each target (server and channel) has issued so far.
-    issued: std::collections::HashMap<String, u64>,
+    /// The last ack id each lane got from each target (server and channel).
+    issued: std::collections::HashMap<(String, usize), u64>,
     /// Bumped when a target is seen counting anew (a restart): a poll that started before
     /// may carry answers about the new ids, which must not ack the old leases.
     epoch: u64,
@@ -109,7 +115,8 @@ impl AckTracker {
     }
 
     /// Takes over leases whose requests were accepted with these ack ids. Returns the
-    /// leases it cannot keep (the poller is gone): the caller releases them.
+    /// leases it cannot keep, which the caller releases: all of them once the poller is
+    /// gone, and those whose id came before a restart noted since.
     pub fn add(&self, target: &str, items: Vec<Tracked>) -> Vec<Lease> {
         let mut inner = self.lock();
         if inner.closed {
@@ -117,25 +124,26 @@ impl AckTracker {
         }
         let mut stale = Vec::new();
         let now = Instant::now();
-        for Tracked {
-            ack_id,
-            lease,
-            dead_letter_markers,
-        } in items
-        {
-            // The same id again from the same channel means the server started counting
-            // anew (a restart): it forgot the old id, which can therefore never turn true.
-            if let Some(at) = inner
+        for item in items {
+            if item.epoch != inner.epoch {
+                stale.push(item.lease);
+                continue;
+            }
+            if inner
                 .pending
                 .iter()
-                .position(|p| p.ack_id == ack_id && p.target == target)
+                .any(|p| p.ack_id == item.ack_id && p.target == target)
             {
-                stale.push(inner.pending.swap_remove(at).lease);
+                // One id twice: the server counted anew. Lanes hand over out of order, so
+                // either could be the old one: both are sent again.
+                stale.extend(Self::counts_anew(&mut inner, target));
+                stale.push(item.lease);
+                continue;
             }
             inner.pending.push(Pending {
-                ack_id,
-                lease,
-                dead_letter_markers,
+                ack_id: item.ack_id,
+                lease: item.lease,
+                dead_letter_markers: item.dead_letter_markers,
                 target: target.to_string(),
                 since: now,
             });
@@ -145,28 +153,38 @@ impl AckTracker {
         stale
     }
 
-    /// Notes an ack id the moment the SIEM issues it, before the lease it belongs to is
-    /// handed over. An id not above the highest one this target issued means the server
-    /// counts anew (a restart forgets its ids): every lease still waiting on that target
-    /// is returned for release (sent again, never acked by a new id's answer), and polls
-    /// already under way are disregarded. For one lane only (the caller's choice): lanes
-    /// side by side report their ids out of order.
-    pub fn issued(&self, target: &str, ack_id: u64) -> Vec<Lease> {
+    /// Notes an ack id the moment `target` issues it to `lane`, before its lease is handed
+    /// over, and returns the epoch it belongs to (for [`Tracked::epoch`]). An id not above
+    /// the lane's previous one from `target`, or equal to one still pending, means the
+    /// server counts anew: the leases waiting on it are returned for release (sent again,
+    /// never acked by a new id's answer).
+    pub fn issued(&self, target: &str, lane: usize, ack_id: u64) -> (Vec<Lease>, u64) {
         let mut inner = self.lock();
-        let highest = inner.issued.insert(target.to_string(), ack_id);
-        if highest.is_none_or(|highest| ack_id > highest) {
-            return Vec::new();
+        let previous = inner.issued.insert((target.to_string(), lane), ack_id);
+        let reused = inner
+            .pending
+            .iter()
+            .any(|p| p.ack_id == ack_id && p.target == target);
+        if !reused && previous.is_none_or(|previous| ack_id > previous) {
+            return (Vec::new(), inner.epoch);
         }
+        let stale = Self::counts_anew(&mut inner, target);
+        let epoch = inner.epoch;
+        drop(inner);
+        if !stale.is_empty() {
+            self.room.notify_waiters();
+        }
+        (stale, epoch)
+    }
+
+    /// `target` restarted: a new epoch, and its pending leases, taken out for release.
+    fn counts_anew(inner: &mut Inner, target: &str) -> Vec<Lease> {
         inner.epoch += 1;
         let (stale, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut inner.pending)
             .into_iter()
             .partition(|p| p.target == target);
         inner.pending = kept;
-        drop(inner);
-        if !stale.is_empty() {
-            tracing::warn!(requests = stale.len(), "the SIEM issued an ack id it had issued before (restarted?): sending the requests that waited for their acks again");
-            self.room.notify_waiters();
-        }
+        tracing::warn!(requests = stale.len(), "the SIEM issued an ack id again (restarted?): sending the requests that waited for their acks again");
         stale.into_iter().map(|p| p.lease).collect()
     }
 
@@ -418,4 +436,87 @@ pub(crate) async fn release_leases(queue: Arc<dyn Queue>, leases: Vec<Lease>) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(id: u64) -> Lease {
+        Lease {
+            id,
+            records: Vec::new(),
+        }
+    }
+
+    fn tracked(ack_id: u64, epoch: u64) -> Tracked {
+        Tracked {
+            ack_id,
+            epoch,
+            lease: lease(ack_id + 1_000),
+            dead_letter_markers: Vec::new(),
+        }
+    }
+
+    fn ids(leases: &[Lease]) -> Vec<u64> {
+        leases.iter().map(|l| l.id - 1_000).collect()
+    }
+
+    #[test]
+    fn lanes_may_report_ids_out_of_order() {
+        let acks = AckTracker::default();
+        let (stale, e0) = acks.issued("t", 0, 10);
+        assert!(stale.is_empty());
+        let (stale, e1) = acks.issued("t", 1, 9);
+        assert!(stale.is_empty());
+        assert_eq!(e0, e1);
+        assert!(acks.add("t", vec![tracked(9, e1)]).is_empty());
+        assert!(acks.add("t", vec![tracked(10, e0)]).is_empty());
+        assert_eq!(acks.pending(), 2);
+    }
+
+    #[test]
+    fn a_lane_seeing_a_lower_id_sends_everything_waiting_again() {
+        let acks = AckTracker::default();
+        let (_, epoch) = acks.issued("t", 0, 5);
+        let (_, epoch6) = acks.issued("t", 1, 6);
+        assert!(acks.add("t", vec![tracked(5, epoch)]).is_empty());
+        // Lane 1 still holds 6 (and gets 7) when lane 0 sees the restart.
+        let (_, epoch7) = acks.issued("t", 1, 7);
+        let (stale, after) = acks.issued("t", 0, 0);
+        assert_eq!(ids(&stale), [5]);
+        assert_ne!(after, epoch);
+        // Lane 1's requests from before the restart come back at its hand-over.
+        let refused = acks.add("t", vec![tracked(6, epoch6), tracked(7, epoch7)]);
+        assert_eq!(ids(&refused), [6, 7]);
+        assert!(acks.add("t", vec![tracked(0, after)]).is_empty());
+        assert_eq!(acks.pending(), 1);
+    }
+
+    #[test]
+    fn an_id_issued_while_the_same_id_waits_is_a_restart() {
+        let acks = AckTracker::default();
+        let (_, epoch) = acks.issued("t", 0, 3);
+        assert!(acks.add("t", vec![tracked(3, epoch)]).is_empty());
+        acks.issued("t", 0, 4);
+        // Above this lane's last id, but 3 still waits: the server counts anew.
+        let (stale, _) = acks.issued("t", 1, 3);
+        assert_eq!(ids(&stale), [3]);
+        // Another server's ids are another count.
+        let (_, other) = acks.issued("u", 0, 3);
+        assert!(acks.add("u", vec![tracked(3, other)]).is_empty());
+        let (_, now) = acks.issued("t", 2, 3);
+        assert_eq!(now, other, "u's waiting 3 is no restart of t");
+        assert_eq!(acks.pending(), 1);
+    }
+
+    #[test]
+    fn one_id_handed_over_twice_sends_both_again() {
+        let acks = AckTracker::default();
+        let (_, epoch) = acks.issued("t", 0, 8);
+        assert!(acks.add("t", vec![tracked(8, epoch)]).is_empty());
+        let refused = acks.add("t", vec![tracked(8, epoch)]);
+        assert_eq!(ids(&refused), [8, 8]);
+        assert_eq!(acks.pending(), 0);
+    }
 }

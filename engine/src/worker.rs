@@ -43,6 +43,8 @@ pub(crate) struct Worker {
     pub audit: Arc<AuditLog>,
     pub policy: BackoffPolicy,
     pub shutdown: watch::Receiver<bool>,
+    /// Which of the destination's `max_in_flight` workers this is.
+    pub lane: usize,
 }
 
 enum Wait {
@@ -233,6 +235,7 @@ impl Worker {
                 &self.audit,
                 &mut backoff,
                 self.shutdown.clone(),
+                self.lane,
             );
             match delivery.run(lease, pending_ack).await {
                 Ok(()) => {

@@ -517,6 +517,46 @@ async fn after_a_restart_a_reused_id_never_acks_an_old_request() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Splunk restarts in the middle of a lease: the lease's first requests got ids from the
+/// old count (10, 11), the rest from the new one (0..). Those old ids wait for acks the
+/// restarted server will never give, until the new count reaches them: a new request's
+/// id 10 must not ack the old request 10 while that new request's lease is still going out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_a_lease_never_acks_its_old_requests() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    let mut config = ack_config(&hec, &new_channel(), 30, 10);
+    if let SiemOptions::Splunk(o) = &mut config.extra {
+        // One event per request: request n gets ack id n.
+        o.max_request_bytes = 600;
+    }
+    add(&engine, "d", config, 1);
+    let first = events("m", "c", 0..10);
+    engine.dispatch(first.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(10, WAIT).await);
+    // The second lease: ids 10 and 11, then the server restarts while event 12 waits.
+    let second = events("m", "c", 10..20);
+    hec.delay_requests_with(&second[2].event_id, Duration::from_secs(1));
+    engine.dispatch(second.clone()).await;
+    assert!(hec.wait_for(12, WAIT).await);
+    hec.restart();
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    // The first lease is sent again (its ids were forgotten) and gets 8, 9, 10, 11...:
+    // hold its 11 back so that polls come while its new 10 is answered.
+    hec.delay_requests_with(&first[3].event_id, Duration::from_secs(3));
+    assert!(engine.dispatcher.drain(Duration::from_secs(40)).await);
+    let indexed = as_set(&hec.indexed());
+    for e in first.iter().chain(&second) {
+        assert!(
+            indexed.contains(&e.event_id),
+            "{} never indexed",
+            e.event_id
+        );
+    }
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
 /// Behind a load balancer that pins a channel to an indexer by cookie: the cookie set on
 /// the event answers is sent back on the ack polls, so they reach the indexer that issued
 /// the ids and the events leave the queue once indexed (without it every poll would
