@@ -448,8 +448,9 @@ impl SiemDispatcher {
     /// lock, so no dispatch can slip an event into the unrouted queue meanwhile.
     fn reroute_unrouted(&self, routes: &RouteTable) -> Result<(), EngineError> {
         let mut remaining = self.unrouted.stats().len;
-        // Records that stay are held until the scan ends: released at once, they would be
-        // leased again at the head instead of the scan moving on.
+        // Records that stay are held (by lease id only: a large backlog is not kept in
+        // memory) until the scan ends: released at once, they would be leased again at the
+        // head instead of the scan moving on.
         let mut untouched = Vec::new();
         let mut waiting = HashSet::new();
         let result = self.reroute_scan(routes, &mut remaining, &mut untouched, &mut waiting);
@@ -514,16 +515,16 @@ impl SiemDispatcher {
                 }
             };
             match appended {
-                None => untouched.push(lease),
+                None => untouched.push(lease.without_records()),
                 Some(Err(e)) => {
                     // Back to its place with the others, not left leased until a restart.
-                    untouched.push(lease);
+                    untouched.push(lease.without_records());
                     return Err(e.into());
                 }
                 Some(Ok(_)) => {
                     let moved = moves.iter().filter(|m| **m).count();
                     let (gone, stays) = self.unrouted.split_lease_by(lease, &moves);
-                    untouched.push(stays);
+                    untouched.push(stays.without_records());
                     self.unrouted.ack(gone)?;
                     tracing::info!(
                         events = moved,

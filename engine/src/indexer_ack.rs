@@ -25,7 +25,7 @@
 //!   are simply still in the queue and are leased and sent again. On shutdown, disable,
 //!   removal or a configuration change the pending leases are released, never acked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,8 +69,10 @@ struct Pending {
 #[derive(Default)]
 struct Inner {
     pending: Vec<Pending>,
-    /// The last ack id each lane got from each target (server and channel).
-    issued: std::collections::HashMap<(String, usize), u64>,
+    /// The last ack id each lane got from each target (server and channel), this epoch.
+    issued: HashMap<(String, usize), u64>,
+    /// Ids issued this epoch whose lease is not handed over yet, by target.
+    outstanding: HashSet<(String, u64)>,
     /// Bumped when a target is seen counting anew (a restart): a poll that started before
     /// may carry answers about the new ids, which must not ack the old leases.
     epoch: u64,
@@ -78,6 +80,32 @@ struct Inner {
     closed: bool,
     /// A poll said the configuration or the credentials are wrong, for this adapter.
     halt: Option<(Arc<dyn SiemAdapter>, Halt)>,
+}
+
+impl Inner {
+    fn is_pending(&self, target: &str, ack_id: u64) -> bool {
+        self.pending
+            .iter()
+            .any(|p| p.ack_id == ack_id && p.target == target)
+    }
+
+    /// `target` restarted: a new epoch, in which it has issued nothing yet, and its
+    /// pending leases, taken out for release.
+    fn counts_anew(&mut self, target: &str) -> Vec<Lease> {
+        self.epoch += 1;
+        self.issued.retain(|(t, _), _| t != target);
+        self.outstanding.retain(|(t, _)| t != target);
+        let (stale, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.target == target);
+        self.pending = kept;
+        if stale.is_empty() {
+            tracing::debug!("the SIEM issued an ack id again (restarted?)");
+        } else {
+            tracing::warn!(requests = stale.len(), "the SIEM issued an ack id again (restarted?): sending the requests that waited for their acks again");
+        }
+        stale.into_iter().map(|p| p.lease).collect()
+    }
 }
 
 /// The leases of one destination that wait for their indexer ack.
@@ -129,14 +157,11 @@ impl AckTracker {
                 stale.push(item.lease);
                 continue;
             }
-            if inner
-                .pending
-                .iter()
-                .any(|p| p.ack_id == item.ack_id && p.target == target)
-            {
+            inner.outstanding.remove(&(target.to_string(), item.ack_id));
+            if inner.is_pending(target, item.ack_id) {
                 // One id twice: the server counted anew. Lanes hand over out of order, so
                 // either could be the old one: both are sent again.
-                stale.extend(Self::counts_anew(&mut inner, target));
+                stale.extend(inner.counts_anew(target));
                 stale.push(item.lease);
                 continue;
             }
@@ -148,44 +173,38 @@ impl AckTracker {
                 since: now,
             });
         }
+        drop(inner);
         // notify_one keeps a permit when the poller is not waiting yet: no lost wake-up.
         self.added.notify_one();
+        if !stale.is_empty() {
+            self.room.notify_waiters();
+        }
         stale
     }
 
     /// Notes an ack id the moment `target` issues it to `lane`, before its lease is handed
     /// over, and returns the epoch it belongs to (for [`Tracked::epoch`]). An id not above
-    /// the lane's previous one from `target`, or equal to one still pending, means the
-    /// server counts anew: the leases waiting on it are returned for release (sent again,
-    /// never acked by a new id's answer).
+    /// the lane's previous one from `target`, or equal to one issued before and not yet
+    /// acked, means the server counts anew: the leases waiting on it are returned for
+    /// release (sent again, never acked by a new id's answer).
     pub fn issued(&self, target: &str, lane: usize, ack_id: u64) -> (Vec<Lease>, u64) {
         let mut inner = self.lock();
-        let previous = inner.issued.insert((target.to_string(), lane), ack_id);
-        let reused = inner
-            .pending
-            .iter()
-            .any(|p| p.ack_id == ack_id && p.target == target);
-        if !reused && previous.is_none_or(|previous| ack_id > previous) {
-            return (Vec::new(), inner.epoch);
-        }
-        let stale = Self::counts_anew(&mut inner, target);
+        let previous = inner.issued.get(&(target.to_string(), lane)).copied();
+        let reused = inner.is_pending(target, ack_id)
+            || inner.outstanding.contains(&(target.to_string(), ack_id));
+        let stale = if reused || previous.is_some_and(|previous| ack_id <= previous) {
+            inner.counts_anew(target)
+        } else {
+            Vec::new()
+        };
+        inner.issued.insert((target.to_string(), lane), ack_id);
+        inner.outstanding.insert((target.to_string(), ack_id));
         let epoch = inner.epoch;
         drop(inner);
         if !stale.is_empty() {
             self.room.notify_waiters();
         }
         (stale, epoch)
-    }
-
-    /// `target` restarted: a new epoch, and its pending leases, taken out for release.
-    fn counts_anew(inner: &mut Inner, target: &str) -> Vec<Lease> {
-        inner.epoch += 1;
-        let (stale, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut inner.pending)
-            .into_iter()
-            .partition(|p| p.target == target);
-        inner.pending = kept;
-        tracing::warn!(requests = stale.len(), "the SIEM issued an ack id again (restarted?): sending the requests that waited for their acks again");
-        stale.into_iter().map(|p| p.lease).collect()
     }
 
     /// Waits until fewer than `cap` leases are pending (or shutdown).
@@ -490,6 +509,24 @@ mod tests {
         let refused = acks.add("t", vec![tracked(6, epoch6), tracked(7, epoch7)]);
         assert_eq!(ids(&refused), [6, 7]);
         assert!(acks.add("t", vec![tracked(0, after)]).is_empty());
+        // Lane 1's first id of the new count is no second restart, though below its old 7.
+        let (stale, still) = acks.issued("t", 1, 1);
+        assert!(stale.is_empty(), "{:?}", ids(&stale));
+        assert_eq!(still, after);
+        assert!(acks.add("t", vec![tracked(1, still)]).is_empty());
+        assert_eq!(acks.pending(), 2);
+    }
+
+    #[test]
+    fn an_id_another_lane_holds_unhanded_is_a_restart() {
+        let acks = AckTracker::default();
+        // Lane 0 got 10 and is still sending the rest of its lease.
+        let (_, old) = acks.issued("t", 0, 10);
+        // The server restarts; a lane with no earlier id gets the new 10.
+        let (_, new) = acks.issued("t", 1, 10);
+        assert_ne!(new, old, "a restart");
+        assert_eq!(ids(&acks.add("t", vec![tracked(10, old)])), [10]);
+        assert!(acks.add("t", vec![tracked(10, new)]).is_empty());
         assert_eq!(acks.pending(), 1);
     }
 
@@ -502,12 +539,18 @@ mod tests {
         // Above this lane's last id, but 3 still waits: the server counts anew.
         let (stale, _) = acks.issued("t", 1, 3);
         assert_eq!(ids(&stale), [3]);
-        // Another server's ids are another count.
-        let (_, other) = acks.issued("u", 0, 3);
-        assert!(acks.add("u", vec![tracked(3, other)]).is_empty());
-        let (_, now) = acks.issued("t", 2, 3);
-        assert_eq!(now, other, "u's waiting 3 is no restart of t");
-        assert_eq!(acks.pending(), 1);
+    }
+
+    #[test]
+    fn another_servers_ids_are_another_count() {
+        let acks = AckTracker::default();
+        let (_, epoch) = acks.issued("u", 0, 3);
+        assert!(acks.add("u", vec![tracked(3, epoch)]).is_empty());
+        let (stale, now) = acks.issued("t", 0, 3);
+        assert!(stale.is_empty());
+        assert_eq!(now, epoch, "u's waiting 3 is no restart of t");
+        assert!(acks.add("t", vec![tracked(3, now)]).is_empty());
+        assert_eq!(acks.pending(), 2);
     }
 
     #[test]

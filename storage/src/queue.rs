@@ -45,6 +45,14 @@ impl Lease {
     pub fn bytes(&self) -> usize {
         self.records.iter().map(|r| r.data.len()).sum()
     }
+    /// The same lease without its records (and the memory they hold), for a caller that
+    /// holds many leases only to ack or release them later: a queue knows a lease by its id.
+    pub fn without_records(self) -> Lease {
+        Lease {
+            id: self.id,
+            records: Vec::new(),
+        }
+    }
 }
 
 /// Live figures for one queue.
@@ -81,10 +89,12 @@ pub trait Queue: Send + Sync {
     /// part released goes back to its place in the queue, not behind the other part.
     fn split_lease_by(&self, lease: Lease, picked: &[bool]) -> (Lease, Lease);
 
-    /// Removes the lease's records for good.
+    /// Removes the lease's records for good (all it held, even if its records were
+    /// dropped: see [`Lease::without_records`]).
     fn ack(&self, lease: Lease) -> Result<(), QueueError>;
 
-    /// Returns the lease's records to the head of the queue, order intact.
+    /// Returns the lease's records to the head of the queue, order intact (all it held,
+    /// as for `ack`).
     fn release(&self, lease: Lease);
 
     fn stats(&self) -> QueueStats;

@@ -139,3 +139,23 @@ fn splitting_a_lease_at_either_end_leaves_no_lease_behind() {
     }
     assert_eq!(q.stats().len, 0);
 }
+
+#[test]
+fn a_lease_without_its_records_is_acked_or_released_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let q = store.queue("q").unwrap();
+    let recs: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+    q.append(&refs).unwrap();
+    let first = q.lease(100, usize::MAX).unwrap().unwrap();
+    let second = q.lease(100, usize::MAX).unwrap().unwrap();
+    q.release(first.without_records());
+    q.ack(second.without_records()).unwrap();
+    assert_eq!(q.leases_outstanding(), 0);
+    assert_eq!(q.stats().len, 200);
+    let again = q.lease(1_000, usize::MAX).unwrap().unwrap();
+    let seqs: Vec<u64> = again.records.iter().map(|r| r.seq).collect();
+    let want: Vec<u64> = (0..100).chain(200..300).collect();
+    assert_eq!(seqs, want);
+}

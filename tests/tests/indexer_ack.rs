@@ -557,6 +557,40 @@ async fn a_restart_in_the_middle_of_a_lease_never_acks_its_old_requests() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Two lanes through a Splunk restart: every event is indexed by the restarted server, and
+/// the restart is noted once, so only the requests that waited on the old server are sent
+/// again (not, at every lane's first new id, whatever the other lanes had sent since).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lanes_through_a_restart_resend_only_what_waited() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    add(&engine, "d", ack_config(&hec, &new_channel(), 30, 10), 2);
+    let old = events("m", "c", 0..100);
+    engine.dispatch(old.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(100, WAIT).await);
+    hec.restart();
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    let new = events("m", "c", 1_000..1_100);
+    engine.dispatch(new.clone()).await;
+    assert!(engine.dispatcher.drain(Duration::from_secs(40)).await);
+    let indexed = as_set(&hec.indexed());
+    for e in old.iter().chain(&new) {
+        assert!(
+            indexed.contains(&e.event_id),
+            "{} never indexed",
+            e.event_id
+        );
+    }
+    let accepted = hec.accepted().len();
+    eprintln!("ACCEPTED {accepted}");
+    assert!(
+        accepted <= 300,
+        "{accepted} accepted: resent more than the old 100 once"
+    );
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
 /// Behind a load balancer that pins a channel to an indexer by cookie: the cookie set on
 /// the event answers is sent back on the ack polls, so they reach the indexer that issued
 /// the ids and the events leave the queue once indexed (without it every poll would

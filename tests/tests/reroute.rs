@@ -81,12 +81,19 @@ async fn a_failed_reroute_leaves_the_unrouted_events_leasable() {
         .open_queue(raxe_engine::queue_names::UNROUTED)
         .unwrap();
     assert_eq!(unrouted.stats().len, 40);
-    let lease = unrouted.lease(1_000, usize::MAX).unwrap();
-    assert_eq!(
-        lease.map(|l| l.len()),
-        Some(40),
-        "still leased by the failed re-route"
-    );
+    let lease = unrouted.lease(1_000, usize::MAX).unwrap().unwrap();
+    assert_eq!(lease.len(), 40, "still leased by the failed re-route");
+    unrouted.release(lease);
+    // Room again: the next registration scans (the failed scan taught nothing).
+    let blocker = queue.lease(1, usize::MAX).unwrap().unwrap();
+    queue.ack(blocker).unwrap();
+    let mut config = splunk_config(&hec.url(), "t");
+    config.enabled = false;
+    engine
+        .register("late", config, Some(CustomerKey::new("m", "late")))
+        .unwrap();
+    assert_eq!(unrouted.stats().len, 0);
+    assert_eq!(queued(&engine, "late"), 40);
 }
 
 /// A re-route lease mixing events that now have a destination with events that do not:
