@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use super::sled_queue::MAX_RECORD_BYTES;
 use crate::crc::Crc32;
 use crate::queue::Seq;
 
@@ -60,6 +61,14 @@ impl ChunkMeta {
     }
 }
 
+/// No seq reaches this (4.6e18 records): a seq or range end above it read from disk is
+/// damage or a crafted file, refused before any arithmetic on it can wrap.
+pub(crate) const MAX_SEQ: Seq = 1 << 62;
+
+fn seq_range_ok(r: &Range<Seq>) -> bool {
+    r.start <= r.end && r.end <= MAX_SEQ
+}
+
 const META_LEN: usize = 1 + 4 + 8 + 8 + 4;
 
 pub(crate) fn encode_meta(first: Seq, m: &ChunkMeta) -> [u8; META_LEN] {
@@ -95,6 +104,15 @@ pub(crate) fn decode_meta(first: Seq, v: &[u8]) -> Result<ChunkMeta, String> {
     };
     if m.count == 0 {
         return Err("chunk metadata with zero records".into());
+    }
+    if first
+        .checked_add(u64::from(m.count))
+        .is_none_or(|end| end > MAX_SEQ)
+    {
+        return Err("chunk metadata past the seq space".into());
+    }
+    if m.bytes > u64::from(m.count) * MAX_RECORD_BYTES as u64 {
+        return Err("chunk metadata counts more bytes than its records can hold".into());
     }
     Ok(m)
 }
@@ -142,14 +160,14 @@ pub(crate) fn decode_ack(v: &[u8]) -> Result<AckState, String> {
     if body.len() != 21 + n * 16 {
         return Err("ack state length does not match its range count".into());
     }
-    let above = (0..n)
+    let above: Vec<Range<Seq>> = (0..n)
         .map(|i| u64_at(v, 21 + i * 16)..u64_at(v, 29 + i * 16))
         .collect();
-    Ok(AckState {
-        low: u64_at(v, 1),
-        next: u64_at(v, 9),
-        above,
-    })
+    let (low, next) = (u64_at(v, 1), u64_at(v, 9));
+    if low > MAX_SEQ || next > MAX_SEQ || !above.iter().all(seq_range_ok) {
+        return Err("ack state past the seq space".into());
+    }
+    Ok(AckState { low, next, above })
 }
 
 /// Merges acked `ranges` into a persisted ack state (idempotent). Returns whether it changed.
@@ -241,7 +259,8 @@ pub(crate) struct JournalAck {
 }
 
 /// Decodes the records of a journal file of generation `gen`, stopping at the first one
-/// that is torn, fails its crc, or belongs to another generation. Returns the records and
+/// that is torn, fails its crc, belongs to another generation or acks seqs past the seq
+/// space. Returns the records and
 /// how many bytes they span (the rest is a torn tail or garbage, never applied).
 pub(crate) fn decode_journal(data: &[u8], gen: u64) -> (Vec<JournalAck>, usize) {
     let mut out = Vec::new();
@@ -266,12 +285,16 @@ pub(crate) fn decode_journal(data: &[u8], gen: u64) -> (Vec<JournalAck>, usize) 
         if c.finish() != u32_at(v, len - 4) || u64_at(v, 5) != gen {
             break;
         }
-        let ranges = (0..n)
+        let ranges: Vec<Range<Seq>> = (0..n)
             .map(|i| {
                 let at = JOURNAL_HEAD + i * 16;
                 u64_at(v, at)..u64_at(v, at + 8)
             })
             .collect();
+        if !ranges.iter().all(seq_range_ok) {
+            // Not ours: nothing from here on is applied (a replay only ever acks less).
+            break;
+        }
         out.push(JournalAck {
             nonce: u64_at(v, 13),
             ranges,
@@ -383,5 +406,39 @@ mod tests {
         bad[one + 3] ^= 1;
         assert_eq!(decode_journal(&bad, 7).0.len(), 1);
         assert_eq!(decode_journal(&[0u8; 100], 0), (vec![], 0));
+    }
+
+    /// Crafted values with valid checksums: seqs near the top of the range would wrap the
+    /// arithmetic on them (a chunk's end, the next seq), so they are refused as damage.
+    #[test]
+    fn seqs_past_the_seq_space_are_refused() {
+        let m = |count, bytes| ChunkMeta {
+            count,
+            bytes,
+            append_ms: 1,
+        };
+        let near_top = u64::MAX - 3;
+        assert!(decode_meta(near_top, &encode_meta(near_top, &m(10, 10))).is_err());
+        assert!(decode_meta(MAX_SEQ - 10, &encode_meta(MAX_SEQ - 10, &m(10, 10))).is_ok());
+        assert!(decode_meta(MAX_SEQ - 9, &encode_meta(MAX_SEQ - 9, &m(10, 10))).is_err());
+        let too_many_bytes = 2 * MAX_RECORD_BYTES as u64 + 1;
+        assert!(decode_meta(0, &encode_meta(0, &m(2, too_many_bytes))).is_err());
+
+        let ack = |low, next, above: Vec<Range<Seq>>| AckState { low, next, above };
+        assert!(decode_ack(&encode_ack(&ack(5, MAX_SEQ, vec![7..9]))).is_ok());
+        assert!(decode_ack(&encode_ack(&ack(5, u64::MAX, vec![]))).is_err());
+        assert!(decode_ack(&encode_ack(&ack(u64::MAX, 5, vec![]))).is_err());
+        let reversed = Range { start: 9, end: 7 };
+        assert!(decode_ack(&encode_ack(&ack(5, 10, vec![reversed]))).is_err());
+        assert!(decode_ack(&encode_ack(&ack(5, 10, vec![7..u64::MAX]))).is_err());
+
+        let mut buf = Vec::new();
+        encode_journal_ack(&mut buf, 3, 1, &[1..5]);
+        let good = buf.len();
+        encode_journal_ack(&mut buf, 3, 1, &[7..u64::MAX]);
+        encode_journal_ack(&mut buf, 3, 1, &[9..10]);
+        let (recs, used) = decode_journal(&buf, 3);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(used, good);
     }
 }

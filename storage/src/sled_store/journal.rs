@@ -40,7 +40,11 @@ fn parse_gen(name: &str) -> Option<u64> {
     if hex.len() != 16 {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    // Generations count up from 0 by one per rotation: one near the top of the range is
+    // not ours (and counting on from it would wrap).
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|gen| *gen < u64::MAX / 2)
 }
 
 /// What reopen found in the journal files of a data directory.
@@ -251,6 +255,14 @@ impl Journal {
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_near_the_top_are_not_ours() {
+        let name = |gen: u64| format!("{PREFIX}{gen:016x}{SUFFIX}");
+        assert_eq!(parse_gen(&name(7)), Some(7));
+        assert_eq!(parse_gen(&name(u64::MAX)), None);
+        assert_eq!(parse_gen(&name(u64::MAX - 1)), None);
+    }
 
     #[test]
     fn records_rotate_and_recover() {

@@ -114,7 +114,7 @@ impl SledQueue {
                 st.avail.insert(r);
             }
             st.len += count;
-            st.bytes += bytes;
+            st.bytes = st.bytes.saturating_add(bytes);
             st.chunks.insert(first, meta);
         }
         if any_stale {

@@ -121,7 +121,9 @@ impl SledQueue {
                 .collect();
             let unacked: u64 = seqs.iter().map(|r| r.end - r.start).sum();
             // Exact when the whole chunk was unacked (the usual case), else pro rata.
-            let bytes = meta.bytes * unacked / u64::from(meta.count.max(1));
+            let bytes =
+                u128::from(meta.bytes) * u128::from(unacked) / u128::from(meta.count.max(1));
+            let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
             if st.cache.as_ref().is_some_and(|c| c.first == first) {
                 st.cache = None;
             }

@@ -236,9 +236,9 @@ impl SledQueue {
     ) -> Result<Staged, QueueError> {
         self.check_live(st)?;
         let incoming = planned.bytes;
-        let queued = st.bytes + st.pending_bytes;
+        let queued = st.bytes.saturating_add(st.pending_bytes);
         if let Some(cap) = st.cap {
-            if queued + incoming > cap {
+            if queued.saturating_add(incoming) > cap {
                 return Err(QueueError::Full {
                     queue: self.name.clone(),
                     cap,
@@ -316,7 +316,7 @@ impl SledQueue {
             st.pending.pop_front();
             st.pending_bytes = st.pending_bytes.saturating_sub(meta.bytes);
             st.len += meta.count as u64;
-            st.bytes += meta.bytes;
+            st.bytes = st.bytes.saturating_add(meta.bytes);
             st.avail.insert(first..meta.end(first));
             st.chunks.insert(first, meta);
         }
