@@ -343,6 +343,8 @@ impl<'a> Delivery<'a> {
         let mut retries = 0;
         loop {
             let started = Instant::now();
+            // A restart noted while this request is out leaves its answer's origin unknown.
+            let sent_epoch = self.dest.acks.epoch();
             let answer = self.adapter.send(&request).await;
             let outcome = self.adapter.classify(&request, &answer);
             let ack_id = match outcome {
@@ -364,7 +366,9 @@ impl<'a> Delivery<'a> {
                     if let Some(id) = ack_id {
                         // A restart is seen the moment it reuses an id (see indexer_ack).
                         let (stale, epoch) =
-                            self.dest.acks.issued(&self.ack_target(), self.lane, id);
+                            self.dest
+                                .acks
+                                .issued(&self.ack_target(), self.lane, id, sent_epoch);
                         crate::indexer_ack::release_leases(self.dest.queue.clone(), stale).await;
                         self.awaiting_ack.push((span.clone(), id, epoch));
                     }

@@ -11,13 +11,16 @@
 //!   the duplicates a resend or a crash can cause.
 //! - A server that restarts forgets its ids and counts from 0 again, so an id can come back
 //!   for a new request while an old request with that id still waits here. The restart is
-//!   noted the moment such an id is issued (`issued`): an id not above the one the same
-//!   lane got before (a lane's requests go one after the other, so its ids only grow), or
-//!   equal to an id still waiting. Then every lease waiting on that server is sent again,
-//!   a poll already under way is disregarded, and requests answered before the restart but
-//!   not handed over yet are sent again at hand-over (their epoch is past): a new request's
-//!   `true` never acks an old one. Two hand-overs with one id (a restart no check saw)
-//!   send both again.
+//!   noted when a lane reads such an id (`issued`): one not above the id the same lane got
+//!   before (a lane sends one request at a time, so its ids only grow), or equal to an id
+//!   issued and not yet acked. Then every lease waiting on that server is sent again, and
+//!   so is every request answered before the restart was noted but handed over after it,
+//!   or sent before it and answered after (its epoch is past: the answer's origin is
+//!   unknown). A poll's answers count only for the entries it asked about, and two
+//!   hand-overs with one id (a restart no check saw) send both again.
+//!   What is left: detection happens when our side reads the reused id, so a `true` the
+//!   restarted server gives for that new request before we read its id (a window of one
+//!   answer's trip, against indexing times of seconds) could still ack the old one.
 //! - Dead-letter markers of records inside a waiting lease (undecodable records between
 //!   accepted events) wait with it: removed once it is acked, kept when it is sent again,
 //!   so those records are dead-lettered once.
@@ -58,6 +61,9 @@ pub(crate) struct Tracked {
 
 struct Pending {
     ack_id: u64,
+    /// Unique per entry: a poll's answers count only for the entries it asked about (an
+    /// entry added after a restart may carry an id the poll asked about for an old one).
+    serial: u64,
     lease: Lease,
     dead_letter_markers: Vec<Vec<u8>>,
     /// The server and channel that issued the id (`IndexerAck::ack_target`): ids mean
@@ -73,9 +79,11 @@ struct Inner {
     issued: HashMap<(String, usize), u64>,
     /// Ids issued this epoch whose lease is not handed over yet, by target.
     outstanding: HashSet<(String, u64)>,
-    /// Bumped when a target is seen counting anew (a restart): a poll that started before
-    /// may carry answers about the new ids, which must not ack the old leases.
+    /// Bumped when a target is seen counting anew (a restart): ids issued before it and
+    /// handed over after it are sent again.
     epoch: u64,
+    /// The last `Pending::serial` given.
+    next_serial: u64,
     /// Set once the poller has exited: late hand-overs are released at once.
     closed: bool,
     /// A poll said the configuration or the credentials are wrong, for this adapter.
@@ -165,8 +173,11 @@ impl AckTracker {
                 stale.push(item.lease);
                 continue;
             }
+            inner.next_serial += 1;
+            let serial = inner.next_serial;
             inner.pending.push(Pending {
                 ack_id: item.ack_id,
+                serial,
                 lease: item.lease,
                 dead_letter_markers: item.dead_letter_markers,
                 target: target.to_string(),
@@ -182,13 +193,24 @@ impl AckTracker {
         stale
     }
 
-    /// Notes an ack id the moment `target` issues it to `lane`, before its lease is handed
-    /// over, and returns the epoch it belongs to (for [`Tracked::epoch`]). An id not above
-    /// the lane's previous one from `target`, or equal to one issued before and not yet
-    /// acked, means the server counts anew: the leases waiting on it are returned for
-    /// release (sent again, never acked by a new id's answer).
-    pub fn issued(&self, target: &str, lane: usize, ack_id: u64) -> (Vec<Lease>, u64) {
+    /// The current epoch (see [`AckTracker::issued`]).
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Notes an ack id the moment `lane` reads it in `target`'s answer to a request sent in
+    /// epoch `sent` (read before sending), before its lease is handed over, and returns
+    /// the epoch the id belongs to (for [`Tracked::epoch`]). An id not above the lane's
+    /// previous one from `target`, or equal to one issued and not yet acked, means the
+    /// server counts anew: the leases waiting on it are returned for release (sent again,
+    /// never acked by a new id's answer). An answer to a request sent before the last
+    /// restart noted may come from either server: its id keeps the old epoch (sent again
+    /// at hand-over) and is not counted.
+    pub fn issued(&self, target: &str, lane: usize, ack_id: u64, sent: u64) -> (Vec<Lease>, u64) {
         let mut inner = self.lock();
+        if sent != inner.epoch {
+            return (Vec::new(), sent);
+        }
         let previous = inner.issued.get(&(target.to_string(), lane)).copied();
         let reused = inner.is_pending(target, ack_id)
             || inner.outstanding.contains(&(target.to_string(), ack_id));
@@ -329,15 +351,14 @@ async fn poll_once(
     // Only ids of this adapter's channel: another channel's ids are other requests.
     let target = ack.ack_target();
     let ours = |p: &Pending| p.target == target;
-    let (ids, epoch): (Vec<u64>, u64) = {
+    let (ids, asked): (Vec<u64>, HashSet<u64>) = {
         let inner = dest.acks.lock();
-        let set: BTreeSet<u64> = inner
-            .pending
-            .iter()
-            .filter(|p| ours(p))
-            .map(|p| p.ack_id)
-            .collect();
-        (set.into_iter().collect(), inner.epoch)
+        let waiting: Vec<&Pending> = inner.pending.iter().filter(|p| ours(p)).collect();
+        let ids: BTreeSet<u64> = waiting.iter().map(|p| p.ack_id).collect();
+        (
+            ids.into_iter().collect(),
+            waiting.iter().map(|p| p.serial).collect(),
+        )
     };
     if ids.is_empty() {
         return;
@@ -368,14 +389,12 @@ async fn poll_once(
         }
     };
     let timeout = ack.timeout();
-    // The server restarted while this poll was under way: its answers may be about new
-    // requests that reuse old ids.
-    let done = if dest.acks.lock().epoch == epoch {
-        done
-    } else {
-        BTreeSet::new()
-    };
-    let acked = dest.acks.take(|p| ours(p) && done.contains(&p.ack_id));
+    // Answers count only for the entries asked about: after a restart noted meanwhile, a
+    // `true` may be about a new request that reuses an old id (the old entry was released
+    // then, the new one was not asked about).
+    let acked = dest
+        .acks
+        .take(|p| asked.contains(&p.serial) && done.contains(&p.ack_id));
     let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
     if !acked.is_empty() {
         let events: usize = acked.iter().map(|p| p.lease.len()).sum();
@@ -484,9 +503,9 @@ mod tests {
     #[test]
     fn lanes_may_report_ids_out_of_order() {
         let acks = AckTracker::default();
-        let (stale, e0) = acks.issued("t", 0, 10);
+        let (stale, e0) = acks.issued("t", 0, 10, acks.epoch());
         assert!(stale.is_empty());
-        let (stale, e1) = acks.issued("t", 1, 9);
+        let (stale, e1) = acks.issued("t", 1, 9, acks.epoch());
         assert!(stale.is_empty());
         assert_eq!(e0, e1);
         assert!(acks.add("t", vec![tracked(9, e1)]).is_empty());
@@ -497,12 +516,12 @@ mod tests {
     #[test]
     fn a_lane_seeing_a_lower_id_sends_everything_waiting_again() {
         let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("t", 0, 5);
-        let (_, epoch6) = acks.issued("t", 1, 6);
+        let (_, epoch) = acks.issued("t", 0, 5, acks.epoch());
+        let (_, epoch6) = acks.issued("t", 1, 6, acks.epoch());
         assert!(acks.add("t", vec![tracked(5, epoch)]).is_empty());
         // Lane 1 still holds 6 (and gets 7) when lane 0 sees the restart.
-        let (_, epoch7) = acks.issued("t", 1, 7);
-        let (stale, after) = acks.issued("t", 0, 0);
+        let (_, epoch7) = acks.issued("t", 1, 7, acks.epoch());
+        let (stale, after) = acks.issued("t", 0, 0, acks.epoch());
         assert_eq!(ids(&stale), [5]);
         assert_ne!(after, epoch);
         // Lane 1's requests from before the restart come back at its hand-over.
@@ -510,7 +529,7 @@ mod tests {
         assert_eq!(ids(&refused), [6, 7]);
         assert!(acks.add("t", vec![tracked(0, after)]).is_empty());
         // Lane 1's first id of the new count is no second restart, though below its old 7.
-        let (stale, still) = acks.issued("t", 1, 1);
+        let (stale, still) = acks.issued("t", 1, 1, acks.epoch());
         assert!(stale.is_empty(), "{:?}", ids(&stale));
         assert_eq!(still, after);
         assert!(acks.add("t", vec![tracked(1, still)]).is_empty());
@@ -521,9 +540,9 @@ mod tests {
     fn an_id_another_lane_holds_unhanded_is_a_restart() {
         let acks = AckTracker::default();
         // Lane 0 got 10 and is still sending the rest of its lease.
-        let (_, old) = acks.issued("t", 0, 10);
+        let (_, old) = acks.issued("t", 0, 10, acks.epoch());
         // The server restarts; a lane with no earlier id gets the new 10.
-        let (_, new) = acks.issued("t", 1, 10);
+        let (_, new) = acks.issued("t", 1, 10, acks.epoch());
         assert_ne!(new, old, "a restart");
         assert_eq!(ids(&acks.add("t", vec![tracked(10, old)])), [10]);
         assert!(acks.add("t", vec![tracked(10, new)]).is_empty());
@@ -533,20 +552,20 @@ mod tests {
     #[test]
     fn an_id_issued_while_the_same_id_waits_is_a_restart() {
         let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("t", 0, 3);
+        let (_, epoch) = acks.issued("t", 0, 3, acks.epoch());
         assert!(acks.add("t", vec![tracked(3, epoch)]).is_empty());
-        acks.issued("t", 0, 4);
+        acks.issued("t", 0, 4, acks.epoch());
         // Above this lane's last id, but 3 still waits: the server counts anew.
-        let (stale, _) = acks.issued("t", 1, 3);
+        let (stale, _) = acks.issued("t", 1, 3, acks.epoch());
         assert_eq!(ids(&stale), [3]);
     }
 
     #[test]
     fn another_servers_ids_are_another_count() {
         let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("u", 0, 3);
+        let (_, epoch) = acks.issued("u", 0, 3, acks.epoch());
         assert!(acks.add("u", vec![tracked(3, epoch)]).is_empty());
-        let (stale, now) = acks.issued("t", 0, 3);
+        let (stale, now) = acks.issued("t", 0, 3, acks.epoch());
         assert!(stale.is_empty());
         assert_eq!(now, epoch, "u's waiting 3 is no restart of t");
         assert!(acks.add("t", vec![tracked(3, now)]).is_empty());
@@ -554,9 +573,30 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_to_a_request_sent_before_a_restart_is_sent_again() {
+        let acks = AckTracker::default();
+        acks.issued("t", 0, 49, acks.epoch());
+        acks.issued("t", 1, 48, acks.epoch());
+        // Lane 0 sends; meanwhile lane 1 sees the restart.
+        let sent = acks.epoch();
+        let (_, after) = acks.issued("t", 1, 0, acks.epoch());
+        assert_ne!(after, sent);
+        // The old server's answer (or the new one's: unknown) is no second restart and is
+        // not counted; at hand-over it is refused, so it is sent again.
+        let (stale, epoch) = acks.issued("t", 0, 50, sent);
+        assert!(stale.is_empty());
+        assert_eq!(epoch, sent);
+        assert_eq!(ids(&acks.add("t", vec![tracked(50, epoch)])), [50]);
+        // Lane 0's next answer is judged on the new count alone.
+        let (stale, now) = acks.issued("t", 0, 1, acks.epoch());
+        assert!(stale.is_empty());
+        assert_eq!(now, after);
+    }
+
+    #[test]
     fn one_id_handed_over_twice_sends_both_again() {
         let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("t", 0, 8);
+        let (_, epoch) = acks.issued("t", 0, 8, acks.epoch());
         assert!(acks.add("t", vec![tracked(8, epoch)]).is_empty());
         let refused = acks.add("t", vec![tracked(8, epoch)]);
         assert_eq!(ids(&refused), [8, 8]);
