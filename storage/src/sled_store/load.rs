@@ -87,7 +87,8 @@ impl SledQueue {
             st.next_seq = st.next_seq.max(end);
             let mut unacked = RangeSet::new();
             unacked.insert(first.max(st.acked_low)..end);
-            for r in st.acked_above.iter() {
+            // Only the acked ranges inside this chunk: not every range for every chunk.
+            for r in st.acked_above.overlapping(&(first..end)) {
                 unacked.remove(r);
             }
             if unacked.is_empty() {

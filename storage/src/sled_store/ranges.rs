@@ -94,20 +94,19 @@ impl RangeSet {
         }
     }
 
+    /// The parts of the set's ranges that fall in `r`, in order.
+    pub(crate) fn overlapping(&self, r: &Range<Seq>) -> impl Iterator<Item = Range<Seq>> + '_ {
+        let r = r.clone();
+        let lead = self.map.range(..r.start).next_back();
+        lead.into_iter()
+            .chain(self.map.range(r.start..r.end.max(r.start)))
+            .map(move |(&s, &e)| s.max(r.start)..e.min(r.end))
+            .filter(|part| part.start < part.end)
+    }
+
     /// Number of seqs in the set that fall in `r`.
     pub(crate) fn count_in(&self, r: &Range<Seq>) -> u64 {
-        let mut n = 0;
-        let lead = self.map.range(..r.start).next_back().map(|(&s, &e)| (s, e));
-        for (s, e) in lead
-            .into_iter()
-            .chain(self.map.range(r.start..r.end).map(|(&s, &e)| (s, e)))
-        {
-            let (a, b) = (s.max(r.start), e.min(r.end));
-            if a < b {
-                n += b - a;
-            }
-        }
-        n
+        self.overlapping(r).map(|part| part.end - part.start).sum()
     }
 }
 
@@ -133,5 +132,12 @@ mod tests {
         s.remove_below(29);
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![29..30]);
         assert!(s.contains(29) && !s.contains(28));
+        s.insert(40..50);
+        s.insert(60..70);
+        let parts: Vec<_> = s.overlapping(&(45..65)).collect();
+        assert_eq!(parts, vec![45..50, 60..65]);
+        assert_eq!(s.overlapping(&(30..40)).count(), 0);
+        let reversed = Range { start: 50, end: 40 };
+        assert_eq!(s.overlapping(&reversed).count(), 0);
     }
 }
