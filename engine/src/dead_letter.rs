@@ -190,6 +190,14 @@ pub(crate) fn marker_key(destination: &str, seq: u64, record: &[u8]) -> Vec<u8> 
     format!("dl/{destination}/{seq}/{:016x}", fnv1a64(record)).into_bytes()
 }
 
+/// Removes the markers of records just acked. Blocks: call it from the storage pool.
+/// Best effort: a marker left behind can only ever match the very same record.
+pub(crate) fn remove_markers(store: &dyn raxe_storage::QueueStore, keys: Vec<Vec<u8>>) {
+    for key in keys {
+        let _ = store.remove_marker(&key);
+    }
+}
+
 /// FNV-1a, 64 bits: stable across builds (markers outlive a process).
 pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

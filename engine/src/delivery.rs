@@ -9,27 +9,31 @@
 //! With indexer acknowledgement (Splunk `useACK`) a request accepted with an ack id is
 //! settled for this lease's purposes but not yet safe: its records are split off into a
 //! lease of their own and handed to the destination's [`crate::indexer_ack`] tracker,
-//! which acks them in the queue only once the SIEM confirms the id. The rest of the
-//! settled prefix (dead letters) is acked at once.
+//! which acks them in the queue only once the SIEM confirms the id. Dead letters inside a
+//! request's span (undecodable records between its events) go with it; the rest of the
+//! settled prefix (dead letters outside the requests' spans) is acked at once.
 
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use raxe_adapters::adapter::{EncodedBatch, SiemAdapter};
 use raxe_adapters::event::{JsonEvent, ScanEvent};
 use raxe_adapters::outcome::{Outcome, RejectedEvents};
 use raxe_adapters::request::{EncodedRequest, Payload, Response};
-use raxe_storage::{Lease, Queue};
+use raxe_storage::Lease;
 use tokio::sync::watch;
 
 use crate::audit::{now_ms, AttemptOutcome, AuditKind, AuditLog};
 use crate::backoff::Backoff;
 use crate::dead_letter::{DeadLetter, DeadLetterHeader};
 use crate::destination::Destination;
-use crate::indexer_ack::Tracked;
+
+mod settle;
+
+use settle::{finish_lease, finish_lease_blocking, AwaitingAck};
 
 /// Why a lease was not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +68,8 @@ pub(crate) struct Delivery<'a> {
     dead_letter_markers: Vec<(usize, Vec<u8>)>,
     /// Events settled so far (a prefix of `events`).
     settled: usize,
-    /// Accepted requests that wait for an indexer ack: (event span, ack id, its epoch),
-    /// in order.
-    awaiting_ack: Vec<(Range<usize>, u64, u64)>,
+    /// Accepted requests that wait for an indexer ack, in order.
+    awaiting_ack: Vec<AwaitingAck>,
     /// This worker's lane (ack ids grow along one lane).
     lane: usize,
     /// The previous lease's ack, finished before this lease's first request goes out.
@@ -236,58 +239,10 @@ impl<'a> Delivery<'a> {
         } else if self.awaiting_ack.is_empty() {
             dead_letters_acked = finish_lease(queue, lease, ack_upto).await;
         } else {
-            // Lease positions of each accepted request (undecodable records inside a
-            // request's span go with it, and their dead-letter markers with them: a resend
-            // must find the markers to not dead-letter those records again).
-            let segments: Vec<Range<usize>> = self
-                .awaiting_ack
-                .iter()
-                .map(|(span, _, _)| self.positions[span.start]..self.positions[span.end - 1] + 1)
-                .collect();
-            let mut markers_by_segment = vec![Vec::new(); segments.len()];
-            self.dead_letter_markers.retain_mut(|(position, key)| {
-                match segments.iter().position(|span| span.contains(position)) {
-                    Some(i) => {
-                        markers_by_segment[i].push(std::mem::take(key));
-                        false
-                    }
-                    None => true,
-                }
-            });
-            let (leases, acked) = split_for_acks(queue.clone(), lease, ack_upto, segments).await;
-            dead_letters_acked = acked;
-            let tracked = self
-                .awaiting_ack
-                .iter()
-                .zip(leases)
-                .zip(markers_by_segment)
-                .map(
-                    |((&(_, ack_id, epoch), lease), dead_letter_markers)| Tracked {
-                        ack_id,
-                        epoch,
-                        lease,
-                        dead_letter_markers,
-                    },
-                )
-                .collect();
-            let refused = self.dest.acks.add(&self.ack_target(), tracked);
-            crate::indexer_ack::release_leases(queue, refused).await;
+            dead_letters_acked = self.hand_over_to_acks(queue, lease, ack_upto).await;
         }
-        if dead_letters_acked && !self.dead_letter_markers.is_empty() {
-            let store = self.dest.store.clone();
-            // Records from `ack_upto` on were released: they keep their markers.
-            let markers: Vec<Vec<u8>> = std::mem::take(&mut self.dead_letter_markers)
-                .into_iter()
-                .filter(|(position, _)| *position < ack_upto)
-                .map(|(_, key)| key)
-                .collect();
-            // Best effort: a marker left behind only ever matches this same record.
-            let _ = crate::storage_pool::spawn(move || {
-                for key in markers {
-                    let _ = store.remove_marker(&key);
-                }
-            })
-            .await;
+        if dead_letters_acked {
+            self.remove_dead_letter_markers(ack_upto).await;
         }
         result
     }
@@ -370,7 +325,11 @@ impl<'a> Delivery<'a> {
                                 .acks
                                 .issued(&self.ack_target(), self.lane, id, sent_epoch);
                         crate::indexer_ack::release_leases(self.dest.queue.clone(), stale).await;
-                        self.awaiting_ack.push((span.clone(), id, epoch));
+                        self.awaiting_ack.push(AwaitingAck {
+                            span: span.clone(),
+                            ack_id: id,
+                            epoch,
+                        });
                     }
                     self.settled = span.end;
                     self.dest.mark_delivered(now_ms());
@@ -563,88 +522,6 @@ impl<'a> Delivery<'a> {
             _ = tokio::time::sleep(delay) => Ok(()),
             _ = self.shutdown.wait_for(|stop| *stop) => Err(Halt::Shutdown),
             _ = self.dest.retired() => Err(Halt::Shutdown),
-        }
-    }
-}
-
-/// Settles a lease some of whose requests wait for an indexer ack: releases the records
-/// from `ack_upto` on, acks the settled records outside `segments` (dead letters) now,
-/// and returns one lease per segment, for the ack tracker. `segments` are lease
-/// positions, in order, disjoint, all below `ack_upto`.
-async fn split_for_acks(
-    queue: Arc<dyn Queue>,
-    lease: Lease,
-    ack_upto: usize,
-    segments: Vec<Range<usize>>,
-) -> (Vec<Lease>, bool) {
-    let id = queue.name().to_string();
-    let done = crate::storage_pool::spawn(move || {
-        let (mut remaining, rest) = queue.split_lease(lease, ack_upto);
-        // Empty parts are released too: that unregisters them.
-        queue.release(rest);
-        let mut cursor = 0;
-        let mut now = Vec::new();
-        let mut tracked = Vec::new();
-        for range in segments {
-            // Saturating: a segment out of order would be a bug, but never a panic here.
-            let start = range.start.max(cursor);
-            let (before, tail) = queue.split_lease(remaining, start - cursor);
-            let (segment, tail) = queue.split_lease(tail, range.end.saturating_sub(start));
-            now.push(before);
-            tracked.push(segment);
-            remaining = tail;
-            cursor = range.end.max(start);
-        }
-        now.push(remaining);
-        let mut acked = true;
-        for part in now {
-            if part.is_empty() {
-                queue.release(part);
-            } else if let Err(e) = queue.ack(part) {
-                acked = false;
-                tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
-            }
-        }
-        (tracked, acked)
-    })
-    .await;
-    done.unwrap_or_else(|e| {
-        // The leases died with the task: their records stay leased until a restart.
-        tracing::error!(queue = %id, error = %e, "ack task failed");
-        (Vec::new(), false)
-    })
-}
-
-/// Acks the first `ack_upto` records of the lease and releases the rest; true when the
-/// ack succeeded (or there was nothing to ack).
-async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
-    let id = queue.name().to_string();
-    match crate::storage_pool::spawn(move || finish_lease_blocking(queue, lease, ack_upto)).await {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::error!(queue = %id, error = %e, "ack task failed");
-            false
-        }
-    }
-}
-
-/// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when
-/// the ack failed. Blocks on the queue: call it from the storage pool.
-fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {
-    let (settled, rest) = queue.split_lease(lease, ack_upto);
-    if !rest.is_empty() {
-        queue.release(rest);
-    }
-    if settled.is_empty() {
-        return true;
-    }
-    // Dropping `settled` after a failed ack leaves it leased; nothing is lost, and the
-    // records come back after a restart.
-    match queue.ack(settled) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
-            false
         }
     }
 }

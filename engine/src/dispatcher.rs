@@ -24,6 +24,8 @@ use crate::routing::{CustomerKey, DestinationId, RouteTable};
 use crate::stats::{DestinationReport, EngineStats};
 use crate::worker::Worker;
 
+mod reroute;
+
 /// What `dispatch_batch` did with a batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchReport {
@@ -364,10 +366,7 @@ impl SiemDispatcher {
                 current = Some(customer);
                 let (indexes, no_destination) = resolved.entry(customer).or_insert_with(|| {
                     let key = CustomerKey::of_event(customer.0, customer.1);
-                    let mut names: Vec<String> = routes
-                        .route(&key)
-                        .map(|id| queue_names::destination(id))
-                        .collect();
+                    let mut names = routes.queues(&key);
                     let no_destination = names.is_empty();
                     if no_destination {
                         self.note_unrouted(&key);
@@ -441,99 +440,6 @@ impl SiemDispatcher {
         if lock(&self.unrouted_warned).insert(key.clone()) {
             tracing::warn!(customer = %key, "no destination for this customer: its events are kept as unrouted until one is configured");
         }
-    }
-
-    /// Moves unrouted events that now have a destination, each to the destination's queue
-    /// in its order; the events that stay keep their places. Runs under the routes write
-    /// lock, so no dispatch can slip an event into the unrouted queue meanwhile.
-    fn reroute_unrouted(&self, routes: &RouteTable) -> Result<(), EngineError> {
-        let mut remaining = self.unrouted.stats().len;
-        // Records that stay are held (by lease id only: a large backlog is not kept in
-        // memory) until the scan ends: released at once, they would be leased again at the
-        // head instead of the scan moving on.
-        let mut untouched = Vec::new();
-        let mut waiting = HashSet::new();
-        let result = self.reroute_scan(routes, &mut remaining, &mut untouched, &mut waiting);
-        for lease in untouched {
-            self.unrouted.release(lease);
-        }
-        // Known only after a full scan; a failed one leaves the next registration to scan.
-        *lock(&self.unrouted_customers) = result.is_ok().then_some(waiting);
-        result
-    }
-
-    /// Leases the unrouted queue through to its end, moving the records that now have a
-    /// destination; `waiting` collects the customers of those that stay.
-    fn reroute_scan(
-        &self,
-        routes: &RouteTable,
-        remaining: &mut u64,
-        untouched: &mut Vec<raxe_storage::Lease>,
-        waiting: &mut HashSet<CustomerKey>,
-    ) -> Result<(), EngineError> {
-        while *remaining > 0 {
-            let Some(lease) = self.unrouted.lease(1_000, 8 << 20)? else {
-                break;
-            };
-            *remaining = remaining.saturating_sub(lease.len() as u64);
-            let mut moves: Vec<bool> = Vec::with_capacity(lease.len());
-            let appended = {
-                let mut buckets: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
-                for record in &lease.records {
-                    // An undecodable record has no customer: it stays.
-                    let key = ScanEvent::from_queue_bytes(&record.data).ok().map(|event| {
-                        CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id)
-                    });
-                    let targets: Vec<String> = match &key {
-                        Some(key) => routes
-                            .route(key)
-                            .map(|id| queue_names::destination(id))
-                            .collect(),
-                        None => Vec::new(),
-                    };
-                    moves.push(!targets.is_empty());
-                    match key {
-                        Some(key) if targets.is_empty() => {
-                            waiting.insert(key);
-                        }
-                        _ => {}
-                    }
-                    for name in targets {
-                        buckets.entry(name).or_default().push(&record.data);
-                    }
-                }
-                if buckets.is_empty() {
-                    None
-                } else {
-                    let parts: Vec<(&str, &[&[u8]])> = buckets
-                        .iter()
-                        .map(|(name, records)| (name.as_str(), records.as_slice()))
-                        .collect();
-                    // Durable in the new queues before leaving the unrouted one: a crash
-                    // repeats, never loses.
-                    Some(self.store.append_group(&parts, None))
-                }
-            };
-            match appended {
-                None => untouched.push(lease.without_records()),
-                Some(Err(e)) => {
-                    // Back to its place with the others, not left leased until a restart.
-                    untouched.push(lease.without_records());
-                    return Err(e.into());
-                }
-                Some(Ok(_)) => {
-                    let moved = moves.iter().filter(|m| **m).count();
-                    let (gone, stays) = self.unrouted.split_lease_by(lease, &moves);
-                    untouched.push(stays.without_records());
-                    self.unrouted.ack(gone)?;
-                    tracing::info!(
-                        events = moved,
-                        "re-routed events that were waiting for a destination"
-                    );
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Delivers everything queued now, ignoring flush intervals. Returns true once every

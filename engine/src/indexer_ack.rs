@@ -76,14 +76,16 @@ struct Pending {
 struct Inner {
     pending: Vec<Pending>,
     /// The last ack id each lane got from each target (server and channel), this epoch.
-    issued: HashMap<(String, usize), u64>,
+    last_id_by_lane: HashMap<(String, usize), u64>,
     /// Ids issued this epoch whose lease is not handed over yet, by target.
     outstanding: HashSet<(String, u64)>,
     /// Bumped when a target is seen counting anew (a restart): ids issued before it and
-    /// handed over after it are sent again.
+    /// handed over after it are sent again. One for all targets (a destination has one,
+    /// unless its channel or URL changes): a restart of one also sends again the other's
+    /// requests answered before it, which costs duplicates, never loss.
     epoch: u64,
     /// The last `Pending::serial` given.
-    next_serial: u64,
+    last_serial: u64,
     /// Set once the poller has exited: late hand-overs are released at once.
     closed: bool,
     /// A poll said the configuration or the credentials are wrong, for this adapter.
@@ -101,16 +103,16 @@ impl Inner {
     /// pending leases, taken out for release.
     fn counts_anew(&mut self, target: &str) -> Vec<Lease> {
         self.epoch += 1;
-        self.issued.retain(|(t, _), _| t != target);
+        self.last_id_by_lane.retain(|(t, _), _| t != target);
         self.outstanding.retain(|(t, _)| t != target);
         let (stale, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.target == target);
         self.pending = kept;
         if stale.is_empty() {
-            tracing::debug!("the SIEM issued an ack id again (restarted?)");
+            tracing::debug!(%target, "the SIEM issued an ack id again (restarted?)");
         } else {
-            tracing::warn!(requests = stale.len(), "the SIEM issued an ack id again (restarted?): sending the requests that waited for their acks again");
+            tracing::warn!(%target, requests = stale.len(), "the SIEM issued an ack id again (restarted?): sending the requests that waited for their acks again");
         }
         stale.into_iter().map(|p| p.lease).collect()
     }
@@ -152,7 +154,8 @@ impl AckTracker {
 
     /// Takes over leases whose requests were accepted with these ack ids. Returns the
     /// leases it cannot keep, which the caller releases: all of them once the poller is
-    /// gone, and those whose id came before a restart noted since.
+    /// gone; those whose id came before a restart noted since; and, when an id is already
+    /// pending (a restart no check saw), that lease with every lease pending on `target`.
     pub fn add(&self, target: &str, items: Vec<Tracked>) -> Vec<Lease> {
         let mut inner = self.lock();
         if inner.closed {
@@ -173,8 +176,8 @@ impl AckTracker {
                 stale.push(item.lease);
                 continue;
             }
-            inner.next_serial += 1;
-            let serial = inner.next_serial;
+            inner.last_serial += 1;
+            let serial = inner.last_serial;
             inner.pending.push(Pending {
                 ack_id: item.ack_id,
                 serial,
@@ -211,7 +214,10 @@ impl AckTracker {
         if sent != inner.epoch {
             return (Vec::new(), sent);
         }
-        let previous = inner.issued.get(&(target.to_string(), lane)).copied();
+        let previous = inner
+            .last_id_by_lane
+            .get(&(target.to_string(), lane))
+            .copied();
         let reused = inner.is_pending(target, ack_id)
             || inner.outstanding.contains(&(target.to_string(), ack_id));
         let stale = if reused || previous.is_some_and(|previous| ack_id <= previous) {
@@ -219,7 +225,9 @@ impl AckTracker {
         } else {
             Vec::new()
         };
-        inner.issued.insert((target.to_string(), lane), ack_id);
+        inner
+            .last_id_by_lane
+            .insert((target.to_string(), lane), ack_id);
         inner.outstanding.insert((target.to_string(), ack_id));
         let epoch = inner.epoch;
         drop(inner);
@@ -410,12 +418,7 @@ async fn poll_once(
                 // A failed ack leaves the lease leased: the records come back after a
                 // restart and are sent again; nothing is lost.
                 match queue.ack(p.lease) {
-                    Ok(()) => {
-                        for key in p.dead_letter_markers {
-                            // Best effort: a marker left behind only matches this record.
-                            let _ = store.remove_marker(&key);
-                        }
-                    }
+                    Ok(()) => crate::dead_letter::remove_markers(&*store, p.dead_letter_markers),
                     Err(e) => {
                         tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again")
                     }
@@ -477,129 +480,4 @@ pub(crate) async fn release_leases(queue: Arc<dyn Queue>, leases: Vec<Lease>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lease(id: u64) -> Lease {
-        Lease {
-            id,
-            records: Vec::new(),
-        }
-    }
-
-    fn tracked(ack_id: u64, epoch: u64) -> Tracked {
-        Tracked {
-            ack_id,
-            epoch,
-            lease: lease(ack_id + 1_000),
-            dead_letter_markers: Vec::new(),
-        }
-    }
-
-    fn ids(leases: &[Lease]) -> Vec<u64> {
-        leases.iter().map(|l| l.id - 1_000).collect()
-    }
-
-    #[test]
-    fn lanes_may_report_ids_out_of_order() {
-        let acks = AckTracker::default();
-        let (stale, e0) = acks.issued("t", 0, 10, acks.epoch());
-        assert!(stale.is_empty());
-        let (stale, e1) = acks.issued("t", 1, 9, acks.epoch());
-        assert!(stale.is_empty());
-        assert_eq!(e0, e1);
-        assert!(acks.add("t", vec![tracked(9, e1)]).is_empty());
-        assert!(acks.add("t", vec![tracked(10, e0)]).is_empty());
-        assert_eq!(acks.pending(), 2);
-    }
-
-    #[test]
-    fn a_lane_seeing_a_lower_id_sends_everything_waiting_again() {
-        let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("t", 0, 5, acks.epoch());
-        let (_, epoch6) = acks.issued("t", 1, 6, acks.epoch());
-        assert!(acks.add("t", vec![tracked(5, epoch)]).is_empty());
-        // Lane 1 still holds 6 (and gets 7) when lane 0 sees the restart.
-        let (_, epoch7) = acks.issued("t", 1, 7, acks.epoch());
-        let (stale, after) = acks.issued("t", 0, 0, acks.epoch());
-        assert_eq!(ids(&stale), [5]);
-        assert_ne!(after, epoch);
-        // Lane 1's requests from before the restart come back at its hand-over.
-        let refused = acks.add("t", vec![tracked(6, epoch6), tracked(7, epoch7)]);
-        assert_eq!(ids(&refused), [6, 7]);
-        assert!(acks.add("t", vec![tracked(0, after)]).is_empty());
-        // Lane 1's first id of the new count is no second restart, though below its old 7.
-        let (stale, still) = acks.issued("t", 1, 1, acks.epoch());
-        assert!(stale.is_empty(), "{:?}", ids(&stale));
-        assert_eq!(still, after);
-        assert!(acks.add("t", vec![tracked(1, still)]).is_empty());
-        assert_eq!(acks.pending(), 2);
-    }
-
-    #[test]
-    fn an_id_another_lane_holds_unhanded_is_a_restart() {
-        let acks = AckTracker::default();
-        // Lane 0 got 10 and is still sending the rest of its lease.
-        let (_, old) = acks.issued("t", 0, 10, acks.epoch());
-        // The server restarts; a lane with no earlier id gets the new 10.
-        let (_, new) = acks.issued("t", 1, 10, acks.epoch());
-        assert_ne!(new, old, "a restart");
-        assert_eq!(ids(&acks.add("t", vec![tracked(10, old)])), [10]);
-        assert!(acks.add("t", vec![tracked(10, new)]).is_empty());
-        assert_eq!(acks.pending(), 1);
-    }
-
-    #[test]
-    fn an_id_issued_while_the_same_id_waits_is_a_restart() {
-        let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("t", 0, 3, acks.epoch());
-        assert!(acks.add("t", vec![tracked(3, epoch)]).is_empty());
-        acks.issued("t", 0, 4, acks.epoch());
-        // Above this lane's last id, but 3 still waits: the server counts anew.
-        let (stale, _) = acks.issued("t", 1, 3, acks.epoch());
-        assert_eq!(ids(&stale), [3]);
-    }
-
-    #[test]
-    fn another_servers_ids_are_another_count() {
-        let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("u", 0, 3, acks.epoch());
-        assert!(acks.add("u", vec![tracked(3, epoch)]).is_empty());
-        let (stale, now) = acks.issued("t", 0, 3, acks.epoch());
-        assert!(stale.is_empty());
-        assert_eq!(now, epoch, "u's waiting 3 is no restart of t");
-        assert!(acks.add("t", vec![tracked(3, now)]).is_empty());
-        assert_eq!(acks.pending(), 2);
-    }
-
-    #[test]
-    fn an_answer_to_a_request_sent_before_a_restart_is_sent_again() {
-        let acks = AckTracker::default();
-        acks.issued("t", 0, 49, acks.epoch());
-        acks.issued("t", 1, 48, acks.epoch());
-        // Lane 0 sends; meanwhile lane 1 sees the restart.
-        let sent = acks.epoch();
-        let (_, after) = acks.issued("t", 1, 0, acks.epoch());
-        assert_ne!(after, sent);
-        // The old server's answer (or the new one's: unknown) is no second restart and is
-        // not counted; at hand-over it is refused, so it is sent again.
-        let (stale, epoch) = acks.issued("t", 0, 50, sent);
-        assert!(stale.is_empty());
-        assert_eq!(epoch, sent);
-        assert_eq!(ids(&acks.add("t", vec![tracked(50, epoch)])), [50]);
-        // Lane 0's next answer is judged on the new count alone.
-        let (stale, now) = acks.issued("t", 0, 1, acks.epoch());
-        assert!(stale.is_empty());
-        assert_eq!(now, after);
-    }
-
-    #[test]
-    fn one_id_handed_over_twice_sends_both_again() {
-        let acks = AckTracker::default();
-        let (_, epoch) = acks.issued("t", 0, 8, acks.epoch());
-        assert!(acks.add("t", vec![tracked(8, epoch)]).is_empty());
-        let refused = acks.add("t", vec![tracked(8, epoch)]);
-        assert_eq!(ids(&refused), [8, 8]);
-        assert_eq!(acks.pending(), 0);
-    }
-}
+mod tests;

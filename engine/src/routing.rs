@@ -96,6 +96,14 @@ impl RouteTable {
             .chain(self.global.iter())
     }
 
+    /// The names of the queues an event of `key` is appended to; empty when nothing
+    /// matches.
+    pub fn queues(&self, key: &CustomerKey) -> Vec<String> {
+        self.route(key)
+            .map(|id| crate::queue_names::destination(id))
+            .collect()
+    }
+
     /// True when the customer has a destination of its own.
     pub fn has_customer(&self, key: &CustomerKey) -> bool {
         self.by_customer.contains_key(key)

@@ -93,8 +93,8 @@ pub trait Queue: Send + Sync {
     /// dropped: see [`Lease::without_records`]).
     fn ack(&self, lease: Lease) -> Result<(), QueueError>;
 
-    /// Returns the lease's records to the head of the queue, order intact (all it held,
-    /// as for `ack`).
+    /// Returns the lease's records to the queue, each to its place (ahead of everything
+    /// not leased after it), order intact; all it held, as for `ack`.
     fn release(&self, lease: Lease);
 
     fn stats(&self) -> QueueStats;

@@ -518,9 +518,11 @@ async fn after_a_restart_a_reused_id_never_acks_an_old_request() {
 }
 
 /// Splunk restarts in the middle of a lease: the lease's first requests got ids from the
-/// old count (10, 11), the rest from the new one (0..). Those old ids wait for acks the
-/// restarted server will never give, until the new count reaches them: a new request's
-/// id 10 must not ack the old request 10 while that new request's lease is still going out.
+/// old count (10, 11), the rest from the new one (0..). Those old ids would wait for acks
+/// the restarted server never gives until the new count reached them, and then a new
+/// request's id 10 could ack the old request 10 while the new one's lease is still going
+/// out (lost: evt-10 was never indexed). Now the new 0 marks the restart and the old
+/// requests are sent again, and a reused id is a restart too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_in_the_middle_of_a_lease_never_acks_its_old_requests() {
     let engine = Engine::new();
@@ -557,11 +559,13 @@ async fn a_restart_in_the_middle_of_a_lease_never_acks_its_old_requests() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Two lanes through a Splunk restart: every event is indexed by the restarted server, and
-/// the restart is noted once, so only the requests that waited on the old server (and one
-/// still out) are sent again, not, at every lane's first new id, what the others had sent.
+/// Two lanes through a Splunk restart, end to end (the detection rules themselves are
+/// pinned by `AckTracker`'s unit tests): every event is indexed by the restarted server;
+/// the old events, which it forgot, are sent exactly twice; of the new ones only the
+/// request one lane had out when the other noted the restart (its answer could have come
+/// from either server) is sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_lanes_through_a_restart_resend_only_what_waited() {
+async fn two_lanes_through_a_restart_lose_nothing_and_resend_little() {
     let engine = Engine::new();
     let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
     add(&engine, "d", ack_config(&hec, &new_channel(), 30, 10), 2);
@@ -582,11 +586,17 @@ async fn two_lanes_through_a_restart_resend_only_what_waited() {
             e.event_id
         );
     }
-    // The old 100 twice (the restarted server forgot them), the new 100 once, and the
-    // other lane's request that was out when the restart was noted (its answer could have
-    // come from either server) once more.
-    let accepted = hec.accepted().len();
-    assert!((300..=310).contains(&accepted), "{accepted} accepted");
+    let mut times: std::collections::HashMap<String, usize> = Default::default();
+    for id in hec.accepted() {
+        *times.entry(id).or_default() += 1;
+    }
+    let sent = |e: &ScanEvent| times.get(&e.event_id).copied().unwrap_or(0);
+    assert!(old.iter().all(|e| sent(e) == 2), "{times:?}");
+    let again = new.iter().filter(|e| sent(e) > 1).count();
+    assert!(
+        again <= 10 && new.iter().all(|e| sent(e) <= 2),
+        "{again} new events sent again: {times:?}"
+    );
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 

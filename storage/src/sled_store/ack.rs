@@ -16,7 +16,9 @@ impl SledQueue {
         self.check_live(&st)?;
         let info = match st.leases.remove(&lease.id) {
             Some(info) => info,
-            // The empty part of a split: never registered, nothing to ack.
+            // The empty part of a split: never registered, nothing to ack. (A lease whose
+            // records were dropped and that is no longer known, acked twice say, lands
+            // here too: it cannot be told from an empty part.)
             None if lease.records.is_empty() => return Ok(()),
             None => {
                 return Err(QueueError::UnknownLease {

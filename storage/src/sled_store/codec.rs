@@ -260,8 +260,8 @@ pub(crate) struct JournalAck {
 
 /// Decodes the records of a journal file of generation `gen`, stopping at the first one
 /// that is torn, fails its crc, belongs to another generation or acks seqs past the seq
-/// space. Returns the records and
-/// how many bytes they span (the rest is a torn tail or garbage, never applied).
+/// space. Returns the records and how many bytes they span (the rest is a torn tail or
+/// garbage, never applied).
 pub(crate) fn decode_journal(data: &[u8], gen: u64) -> (Vec<JournalAck>, usize) {
     let mut out = Vec::new();
     let mut pos = 0;

@@ -125,7 +125,6 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Groups consecutive seqs of `records` into ranges.
 impl SledQueue {
     pub(super) fn lock(&self) -> MutexGuard<'_, QState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,132 @@
+//! Unit tests of `AckTracker`: restart detection across lanes, epochs and hand-overs.
+
+use super::*;
+
+fn lease(id: u64) -> Lease {
+    Lease {
+        id,
+        records: Vec::new(),
+    }
+}
+
+fn tracked(ack_id: u64, epoch: u64) -> Tracked {
+    Tracked {
+        ack_id,
+        epoch,
+        lease: lease(ack_id + 1_000),
+        dead_letter_markers: Vec::new(),
+    }
+}
+
+fn ids(leases: &[Lease]) -> Vec<u64> {
+    leases.iter().map(|l| l.id - 1_000).collect()
+}
+
+/// `issued` for a request sent in the current epoch: the released ids and the id's epoch.
+fn issue(acks: &AckTracker, target: &str, lane: usize, ack_id: u64) -> (Vec<u64>, u64) {
+    let (stale, epoch) = acks.issued(target, lane, ack_id, acks.epoch());
+    (ids(&stale), epoch)
+}
+
+#[test]
+fn lanes_may_report_ids_out_of_order() {
+    let acks = AckTracker::default();
+    let (stale, e0) = issue(&acks, "t", 0, 10);
+    assert!(stale.is_empty());
+    let (stale, e1) = issue(&acks, "t", 1, 9);
+    assert!(stale.is_empty());
+    assert_eq!(e0, e1);
+    assert!(acks.add("t", vec![tracked(9, e1)]).is_empty());
+    assert!(acks.add("t", vec![tracked(10, e0)]).is_empty());
+    assert_eq!(acks.pending(), 2);
+}
+
+#[test]
+fn a_lane_seeing_a_lower_id_sends_everything_waiting_again() {
+    let acks = AckTracker::default();
+    let (_, epoch) = issue(&acks, "t", 0, 5);
+    let (_, epoch6) = issue(&acks, "t", 1, 6);
+    assert!(acks.add("t", vec![tracked(5, epoch)]).is_empty());
+    // Lane 1 still holds 6 (and gets 7) when lane 0 sees the restart.
+    let (_, epoch7) = issue(&acks, "t", 1, 7);
+    let (stale, after) = issue(&acks, "t", 0, 0);
+    assert_eq!(stale, [5]);
+    assert_ne!(after, epoch);
+    // Lane 1's requests from before the restart come back at its hand-over.
+    let refused = acks.add("t", vec![tracked(6, epoch6), tracked(7, epoch7)]);
+    assert_eq!(ids(&refused), [6, 7]);
+    assert!(acks.add("t", vec![tracked(0, after)]).is_empty());
+    // Lane 1's first id of the new count is no second restart, though below its old 7.
+    let (stale, still) = issue(&acks, "t", 1, 1);
+    assert!(stale.is_empty(), "{stale:?}");
+    assert_eq!(still, after);
+    assert!(acks.add("t", vec![tracked(1, still)]).is_empty());
+    assert_eq!(acks.pending(), 2);
+}
+
+#[test]
+fn an_id_another_lane_has_not_handed_over_yet_is_a_restart() {
+    let acks = AckTracker::default();
+    // Lane 0 got 10 and is still sending the rest of its lease.
+    let (_, old) = issue(&acks, "t", 0, 10);
+    // The server restarts; a lane with no earlier id gets the new 10.
+    let (_, new) = issue(&acks, "t", 1, 10);
+    assert_ne!(new, old, "a restart");
+    assert_eq!(ids(&acks.add("t", vec![tracked(10, old)])), [10]);
+    assert!(acks.add("t", vec![tracked(10, new)]).is_empty());
+    assert_eq!(acks.pending(), 1);
+}
+
+#[test]
+fn an_id_issued_while_the_same_id_waits_is_a_restart() {
+    let acks = AckTracker::default();
+    let (_, epoch) = issue(&acks, "t", 0, 3);
+    assert!(acks.add("t", vec![tracked(3, epoch)]).is_empty());
+    issue(&acks, "t", 0, 4);
+    // Above this lane's last id, but 3 still waits: the server counts anew.
+    let (stale, _) = issue(&acks, "t", 1, 3);
+    assert_eq!(stale, [3]);
+}
+
+#[test]
+fn another_servers_ids_are_another_count() {
+    let acks = AckTracker::default();
+    let (_, epoch) = issue(&acks, "u", 0, 3);
+    assert!(acks.add("u", vec![tracked(3, epoch)]).is_empty());
+    let (stale, now) = issue(&acks, "t", 0, 3);
+    assert!(stale.is_empty());
+    assert_eq!(now, epoch, "u's waiting 3 is no restart of t");
+    assert!(acks.add("t", vec![tracked(3, now)]).is_empty());
+    assert_eq!(acks.pending(), 2);
+}
+
+#[test]
+fn an_answer_to_a_request_sent_before_a_restart_is_sent_again() {
+    let acks = AckTracker::default();
+    issue(&acks, "t", 0, 49);
+    issue(&acks, "t", 1, 48);
+    // Lane 0 sends; meanwhile lane 1 sees the restart.
+    let sent = acks.epoch();
+    let (_, after) = issue(&acks, "t", 1, 0);
+    assert_ne!(after, sent);
+    // The old server's answer (or the new one's: unknown) is no second restart and is
+    // not counted; at hand-over it is refused, so it is sent again.
+    let (stale, epoch) = acks.issued("t", 0, 50, sent);
+    assert!(stale.is_empty());
+    assert_eq!(epoch, sent);
+    assert_eq!(ids(&acks.add("t", vec![tracked(50, epoch)])), [50]);
+    // Lane 0's next answer is judged on the new count alone.
+    let (stale, now) = issue(&acks, "t", 0, 1);
+    assert!(stale.is_empty());
+    assert_eq!(now, after);
+}
+
+#[test]
+fn one_id_handed_over_twice_sends_both_again() {
+    let acks = AckTracker::default();
+    let (_, epoch) = issue(&acks, "t", 0, 8);
+    assert!(acks.add("t", vec![tracked(8, epoch)]).is_empty());
+    let refused = acks.add("t", vec![tracked(8, epoch)]);
+    assert_eq!(ids(&refused), [8, 8]);
+    assert_eq!(acks.pending(), 0);
+}
