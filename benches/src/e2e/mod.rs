@@ -9,13 +9,15 @@ pub mod limits;
 pub mod raxe;
 pub mod receiver;
 pub mod scenario;
+pub mod soak;
 
 use std::path::PathBuf;
 
 use scenario::{Ctx, Run, Sink};
 
 pub const USAGE: &str = "e2e_bench [--events N] [--runs R] [--quick] \
-[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart[,..]] \
+[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak[,..]] \
+[--soak-minutes M] [--soak-rate EVENTS_PER_S] \
 [--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--compression gzip|none] [--raxe PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
 
 pub struct Opts {
@@ -31,6 +33,9 @@ pub struct Opts {
     pub wrap: Option<String>,
     pub keep: bool,
     pub limits: bool,
+    /// `soak`: how long to feed, and at what rate.
+    pub soak_minutes: f64,
+    pub soak_rate: f64,
 }
 
 const ALL: [&str; 8] = [
@@ -57,6 +62,8 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         wrap: None,
         keep: false,
         limits: true,
+        soak_minutes: 10.0,
+        soak_rate: 50_000.0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -86,6 +93,8 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "--wrap" => o.wrap = Some(value(a)?),
             "--keep" => o.keep = true,
             "--no-limits" => o.limits = false,
+            "--soak-minutes" => o.soak_minutes = num(value(a)?, a)? as f64,
+            "--soak-rate" => o.soak_rate = num(value(a)?, a)?.max(1) as f64,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -93,7 +102,12 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     if o.scenarios.iter().any(|s| s == "all") {
         o.scenarios = ALL.iter().map(|s| s.to_string()).collect();
     }
-    if let Some(bad) = o.scenarios.iter().find(|s| !ALL.contains(&s.as_str())) {
+    // `soak` runs for minutes: named on its own, never part of `all`.
+    if let Some(bad) = o
+        .scenarios
+        .iter()
+        .find(|s| !ALL.contains(&s.as_str()) && s.as_str() != "soak")
+    {
         return Err(format!("unknown scenario {bad}\n{USAGE}"));
     }
     Ok(o)
@@ -182,6 +196,12 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let bin = raxe::locate(opts.raxe.as_deref())?;
+    if opts.scenarios.iter().any(|s| s == "soak") {
+        println!(
+            "soak: {} events/s for {} min, one run (--events and --runs do not apply)",
+            opts.soak_rate, opts.soak_minutes
+        );
+    }
     println!(
         "e2e_bench: {} events x {} runs, spool files of {} lines, batch 100, flush {} s, raxe {}{}",
         opts.events,
@@ -213,7 +233,9 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
     let mut table: Vec<(String, Option<Run>)> = Vec::new();
     for name in &opts.scenarios {
         let mut runs = Vec::new();
-        for r in 0..opts.runs {
+        // A soak is one long run.
+        let repeats = if name == "soak" { 1 } else { opts.runs };
+        for r in 0..repeats {
             let n = opts.events;
             let result = match name.as_str() {
                 "hec1" => scenario::throughput(&ctx, Sink::Hec, 1, n, None),
@@ -235,6 +257,7 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
                 "sentinel" => scenario::throughput(&ctx, Sink::Sentinel, 1, n, None),
                 "idle" => scenario::idle(&ctx, 100, 10),
                 "restart" => scenario::restart(&ctx, n),
+                "soak" => soak::soak(&ctx, opts.soak_rate, opts.soak_minutes),
                 _ => unreachable!("checked in parse"),
             };
             match result {

@@ -49,13 +49,13 @@ pub struct Run {
     pub extra: Vec<(&'static str, f64)>,
 }
 
-struct Env {
+pub(super) struct Env {
     dir: tempfile::TempDir,
-    raxe: Raxe,
+    pub(super) raxe: Raxe,
 }
 
 impl Env {
-    fn new(ctx: &Ctx) -> Res<Env> {
+    pub(super) fn new(ctx: &Ctx) -> Res<Env> {
         let dir = tempfile::Builder::new()
             .prefix("raxe-e2e-")
             .tempdir_in("/tmp")
@@ -68,15 +68,15 @@ impl Env {
         Ok(Env { dir, raxe })
     }
 
-    fn log(&self, name: &str) -> PathBuf {
+    pub(super) fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn spool(&self) -> PathBuf {
+    pub(super) fn spool(&self) -> PathBuf {
         self.raxe.data.join("spool")
     }
 
-    fn finish(self, keep: bool) {
+    pub(super) fn finish(self, keep: bool) {
         if keep {
             let path = self.dir.keep();
             println!("  (kept {})", path.display());
@@ -84,7 +84,7 @@ impl Env {
     }
 }
 
-fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
+pub(super) fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
     let t = tally.clone();
     ctx.rt.block_on(async move {
         Ok(match sink {
@@ -114,7 +114,7 @@ fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
 
 /// Waits until `tally` counted `n` distinct events; fails after `stall` without progress.
 /// Returns when the last one arrived.
-fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<Instant> {
+pub(super) fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<Instant> {
     let mut last = (tally.distinct(), Instant::now());
     loop {
         let d = tally.distinct();
@@ -133,7 +133,7 @@ fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<In
     }
 }
 
-fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
+pub(super) fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
     (0..dests).try_for_each(|i| env.raxe.configure(i, target, ctx))
 }
 
