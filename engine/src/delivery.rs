@@ -299,7 +299,11 @@ impl<'a> Delivery<'a> {
         loop {
             let started = Instant::now();
             // A restart noted while this request is out leaves its answer's origin unknown.
-            let sent_epoch = self.dest.acks.epoch();
+            // (No ack ids, no epochs: the tracker's lock stays off the plain path.)
+            let sent_epoch = match self.adapter.indexer_ack() {
+                Some(_) => self.dest.acks.epoch(),
+                None => 0,
+            };
             let answer = self.adapter.send(&request).await;
             let outcome = self.adapter.classify(&request, &answer);
             let ack_id = match outcome {
