@@ -93,6 +93,15 @@ struct Inner {
 }
 
 impl Inner {
+    /// Removes the pending entries `pick` selects.
+    fn take(&mut self, pick: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
+        let (taken, kept) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(pick);
+        self.pending = kept;
+        taken
+    }
+
     fn is_pending(&self, target: &str, ack_id: u64) -> bool {
         self.pending
             .iter()
@@ -105,10 +114,7 @@ impl Inner {
         self.epoch += 1;
         self.last_id_by_lane.retain(|(t, _), _| t != target);
         self.outstanding.retain(|(t, _)| t != target);
-        let (stale, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|p| p.target == target);
-        self.pending = kept;
+        let stale = self.take(|p| p.target == target);
         if stale.is_empty() {
             tracing::debug!(%target, "the SIEM issued an ack id again (restarted?)");
         } else {
@@ -163,12 +169,13 @@ impl AckTracker {
         }
         let mut stale = Vec::new();
         let now = Instant::now();
+        let owned = target.to_string();
         for item in items {
             if item.epoch != inner.epoch {
                 stale.push(item.lease);
                 continue;
             }
-            inner.outstanding.remove(&(target.to_string(), item.ack_id));
+            inner.outstanding.remove(&(owned.clone(), item.ack_id));
             if inner.is_pending(target, item.ack_id) {
                 // One id twice: the server counted anew. Lanes hand over out of order, so
                 // either could be the old one: both are sent again.
@@ -183,7 +190,7 @@ impl AckTracker {
                 serial,
                 lease: item.lease,
                 dead_letter_markers: item.dead_letter_markers,
-                target: target.to_string(),
+                target: owned.clone(),
                 since: now,
             });
         }
@@ -214,21 +221,18 @@ impl AckTracker {
         if sent != inner.epoch {
             return (Vec::new(), sent);
         }
-        let previous = inner
-            .last_id_by_lane
-            .get(&(target.to_string(), lane))
-            .copied();
-        let reused = inner.is_pending(target, ack_id)
-            || inner.outstanding.contains(&(target.to_string(), ack_id));
+        let owned = target.to_string();
+        let lane_key = (owned.clone(), lane);
+        let id_key = (owned, ack_id);
+        let previous = inner.last_id_by_lane.get(&lane_key).copied();
+        let reused = inner.is_pending(target, ack_id) || inner.outstanding.contains(&id_key);
         let stale = if reused || previous.is_some_and(|previous| ack_id <= previous) {
             inner.counts_anew(target)
         } else {
             Vec::new()
         };
-        inner
-            .last_id_by_lane
-            .insert((target.to_string(), lane), ack_id);
-        inner.outstanding.insert((target.to_string(), ack_id));
+        inner.last_id_by_lane.insert(lane_key, ack_id);
+        inner.outstanding.insert(id_key);
         let epoch = inner.epoch;
         drop(inner);
         if !stale.is_empty() {
@@ -262,13 +266,8 @@ impl AckTracker {
     }
 
     /// Removes the entries `pick` selects, under the lock.
-    fn take(&self, mut pick: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
-        let mut inner = self.lock();
-        let (taken, kept) = std::mem::take(&mut inner.pending)
-            .into_iter()
-            .partition(|p| pick(p));
-        inner.pending = kept;
-        taken
+    fn take(&self, pick: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
+        self.lock().take(pick)
     }
 }
 

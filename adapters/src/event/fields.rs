@@ -33,6 +33,11 @@ impl Fields {
         KNOWN_FIELDS.iter().position(|k| *k == key)
     }
 
+    /// True for a key the event itself interprets or drops: never a pass-through field.
+    pub(crate) fn is_own(key: &str) -> bool {
+        key == DROPPED_FIELD || Fields::slot(key).is_some()
+    }
+
     /// Splits an already parsed object.
     pub(crate) fn from_map(map: Map<String, Value>) -> Fields {
         let mut fields = Fields::empty();

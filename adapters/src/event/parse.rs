@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 
 use super::fields::Fields;
-use super::{now_ms, ScanEvent, Severity, KNOWN_FIELDS};
+use super::{now_ms, ScanEvent, Severity};
 
 /// Largest accepted event line, in bytes (1 MiB).
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -109,11 +109,7 @@ impl ScanEvent {
         // A pass-through field named like one we interpret would be written after it and
         // win when the record is read back: routing (by `customer_id`, `mssp_id`) would
         // then disagree between the first dispatch and a later re-route.
-        if let Some(key) = self
-            .extra
-            .keys()
-            .find(|k| KNOWN_FIELDS.contains(&k.as_str()) || k.as_str() == DROPPED_FIELD)
-        {
+        if let Some(key) = self.extra.keys().find(|k| Fields::is_own(k)) {
             return Err(format!(
                 "event {:?}: pass-through field {key:?} is one of the event's own fields; set the field itself",
                 self.event_id

@@ -49,13 +49,13 @@ pub struct Run {
     pub extra: Vec<(&'static str, f64)>,
 }
 
-pub(super) struct Env {
+struct Env {
     dir: tempfile::TempDir,
-    pub(super) raxe: Raxe,
+    raxe: Raxe,
 }
 
 impl Env {
-    pub(super) fn new(ctx: &Ctx) -> Res<Env> {
+    fn new(ctx: &Ctx) -> Res<Env> {
         let dir = tempfile::Builder::new()
             .prefix("raxe-e2e-")
             .tempdir_in("/tmp")
@@ -68,15 +68,15 @@ impl Env {
         Ok(Env { dir, raxe })
     }
 
-    pub(super) fn log(&self, name: &str) -> PathBuf {
+    fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub(super) fn spool(&self) -> PathBuf {
+    fn spool(&self) -> PathBuf {
         self.raxe.data.join("spool")
     }
 
-    pub(super) fn finish(self, keep: bool) {
+    fn finish(self, keep: bool) {
         if keep {
             let path = self.dir.keep();
             println!("  (kept {})", path.display());
@@ -84,7 +84,7 @@ impl Env {
     }
 }
 
-pub(super) fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
+fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
     let t = tally.clone();
     ctx.rt.block_on(async move {
         Ok(match sink {
@@ -114,7 +114,7 @@ pub(super) fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Ta
 
 /// Waits until `tally` counted `n` distinct events; fails after `stall` without progress.
 /// Returns when the last one arrived.
-pub(super) fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<Instant> {
+fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<Instant> {
     let mut last = (tally.distinct(), Instant::now());
     loop {
         let d = tally.distinct();
@@ -133,13 +133,26 @@ pub(super) fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path
     }
 }
 
-pub(super) fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
+fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
     (0..dests).try_for_each(|i| env.raxe.configure(i, target, ctx))
 }
 
 /// Throughput and latency: `n` events spread over `dests` customer destinations of one
 /// kind, all pointing at one counting receiver. `pace` caps the feed rate (events/s).
 pub fn throughput(ctx: &Ctx, sink: Sink, dests: usize, n: usize, pace: Option<f64>) -> Res<Run> {
+    feed_and_measure(ctx, sink, dests, n, pace, |_, _, _| {})
+}
+
+/// [`throughput`], calling `tick(seconds since the feed began, the service's pid, tally)`
+/// every few ms while the feed runs (for figures sampled over time).
+pub(super) fn feed_and_measure(
+    ctx: &Ctx,
+    sink: Sink,
+    dests: usize,
+    n: usize,
+    pace: Option<f64>,
+    mut tick: impl FnMut(f64, u32, &Tally),
+) -> Res<Run> {
     let env = Env::new(ctx)?;
     let tally = Tally::new(n, ctx.per_file);
     let (_rx, target) = start_rx(ctx, sink, &tally)?;
@@ -154,9 +167,13 @@ pub fn throughput(ctx: &Ctx, sink: Sink, dests: usize, n: usize, pace: Option<f6
     let feeder = std::thread::spawn(move || {
         write_spool(&spool, &feeder_tally, 0..n, per_file, dests, pace).map_err(|e| e.to_string())
     });
-    let done = wait_distinct(&tally, n, Duration::from_secs(120), &log);
+    while !feeder.is_finished() {
+        tick(started.elapsed().as_secs_f64(), pid, &tally);
+        // Short: the finish line is read after the feed ends, and must not be late.
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let bytes = feeder.join().map_err(|_| "feeder panicked".to_string())??;
-    let done = match done {
+    let done = match wait_distinct(&tally, n, Duration::from_secs(120), &log) {
         Ok(t) => t,
         Err(e) => {
             serve.stop(Duration::from_secs(10));

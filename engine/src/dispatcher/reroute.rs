@@ -1,6 +1,6 @@
 //! Re-routing: moving unrouted events to destinations registered after them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use raxe_adapters::event::ScanEvent;
 
@@ -37,6 +37,8 @@ impl SiemDispatcher {
         untouched: &mut Vec<raxe_storage::Lease>,
         waiting: &mut HashSet<CustomerKey>,
     ) -> Result<(), EngineError> {
+        // Queue names by customer, built once per customer for the whole scan.
+        let mut queues: HashMap<CustomerKey, Vec<String>> = HashMap::new();
         while *remaining > 0 {
             let Some(lease) = self.unrouted.lease(1_000, 8 << 20)? else {
                 break;
@@ -50,16 +52,20 @@ impl SiemDispatcher {
                     let key = ScanEvent::from_queue_bytes(&record.data).ok().map(|event| {
                         CustomerKey::of_event(event.mssp_id.as_deref(), &event.customer_id)
                     });
-                    let targets = key
-                        .as_ref()
-                        .map(|key| routes.queues(key))
-                        .unwrap_or_default();
+                    let Some(key) = key else {
+                        moves.push(false);
+                        continue;
+                    };
+                    if !queues.contains_key(&key) {
+                        queues.insert(key.clone(), routes.queues(&key));
+                    }
+                    let targets = &queues[&key];
                     moves.push(!targets.is_empty());
                     if targets.is_empty() {
-                        waiting.extend(key);
+                        waiting.insert(key);
                     }
-                    for name in targets {
-                        buckets.entry(name).or_default().push(&record.data);
+                    for name in targets.iter() {
+                        buckets.entry(name.clone()).or_default().push(&record.data);
                     }
                 }
                 if buckets.is_empty() {
