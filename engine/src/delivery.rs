@@ -33,7 +33,7 @@ use crate::destination::Destination;
 
 mod settle;
 
-use settle::{finish_lease, finish_lease_blocking, AwaitingAck};
+use settle::{ack_whole_lease, finish_lease, AwaitingAck};
 
 /// Why a lease was not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,10 +80,22 @@ pub(crate) struct Delivery<'a> {
 pub(crate) struct DeferredAck {
     /// Records the ack removes from the queue (still counted in its length until then).
     pub records: usize,
+    /// Fires once the ack survives a crash (the queue's ack journal has it); closed
+    /// without firing if the ack failed before that.
+    durable: Option<tokio::sync::oneshot::Receiver<()>>,
     handle: crate::storage_pool::StorageTask<bool>,
 }
 
 impl DeferredAck {
+    /// Waits until the ack survives a crash, or failed. The queue's own bookkeeping after
+    /// that point (sled writes) may still run.
+    pub async fn durable(&mut self) {
+        if let Some(durable) = self.durable.take() {
+            // An error means the ack failed or panicked first: `finish` reports it.
+            let _ = durable.await;
+        }
+    }
+
     /// Waits for the ack to be done (it logs its own failure).
     pub async fn finish(self) {
         if let Err(e) = self.handle.await {
@@ -185,10 +197,10 @@ impl<'a> Delivery<'a> {
     ///
     /// When every record was settled by a final acceptance (no indexer ack, no dead
     /// letters), the ack runs in the background and its handle is left in `deferred`: it
-    /// overlaps the next lease's decoding and encoding, and finishes before that lease's
-    /// first request is sent (or before its own ack, if it sends none). Nothing is lost if
-    /// the process dies first: the records were never acked, so they are delivered again
-    /// (a duplicate batch, never two).
+    /// overlaps the next lease's decoding and encoding, is durable (in the queue's ack
+    /// journal) before that lease's first request is sent, and finishes before that lease
+    /// is acked or released. Nothing is lost if the process dies first: the records were
+    /// never acked, so they are delivered again (a duplicate batch, never two).
     pub async fn run(
         mut self,
         lease: Lease,
@@ -232,9 +244,21 @@ impl<'a> Delivery<'a> {
             // Straight to the storage pool: a task spawned here would sit in this worker
             // thread's LIFO slot, which other workers cannot steal, until the next batch's
             // encoding is done, so the ack would not overlap it.
-            let handle =
-                crate::storage_pool::spawn(move || finish_lease_blocking(queue, lease, ack_upto));
-            *deferred = Some(DeferredAck { records, handle });
+            debug_assert_eq!(ack_upto, records);
+            let (durable_tx, durable) = tokio::sync::oneshot::channel();
+            let handle = crate::storage_pool::spawn(move || {
+                let mut durable_tx = Some(durable_tx);
+                ack_whole_lease(queue, lease, &mut || {
+                    if let Some(tx) = durable_tx.take() {
+                        let _ = tx.send(());
+                    }
+                })
+            });
+            *deferred = Some(DeferredAck {
+                records,
+                durable: Some(durable),
+                handle,
+            });
             return result;
         } else if self.awaiting_ack.is_empty() {
             dead_letters_acked = finish_lease(queue, lease, ack_upto).await;
@@ -287,10 +311,12 @@ impl<'a> Delivery<'a> {
 
     /// Sends one request (quick retries included) and settles its events.
     async fn send(&mut self, offset: usize, request: EncodedRequest) -> Result<(), Halt> {
-        // The previous batch's ack ran beside this batch's lease and encoding; it is done
-        // before this batch can reach the SIEM, so a crash repeats at most this batch.
-        if let Some(previous) = self.previous_ack.take() {
-            previous.finish().await;
+        // The previous batch's ack ran beside this batch's lease and encoding; it is
+        // durable before this batch can reach the SIEM, so a crash repeats at most this
+        // batch. The rest of it (the queue's sled writes) overlaps this send; `run` waits
+        // for it before starting another.
+        if let Some(previous) = self.previous_ack.as_mut() {
+            previous.durable().await;
         }
         let span = offset + request.events.start..offset + request.events.end;
         self.backoff.reset_quick();

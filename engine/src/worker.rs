@@ -7,9 +7,10 @@
 //! adapter is replaced. It never drops an event and never blocks another destination.
 //!
 //! A batch the SIEM accepted outright is acked in the queue in the background while the
-//! worker leases and encodes the next one (at most one such ack; it finishes before the
-//! next batch is sent, before a partial batch is considered and before the worker exits),
-//! so a crash can repeat at most the batch being sent.
+//! worker leases and encodes the next one (at most one such ack; it is durable before the
+//! next batch is sent and finishes, sled writes included, before the next batch is acked,
+//! before a partial batch is considered and before the worker exits), so a crash can
+//! repeat at most the batch being sent.
 //!
 //! With one request in flight (the default), while a batch is sent the worker leases the
 //! next one when a full batch waits beyond it, so the lease's trip through the blocking

@@ -100,6 +100,10 @@
 //!    chunk is never gone while the persisted state calls it unacked, and metadata whose
 //!    payload is gone is fully acked and removed at load.
 //!
+//! [`Queue::ack_notifying`] signals between the two steps: once the journal has the record
+//! the ack survives kill -9, and a caller that needs only that (the engine, before it sends
+//! its next batch) need not wait for the sled writes.
+//!
 //! sled persists those writes with its next flush (any append's group commit, its
 //! background flusher, a journal rotation). Opening a store replays every journal file
 //! into the ack state of the queue with the matching nonce (acking is idempotent; a torn

@@ -93,6 +93,16 @@ pub trait Queue: Send + Sync {
     /// dropped: see [`Lease::without_records`]).
     fn ack(&self, lease: Lease) -> Result<(), QueueError>;
 
+    /// [`Queue::ack`], calling `durable` once the ack survives a process crash, which can
+    /// be before the rest of the call's work (the sled store: once the ack is in its ack
+    /// journal, before its sled writes). Called at most once, never if the ack failed
+    /// before it was durable; the lease is acked for this process's leases either way.
+    fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
+        self.ack(lease)?;
+        durable();
+        Ok(())
+    }
+
     /// Returns the lease's records to the queue, each to its place (ahead of everything
     /// not leased after it), order intact; all it held, as for `ack`.
     fn release(&self, lease: Lease);

@@ -240,3 +240,34 @@ fn every_prefix_of_an_acks_sled_writes_loads() {
         assert!(t.get(key(b'm', 0)).unwrap().is_none());
     }
 }
+
+#[test]
+fn an_ack_survives_kill_9_from_the_moment_it_says_it_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(dir.path(), opts(1 << 20)).unwrap();
+    let q = store.queue("q").unwrap();
+    let other = store.queue("other").unwrap();
+    q.append(&refs(&recs(100))).unwrap();
+    let lease = q.lease(30, usize::MAX).unwrap().unwrap();
+    // The crash copy is taken inside the signal, before the ack call returns.
+    let mut snaps = Vec::new();
+    q.ack_notifying(lease, &mut || snaps.push(crash_copy(dir.path())))
+        .unwrap();
+    assert_eq!(snaps.len(), 1, "signalled once");
+
+    // Nothing to ack (the empty part of a split) is durable at once.
+    let lease = q.lease(10, usize::MAX).unwrap().unwrap();
+    let (empty, whole) = q.split_lease(lease, 0);
+    let mut signals = 0;
+    q.ack_notifying(empty, &mut || signals += 1).unwrap();
+    assert_eq!(signals, 1);
+    // A failed ack never says it is durable.
+    assert!(other.ack_notifying(whole, &mut || signals += 1).is_err());
+    assert_eq!(signals, 1);
+    drop((q, other, store));
+
+    assert_eq!(
+        seqs_left(snaps[0].path(), "q"),
+        (30..100).collect::<Vec<u64>>()
+    );
+}

@@ -143,6 +143,22 @@ pub(super) async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: 
     }
 }
 
+/// Acks every record of `lease`, calling `durable` once the ack survives a crash; false
+/// (logged) when the ack failed. Blocks on the queue: call it from the storage pool.
+pub(super) fn ack_whole_lease(
+    queue: Arc<dyn Queue>,
+    lease: Lease,
+    durable: &mut dyn FnMut(),
+) -> bool {
+    match queue.ack_notifying(lease, durable) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
+            false
+        }
+    }
+}
+
 /// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when
 /// the ack failed. Blocks on the queue: call it from the storage pool.
 pub(super) fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upto: usize) -> bool {

@@ -10,8 +10,13 @@ use crate::error::QueueError;
 use crate::queue::{Lease, Seq};
 
 impl SledQueue {
-    /// [`crate::Queue::ack`]: see the crate docs for what it promises.
-    pub(super) fn ack_lease(&self, lease: Lease) -> Result<(), QueueError> {
+    /// [`crate::Queue::ack_notifying`]: see the crate docs for what it promises. `durable`
+    /// runs as soon as the journal holds the ack (or, without a journal, once sled flushed).
+    pub(super) fn ack_lease(
+        &self,
+        lease: Lease,
+        durable: &mut dyn FnMut(),
+    ) -> Result<(), QueueError> {
         let mut st = self.lock();
         self.check_live(&st)?;
         let info = match st.leases.remove(&lease.id) {
@@ -19,7 +24,10 @@ impl SledQueue {
             // The empty part of a split: never registered, nothing to ack. (A lease whose
             // records were dropped and that is no longer known, acked twice say, lands
             // here too: it cannot be told from an empty part.)
-            None if lease.records.is_empty() => return Ok(()),
+            None if lease.records.is_empty() => {
+                durable();
+                return Ok(());
+            }
             None => {
                 return Err(QueueError::UnknownLease {
                     queue: self.name.clone(),
@@ -28,6 +36,7 @@ impl SledQueue {
             }
         };
         if info.count == 0 {
+            durable();
             return Ok(());
         }
         st.len = st.len.saturating_sub(info.count);
@@ -85,7 +94,10 @@ impl SledQueue {
         // Journal first (one write(), in the page cache: survives kill -9), then apply to
         // sled without waiting for its flush; reopen replays the journal. If the sled write
         // fails the records stay acked in memory and the journal acks them after a restart.
-        let (recorded, applied) = self.shared.journal.record(self.nonce, &info.ranges, apply);
+        let (recorded, applied) =
+            self.shared
+                .journal
+                .record(self.nonce, &info.ranges, &mut *durable, apply);
         drop(st);
         applied?;
         match recorded {
@@ -98,7 +110,9 @@ impl SledQueue {
             // No journal (a write to it failed): wait for sled's flush instead.
             Recorded::NotJournaled => {
                 let ticket = self.shared.committer.ticket();
-                self.commit(ticket, Level::Flush)
+                self.commit(ticket, Level::Flush)?;
+                durable();
+                Ok(())
             }
         }
     }

@@ -152,12 +152,14 @@ impl Journal {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Journals an ack of `ranges` in the queue with `nonce`, then runs `apply` (the
-    /// ack's sled write) under the same lock, so a rotation never separates the two.
+    /// Journals an ack of `ranges` in the queue with `nonce`, calls `journaled` once the
+    /// record is written, then runs `apply` (the ack's sled write) under the same lock, so
+    /// a rotation never separates the two.
     pub(crate) fn record<T>(
         &self,
         nonce: u64,
         ranges: &[Range<Seq>],
+        journaled: &mut dyn FnMut(),
         apply: impl FnOnce() -> T,
     ) -> (Recorded, T) {
         let mut g = self.lock();
@@ -171,6 +173,7 @@ impl Journal {
                     inner.len += inner.buf.len() as u64;
                     let rotate = !inner.rotating && inner.len >= inner.rotate_at;
                     recorded = Recorded::Journaled { rotate };
+                    journaled();
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -270,7 +273,7 @@ mod tests {
         let j = Journal::create(dir.path(), 5, 100).unwrap();
         let mut rotations = 0;
         for i in 0..20u64 {
-            let (r, applied) = j.record(9, &[i * 10..i * 10 + 5], || i);
+            let (r, applied) = j.record(9, &[i * 10..i * 10 + 5], &mut || {}, || i);
             assert_eq!(applied, i);
             match r {
                 Recorded::Journaled { rotate: true } => {
@@ -303,8 +306,8 @@ mod tests {
     fn torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::create(dir.path(), 0, 1 << 20).unwrap();
-        let _ = j.record(1, &[0..3], || ());
-        let _ = j.record(1, &[3..7], || ());
+        let _ = j.record(1, &[0..3], &mut || {}, || ());
+        let _ = j.record(1, &[3..7], &mut || {}, || ());
         drop(j);
         let path = journal_path(dir.path(), 0);
         let mut data = fs::read(&path).unwrap();

@@ -495,7 +495,11 @@ impl Queue for SledQueue {
     }
 
     fn ack(&self, lease: Lease) -> Result<(), QueueError> {
-        self.ack_lease(lease)
+        self.ack_lease(lease, &mut || {})
+    }
+
+    fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
+        self.ack_lease(lease, durable)
     }
 
     fn release(&self, lease: Lease) {

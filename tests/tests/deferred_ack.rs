@@ -1,0 +1,184 @@
+//! The ack of a delivered batch runs beside the next batch: the next request may leave
+//! once the ack is durable (in the queue's ack journal), not when the queue's bookkeeping
+//! after it is done. A store wrapper slows both halves of every such ack and looks at what
+//! the real HEC receiver had accepted at each point.
+
+mod support;
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raxe_engine::{AuditLog, DestinationOptions, SiemDispatcher};
+use raxe_storage::{
+    Lease, Queue, QueueError, QueueStats, QueueStore, Seq, SledStore, StoreOptions,
+};
+use raxe_tests::hec::HecReceiver;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// Before the inner ack: nothing is durable yet, and the next batch must wait.
+const BEFORE_DURABLE: Duration = Duration::from_millis(50);
+/// After the inner ack returned: the bookkeeping a batch need not wait for.
+const AFTER_DURABLE: Duration = Duration::from_millis(300);
+
+/// What the receiver had accepted around one ack.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Records acked so far, this ack's included.
+    acked: usize,
+    at_durable: usize,
+    at_return: usize,
+}
+
+struct Probe {
+    received: Box<dyn Fn() -> usize + Send + Sync>,
+    acked: Mutex<usize>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+struct SlowAckStore {
+    inner: Arc<SledStore>,
+    probe: Arc<Probe>,
+}
+
+struct SlowAckQueue {
+    inner: Arc<dyn Queue>,
+    probe: Arc<Probe>,
+}
+
+impl Queue for SlowAckQueue {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn append(&self, records: &[&[u8]]) -> Result<Range<Seq>, QueueError> {
+        self.inner.append(records)
+    }
+    fn lease(&self, max_records: usize, max_bytes: usize) -> Result<Option<Lease>, QueueError> {
+        self.inner.lease(max_records, max_bytes)
+    }
+    fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease) {
+        self.inner.split_lease(lease, at)
+    }
+    fn split_lease_by(&self, lease: Lease, picked: &[bool]) -> (Lease, Lease) {
+        self.inner.split_lease_by(lease, picked)
+    }
+    fn ack(&self, lease: Lease) -> Result<(), QueueError> {
+        self.inner.ack(lease)
+    }
+    fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
+        let records = lease.len();
+        std::thread::sleep(BEFORE_DURABLE);
+        let mut at_durable = None;
+        self.inner.ack_notifying(lease, &mut || {
+            at_durable = Some((self.probe.received)());
+            durable();
+        })?;
+        std::thread::sleep(AFTER_DURABLE);
+        let mut acked = self.probe.acked.lock().unwrap();
+        *acked += records;
+        self.probe.seen.lock().unwrap().push(Seen {
+            acked: *acked,
+            at_durable: at_durable.expect("a successful ack said it was durable"),
+            at_return: (self.probe.received)(),
+        });
+        Ok(())
+    }
+    fn release(&self, lease: Lease) {
+        self.inner.release(lease)
+    }
+    fn stats(&self) -> QueueStats {
+        self.inner.stats()
+    }
+}
+
+impl QueueStore for SlowAckStore {
+    fn open_queue(&self, name: &str) -> Result<Arc<dyn Queue>, QueueError> {
+        Ok(Arc::new(SlowAckQueue {
+            inner: self.inner.open_queue(name)?,
+            probe: self.probe.clone(),
+        }))
+    }
+    fn list_queues(&self) -> Result<Vec<String>, QueueError> {
+        self.inner.list_queues()
+    }
+    fn drop_queue(&self, name: &str) -> Result<(), QueueError> {
+        self.inner.drop_queue(name)
+    }
+    fn disk_bytes(&self) -> Result<u64, QueueError> {
+        self.inner.disk_bytes()
+    }
+    fn append_group(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        marker: Option<(&[u8], &[u8])>,
+    ) -> Result<Vec<Range<Seq>>, QueueError> {
+        self.inner.append_group(parts, marker)
+    }
+    fn append_group_with_markers(
+        &self,
+        parts: &[(&str, &[&[u8]])],
+        markers: &[(&[u8], &[u8])],
+    ) -> Result<Vec<Range<Seq>>, QueueError> {
+        self.inner.append_group_with_markers(parts, markers)
+    }
+    fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
+        self.inner.marker(key)
+    }
+    fn remove_marker(&self, key: &[u8]) -> Result<bool, QueueError> {
+        self.inner.remove_marker(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_leaves_once_the_previous_ack_is_durable_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = Arc::new(HecReceiver::start("t").await);
+    let receiver = hec.clone();
+    let probe = Arc::new(Probe {
+        received: Box::new(move || receiver.accepted_count()),
+        acked: Mutex::new(0),
+        seen: Mutex::new(Vec::new()),
+    });
+    let sled = Arc::new(SledStore::open_with(dir.path(), StoreOptions::default()).unwrap());
+    let store = Arc::new(SlowAckStore {
+        inner: sled,
+        probe: probe.clone(),
+    });
+    let dispatcher = Arc::new(
+        SiemDispatcher::with_policy(store, Arc::new(AuditLog::in_memory()), fast_policy()).unwrap(),
+    );
+    let mut config = splunk_config(&hec.url(), "t");
+    config.batch_size = 100;
+    let adapter = raxe_adapters::create_siem_adapter(config).unwrap();
+    dispatcher
+        .register_destination("d", adapter.into(), None, DestinationOptions::default())
+        .unwrap();
+    let batch = events("m", "c", 0..600);
+    dispatcher
+        .dispatch_batch_async(batch.clone())
+        .await
+        .unwrap();
+    dispatcher.start().unwrap();
+
+    assert!(dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    assert_eq!(hec.accepted_count(), 600, "no duplicates without faults");
+    dispatcher.shutdown(Duration::from_secs(5)).await;
+
+    let seen = probe.seen.lock().unwrap().clone();
+    assert_eq!(seen.last().map(|s| s.acked), Some(600), "{seen:?}");
+    // Safety: no request left before the ack of the batch before it was durable.
+    for s in &seen {
+        assert_eq!(
+            s.at_durable, s.acked,
+            "a batch left before an ack was durable: {seen:?}"
+        );
+    }
+    // Speed: the next batch did not wait for the ack's bookkeeping after that point.
+    let overlapped = seen.iter().filter(|s| s.at_return > s.acked).count();
+    assert!(
+        overlapped * 2 >= seen.len() - 1,
+        "the next batch waited for whole acks: {seen:?}"
+    );
+}
