@@ -72,7 +72,8 @@ pub(crate) struct Delivery<'a> {
     awaiting_ack: Vec<AwaitingAck>,
     /// This worker's lane (ack ids grow along one lane).
     lane: usize,
-    /// The previous lease's ack, finished before this lease's first request goes out.
+    /// The previous lease's ack: durable before this lease's first request goes out,
+    /// finished before this lease is acked or released.
     previous_ack: Option<DeferredAck>,
 }
 
@@ -90,9 +91,11 @@ impl DeferredAck {
     /// Waits until the ack survives a crash, or failed. The queue's own bookkeeping after
     /// that point (sled writes) may still run.
     pub async fn durable(&mut self) {
-        if let Some(durable) = self.durable.take() {
+        // Forgotten only once awaited to the end, so a cancelled wait waits again next time.
+        if let Some(durable) = self.durable.as_mut() {
             // An error means the ack failed or panicked first: `finish` reports it.
             let _ = durable.await;
+            self.durable = None;
         }
     }
 

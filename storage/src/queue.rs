@@ -96,7 +96,8 @@ pub trait Queue: Send + Sync {
     /// [`Queue::ack`], calling `durable` once the ack survives a process crash, which can
     /// be before the rest of the call's work (the sled store: once the ack is in its ack
     /// journal, before its sled writes). Called at most once, never if the ack failed
-    /// before it was durable; the lease is acked for this process's leases either way.
+    /// before it was durable. After an error the records may still count as acked in
+    /// memory (not leased again by this process) and come back after a restart.
     fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
         self.ack(lease)?;
         durable();
