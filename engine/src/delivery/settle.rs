@@ -145,6 +145,8 @@ pub(super) async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: 
 
 /// Acks every record of `lease`, calling `durable` once the ack survives a crash; false
 /// (logged) when the ack failed. Blocks on the queue: call it from the storage pool.
+/// A failed ack leaves the records leased: nothing is lost, they come back after a
+/// restart.
 pub(super) fn ack_whole_lease(
     queue: Arc<dyn Queue>,
     lease: Lease,
@@ -169,13 +171,5 @@ pub(super) fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upt
     if settled.is_empty() {
         return true;
     }
-    // Dropping `settled` after a failed ack leaves it leased; nothing is lost, and the
-    // records come back after a restart.
-    match queue.ack(settled) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
-            false
-        }
-    }
+    ack_whole_lease(queue, settled, &mut || {})
 }
