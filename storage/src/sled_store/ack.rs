@@ -117,3 +117,55 @@ impl SledQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SledStore, StoreOptions};
+    use crate::queue::Queue;
+
+    /// Without a journal (a write to it failed) an ack is durable only once sled flushed it,
+    /// and says so only then: a crash copy taken inside the signal has the records acked.
+    #[test]
+    fn an_ack_without_its_journal_says_it_is_durable_only_after_sleds_flush() {
+        fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                let dst = to.join(e.file_name());
+                if e.file_type().unwrap().is_dir() {
+                    copy_dir(&e.path(), &dst);
+                } else if let Err(err) = std::fs::copy(e.path(), &dst) {
+                    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+                }
+            }
+        }
+        let options = || StoreOptions {
+            // No background flush: only the ack's own wait makes it reach sled's file.
+            flush_every_ms: None,
+            ..StoreOptions::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), options()).unwrap();
+        let q = store.queue("q").unwrap();
+        let recs: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 40]).collect();
+        let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+        q.append(&refs).unwrap();
+        let lease = q.lease(30, usize::MAX).unwrap().unwrap();
+        store.shared.journal.fail_writes();
+        let snap = tempfile::tempdir().unwrap();
+        let mut signals = 0;
+        q.ack_notifying(lease, &mut || {
+            signals += 1;
+            copy_dir(dir.path(), snap.path());
+        })
+        .unwrap();
+        assert_eq!(signals, 1);
+        drop((q, store));
+
+        let store = SledStore::open_with(snap.path(), options()).unwrap();
+        let q = store.queue("q").unwrap();
+        let lease = q.lease(1000, usize::MAX).unwrap().unwrap();
+        let seqs: Vec<u64> = lease.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (30..100).collect::<Vec<u64>>());
+    }
+}

@@ -251,6 +251,14 @@ impl Journal {
         let g = self.lock();
         (g.gen, g.len)
     }
+
+    /// Makes every later write fail, as a full or failing disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self) {
+        let mut g = self.lock();
+        let path = journal_path(&self.dir, g.gen);
+        g.file = Some(File::open(path).expect("the journal file exists"));
+    }
 }
 
 #[cfg(test)]
