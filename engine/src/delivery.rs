@@ -81,7 +81,7 @@ pub(crate) struct Delivery<'a> {
 pub(crate) struct DeferredAck {
     /// Records the ack removes from the queue (still counted in its length until then).
     pub records: usize,
-    /// Fires once the ack survives a crash (the queue's ack journal has it); closed
+    /// Fires once the ack survives a crash (the store's ack journal has it); closed
     /// without firing if the ack failed before that.
     durable: Option<tokio::sync::oneshot::Receiver<()>>,
     handle: crate::storage_pool::StorageTask<bool>,
@@ -200,7 +200,7 @@ impl<'a> Delivery<'a> {
     ///
     /// When every record was settled by a final acceptance (no indexer ack, no dead
     /// letters), the ack runs in the background and its handle is left in `deferred`: it
-    /// overlaps the next lease's decoding and encoding, is durable (in the queue's ack
+    /// overlaps the next lease's decoding and encoding, is durable (in the store's ack
     /// journal) before that lease's first request is sent, and finishes before that lease
     /// is acked or released. Nothing is lost if the process dies first: the records were
     /// never acked, so they are delivered again (a duplicate batch, never two).

@@ -419,7 +419,7 @@ async fn poll_once(
                 match queue.ack(p.lease) {
                     Ok(()) => crate::dead_letter::remove_markers(&*store, p.dead_letter_markers),
                     Err(e) => {
-                        tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again")
+                        tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events may be delivered again")
                     }
                 }
             }

@@ -97,7 +97,10 @@ pub trait Queue: Send + Sync {
     /// be before the rest of the call's work (the sled store: once the ack is in its ack
     /// journal, before its sled writes). Called at most once, never if the ack failed
     /// before it was durable. After an error the records may still count as acked in
-    /// memory (not leased again by this process) and come back after a restart.
+    /// memory (not leased again by this process) and may come back after a restart.
+    /// `durable` can run with the store's locks held (the sled store: the queue's state
+    /// lock and the journal lock, which every queue's acks share): keep it short, and do
+    /// not call back into the store from it.
     fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
         self.ack(lease)?;
         durable();

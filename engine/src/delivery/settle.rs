@@ -117,7 +117,7 @@ async fn split_for_acks(
                 queue.release(part);
             } else if let Err(e) = queue.ack(part) {
                 acked = false;
-                tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
+                tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events may be delivered again");
             }
         }
         (tracked, acked)
@@ -145,8 +145,8 @@ pub(super) async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: 
 
 /// Acks every record of `lease`, calling `durable` once the ack survives a crash; false
 /// (logged) when the ack failed. Blocks on the queue: call it from the storage pool.
-/// A failed ack leaves the records leased: nothing is lost, they come back after a
-/// restart.
+/// A failed ack loses nothing: its records may come back after a restart (unless the
+/// journal took the ack before the failure).
 pub(super) fn ack_whole_lease(
     queue: Arc<dyn Queue>,
     lease: Lease,
@@ -155,7 +155,7 @@ pub(super) fn ack_whole_lease(
     match queue.ack_notifying(lease, durable) {
         Ok(()) => true,
         Err(e) => {
-            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events will be delivered again");
+            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events may be delivered again");
             false
         }
     }
