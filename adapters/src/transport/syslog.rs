@@ -3,7 +3,11 @@
 //! Messages arrive *unframed*, one per event. What goes on the wire:
 //!
 //! * **UDP**: one message per datagram, no framing, no trailer, over a connected UDP socket
-//!   (created on the first send). A message longer than `max_datagram` (capped at
+//!   (created on the first send) to the first of the host's addresses it can connect to
+//!   (one of a family with no route is skipped). A send that fails (an ICMP "port
+//!   unreachable" for an earlier datagram, say: a receiver listening on the other address
+//!   family) drops the socket, and the next one goes to the host's next address, in turn.
+//!   A message longer than `max_datagram` (capped at
 //!   [`MAX_UDP_PAYLOAD`]) is **truncated** to at most `max_datagram` bytes, cut before the
 //!   first byte of a UTF-8 sequence so no character is split (for non-UTF-8 bytes the
 //!   length bound still holds). UDP offers no delivery guarantee: `Ok` means every
@@ -73,12 +77,24 @@ pub struct SyslogTransport {
 enum Kind {
     Udp {
         max_datagram: usize,
-        socket: Mutex<Option<UdpSocket>>,
+        socket: Mutex<UdpState>,
     },
     Stream {
         tls: Option<(TlsConnector, ServerName<'static>)>,
         state: Mutex<StreamState>,
     },
+}
+
+/// The UDP socket, and which of the host's addresses to try first when it is made again.
+#[derive(Default)]
+struct UdpState {
+    socket: Option<UdpSocket>,
+    /// The index, in resolution order, of the address the socket is connected to, or of
+    /// the next to try: a send that fails moves on to the address after it.
+    address: usize,
+    /// Test hook: these addresses instead of resolving the host.
+    #[cfg(test)]
+    resolved: Option<Vec<std::net::SocketAddr>>,
 }
 
 /// A stream's connection and its resend window (see the module docs).
@@ -149,7 +165,7 @@ impl SyslogTransport {
                 }
                 Kind::Udp {
                     max_datagram: target.max_datagram.min(MAX_UDP_PAYLOAD),
-                    socket: Mutex::new(None),
+                    socket: Mutex::default(),
                 }
             }
             SyslogProtocol::Tcp => Kind::Stream {
@@ -201,7 +217,7 @@ impl SyslogTransport {
     pub async fn close(&self) {
         match &self.kind {
             Kind::Udp { socket, .. } => {
-                socket.lock().await.take();
+                socket.lock().await.socket.take();
             }
             Kind::Stream { state, .. } => {
                 if let Some(mut c) = state.lock().await.conn.take() {
@@ -214,15 +230,18 @@ impl SyslogTransport {
     async fn send_udp(
         &self,
         max_datagram: usize,
-        socket: &Mutex<Option<UdpSocket>>,
+        socket: &Mutex<UdpState>,
         messages: &[Bytes],
     ) -> Result<(), TransportError> {
         let mut guard = socket.lock().await;
+        let state = &mut *guard;
         let result = tokio::time::timeout(self.target.timeout, async {
-            if guard.is_none() {
-                *guard = Some(self.connect_udp().await?);
+            if state.socket.is_none() {
+                let (sock, used) = self.connect_udp(state).await?;
+                state.socket = Some(sock);
+                state.address = used;
             }
-            let sock = guard.as_ref().expect("socket set above");
+            let sock = state.socket.as_ref().expect("socket set above");
             for message in messages {
                 let datagram = truncate_utf8(message, max_datagram);
                 let sent = sock
@@ -241,33 +260,43 @@ impl SyslogTransport {
         })
         .await
         .unwrap_or(Err(TransportError::Timeout(self.target.timeout)));
-        if result.is_err() {
-            // A fresh socket next time (clears a pending ICMP error, re-resolves the host).
-            guard.take();
+        if result.is_err() && state.socket.take().is_some() {
+            // A fresh socket next time (clears a pending ICMP error, re-resolves the host),
+            // to the host's next address: an ICMP "port unreachable" from this one (a
+            // receiver listening on the other address family, say) refuses every datagram.
+            state.address = state.address.wrapping_add(1);
         }
         result
     }
 
-    async fn connect_udp(&self) -> Result<UdpSocket, TransportError> {
-        let addr = tokio::net::lookup_host((bare_host(&self.target.host), self.target.port))
-            .await
-            .map_err(|e| TransportError::Connect(format!("resolve {}: {e}", self.addr())))?
-            .next()
-            .ok_or_else(|| {
-                TransportError::Connect(format!("resolve {}: no address", self.addr()))
-            })?;
-        let local: std::net::SocketAddr = if addr.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    /// A UDP socket connected to the first usable of the host's addresses, starting at
+    /// `state.address` (in resolution order, wrapping): its index and the socket. An
+    /// address that cannot be bound or connected to (no route for its family, say) is
+    /// skipped.
+    async fn connect_udp(&self, state: &UdpState) -> Result<(UdpSocket, usize), TransportError> {
+        #[cfg(test)]
+        let resolved = state.resolved.clone();
+        #[cfg(not(test))]
+        let resolved: Option<Vec<std::net::SocketAddr>> = None;
+        let addrs: Vec<std::net::SocketAddr> = match resolved {
+            Some(addrs) => addrs,
+            None => tokio::net::lookup_host((bare_host(&self.target.host), self.target.port))
+                .await
+                .map_err(|e| TransportError::Connect(format!("resolve {}: {e}", self.addr())))?
+                .collect(),
         };
-        let sock = UdpSocket::bind(local)
-            .await
-            .map_err(|e| TransportError::Io(format!("bind UDP socket: {e}")))?;
-        sock.connect(addr)
-            .await
-            .map_err(|e| TransportError::Connect(format!("connect UDP {}: {e}", self.addr())))?;
-        Ok(sock)
+        let mut failed = None;
+        for i in 0..addrs.len() {
+            let index = state.address.wrapping_add(i) % addrs.len();
+            match connect_udp_to(addrs[index]).await {
+                Ok(sock) => return Ok((sock, index)),
+                Err(e) => failed = Some(e),
+            }
+        }
+        Err(TransportError::Connect(match failed {
+            Some(e) => format!("connect UDP {}: {e}", self.addr()),
+            None => format!("resolve {}: no address", self.addr()),
+        }))
     }
 
     async fn send_stream(
@@ -420,6 +449,21 @@ impl SyslogTransport {
         }
     }
 }
+
+/// A UDP socket of `addr`'s family, connected to it.
+async fn connect_udp_to(addr: std::net::SocketAddr) -> io::Result<UdpSocket> {
+    let local: std::net::SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(local).await?;
+    sock.connect(addr).await?;
+    Ok(sock)
+}
+
+#[cfg(test)]
+mod udp_tests;
 
 impl Drop for SyslogTransport {
     fn drop(&mut self) {
