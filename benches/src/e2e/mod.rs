@@ -18,7 +18,7 @@ use scenario::{Ctx, Run, Sink};
 pub const USAGE: &str = "e2e_bench [--events N] [--runs R] [--quick] \
 [--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak[,..]] \
 [--soak-minutes M] [--soak-rate EVENTS_PER_S] \
-[--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--compression gzip|none] [--raxe PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
+[--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--compression gzip|none] [--raxe PATH] [--against PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
 
 pub struct Opts {
     pub events: usize,
@@ -30,6 +30,9 @@ pub struct Opts {
     /// HEC `--compression` (raxe's default, gzip, when unset).
     pub compression: Option<String>,
     pub raxe: Option<PathBuf>,
+    /// A second raxe binary: every run is made with both, in alternating order, and the
+    /// two are compared pair by pair.
+    pub against: Option<PathBuf>,
     pub wrap: Option<String>,
     pub keep: bool,
     pub limits: bool,
@@ -59,6 +62,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         max_in_flight: None,
         compression: None,
         raxe: None,
+        against: None,
         wrap: None,
         keep: false,
         limits: true,
@@ -90,6 +94,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "--max-in-flight" => o.max_in_flight = Some(num(value(a)?, a)?.max(1)),
             "--compression" => o.compression = Some(value(a)?),
             "--raxe" => o.raxe = Some(PathBuf::from(value(a)?)),
+            "--against" => o.against = Some(PathBuf::from(value(a)?)),
             "--wrap" => o.wrap = Some(value(a)?),
             "--keep" => o.keep = true,
             "--no-limits" => o.limits = false,
@@ -219,7 +224,7 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
     } else {
         None
     };
-    let ctx = Ctx {
+    let ctx_for = |bin: PathBuf| Ctx {
         rt: &rt,
         bin,
         wrap: opts.wrap.clone(),
@@ -229,57 +234,65 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
         compression: opts.compression.clone(),
         keep: opts.keep,
     };
+    // Side 0 is --raxe (A), side 1 --against (B).
+    let mut ctxs = vec![ctx_for(bin)];
+    if let Some(other) = &opts.against {
+        let other = raxe::locate(Some(other))?;
+        println!("against {} (B; A is the binary above)", other.display());
+        ctxs.push(ctx_for(other));
+    }
+    let label = |side: usize| match (ctxs.len(), side) {
+        (1, _) => "",
+        (_, 0) => " [A]",
+        _ => " [B]",
+    };
     let mut hec1_rate = None;
-    let mut table: Vec<(String, Option<Run>)> = Vec::new();
+    let mut tables: Vec<Vec<(String, Option<Run>)>> = vec![Vec::new(); ctxs.len()];
+    let mut pairs: Vec<(String, Vec<(Run, Run)>)> = Vec::new();
     for name in &opts.scenarios {
-        let mut runs = Vec::new();
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); ctxs.len()];
+        let mut paired = Vec::new();
         // A soak is one long run.
         let repeats = if name == "soak" { 1 } else { opts.runs };
         for r in 0..repeats {
-            let n = opts.events;
-            let result = match name.as_str() {
-                "hec1" => scenario::throughput(&ctx, Sink::Hec, 1, n, None),
-                "hec1-half" => {
-                    // Half the maximum rate: the median hec1 rate if measured, else hec1 now.
-                    let max = match hec1_rate {
-                        Some(r) => r,
-                        None => {
-                            let r = scenario::throughput(&ctx, Sink::Hec, 1, n, None)?.events_per_s;
-                            hec1_rate = Some(r);
-                            r
-                        }
-                    };
-                    scenario::throughput(&ctx, Sink::Hec, 1, n, Some(max / 2.0))
+            // Which binary goes first alternates: a machine that speeds up or slows down
+            // during a pair favours neither.
+            let mut order: Vec<usize> = (0..ctxs.len()).collect();
+            if r % 2 == 1 {
+                order.reverse();
+            }
+            let mut this: Vec<Option<Run>> = vec![None; ctxs.len()];
+            for side in order {
+                match run_scenario(&ctxs[side], name, &opts, &mut hec1_rate) {
+                    Ok(run) => {
+                        println!(
+                            "  {name} run {}{}: {:.0} events/s, p99 {:.3} s, RSS {:.1} MiB, {:.2} CPU-s/M (load avg {})",
+                            r + 1,
+                            label(side),
+                            run.events_per_s,
+                            run.p99_s,
+                            run.rss_mib,
+                            run.cpu_per_m,
+                            loadavg()
+                        );
+                        this[side] = Some(run.clone());
+                        runs[side].push(run)
+                    }
+                    Err(e) => eprintln!("{name} run {}{}: {e}", r + 1, label(side)),
                 }
-                "hec10" => scenario::throughput(&ctx, Sink::Hec, 10, n, None),
-                "hec100" => scenario::throughput(&ctx, Sink::Hec, 100, n, None),
-                "cef-tcp" => scenario::throughput(&ctx, Sink::CefTcp, 1, n, None),
-                "sentinel" => scenario::throughput(&ctx, Sink::Sentinel, 1, n, None),
-                "idle" => scenario::idle(&ctx, 100, 10),
-                "restart" => scenario::restart(&ctx, n),
-                "soak" => soak::soak(&ctx, opts.soak_rate, opts.soak_minutes),
-                _ => unreachable!("checked in parse"),
-            };
-            match result {
-                Ok(run) => {
-                    println!(
-                        "  {name} run {}: {:.0} events/s, p99 {:.3} s, RSS {:.1} MiB (load avg {})",
-                        r + 1,
-                        run.events_per_s,
-                        run.p99_s,
-                        run.rss_mib,
-                        loadavg()
-                    );
-                    runs.push(run)
-                }
-                Err(e) => eprintln!("{name} run {}: {e}", r + 1),
+            }
+            if let [Some(a), Some(b)] = &this[..] {
+                paired.push((a.clone(), b.clone()));
             }
         }
-        let m = (!runs.is_empty()).then(|| med(&runs));
-        if let (Some(m), "hec1") = (&m, name.as_str()) {
-            hec1_rate = Some(m.events_per_s);
+        for (side, runs) in runs.iter().enumerate() {
+            let m = (!runs.is_empty()).then(|| med(runs));
+            if let (Some(m), "hec1", 0) = (&m, name.as_str(), side) {
+                hec1_rate = Some(m.events_per_s);
+            }
+            tables[side].push((name.clone(), m));
         }
-        table.push((name.clone(), m));
+        pairs.push((name.clone(), paired));
     }
     // Limits again: other load on the machine moves them; ratios use the better of the two.
     let limits = match first {
@@ -293,9 +306,96 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
         }
         None => None,
     };
-    print_table(&table, limits.as_ref(), opts.runs);
+    for (side, table) in tables.iter().enumerate() {
+        if ctxs.len() > 1 {
+            println!("{}:", label(side).trim());
+        }
+        print_table(table, limits.as_ref(), opts.runs);
+    }
+    if ctxs.len() > 1 {
+        print_comparison(&pairs);
+    }
     println!("load avg at end: {}", loadavg());
     Ok(())
+}
+
+/// One run of scenario `name` with `ctx`'s binary.
+fn run_scenario(
+    ctx: &Ctx<'_>,
+    name: &str,
+    opts: &Opts,
+    hec1_rate: &mut Option<f64>,
+) -> Result<Run, String> {
+    let n = opts.events;
+    match name {
+        "hec1" => scenario::throughput(ctx, Sink::Hec, 1, n, None),
+        "hec1-half" => {
+            // Half the maximum rate: the median hec1 rate if measured, else hec1 now.
+            let max = match *hec1_rate {
+                Some(r) => r,
+                None => {
+                    let r = scenario::throughput(ctx, Sink::Hec, 1, n, None)?.events_per_s;
+                    *hec1_rate = Some(r);
+                    r
+                }
+            };
+            scenario::throughput(ctx, Sink::Hec, 1, n, Some(max / 2.0))
+        }
+        "hec10" => scenario::throughput(ctx, Sink::Hec, 10, n, None),
+        "hec100" => scenario::throughput(ctx, Sink::Hec, 100, n, None),
+        "cef-tcp" => scenario::throughput(ctx, Sink::CefTcp, 1, n, None),
+        "sentinel" => scenario::throughput(ctx, Sink::Sentinel, 1, n, None),
+        "idle" => scenario::idle(ctx, 100, 10),
+        "restart" => scenario::restart(ctx, n),
+        "soak" => soak::soak(ctx, opts.soak_rate, opts.soak_minutes),
+        _ => unreachable!("checked in parse"),
+    }
+}
+
+/// B against A, pair by pair (runs made back to back): the median ratio, and in how many
+/// pairs B was ahead. Single runs spread 10-25% on a shared 2-core machine; pairs cancel
+/// most of the drift.
+fn print_comparison(pairs: &[(String, Vec<(Run, Run)>)]) {
+    println!("B against A, pair by pair:");
+    for line in comparison_lines(pairs) {
+        println!("  {line}");
+    }
+}
+
+fn comparison_lines(pairs: &[(String, Vec<(Run, Run)>)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, paired) in pairs {
+        if paired.is_empty() {
+            continue;
+        }
+        let n = paired.len();
+        let rate: Vec<f64> = paired
+            .iter()
+            .map(|(a, b)| b.events_per_s / a.events_per_s)
+            .collect();
+        let cpu: Vec<f64> = paired
+            .iter()
+            .map(|(a, b)| b.cpu_per_m / a.cpu_per_m)
+            .collect();
+        let ahead = rate.iter().filter(|r| **r > 1.0).count();
+        let leaner = cpu.iter().filter(|r| **r < 1.0).count();
+        let (rate, cpu) = (median(rate), median(cpu));
+        let mut parts = Vec::new();
+        if rate.is_finite() {
+            parts.push(format!(
+                "events/s B/A {rate:.3} (B ahead in {ahead} of {n})"
+            ));
+        }
+        if cpu.is_finite() {
+            parts.push(format!("CPU-s/M B/A {cpu:.3} (B lower in {leaner} of {n})"));
+        }
+        if parts.is_empty() {
+            // idle: compare its figures in the tables above.
+            continue;
+        }
+        lines.push(format!("{name:<10} {}", parts.join("; ")));
+    }
+    lines
 }
 
 fn print_table(table: &[(String, Option<Run>)], limits: Option<&Limits>, runs: usize) {
@@ -363,4 +463,47 @@ fn print_table(table: &[(String, Option<Run>)], limits: Option<&Limits>, runs: u
         );
     }
     println!("p50/p99 at full speed include the backlog of a feed faster than delivery; hec1-half is the latency figure. restart: events/s = spool into durable queue with the SIEM down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(events_per_s: f64, cpu_per_m: f64) -> Run {
+        Run {
+            events: 1000,
+            events_per_s,
+            cpu_per_m,
+            ..Run::default()
+        }
+    }
+
+    #[test]
+    fn against_compares_pair_by_pair() {
+        let args: Vec<String> = ["--against", "/bin/b", "--scenario", "hec1,idle"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let opts = parse(&args).unwrap();
+        assert_eq!(opts.against, Some(PathBuf::from("/bin/b")));
+        let pairs = vec![
+            (
+                "hec1".to_string(),
+                vec![
+                    (run(100.0, 6.0), run(110.0, 5.7)),
+                    (run(120.0, 6.0), run(114.0, 6.3)),
+                    (run(100.0, 6.0), run(105.0, 5.4)),
+                ],
+            ),
+            // idle has no rate and no CPU per event: nothing to compare pair by pair.
+            (
+                "idle".to_string(),
+                vec![(run(f64::NAN, f64::NAN), run(f64::NAN, f64::NAN))],
+            ),
+        ];
+        assert_eq!(
+            comparison_lines(&pairs),
+            ["hec1       events/s B/A 1.050 (B ahead in 2 of 3); CPU-s/M B/A 0.950 (B lower in 2 of 3)"]
+        );
+    }
 }
