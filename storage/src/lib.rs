@@ -90,7 +90,9 @@
 //!
 //! What `ack` promises: on return, the acked records do not come back after a process
 //! crash (kill -9); after a power loss they may (a duplicate, never a loss). It does not
-//! wait for any flush. Under the queue lock it
+//! wait for any flush. Under the queue lock it updates the in-memory index and computes
+//! the new ack state; then, under the journal's lock only (the queue lock is free for
+//! leases and appends meanwhile), it
 //! 1. appends one record (queue nonce + acked seq ranges + crc) to the ack journal with a
 //!    single `write()`, no fsync: the page cache survives a process crash;
 //! 2. writes the new ack state, then removes every chunk that became fully acked (payload,
@@ -98,7 +100,10 @@
 //!    log buffer (pwrite + a waiting sync_file_range) around every batch, which cost more
 //!    than the rest of the ack. That order keeps every prefix sled may recover safe: a
 //!    chunk is never gone while the persisted state calls it unacked, and metadata whose
-//!    payload is gone is fully acked and removed at load.
+//!    payload is gone is fully acked and removed at load. Two acks of a queue can reach
+//!    the journal's lock in either order: each state carries a version, and an older one
+//!    is not written over a newer one (which covers it). A dropped queue stops these
+//!    writes and passes through the journal's lock before its tree goes.
 //!
 //! [`Queue::ack_notifying`] signals between the two steps: once the journal has the record
 //! the ack survives kill -9, and a caller that needs only that (the engine, before it sends

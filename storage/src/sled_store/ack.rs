@@ -6,10 +6,47 @@ use super::codec::{self, AckState};
 use super::commit::Level;
 use super::journal::Recorded;
 use super::sled_queue::{normalize_low, SledQueue};
+use std::sync::atomic::Ordering;
+
 use crate::error::QueueError;
 use crate::queue::{Lease, Seq};
 
 impl SledQueue {
+    /// Writes an ack's state (unless one computed later is written already) and removes
+    /// the chunks it made fully acked, as plain sled writes. Called under the journal's
+    /// lock, which orders these writes and which a drop passes through after it stopped
+    /// them (`acks_stopped`): nothing is written to a dropped queue's tree.
+    ///
+    /// Plain writes, not a sled batch: sled writes out (pwrite + sync_file_range) its log
+    /// buffer around every batch, which about doubled the time of an ack. The order makes
+    /// every prefix of them (all sled can recover) safe: the ack state first, so a chunk is
+    /// never gone while the persisted state says it is unacked (its seqs could be reused);
+    /// then each dead chunk's payload, then its metadata (a payload without metadata would
+    /// never be cleaned up; metadata without payload, fully acked, is removed at load). A
+    /// state skipped for a later one is covered by it: that one was computed after this
+    /// ack's ranges were in memory.
+    pub(super) fn write_ack(
+        &self,
+        version: u64,
+        state: &[u8],
+        dead: &[Seq],
+    ) -> Result<(), QueueError> {
+        if self.acks_stopped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.shared.sled_call("an ack", || {
+            if version > self.ack_applied.load(Ordering::Relaxed) {
+                self.tree.insert(codec::ACK_KEY, state)?;
+                self.ack_applied.store(version, Ordering::Relaxed);
+            }
+            for &f in dead {
+                self.tree.remove(codec::chunk_key(f))?;
+                self.tree.remove(codec::meta_key(f))?;
+            }
+            Ok(())
+        })
+    }
+
     /// [`crate::Queue::ack_notifying`]: see the crate docs for what it promises. `durable`
     /// runs as soon as the journal holds the ack (or, without a journal, once sled flushed).
     pub(super) fn ack_lease(
@@ -74,31 +111,22 @@ impl SledQueue {
             above: st.acked_above.iter().collect(),
         };
         let state = codec::encode_ack(&state);
-        // Plain writes, not a sled batch: sled writes out (pwrite + sync_file_range) its
-        // log buffer around every batch, which about doubled the time of an ack.
-        // The order makes every prefix of them (all sled can recover) safe: the ack state
-        // first, so a chunk is never gone while the persisted state says it is unacked (its
-        // seqs could be reused); then each dead chunk's payload, then its metadata (a
-        // payload without metadata would never be cleaned up; metadata without payload,
-        // fully acked, is removed at load).
-        let apply = || {
-            self.shared.sled_call("an ack", || {
-                self.tree.insert(codec::ACK_KEY, state)?;
-                for &f in &dead {
-                    self.tree.remove(codec::chunk_key(f))?;
-                    self.tree.remove(codec::meta_key(f))?;
-                }
-                Ok(())
-            })
-        };
-        // Journal first (one write(), in the page cache: survives kill -9), then apply to
-        // sled without waiting for its flush; reopen replays the journal. If the sled write
-        // fails the records stay acked in memory and the journal acks them after a restart.
+        st.ack_version += 1;
+        let version = st.ack_version;
+        // Journal first (one write(), in the page cache: survives kill -9), then the sled
+        // writes, without waiting for sled's flush; reopen replays the journal. If the sled
+        // write fails the records stay acked in memory and the journal acks them after a
+        // restart. The state lock is let go first: the sled writes can wait behind an
+        // append's, and leases, stats and appends need that lock meanwhile. The journal's
+        // lock orders the sled writes of all acks; `version` keeps a state computed earlier
+        // from overwriting one computed later.
+        drop(st);
         let (recorded, applied) =
             self.shared
                 .journal
-                .record(self.nonce, &info.ranges, &mut *durable, apply);
-        drop(st);
+                .record(self.nonce, &info.ranges, &mut *durable, || {
+                    self.write_ack(version, &state, &dead)
+                });
         applied?;
         match recorded {
             Recorded::Journaled { rotate } => {
@@ -120,8 +148,56 @@ impl SledQueue {
 
 #[cfg(test)]
 mod tests {
+    use super::super::codec;
     use super::super::{SledStore, StoreOptions};
     use crate::queue::Queue;
+
+    /// Two acks can reach the journal's lock in either order: the state computed later
+    /// stays, whichever is written last.
+    #[test]
+    fn an_older_ack_state_never_overwrites_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        let state = |low| {
+            codec::encode_ack(&codec::AckState {
+                low,
+                next: 100,
+                above: Vec::new(),
+            })
+        };
+        let (older, newer) = (state(30), state(60));
+        q.write_ack(2, &newer, &[]).unwrap();
+        q.write_ack(1, &older, &[]).unwrap();
+        assert_eq!(
+            &q.tree.get(codec::ACK_KEY).unwrap().unwrap()[..],
+            &newer[..]
+        );
+        // In order, the later one replaces it.
+        q.write_ack(3, &older, &[]).unwrap();
+        assert_eq!(
+            &q.tree.get(codec::ACK_KEY).unwrap().unwrap()[..],
+            &older[..]
+        );
+    }
+
+    /// An ack that took its state before its queue was dropped writes nothing once the
+    /// drop has stopped acks: the queue's tree may be gone.
+    #[test]
+    fn a_stopped_queue_gets_no_ack_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        q.acks_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let state = codec::encode_ack(&codec::AckState {
+            low: 5,
+            next: 5,
+            above: Vec::new(),
+        });
+        q.write_ack(1, &state, &[0]).unwrap();
+        assert_eq!(q.tree.get(codec::ACK_KEY).unwrap(), None);
+    }
 
     /// Without a journal (a write to it failed) an ack is durable only once sled flushed it,
     /// and says so only then: a crash copy taken inside the signal has the records acked.

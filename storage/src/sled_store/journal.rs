@@ -152,6 +152,11 @@ impl Journal {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Returns once no `record` call is in progress.
+    pub(crate) fn barrier(&self) {
+        drop(self.lock());
+    }
+
     /// Journals an ack of `ranges` in the queue with `nonce`, calls `journaled` once the
     /// record is written, then runs `apply` (the ack's sled write) under the same lock, so
     /// a rotation never separates the two.

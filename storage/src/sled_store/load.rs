@@ -53,6 +53,8 @@ impl SledQueue {
             shared,
             state: Mutex::new(QState::new(cap)),
             chunk_reads: AtomicU64::new(0),
+            ack_applied: AtomicU64::new(0),
+            acks_stopped: std::sync::atomic::AtomicBool::new(false),
             appending: Mutex::new(()),
         };
         let mut stale = sled::Batch::default();

@@ -59,6 +59,8 @@ pub(crate) struct QState {
     /// Last decoded chunk, so consecutive leases from one chunk read it once.
     pub(super) cache: Option<Arc<DecodedChunk>>,
     pub(super) dropped: bool,
+    /// Counts acks: a state computed later supersedes one computed earlier.
+    pub(super) ack_version: u64,
 }
 
 impl QState {
@@ -83,6 +85,7 @@ impl QState {
             cap,
             cache: None,
             dropped: false,
+            ack_version: 0,
         }
     }
 }
@@ -101,6 +104,10 @@ pub struct SledQueue {
     pub(super) appending: Mutex<()>,
     /// Chunk values read from sled (for tests of the chunk cache).
     pub(super) chunk_reads: AtomicU64,
+    /// The newest ack state written to sled, by `QState::ack_version` (journal lock).
+    pub(super) ack_applied: AtomicU64,
+    /// Set when the queue is dropped, before its tree is: acks write nothing after it.
+    pub(super) acks_stopped: std::sync::atomic::AtomicBool,
 }
 
 /// An append's chunks, cut and encoded (unsealed) before any lock is taken: the costly
@@ -171,6 +178,12 @@ impl SledQueue {
         let _appends = self.lock_appends();
         let mut st = self.lock();
         st.dropped = true;
+        self.acks_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Through the journal's lock: an ack writing to this tree now finishes first, and
+        // any later one sees `acks_stopped` (acks let go of the state lock before their
+        // sled writes, so holding it does not keep them out).
+        self.shared.journal.barrier();
         st.chunks.clear();
         st.pending.clear();
         st.avail = RangeSet::new();
