@@ -98,8 +98,9 @@ pub trait Queue: Send + Sync {
     /// journal, before its sled writes). Called at most once, never if the ack failed
     /// before it was durable. After an error the records may still count as acked in
     /// memory (not leased again by this process) and may come back after a restart.
-    /// `durable` can run with a store lock held (the sled store: the journal's lock, which
-    /// every queue's acks share): keep it short, and do not call back into the store.
+    /// `durable` can run with store locks held (the sled store: the journal's lock, which
+    /// every queue's acks share, or the queue's own lock when there is nothing to ack):
+    /// keep it short, and do not call back into the store.
     fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
         self.ack(lease)?;
         durable();

@@ -13,9 +13,10 @@ use crate::queue::{Lease, Seq};
 
 impl SledQueue {
     /// Writes an ack's state (unless one computed later is written already) and removes
-    /// the chunks it made fully acked, as plain sled writes. Called under the journal's
-    /// lock, which orders these writes and which a drop passes through after it stopped
-    /// them (`acks_stopped`): nothing is written to a dropped queue's tree.
+    /// the chunks it made fully acked, as plain sled writes. Must be called under the
+    /// journal's lock: it orders these writes (the version check is a plain load and
+    /// store), and a drop passes through it after it stopped them (`acks_stopped`), so
+    /// nothing is written to a dropped queue's tree.
     ///
     /// Plain writes, not a sled batch: sled writes out (pwrite + sync_file_range) its log
     /// buffer around every batch, which about doubled the time of an ack. The order makes

@@ -525,6 +525,8 @@ impl QueueStore for SledStore {
         let mut map = self.queues();
         let dropped = map.remove(name);
         if let Some(q) = &dropped {
+            // Acks in flight now skip their sled writes. Should the drop below fail, those
+            // records come back when the queue is opened again: duplicates, never loss.
             q.mark_dropped();
         }
         // A queue not opened in this run still has a tip from an earlier one.

@@ -176,14 +176,19 @@ impl SledQueue {
     pub(crate) fn mark_dropped(&self) {
         // After any append in progress: none writes into the tree once it is dropped.
         let _appends = self.lock_appends();
-        let mut st = self.lock();
-        st.dropped = true;
-        self.acks_stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        {
+            let mut st = self.lock();
+            st.dropped = true;
+            self.acks_stopped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         // Through the journal's lock: an ack writing to this tree now finishes first, and
         // any later one sees `acks_stopped` (acks let go of the state lock before their
-        // sled writes, so holding it does not keep them out).
+        // sled writes, so that lock does not keep them out). Not holding it meanwhile:
+        // the journal's lock can be busy with other queues' acks, and `dropped` already
+        // turns away leases and acks of this one.
         self.shared.journal.barrier();
+        let mut st = self.lock();
         st.chunks.clear();
         st.pending.clear();
         st.avail = RangeSet::new();
