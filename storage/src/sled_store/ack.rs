@@ -122,6 +122,13 @@ impl SledQueue {
         // lock orders the sled writes of all acks; `version` keeps a state computed earlier
         // from overwriting one computed later.
         drop(st);
+        #[cfg(test)]
+        {
+            let pause = self.ack_pause.lock().unwrap().take();
+            if let Some(pause) = pause {
+                pause();
+            }
+        }
         let (recorded, applied) =
             self.shared
                 .journal
@@ -180,6 +187,85 @@ mod tests {
             &q.tree.get(codec::ACK_KEY).unwrap().unwrap()[..],
             &older[..]
         );
+    }
+
+    fn records(seqs: std::ops::Range<u8>) -> Vec<Vec<u8>> {
+        seqs.map(|i| vec![i; 40]).collect()
+    }
+
+    fn refs(records: &[Vec<u8>]) -> Vec<&[u8]> {
+        records.iter().map(|r| r.as_slice()).collect()
+    }
+
+    /// Makes the queue's next ack stop between its two locks; returns (paused, go).
+    fn pause_next_ack(
+        q: &super::SledQueue,
+    ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (paused_tx, paused) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        *q.ack_pause.lock().unwrap() = Some(Box::new(move || {
+            paused_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        }));
+        (paused, go)
+    }
+
+    /// An ack overtaken between its two locks (another ack computed and wrote a later
+    /// state meanwhile) must not write its older state over the later one: that would
+    /// persist a `next` below seqs in use.
+    #[test]
+    fn an_ack_overtaken_between_its_locks_keeps_the_later_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        q.append(&refs(&records(0..10))).unwrap();
+        let first = q.lease(10, usize::MAX).unwrap().unwrap();
+        let (paused, go) = pause_next_ack(&q);
+        let slow = {
+            let q = q.clone();
+            std::thread::spawn(move || q.ack(first))
+        };
+        paused.recv().unwrap();
+        q.append(&refs(&records(10..20))).unwrap();
+        let second = q.lease(10, usize::MAX).unwrap().unwrap();
+        assert_eq!(second.records[0].seq, 10);
+        q.ack(second).unwrap();
+        go.send(()).unwrap();
+        slow.join().unwrap().unwrap();
+        let state = codec::decode_ack(&q.tree.get(codec::ACK_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!((state.low, state.next), (20, 20));
+    }
+
+    /// A queue dropped (and opened again under its name) while an ack of it waits between
+    /// its locks gets none of that ack's writes: the new queue's records stay.
+    #[test]
+    fn a_queue_dropped_under_a_waiting_ack_gets_none_of_its_writes() {
+        use crate::queue::QueueStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let q = store.queue("q").unwrap();
+        q.append(&refs(&records(0..10))).unwrap();
+        let lease = q.lease(10, usize::MAX).unwrap().unwrap();
+        let (paused, go) = pause_next_ack(&q);
+        let slow = {
+            let q = q.clone();
+            std::thread::spawn(move || q.ack(lease))
+        };
+        paused.recv().unwrap();
+        store.drop_queue("q").unwrap();
+        let fresh = store.queue("q").unwrap();
+        fresh.append(&refs(&records(0..5))).unwrap();
+        go.send(()).unwrap();
+        slow.join().unwrap().unwrap();
+        assert_eq!(fresh.tree.get(codec::ACK_KEY).unwrap(), None);
+        let lease = fresh.lease(100, usize::MAX).unwrap().unwrap();
+        let got: Vec<(u64, Vec<u8>)> = lease
+            .records
+            .iter()
+            .map(|r| (r.seq, r.data.to_vec()))
+            .collect();
+        let want: Vec<(u64, Vec<u8>)> = (0..5u8).map(|i| (i as u64, vec![i; 40])).collect();
+        assert_eq!(got, want);
     }
 
     /// An ack that took its state before its queue was dropped writes nothing once the

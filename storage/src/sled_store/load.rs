@@ -55,6 +55,8 @@ impl SledQueue {
             chunk_reads: AtomicU64::new(0),
             ack_applied: AtomicU64::new(0),
             acks_stopped: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            ack_pause: Mutex::new(None),
             appending: Mutex::new(()),
         };
         let mut stale = sled::Batch::default();

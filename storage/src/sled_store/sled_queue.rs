@@ -108,6 +108,10 @@ pub struct SledQueue {
     pub(super) ack_applied: AtomicU64,
     /// Set when the queue is dropped, before its tree is: acks write nothing after it.
     pub(super) acks_stopped: std::sync::atomic::AtomicBool,
+    /// Test hook: run by the next ack between letting go of the state lock and taking the
+    /// journal's, the window where other acks, appends and drops can come between.
+    #[cfg(test)]
+    pub(super) ack_pause: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// An append's chunks, cut and encoded (unsealed) before any lock is taken: the costly
