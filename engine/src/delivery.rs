@@ -33,7 +33,8 @@ use crate::destination::Destination;
 
 mod settle;
 
-use settle::{ack_whole_lease, finish_lease, AwaitingAck};
+pub(crate) use settle::ack_whole_lease;
+use settle::{finish_lease, AwaitingAck};
 
 /// Why a lease was not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +252,7 @@ impl<'a> Delivery<'a> {
             let (durable_tx, durable) = tokio::sync::oneshot::channel();
             let handle = crate::storage_pool::spawn(move || {
                 let mut durable_tx = Some(durable_tx);
-                ack_whole_lease(queue, lease, &mut || {
+                ack_whole_lease(&*queue, lease, &mut || {
                     if let Some(tx) = durable_tx.take() {
                         let _ = tx.send(());
                     }

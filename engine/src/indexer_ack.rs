@@ -414,13 +414,9 @@ async fn poll_once(
         let (queue, store) = (dest.queue.clone(), dest.store.clone());
         let done = crate::storage_pool::spawn(move || {
             for p in acked {
-                // A failed ack leaves the lease leased: the records come back after a
-                // restart and are sent again; nothing is lost.
-                match queue.ack(p.lease) {
-                    Ok(()) => crate::dead_letter::remove_markers(&*store, p.dead_letter_markers),
-                    Err(e) => {
-                        tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events may be delivered again")
-                    }
+                // A failed ack loses nothing (see `ack_whole_lease`); the markers stay.
+                if crate::delivery::ack_whole_lease(&*queue, p.lease, &mut || {}) {
+                    crate::dead_letter::remove_markers(&*store, p.dead_letter_markers);
                 }
             }
         })

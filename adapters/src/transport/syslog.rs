@@ -274,17 +274,7 @@ impl SyslogTransport {
     /// address that cannot be bound or connected to (no route for its family, say) is
     /// skipped.
     async fn connect_udp(&self, state: &UdpState) -> Result<(UdpSocket, usize), TransportError> {
-        #[cfg(test)]
-        let resolved = state.resolved.clone();
-        #[cfg(not(test))]
-        let resolved: Option<Vec<std::net::SocketAddr>> = None;
-        let addrs: Vec<std::net::SocketAddr> = match resolved {
-            Some(addrs) => addrs,
-            None => tokio::net::lookup_host((bare_host(&self.target.host), self.target.port))
-                .await
-                .map_err(|e| TransportError::Connect(format!("resolve {}: {e}", self.addr())))?
-                .collect(),
-        };
+        let addrs = self.resolve_udp(state).await?;
         let mut failed = None;
         for i in 0..addrs.len() {
             let index = state.address.wrapping_add(i) % addrs.len();
@@ -297,6 +287,23 @@ impl SyslogTransport {
             Some(e) => format!("connect UDP {}: {e}", self.addr()),
             None => format!("resolve {}: no address", self.addr()),
         }))
+    }
+
+    /// The host's addresses, in resolution order.
+    async fn resolve_udp(
+        &self,
+        #[cfg_attr(not(test), allow(unused_variables))] state: &UdpState,
+    ) -> Result<Vec<std::net::SocketAddr>, TransportError> {
+        #[cfg(test)]
+        if let Some(addrs) = &state.resolved {
+            return Ok(addrs.clone());
+        }
+        Ok(
+            tokio::net::lookup_host((bare_host(&self.target.host), self.target.port))
+                .await
+                .map_err(|e| TransportError::Connect(format!("resolve {}: {e}", self.addr())))?
+                .collect(),
+        )
     }
 
     async fn send_stream(

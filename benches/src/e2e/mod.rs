@@ -369,14 +369,10 @@ fn comparison_lines(pairs: &[(String, Vec<(Run, Run)>)]) -> Vec<String> {
             continue;
         }
         let n = paired.len();
-        let rate: Vec<f64> = paired
-            .iter()
-            .map(|(a, b)| b.events_per_s / a.events_per_s)
-            .collect();
-        let cpu: Vec<f64> = paired
-            .iter()
-            .map(|(a, b)| b.cpu_per_m / a.cpu_per_m)
-            .collect();
+        let ratios = |of: fn(&Run) -> f64| -> Vec<f64> {
+            paired.iter().map(|(a, b)| of(b) / of(a)).collect()
+        };
+        let (rate, cpu) = (ratios(|r| r.events_per_s), ratios(|r| r.cpu_per_m));
         let ahead = rate.iter().filter(|r| **r > 1.0).count();
         let leaner = cpu.iter().filter(|r| **r < 1.0).count();
         let (rate, cpu) = (median(rate), median(cpu));

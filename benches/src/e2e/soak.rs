@@ -30,11 +30,12 @@ pub fn soak(ctx: &Ctx, rate: f64, minutes: f64) -> Res<Run> {
     })?;
     let end = samples.last().map_or(0.0, |s| s.0);
     let minute = |from: f64, to: f64| {
-        median_of(
+        super::median(
             samples
                 .iter()
                 .filter(|s| s.0 >= from && s.0 < to)
-                .map(|s| s.1),
+                .map(|s| s.1)
+                .collect(),
         )
     };
     let steady: Vec<(f64, f64)> = samples
@@ -56,15 +57,6 @@ pub fn soak(ctx: &Ctx, rate: f64, minutes: f64) -> Res<Run> {
         ("largest backlog (events)", backlog as f64),
     ]);
     Ok(run)
-}
-
-fn median_of(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Least-squares slope of (x, y) points; NaN with fewer than two distinct x.
@@ -91,6 +83,6 @@ mod tests {
         let line: Vec<(f64, f64)> = (0..10).map(|x| (x as f64, 3.0 + 0.5 * x as f64)).collect();
         assert!((super::slope(&line) - 0.5).abs() < 1e-9);
         assert!(super::slope(&line[..1]).is_nan());
-        assert_eq!(super::median_of([3.0, f64::NAN, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(super::super::median(vec![3.0, f64::NAN, 1.0, 2.0]), 2.0);
     }
 }

@@ -115,9 +115,8 @@ async fn split_for_acks(
         for part in now {
             if part.is_empty() {
                 queue.release(part);
-            } else if let Err(e) = queue.ack(part) {
+            } else if !ack_whole_lease(&*queue, part, &mut || {}) {
                 acked = false;
-                tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events may be delivered again");
             }
         }
         (tracked, acked)
@@ -147,11 +146,7 @@ pub(super) async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: 
 /// (logged) when the ack failed. Blocks on the queue: call it from the storage pool.
 /// A failed ack loses nothing: its records may come back after a restart (unless the
 /// journal took the ack before the failure).
-pub(super) fn ack_whole_lease(
-    queue: Arc<dyn Queue>,
-    lease: Lease,
-    durable: &mut dyn FnMut(),
-) -> bool {
+pub(crate) fn ack_whole_lease(queue: &dyn Queue, lease: Lease, durable: &mut dyn FnMut()) -> bool {
     match queue.ack_notifying(lease, durable) {
         Ok(()) => true,
         Err(e) => {
@@ -171,5 +166,5 @@ pub(super) fn finish_lease_blocking(queue: Arc<dyn Queue>, lease: Lease, ack_upt
     if settled.is_empty() {
         return true;
     }
-    ack_whole_lease(queue, settled, &mut || {})
+    ack_whole_lease(&*queue, settled, &mut || {})
 }

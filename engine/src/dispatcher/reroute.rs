@@ -64,8 +64,14 @@ impl SiemDispatcher {
                     if targets.is_empty() {
                         waiting.insert(key);
                     }
-                    for name in targets.iter() {
-                        buckets.entry(name.clone()).or_default().push(&record.data);
+                    for name in targets {
+                        // A name is copied once per lease, not once per record.
+                        match buckets.get_mut(name.as_str()) {
+                            Some(bucket) => bucket.push(&record.data),
+                            None => {
+                                buckets.insert(name.clone(), vec![&record.data]);
+                            }
+                        }
                     }
                 }
                 if buckets.is_empty() {

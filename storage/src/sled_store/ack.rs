@@ -15,7 +15,7 @@ impl SledQueue {
     /// Writes an ack's state (unless one computed later is written already) and removes
     /// the chunks it made fully acked, as plain sled writes. Must be called under the
     /// journal's lock: it orders these writes (the version check is a plain load and
-    /// store), and a drop passes through it after it stopped them (`acks_stopped`), so
+    /// store), and a drop passes through it after it stopped them (`dropped`), so
     /// nothing is written to a dropped queue's tree.
     ///
     /// Plain writes, not a sled batch: sled writes out (pwrite + sync_file_range) its log
@@ -32,7 +32,7 @@ impl SledQueue {
         state: &[u8],
         dead: &[Seq],
     ) -> Result<(), QueueError> {
-        if self.acks_stopped.load(Ordering::SeqCst) {
+        if self.dropped.load(Ordering::SeqCst) {
             return Ok(());
         }
         self.shared.sled_call("an ack", || {
@@ -56,7 +56,7 @@ impl SledQueue {
         durable: &mut dyn FnMut(),
     ) -> Result<(), QueueError> {
         let mut st = self.lock();
-        self.check_live(&st)?;
+        self.check_live()?;
         let info = match st.leases.remove(&lease.id) {
             Some(info) => info,
             // The empty part of a split: never registered, nothing to ack. (A lease whose
@@ -160,6 +160,14 @@ mod tests {
     use super::super::{SledStore, StoreOptions};
     use crate::queue::Queue;
 
+    fn ack_state(low: u64, next: u64) -> Vec<u8> {
+        codec::encode_ack(&codec::AckState {
+            low,
+            next,
+            above: Vec::new(),
+        })
+    }
+
     /// Two acks can reach the journal's lock in either order: the state computed later
     /// stays, whichever is written last.
     #[test]
@@ -167,14 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let q = store.queue("q").unwrap();
-        let state = |low| {
-            codec::encode_ack(&codec::AckState {
-                low,
-                next: 100,
-                above: Vec::new(),
-            })
-        };
-        let (older, newer) = (state(30), state(60));
+        let (older, newer) = (ack_state(30, 100), ack_state(60, 100));
         q.write_ack(2, &newer, &[]).unwrap();
         q.write_ack(1, &older, &[]).unwrap();
         assert_eq!(
@@ -275,14 +276,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let q = store.queue("q").unwrap();
-        q.acks_stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let state = codec::encode_ack(&codec::AckState {
-            low: 5,
-            next: 5,
-            above: Vec::new(),
-        });
-        q.write_ack(1, &state, &[0]).unwrap();
+        q.dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+        q.write_ack(1, &ack_state(5, 5), &[0]).unwrap();
         assert_eq!(q.tree.get(codec::ACK_KEY).unwrap(), None);
     }
 
@@ -310,9 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open_with(dir.path(), options()).unwrap();
         let q = store.queue("q").unwrap();
-        let recs: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 40]).collect();
-        let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
-        q.append(&refs).unwrap();
+        q.append(&refs(&records(0..100))).unwrap();
         let lease = q.lease(30, usize::MAX).unwrap().unwrap();
         store.shared.journal.fail_writes();
         let snap = tempfile::tempdir().unwrap();

@@ -54,7 +54,7 @@ impl SledQueue {
             state: Mutex::new(QState::new(cap)),
             chunk_reads: AtomicU64::new(0),
             ack_applied: AtomicU64::new(0),
-            acks_stopped: std::sync::atomic::AtomicBool::new(false),
+            dropped: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             ack_pause: Mutex::new(None),
             appending: Mutex::new(()),

@@ -58,7 +58,6 @@ pub(crate) struct QState {
     pub(super) cap: Option<u64>,
     /// Last decoded chunk, so consecutive leases from one chunk read it once.
     pub(super) cache: Option<Arc<DecodedChunk>>,
-    pub(super) dropped: bool,
     /// Counts acks: a state computed later supersedes one computed earlier.
     pub(super) ack_version: u64,
 }
@@ -84,7 +83,6 @@ impl QState {
             bytes: 0,
             cap,
             cache: None,
-            dropped: false,
             ack_version: 0,
         }
     }
@@ -106,8 +104,10 @@ pub struct SledQueue {
     pub(super) chunk_reads: AtomicU64,
     /// The newest ack state written to sled, by `QState::ack_version` (journal lock).
     pub(super) ack_applied: AtomicU64,
-    /// Set when the queue is dropped, before its tree is: acks write nothing after it.
-    pub(super) acks_stopped: std::sync::atomic::AtomicBool,
+    /// Set (under the state lock) when the queue is dropped, before its tree is: leases,
+    /// appends and acks are refused after it, and acks that took their state before it
+    /// write nothing to sled.
+    pub(super) dropped: std::sync::atomic::AtomicBool,
     /// Test hook: run by the next ack between letting go of the state lock and taking the
     /// journal's, the window where other acks, appends and drops can come between.
     #[cfg(test)]
@@ -181,13 +181,12 @@ impl SledQueue {
         // After any append in progress: none writes into the tree once it is dropped.
         let _appends = self.lock_appends();
         {
-            let mut st = self.lock();
-            st.dropped = true;
-            self.acks_stopped
+            let _st = self.lock();
+            self.dropped
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         // Through the journal's lock: an ack writing to this tree now finishes first, and
-        // any later one sees `acks_stopped` (acks let go of the state lock before their
+        // any later one sees `dropped` (acks let go of the state lock before their
         // sled writes, so that lock does not keep them out). Not holding it meanwhile:
         // the journal's lock can be busy with other queues' acks, and `dropped` already
         // turns away leases and acks of this one.
@@ -202,8 +201,9 @@ impl SledQueue {
         st.bytes = 0;
     }
 
-    pub(super) fn check_live(&self, st: &QState) -> Result<(), QueueError> {
-        if st.dropped {
+    /// Call under the state lock: `dropped` is set under it.
+    pub(super) fn check_live(&self) -> Result<(), QueueError> {
+        if self.dropped.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(QueueError::Dropped {
                 queue: self.name.clone(),
             });
@@ -255,7 +255,7 @@ impl SledQueue {
         batch: &mut sled::Batch,
         now: u64,
     ) -> Result<Staged, QueueError> {
-        self.check_live(st)?;
+        self.check_live()?;
         let incoming = planned.bytes;
         let queued = st.bytes.saturating_add(st.pending_bytes);
         if let Some(cap) = st.cap {
@@ -458,7 +458,7 @@ impl Queue for SledQueue {
     fn append(&self, records: &[&[u8]]) -> Result<Range<Seq>, QueueError> {
         if records.is_empty() {
             let st = self.lock();
-            self.check_live(&st)?;
+            self.check_live()?;
             // Not past a range still being written: it may yet be undone.
             let next = st.written_next();
             return Ok(next..next);
@@ -494,7 +494,7 @@ impl Queue for SledQueue {
 
     fn lease(&self, max_records: usize, max_bytes: usize) -> Result<Option<Lease>, QueueError> {
         let mut st = self.lock();
-        self.check_live(&st)?;
+        self.check_live()?;
         self.publish(&mut st);
         let mut out = Vec::new();
         let mut bytes = 0usize;
