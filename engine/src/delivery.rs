@@ -23,7 +23,7 @@ use raxe_adapters::adapter::{EncodedBatch, SiemAdapter};
 use raxe_adapters::event::{JsonEvent, ScanEvent};
 use raxe_adapters::outcome::{Outcome, RejectedEvents};
 use raxe_adapters::request::{EncodedRequest, Payload, Response};
-use raxe_storage::Lease;
+use raxe_storage::{AckProgress, Lease};
 use tokio::sync::watch;
 
 use crate::audit::{now_ms, AttemptOutcome, AuditKind, AuditLog};
@@ -34,7 +34,7 @@ use crate::destination::Destination;
 mod settle;
 
 pub(crate) use settle::ack_whole_lease;
-use settle::{finish_lease, AwaitingAck};
+use settle::{ack_succeeded, finish_lease, AwaitingAck};
 
 /// Why a lease was not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,18 +245,33 @@ impl<'a> Delivery<'a> {
         if self.awaiting_ack.is_empty() && self.dead_letter_markers.is_empty() && result.is_ok() {
             // The previous ack finished above: at most one runs in the background.
             let records = lease.len();
-            // Straight to the storage pool: a task spawned here would sit in this worker
-            // thread's LIFO slot, which other workers cannot steal, until the next batch's
-            // encoding is done, so the ack would not overlap it.
             debug_assert_eq!(ack_upto, records);
+            // Here, as far as that needs no flush (see `run_here`); the rest, if any, on
+            // the storage pool, straight: a task spawned here would sit in this worker
+            // thread's LIFO slot, which other workers cannot steal, until the next batch's
+            // encoding is done, so it would not overlap it.
+            let acked = crate::storage_pool::run_here(|| queue.clone().ack_without_waiting(lease));
+            let rest = match acked {
+                Ok(Ok(AckProgress::Durable)) => return result,
+                Ok(Ok(AckProgress::Pending(rest))) => rest,
+                Ok(Err(e)) => {
+                    ack_succeeded(queue.name(), Err(e));
+                    return result;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %queue.name(), error = %e, "ack task failed");
+                    return result;
+                }
+            };
             let (durable_tx, durable) = tokio::sync::oneshot::channel();
             let handle = crate::storage_pool::spawn(move || {
                 let mut durable_tx = Some(durable_tx);
-                ack_whole_lease(&*queue, lease, &mut || {
+                let acked = rest(&mut || {
                     if let Some(tx) = durable_tx.take() {
                         let _ = tx.send(());
                     }
-                })
+                });
+                ack_succeeded(queue.name(), acked)
             });
             *deferred = Some(DeferredAck {
                 records,

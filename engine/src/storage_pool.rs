@@ -1,6 +1,10 @@
-//! The threads storage calls run on: appends, leases, acks, spool intake.
+//! The threads storage calls run on: appends, spool intake, partial acks and releases,
+//! and whatever part of an ack waits for the disk.
 //!
-//! Storage calls block (sled's locks, fdatasync), so they cannot run on the async workers.
+//! Those calls block (fdatasync, sled's flush), so they cannot run on the async workers.
+//! Leases and a delivered batch's ack (up to any flush it needs) are short, tens of
+//! microseconds, and wait for no flush (a lease may read a chunk back from sled's file,
+//! usually from the OS page cache): they run on the worker itself ([`run_here`]).
 //! tokio's blocking pool is not the place either: it grows to 512 threads, and 100
 //! delivery lanes grew it to ~120, each keeping ~0.4 MiB resident (e2e_bench's hec100
 //! peaked at 89-95 MiB; 51-55 MiB with 8 threads). Capping tokio's pool instead would put
@@ -47,6 +51,15 @@ where
     R: Send + 'static,
 {
     POOL.get_or_init(|| StoragePool::new(limit())).spawn(call)
+}
+
+/// Runs a storage call that waits for no flush (a lease, an ack up to its flush: see
+/// `Queue::ack_without_waiting`) on the calling thread, an async worker included: a trip
+/// through the pool costs two thread wake-ups, more CPU than such a call itself. A panic
+/// comes back as the pool's would.
+pub fn run_here<R>(call: impl FnOnce() -> R) -> Result<R, StorageTaskError> {
+    catch_unwind(AssertUnwindSafe(call))
+        .map_err(|payload| StorageTaskError::Panicked(panic_message(payload)))
 }
 
 type Job = Box<dyn FnOnce() + Send>;

@@ -107,7 +107,10 @@
 //!
 //! [`Queue::ack_notifying`] signals between the two steps: once the journal has the record
 //! the ack survives kill -9, and a caller that needs only that (the engine, before it sends
-//! its next batch) need not wait for the sled writes.
+//! its next batch) need not wait for the sled writes. [`Queue::ack_without_waiting`] does
+//! both steps and hands back only what waits for a flush: a journal rotation (below), or
+//! the flush itself when the journal is broken. An async caller runs the rest on a thread
+//! that may block; the ack is durable once the journal has it, or once that rest ran.
 //!
 //! sled persists those writes with its next flush (any append's group commit, its
 //! background flusher, a journal rotation). Opening a store replays every journal file
@@ -148,7 +151,7 @@ pub mod queue;
 mod sled_store;
 
 pub use error::QueueError;
-pub use queue::{Lease, Queue, QueueStats, QueueStore, Record, Seq};
+pub use queue::{AckProgress, Lease, PendingAck, Queue, QueueStats, QueueStore, Record, Seq};
 pub use sled_store::{
     find_log_damage, scan_raw_chunks, scan_raw_records, ClosedSignal, DamagedChunk, FsSyncer,
     LogDamage, Quarantined, SledQueue, SledStore, StoreOptions, Syncer, LOCK_FILE,

@@ -66,8 +66,31 @@ pub struct QueueStats {
     pub oldest_age: Option<Duration>,
 }
 
+/// How far [`Queue::ack_without_waiting`] got.
+pub enum AckProgress {
+    /// The ack is done and survives a process crash.
+    Durable,
+    /// The ack counts in memory (its records are not leased again), but what is left of it
+    /// waits for the disk: run this where blocking is fine. It does what
+    /// [`Queue::ack_notifying`] does with the rest: calls `durable` once the ack survives a
+    /// crash (at most once, never after an error) and returns the ack's result.
+    Pending(PendingAck),
+}
+
+/// The rest of an ack (see [`AckProgress::Pending`]).
+pub type PendingAck = Box<dyn FnOnce(&mut dyn FnMut()) -> Result<(), QueueError> + Send>;
+
+impl std::fmt::Debug for AckProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AckProgress::Durable => "Durable",
+            AckProgress::Pending(_) => "Pending",
+        })
+    }
+}
+
 /// A durable FIFO of byte records with leases and acks.
-pub trait Queue: Send + Sync {
+pub trait Queue: Send + Sync + 'static {
     /// The stable name the queue was opened with.
     fn name(&self) -> &str;
 
@@ -105,6 +128,17 @@ pub trait Queue: Send + Sync {
         self.ack(lease)?;
         durable();
         Ok(())
+    }
+
+    /// Acks `lease` as far as that needs no wait for the disk, for a caller that must not
+    /// block long (an async task): locks held by other calls for a short while (the sled
+    /// store: its queue and journal locks, sled's own while another call writes) are
+    /// waited for; a flush is not. Whatever would wait for one comes back as
+    /// [`AckProgress::Pending`]. The default hands the whole ack back.
+    fn ack_without_waiting(self: Arc<Self>, lease: Lease) -> Result<AckProgress, QueueError> {
+        Ok(AckProgress::Pending(Box::new(move |durable| {
+            self.ack_notifying(lease, durable)
+        })))
     }
 
     /// Returns the lease's records to the queue, each to its place (ahead of everything

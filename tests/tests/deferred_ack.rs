@@ -1,7 +1,9 @@
-//! The ack of a delivered batch runs beside the next batch: the next request may leave
-//! once the ack is durable (in the queue's ack journal), not when the queue's bookkeeping
-//! after it is done. A store wrapper slows both halves of every such ack and looks at what
-//! the real HEC receiver had accepted at each point.
+//! The ack of a delivered batch: the next request may leave once the ack is durable (in
+//! the queue's ack journal), not when the queue's bookkeeping after it is done. A store
+//! wrapper (acking through the trait's default `ack_without_waiting`: the whole ack on the
+//! storage pool, beside the next batch) slows both halves of every such ack and looks at
+//! what the real HEC receiver had accepted at each point. The sled store itself acks on
+//! the lane and hands back only what waits for the disk.
 
 mod support;
 
@@ -180,5 +182,58 @@ async fn the_next_batch_leaves_once_the_previous_ack_is_durable_and_not_before()
     assert!(
         overlapped * 2 >= seen.len() - 1,
         "the next batch waited for whole acks: {seen:?}"
+    );
+}
+
+/// A lane acks on its own task as far as that waits for no flush; what does (here the
+/// switch to a new ack journal file, due every few acks) runs on the storage pool. Every
+/// event arrives once, and the journal really rotated: only that rest switches files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_that_fill_the_journal_rotate_it_off_the_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecReceiver::start("t").await;
+    let options = StoreOptions {
+        // A journal record is 41 bytes: a new file every fifth ack.
+        ack_journal_bytes: 200,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(SledStore::open_with(dir.path(), options).unwrap());
+    let dispatcher = Arc::new(
+        SiemDispatcher::with_policy(store, Arc::new(AuditLog::in_memory()), fast_policy()).unwrap(),
+    );
+    let mut config = splunk_config(&hec.url(), "t");
+    config.batch_size = 100;
+    let adapter = raxe_adapters::create_siem_adapter(config).unwrap();
+    dispatcher
+        .register_destination("d", adapter.into(), None, DestinationOptions::default())
+        .unwrap();
+    let batch = events("m", "c", 0..3000);
+    dispatcher
+        .dispatch_batch_async(batch.clone())
+        .await
+        .unwrap();
+    dispatcher.start().unwrap();
+
+    assert!(dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&hec.accepted()), ids(&batch));
+    assert_eq!(hec.accepted_count(), 3000, "no duplicates without faults");
+    dispatcher.shutdown(Duration::from_secs(5)).await;
+
+    let journals: Vec<u64> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let hex = name.strip_prefix("acks-")?.strip_suffix(".log")?;
+            Some(u64::from_str_radix(hex, 16).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        journals.len(),
+        1,
+        "retired journal files are deleted: {journals:?}"
+    );
+    assert!(
+        journals[0] >= 4,
+        "30 acks rotated the journal: {journals:?}"
     );
 }

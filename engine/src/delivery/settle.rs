@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use raxe_storage::{Lease, Queue};
+use raxe_storage::{Lease, Queue, QueueError};
 
 use super::Delivery;
 use crate::indexer_ack::Tracked;
@@ -147,10 +147,15 @@ pub(super) async fn finish_lease(queue: Arc<dyn Queue>, lease: Lease, ack_upto: 
 /// A failed ack loses nothing: its records may come back after a restart (unless the
 /// journal took the ack before the failure).
 pub(crate) fn ack_whole_lease(queue: &dyn Queue, lease: Lease, durable: &mut dyn FnMut()) -> bool {
-    match queue.ack_notifying(lease, durable) {
+    ack_succeeded(queue.name(), queue.ack_notifying(lease, durable))
+}
+
+/// Logs a failed ack of `queue`; true when it succeeded.
+pub(crate) fn ack_succeeded(queue: &str, acked: Result<(), QueueError>) -> bool {
+    match acked {
         Ok(()) => true,
         Err(e) => {
-            tracing::error!(queue = %queue.name(), error = %e, "ack failed; the events may be delivered again");
+            tracing::error!(queue = %queue, error = %e, "ack failed; the events may be delivered again");
             false
         }
     }

@@ -55,6 +55,18 @@ impl SledQueue {
         lease: Lease,
         durable: &mut dyn FnMut(),
     ) -> Result<(), QueueError> {
+        let rest = self.ack_until_disk_wait(lease, durable)?;
+        self.finish_ack(rest, durable)
+    }
+
+    /// The part of an ack that waits for no flush: everything but its [`AckRest`].
+    /// `durable` runs here if the ack is durable without a flush (journaled, or nothing
+    /// to ack).
+    pub(super) fn ack_until_disk_wait(
+        &self,
+        lease: Lease,
+        durable: &mut dyn FnMut(),
+    ) -> Result<AckRest, QueueError> {
         let mut st = self.lock();
         self.check_live()?;
         let info = match st.leases.remove(&lease.id) {
@@ -64,7 +76,7 @@ impl SledQueue {
             // here too: it cannot be told from an empty part.)
             None if lease.records.is_empty() => {
                 durable();
-                return Ok(());
+                return Ok(AckRest::Nothing);
             }
             None => {
                 return Err(QueueError::UnknownLease {
@@ -75,7 +87,7 @@ impl SledQueue {
         };
         if info.count == 0 {
             durable();
-            return Ok(());
+            return Ok(AckRest::Nothing);
         }
         st.len = st.len.saturating_sub(info.count);
         st.bytes = st.bytes.saturating_sub(info.bytes);
@@ -136,29 +148,49 @@ impl SledQueue {
                     self.write_ack(version, &state, &dead)
                 });
         applied?;
-        match recorded {
-            Recorded::Journaled { rotate } => {
-                if rotate {
-                    self.shared.rotate_journal();
-                }
-                Ok(())
-            }
-            // No journal (a write to it failed): wait for sled's flush instead.
-            Recorded::NotJournaled => {
+        Ok(match recorded {
+            Recorded::Journaled { rotate: false } => AckRest::Nothing,
+            Recorded::Journaled { rotate: true } => AckRest::RotateJournal,
+            Recorded::NotJournaled => AckRest::Flush,
+        })
+    }
+
+    /// Does an ack's [`AckRest`]; calls `durable` after a [`AckRest::Flush`].
+    pub(super) fn finish_ack(
+        &self,
+        rest: AckRest,
+        durable: &mut dyn FnMut(),
+    ) -> Result<(), QueueError> {
+        match rest {
+            AckRest::Nothing => {}
+            AckRest::RotateJournal => self.shared.rotate_journal(),
+            AckRest::Flush => {
                 let ticket = self.shared.committer.ticket();
                 self.commit(ticket, Level::Flush)?;
                 durable();
-                Ok(())
             }
         }
+        Ok(())
     }
+}
+
+/// What is left of an ack once the journal has it (or failed to take it): the steps that
+/// wait for sled's flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AckRest {
+    Nothing,
+    /// The journal passed its size: switch files, which waits for a flush. The ack itself
+    /// is durable already.
+    RotateJournal,
+    /// No journal (a write to it failed): the ack survives a crash once sled flushed.
+    Flush,
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::codec;
     use super::super::{SledStore, StoreOptions};
-    use crate::queue::Queue;
+    use crate::queue::{AckProgress, Queue};
 
     fn ack_state(low: u64, next: u64) -> Vec<u8> {
         codec::encode_ack(&codec::AckState {
@@ -188,6 +220,36 @@ mod tests {
             &q.tree.get(codec::ACK_KEY).unwrap().unwrap()[..],
             &older[..]
         );
+    }
+
+    /// A crash copy of a store's directory, taken while it is open.
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dst = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &dst);
+            } else if let Err(err) = std::fs::copy(e.path(), &dst) {
+                assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+            }
+        }
+    }
+
+    /// No background flush: only an ack's own wait makes it reach sled's file.
+    fn options() -> StoreOptions {
+        StoreOptions {
+            flush_every_ms: None,
+            ..StoreOptions::default()
+        }
+    }
+
+    /// Seqs a store reopened from `dir` leases (everything not acked).
+    fn unacked_after_reopen(dir: &std::path::Path) -> Vec<u64> {
+        let store = SledStore::open_with(dir, options()).unwrap();
+        let q = store.queue("q").unwrap();
+        let lease = q.lease(1000, usize::MAX).unwrap().unwrap();
+        lease.records.iter().map(|r| r.seq).collect()
     }
 
     fn records(seqs: std::ops::Range<u8>) -> Vec<Vec<u8>> {
@@ -285,23 +347,6 @@ mod tests {
     /// and says so only then: a crash copy taken inside the signal has the records acked.
     #[test]
     fn an_ack_without_its_journal_says_it_is_durable_only_after_sleds_flush() {
-        fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-            std::fs::create_dir_all(to).unwrap();
-            for e in std::fs::read_dir(from).unwrap() {
-                let e = e.unwrap();
-                let dst = to.join(e.file_name());
-                if e.file_type().unwrap().is_dir() {
-                    copy_dir(&e.path(), &dst);
-                } else if let Err(err) = std::fs::copy(e.path(), &dst) {
-                    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
-                }
-            }
-        }
-        let options = || StoreOptions {
-            // No background flush: only the ack's own wait makes it reach sled's file.
-            flush_every_ms: None,
-            ..StoreOptions::default()
-        };
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open_with(dir.path(), options()).unwrap();
         let q = store.queue("q").unwrap();
@@ -319,11 +364,86 @@ mod tests {
         // The journal really took nothing: the copy's acks come from sled's flush alone.
         assert_eq!(store.shared.journal.position().1, 0);
         drop((q, store));
+        assert_eq!(
+            unacked_after_reopen(snap.path()),
+            (30..100).collect::<Vec<u64>>()
+        );
+    }
 
-        let store = SledStore::open_with(snap.path(), options()).unwrap();
+    /// With its journal, an ack without waiting is whole and durable on return: a crash
+    /// copy taken right then has the records acked, though sled never flushed.
+    #[test]
+    fn an_ack_without_waiting_is_durable_on_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), options()).unwrap();
         let q = store.queue("q").unwrap();
-        let lease = q.lease(1000, usize::MAX).unwrap().unwrap();
-        let seqs: Vec<u64> = lease.records.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, (30..100).collect::<Vec<u64>>());
+        q.append(&refs(&records(0..100))).unwrap();
+        let lease = q.lease(30, usize::MAX).unwrap().unwrap();
+        let progress = q.clone().ack_without_waiting(lease).unwrap();
+        assert!(matches!(progress, AckProgress::Durable), "{progress:?}");
+        let snap = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), snap.path());
+        assert_eq!(q.lease(1, usize::MAX).unwrap().unwrap().records[0].seq, 30);
+        drop((q, store));
+        assert_eq!(
+            unacked_after_reopen(snap.path()),
+            (30..100).collect::<Vec<u64>>()
+        );
+    }
+
+    /// Without a journal the flush is left to the caller: the ack says it is durable only
+    /// when that rest has run, and then it is.
+    #[test]
+    fn an_ack_without_waiting_leaves_the_flush_of_a_broken_journal_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), options()).unwrap();
+        let q = store.queue("q").unwrap();
+        q.append(&refs(&records(0..100))).unwrap();
+        let lease = q.lease(30, usize::MAX).unwrap().unwrap();
+        store.shared.journal.fail_writes();
+        let AckProgress::Pending(rest) = q.clone().ack_without_waiting(lease).unwrap() else {
+            panic!("an ack without its journal needs a flush");
+        };
+        // Acked in memory already: not leased again.
+        assert_eq!(q.lease(1, usize::MAX).unwrap().unwrap().records[0].seq, 30);
+        let snap = tempfile::tempdir().unwrap();
+        let mut signals = 0;
+        rest(&mut || {
+            signals += 1;
+            copy_dir(dir.path(), snap.path());
+        })
+        .unwrap();
+        assert_eq!(signals, 1);
+        drop((q, store));
+        assert_eq!(
+            unacked_after_reopen(snap.path()),
+            (30..100).collect::<Vec<u64>>()
+        );
+    }
+
+    /// An ack that fills the journal leaves the switch to a new file (which waits for a
+    /// flush) to the caller; it is durable before that.
+    #[test]
+    fn an_ack_without_waiting_leaves_the_journal_rotation_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            ack_journal_bytes: 1,
+            ..options()
+        };
+        let store = SledStore::open_with(dir.path(), options).unwrap();
+        let q = store.queue("q").unwrap();
+        q.append(&refs(&records(0..100))).unwrap();
+        let lease = q.lease(30, usize::MAX).unwrap().unwrap();
+        let AckProgress::Pending(rest) = q.clone().ack_without_waiting(lease).unwrap() else {
+            panic!("a full journal needs a rotation");
+        };
+        let (gen, len) = store.shared.journal.position();
+        assert_eq!(gen, 0);
+        assert!(len > 0, "journaled before the rotation");
+        let mut signals = 0;
+        rest(&mut || signals += 1).unwrap();
+        assert_eq!(signals, 1);
+        assert_eq!(store.shared.journal.position(), (1, 0));
+        assert!(!super::super::journal::journal_path(dir.path(), 0).exists());
     }
 }

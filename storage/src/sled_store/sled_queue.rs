@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::ack::AckRest;
 use super::chunk::{self, DecodedChunk};
 use super::codec::{self, ChunkMeta};
 use super::commit::Level;
@@ -14,7 +15,7 @@ use super::lease::register_lease;
 use super::ranges::RangeSet;
 use super::Shared;
 use crate::error::QueueError;
-use crate::queue::{Lease, Queue, QueueStats, Record, Seq};
+use crate::queue::{AckProgress, Lease, Queue, QueueStats, Record, Seq};
 
 /// Largest single record accepted (chunk values hold u32 lengths; keep well below).
 pub const MAX_RECORD_BYTES: usize = 32 << 20;
@@ -522,6 +523,20 @@ impl Queue for SledQueue {
 
     fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
         self.ack_lease(lease, durable)
+    }
+
+    fn ack_without_waiting(self: Arc<Self>, lease: Lease) -> Result<AckProgress, QueueError> {
+        let rest = self.ack_until_disk_wait(lease, &mut || {})?;
+        if rest == AckRest::Nothing {
+            return Ok(AckProgress::Durable);
+        }
+        Ok(AckProgress::Pending(Box::new(move |durable| {
+            if rest == AckRest::RotateJournal {
+                // Journaled: durable before the switch.
+                durable();
+            }
+            self.finish_ack(rest, durable)
+        })))
     }
 
     fn release(&self, lease: Lease) {
