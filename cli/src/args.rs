@@ -105,9 +105,9 @@ pub struct ServeArgs {
     /// (e.g. 127.0.0.1:9464). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Threads for storage work (queue appends, leases, acks, spool intake); default 4 per
-    /// CPU core, at least 8. Each costs memory; more than a few per core only take turns
-    /// on the disk.
+    /// Threads for storage work that waits for the disk (queue appends, spool intake, the
+    /// flushes acks sometimes need); default 4 per CPU core, at least 8. Each costs memory;
+    /// more than a few per core only take turns on the disk.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
     pub storage_threads: Option<u16>,
 }

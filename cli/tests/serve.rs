@@ -110,7 +110,7 @@ async fn serve_killed_mid_stream_loses_nothing() {
 }
 
 /// The smallest storage pool still delivers everything: with 2 threads for 20 lanes, the
-/// spool intake and every lane's leases and acks take turns and none waits on another.
+/// spool intake and the storage work of every lane take turns and none waits on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_two_storage_threads_delivers_to_twenty_destinations() {
     let dir = tempfile::tempdir().unwrap();

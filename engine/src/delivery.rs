@@ -78,19 +78,20 @@ pub(crate) struct Delivery<'a> {
     previous_ack: Option<DeferredAck>,
 }
 
-/// A lease's ack running in the background (see [`Delivery::run`]).
+/// The rest of a lease's ack running in the background (see [`Delivery::run`]).
 pub(crate) struct DeferredAck {
-    /// Records the ack removes from the queue (still counted in its length until then).
+    /// Records the rest removes from the queue's length (0 once the part run on the lane
+    /// took them off).
     pub records: usize,
-    /// Fires once the ack survives a crash (the store's ack journal has it); closed
-    /// without firing if the ack failed before that.
+    /// Fires once the ack survives a crash (the store's ack journal has it, or sled
+    /// flushed it); closed without firing if the ack failed before that.
     durable: Option<tokio::sync::oneshot::Receiver<()>>,
     handle: crate::storage_pool::StorageTask<bool>,
 }
 
 impl DeferredAck {
-    /// Waits until the ack survives a crash, or failed. The queue's own bookkeeping after
-    /// that point (sled writes) may still run.
+    /// Waits until the ack survives a crash, or failed. The rest of its work after that
+    /// point (the queue's sled writes, a journal switch) may still run.
     pub async fn durable(&mut self) {
         // Forgotten only once awaited to the end, so a cancelled wait waits again next time.
         if let Some(durable) = self.durable.as_mut() {
@@ -200,11 +201,13 @@ impl<'a> Delivery<'a> {
     /// Delivers a lease; acks what was settled and releases the rest.
     ///
     /// When every record was settled by a final acceptance (no indexer ack, no dead
-    /// letters), the ack runs in the background and its handle is left in `deferred`: it
-    /// overlaps the next lease's decoding and encoding, is durable (in the store's ack
-    /// journal) before that lease's first request is sent, and finishes before that lease
-    /// is acked or released. Nothing is lost if the process dies first: the records were
-    /// never acked, so they are delivered again (a duplicate batch, never two).
+    /// letters), the lease is acked here as far as that waits for no flush
+    /// ([`raxe_storage::Queue::ack_without_waiting`]); any rest runs in the background and
+    /// its handle is left in `deferred`: it overlaps the next lease's decoding and
+    /// encoding, is durable before that lease's first request is sent, and finishes before
+    /// that lease is acked or released. Nothing is lost if the process dies first: the
+    /// records were never acked, so they are delivered again (a duplicate batch, never
+    /// two).
     pub async fn run(
         mut self,
         lease: Lease,
@@ -251,9 +254,9 @@ impl<'a> Delivery<'a> {
             // thread's LIFO slot, which other workers cannot steal, until the next batch's
             // encoding is done, so it would not overlap it.
             let acked = crate::storage_pool::run_here(|| queue.clone().ack_without_waiting(lease));
-            let rest = match acked {
+            let (rest, counted) = match acked {
                 Ok(Ok(AckProgress::Durable)) => return result,
-                Ok(Ok(AckProgress::Pending(rest))) => rest,
+                Ok(Ok(AckProgress::Pending { rest, counted })) => (rest, counted),
                 Ok(Err(e)) => {
                     ack_succeeded(queue.name(), Err(e));
                     return result;
@@ -274,7 +277,7 @@ impl<'a> Delivery<'a> {
                 ack_succeeded(queue.name(), acked)
             });
             *deferred = Some(DeferredAck {
-                records,
+                records: if counted { records } else { 0 },
                 durable: Some(durable),
                 handle,
             });
@@ -330,10 +333,10 @@ impl<'a> Delivery<'a> {
 
     /// Sends one request (quick retries included) and settles its events.
     async fn send(&mut self, offset: usize, request: EncodedRequest) -> Result<(), Halt> {
-        // The previous batch's ack ran beside this batch's lease and encoding; it is
-        // durable before this batch can reach the SIEM, so a crash repeats at most this
-        // batch. The rest of it (the queue's sled writes) overlaps this send; `run` waits
-        // for it before starting another.
+        // The rest of the previous batch's ack, if any, ran beside this batch's lease and
+        // encoding; the ack is durable before this batch can reach the SIEM, so a crash
+        // repeats at most this batch. What follows that point overlaps this send; `run`
+        // waits for it before starting another.
         if let Some(previous) = self.previous_ack.as_mut() {
             previous.durable().await;
         }

@@ -18,8 +18,9 @@
 //! - Retries never give up: after `retry_count` quick retries a destination is degraded
 //!   and retried on a capped schedule. Auth and configuration failures stop it, keep its
 //!   events, and say so until the configuration changes.
-//! - Storage calls block, so they run on [`storage_pool`] (a bounded pool of threads of
-//!   their own), never on the async workers.
+//! - Storage calls that wait for the disk (appends, intake, flushes) run on
+//!   [`storage_pool`] (a bounded pool of threads of their own), never on the async
+//!   workers; leases and acks, which wait for no flush, run on the delivery lane itself.
 //!
 //! Queue names on disk: `dest:<id>`, `dlq:<id>` and `unrouted` (see [`queue_names`]).
 

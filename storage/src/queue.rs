@@ -67,14 +67,19 @@ pub struct QueueStats {
 }
 
 /// How far [`Queue::ack_without_waiting`] got.
+#[must_use = "a pending ack must be finished: until then it may not survive a crash"]
 pub enum AckProgress {
     /// The ack is done and survives a process crash.
     Durable,
-    /// The ack counts in memory (its records are not leased again), but what is left of it
-    /// waits for the disk: run this where blocking is fine. It does what
-    /// [`Queue::ack_notifying`] does with the rest: calls `durable` once the ack survives a
-    /// crash (at most once, never after an error) and returns the ack's result.
-    Pending(PendingAck),
+    /// What is left of the ack waits for the disk: run `rest` where blocking is fine. It
+    /// does what [`Queue::ack_notifying`] does with the rest: calls `durable` once the ack
+    /// survives a crash (at most once, never after an error) and returns the ack's result.
+    Pending {
+        rest: PendingAck,
+        /// The lease's records still count in [`Queue::stats`] until `rest` ran (nothing
+        /// of the ack was done yet, as in the default implementation).
+        counted: bool,
+    },
 }
 
 /// The rest of an ack (see [`AckProgress::Pending`]).
@@ -84,7 +89,8 @@ impl std::fmt::Debug for AckProgress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             AckProgress::Durable => "Durable",
-            AckProgress::Pending(_) => "Pending",
+            AckProgress::Pending { counted: true, .. } => "Pending (counted)",
+            AckProgress::Pending { counted: false, .. } => "Pending",
         })
     }
 }
@@ -136,9 +142,10 @@ pub trait Queue: Send + Sync + 'static {
     /// waited for; a flush is not. Whatever would wait for one comes back as
     /// [`AckProgress::Pending`]. The default hands the whole ack back.
     fn ack_without_waiting(self: Arc<Self>, lease: Lease) -> Result<AckProgress, QueueError> {
-        Ok(AckProgress::Pending(Box::new(move |durable| {
-            self.ack_notifying(lease, durable)
-        })))
+        Ok(AckProgress::Pending {
+            rest: Box::new(move |durable| self.ack_notifying(lease, durable)),
+            counted: true,
+        })
     }
 
     /// Returns the lease's records to the queue, each to its place (ahead of everything

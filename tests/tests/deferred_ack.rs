@@ -185,9 +185,11 @@ async fn the_next_batch_leaves_once_the_previous_ack_is_durable_and_not_before()
     );
 }
 
-/// A lane acks on its own task as far as that waits for no flush; what does (here the
-/// switch to a new ack journal file, due every few acks) runs on the storage pool. Every
-/// event arrives once, and the journal really rotated: only that rest switches files.
+/// A lane acks on its own task as far as that waits for no flush and runs the rest the
+/// sled store hands back (here the switch to a new ack journal file, due every few acks;
+/// that it is handed back is `ack_without_waiting`'s unit test, and that a rest overlaps
+/// the next batch is the test above). Every event arrives once, and the journal really
+/// rotated: dropping the rest would leave it at its first file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_that_fill_the_journal_rotate_it_off_the_lane() {
     let dir = tempfile::tempdir().unwrap();

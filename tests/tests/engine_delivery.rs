@@ -103,10 +103,11 @@ async fn transient_failures_are_retried_until_delivered() {
 }
 
 /// With one request in flight (the default) events arrive in queue order, also when a
-/// delivery halts while the worker holds the next batch, leased ahead during the send:
-/// both the halted batch and the one leased ahead go back to the head of the queue.
+/// delivery halts: the halted batch goes back to the head of the queue, and nothing leased
+/// after it goes out first. (Until the worker leased on its own task it also held the
+/// next batch, leased ahead during the send, which had to go back too.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_arrive_in_order_when_a_halt_meets_a_batch_leased_ahead() {
+async fn events_arrive_in_order_when_a_delivery_halts() {
     let engine = Engine::new();
     let hec = HecReceiver::start("t").await;
     // Three batches through, then the fourth halts (no quick retries).
@@ -133,14 +134,13 @@ async fn events_arrive_in_order_when_a_halt_meets_a_batch_leased_ahead() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A batch leased ahead goes back to the queue when the destination is disabled, not when
-/// it is enabled again: while disabled, the queue's head is the first undelivered event,
-/// and the delivered batch is acked.
+/// Disabled during a slow send, a destination holds no undelivered batch: while disabled,
+/// the queue's head is the first undelivered event, and the delivered batch is acked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_leased_ahead_is_given_back_when_the_destination_is_disabled() {
+async fn a_destination_disabled_during_a_send_holds_no_further_batch() {
     let engine = Engine::new();
     let hec = HecReceiver::start("t").await;
-    // The first batch is answered slowly: the next one is leased ahead meanwhile.
+    // The first batch is answered slowly: the destination is disabled meanwhile.
     hec.push_fault(Fault::Slow(Duration::from_millis(800)));
     engine.add_with("d", &hec, "t", None, |c| c.batch_size = 50);
     engine.dispatcher.start().unwrap();

@@ -401,10 +401,13 @@ mod tests {
         q.append(&refs(&records(0..100))).unwrap();
         let lease = q.lease(30, usize::MAX).unwrap().unwrap();
         store.shared.journal.fail_writes();
-        let AckProgress::Pending(rest) = q.clone().ack_without_waiting(lease).unwrap() else {
+        let AckProgress::Pending { rest, counted } = q.clone().ack_without_waiting(lease).unwrap()
+        else {
             panic!("an ack without its journal needs a flush");
         };
-        // Acked in memory already: not leased again.
+        // Acked in memory already: neither counted nor leased again.
+        assert!(!counted);
+        assert_eq!(q.stats().len, 70);
         assert_eq!(q.lease(1, usize::MAX).unwrap().unwrap().records[0].seq, 30);
         let snap = tempfile::tempdir().unwrap();
         let mut signals = 0;
@@ -434,9 +437,12 @@ mod tests {
         let q = store.queue("q").unwrap();
         q.append(&refs(&records(0..100))).unwrap();
         let lease = q.lease(30, usize::MAX).unwrap().unwrap();
-        let AckProgress::Pending(rest) = q.clone().ack_without_waiting(lease).unwrap() else {
+        let AckProgress::Pending { rest, counted } = q.clone().ack_without_waiting(lease).unwrap()
+        else {
             panic!("a full journal needs a rotation");
         };
+        assert!(!counted);
+        assert_eq!(q.stats().len, 70);
         let (gen, len) = store.shared.journal.position();
         assert_eq!(gen, 0);
         assert!(len > 0, "journaled before the rotation");

@@ -199,21 +199,36 @@ impl Journal {
     /// (one is running, or the new file could not be created: the old one then keeps
     /// growing and the next attempt is one `limit` later).
     pub(crate) fn begin_rotation(&self) -> bool {
+        let gen = {
+            let mut g = self.lock();
+            if g.rotating || g.file.is_none() || g.len < g.rotate_at {
+                return false;
+            }
+            // Claimed: no other rotation starts. Records keep going to the current file
+            // while the new one is created outside the lock (acks wait on this lock, some
+            // on async threads); the flush after the switch covers them all.
+            g.rotating = true;
+            g.gen + 1
+        };
+        let created = create(&self.dir, gen);
         let mut g = self.lock();
-        if g.rotating || g.file.is_none() || g.len < g.rotate_at {
-            return false;
-        }
-        let gen = g.gen + 1;
-        match create(&self.dir, gen) {
-            Ok(f) => {
+        match created {
+            Ok(f) if g.file.is_some() => {
                 let old = journal_path(&self.dir, g.gen);
                 g.retired.push(old);
                 g.file = Some(f);
                 g.gen = gen;
                 g.len = 0;
                 g.rotate_at = self.limit;
-                g.rotating = true;
                 true
+            }
+            // The journal broke meanwhile: acks wait for sled's flush now, and the new
+            // file, empty, is not used.
+            Ok(_) => {
+                g.rotating = false;
+                drop(g);
+                let _ = fs::remove_file(journal_path(&self.dir, gen));
+                false
             }
             Err(e) => {
                 tracing::warn!(
@@ -221,6 +236,7 @@ impl Journal {
                     error = %e,
                     "could not start a new ack journal file; the current one keeps growing"
                 );
+                g.rotating = false;
                 g.rotate_at = g.len + self.limit;
                 false
             }

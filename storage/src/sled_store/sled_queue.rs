@@ -530,13 +530,16 @@ impl Queue for SledQueue {
         if rest == AckRest::Nothing {
             return Ok(AckProgress::Durable);
         }
-        Ok(AckProgress::Pending(Box::new(move |durable| {
-            if rest == AckRest::RotateJournal {
-                // Journaled: durable before the switch.
-                durable();
-            }
-            self.finish_ack(rest, durable)
-        })))
+        Ok(AckProgress::Pending {
+            rest: Box::new(move |durable| {
+                if rest == AckRest::RotateJournal {
+                    // Journaled: durable before the switch.
+                    durable();
+                }
+                self.finish_ack(rest, durable)
+            }),
+            counted: false,
+        })
     }
 
     fn release(&self, lease: Lease) {
