@@ -234,3 +234,46 @@ pub fn cpu_times(pid: u32) -> (f64, f64) {
         (tick(12) + tick(14)) as f64 / hz,
     )
 }
+
+/// Context switches (voluntary, involuntary) of a live process's threads now alive: each
+/// thread counts its own (`/proc/<pid>/task/*/status`). A thread that exited took its count.
+pub fn context_switches(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let mut total = (0, 0);
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let count = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        total.0 += count("voluntary_ctxt_switches:");
+        total.1 += count("nonvoluntary_ctxt_switches:");
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that sleeps switches out voluntarily, and the sum over this process's
+    /// threads sees it.
+    #[test]
+    fn context_switches_count_every_thread() {
+        let pid = std::process::id();
+        let (before, _) = context_switches(pid);
+        let sleeper = std::thread::spawn(move || {
+            for _ in 0..20 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            context_switches(pid).0
+        });
+        let during = sleeper.join().unwrap();
+        assert!(during >= before + 20, "{before} then {during}");
+    }
+}

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::feed::{spool_pending, write_spool};
-use super::raxe::{cpu_seconds, cpu_times, peak_rss_mib, rss_mib, Raxe, Res, Target};
+use super::raxe::{
+    context_switches, cpu_seconds, cpu_times, peak_rss_mib, rss_mib, Raxe, Res, Target,
+};
 use super::receiver::{HttpKind, HttpReceiver, SyslogReceiver, Tally};
 
 /// A receiver, held only to keep it alive for the scenario's length.
@@ -162,6 +164,7 @@ pub(super) fn feed_and_measure(
     env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
     let pid = serve.pid();
     let (user0, sys0) = cpu_times(pid);
+    let (voluntary0, involuntary0) = context_switches(pid);
     let started = Instant::now();
     let (spool, feeder_tally, per_file) = (env.spool(), tally.clone(), ctx.per_file);
     let feeder = std::thread::spawn(move || {
@@ -183,6 +186,7 @@ pub(super) fn feed_and_measure(
     };
     let wall = done.duration_since(started).as_secs_f64();
     let (user1, sys1) = cpu_times(pid);
+    let (voluntary1, involuntary1) = context_switches(pid);
     let (user, sys) = (user1 - user0, sys1 - sys0);
     let cpu = user + sys;
     let rss = peak_rss_mib(pid);
@@ -204,6 +208,14 @@ pub(super) fn feed_and_measure(
             ("bytes/event", bytes as f64 / n as f64),
             ("user CPU-s/M", user / n as f64 * 1e6),
             ("system CPU-s/M", sys / n as f64 * 1e6),
+            (
+                "voluntary switches per 1k events",
+                voluntary1.saturating_sub(voluntary0) as f64 / n as f64 * 1e3,
+            ),
+            (
+                "involuntary switches per 1k events",
+                involuntary1.saturating_sub(involuntary0) as f64 / n as f64 * 1e3,
+            ),
         ],
     };
     env.finish(ctx.keep);
