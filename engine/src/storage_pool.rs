@@ -111,8 +111,7 @@ impl StoragePool {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let result = catch_unwind(AssertUnwindSafe(call)).map_err(panic_message);
-            let _ = tx.send(result);
+            let _ = tx.send(run_here(call));
         });
         let mut state = lock(&self.shared.state);
         state.jobs.push_back(job);
@@ -198,7 +197,7 @@ pub enum StorageTaskError {
 
 /// The result of a call given to [`spawn`].
 pub struct StorageTask<R> {
-    rx: oneshot::Receiver<Result<R, String>>,
+    rx: oneshot::Receiver<Result<R, StorageTaskError>>,
 }
 
 impl<R> Future for StorageTask<R> {
@@ -208,8 +207,7 @@ impl<R> Future for StorageTask<R> {
         Pin::new(&mut self.rx)
             .poll(cx)
             .map(|received| match received {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(message)) => Err(StorageTaskError::Panicked(message)),
+                Ok(result) => result,
                 Err(_) => Err(StorageTaskError::NotRun),
             })
     }

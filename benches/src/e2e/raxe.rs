@@ -203,11 +203,15 @@ pub fn rss_mib(pid: u32) -> f64 {
 
 fn status_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_field::<f64>(&status, key).map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The number after `key` in a `/proc/.../status` text.
+fn status_field<T: std::str::FromStr>(status: &str, key: &str) -> Option<T> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// CPU seconds (user + system, including reaped children) of a live process.
@@ -244,15 +248,8 @@ pub fn context_switches(pid: u32) -> (u64, u64) {
     let mut total = (0, 0);
     for task in tasks.flatten() {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let count = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        total.0 += count("voluntary_ctxt_switches:");
-        total.1 += count("nonvoluntary_ctxt_switches:");
+        total.0 += status_field::<u64>(&status, "voluntary_ctxt_switches:").unwrap_or(0);
+        total.1 += status_field::<u64>(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
     }
     total
 }
