@@ -6,6 +6,7 @@
 
 pub mod feed;
 pub mod limits;
+pub mod peer;
 pub mod raxe;
 pub mod receiver;
 pub mod scenario;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use scenario::{Ctx, Run, Sink};
 
 pub const USAGE: &str = "e2e_bench [--events N] [--runs R] [--quick] \
-[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak[,..]] \
+[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak|peer-syslog-ng[,..]] \
 [--soak-minutes M] [--soak-rate EVENTS_PER_S] \
 [--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--compression gzip|none] [--raxe PATH] [--against PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
 
@@ -51,6 +52,8 @@ const ALL: [&str; 8] = [
     "idle",
     "restart",
 ];
+
+const NAMED_ONLY: [&str; 2] = ["soak", "peer-syslog-ng"];
 
 pub fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
@@ -107,11 +110,12 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     if o.scenarios.iter().any(|s| s == "all") {
         o.scenarios = ALL.iter().map(|s| s.to_string()).collect();
     }
-    // `soak` runs for minutes: named on its own, never part of `all`.
+    // Named on their own, never part of `all`: `soak` runs for minutes, and
+    // `peer-syslog-ng` measures syslog-ng, not raxe.
     if let Some(bad) = o
         .scenarios
         .iter()
-        .find(|s| !ALL.contains(&s.as_str()) && s.as_str() != "soak")
+        .find(|s| !ALL.contains(&s.as_str()) && !NAMED_ONLY.contains(&s.as_str()))
     {
         return Err(format!("unknown scenario {bad}\n{USAGE}"));
     }
@@ -348,6 +352,7 @@ fn run_scenario(
         "idle" => scenario::idle(ctx, 100, 10),
         "restart" => scenario::restart(ctx, n),
         "soak" => soak::soak(ctx, opts.soak_rate, opts.soak_minutes),
+        "peer-syslog-ng" => scenario::peer_syslog_ng(ctx, n),
         _ => unreachable!("checked in parse"),
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::feed::{spool_pending, write_spool};
 use super::raxe::{
-    context_switches, cpu_seconds, cpu_times, peak_rss_mib, rss_mib, Raxe, Res, Target,
+    context_switches, cpu_seconds, cpu_times, peak_rss_mib, rss_mib, Raxe, Res, Serve, Target,
 };
 use super::receiver::{HttpKind, HttpReceiver, SyslogReceiver, Tally};
 
@@ -153,20 +153,72 @@ pub(super) fn feed_and_measure(
     dests: usize,
     n: usize,
     pace: Option<f64>,
+    tick: impl FnMut(f64, u32, &Tally),
+) -> Res<Run> {
+    measure_feed(ctx, sink, dests, n, pace, tick, |env, target| {
+        configure_all(env, ctx, dests, target)?;
+        let log = env.log("serve.log");
+        let mut serve = env.raxe.spawn_serve(&log)?;
+        env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
+        Ok(UnderTest {
+            serve,
+            spool: env.spool(),
+            log,
+        })
+    })
+}
+
+/// syslog-ng (see `peer.rs`) instead of raxe, measured the same way: one HEC
+/// destination, the same events, spool and receiver.
+pub fn peer_syslog_ng(ctx: &Ctx, n: usize) -> Res<Run> {
+    measure_feed(
+        ctx,
+        Sink::Hec,
+        1,
+        n,
+        None,
+        |_, _, _| {},
+        |env, target| {
+            let Target::Hec(url) = target else {
+                unreachable!("a HEC sink has a HEC target")
+            };
+            let log = env.log("syslog-ng.log");
+            let dir = env.dir.path().join("syslog-ng");
+            let (serve, spool) = super::peer::start_syslog_ng(&dir, url, ctx.flush_secs, &log)?;
+            Ok(UnderTest { serve, spool, log })
+        },
+    )
+}
+
+/// The process a feed is measured against, up and reading `spool`.
+struct UnderTest {
+    serve: Serve,
+    spool: PathBuf,
+    /// Its output, named when it stalls.
+    log: PathBuf,
+}
+
+/// Starts a receiver and, through `start`, the process under test on a fresh `Env`; feeds
+/// `n` events over `dests` customers into its spool and measures until the receiver has
+/// every one.
+fn measure_feed(
+    ctx: &Ctx,
+    sink: Sink,
+    dests: usize,
+    n: usize,
+    pace: Option<f64>,
     mut tick: impl FnMut(f64, u32, &Tally),
+    start: impl FnOnce(&Env, &Target) -> Res<UnderTest>,
 ) -> Res<Run> {
     let env = Env::new(ctx)?;
     let tally = Tally::new(n, ctx.per_file);
     let (_rx, target) = start_rx(ctx, sink, &tally)?;
-    configure_all(&env, ctx, dests, &target)?;
-    let log = env.log("serve.log");
-    let mut serve = env.raxe.spawn_serve(&log)?;
-    env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
+    let UnderTest { serve, spool, log } = start(&env, &target)?;
     let pid = serve.pid();
     let (user0, sys0) = cpu_times(pid);
     let (voluntary0, involuntary0) = context_switches(pid);
     let started = Instant::now();
-    let (spool, feeder_tally, per_file) = (env.spool(), tally.clone(), ctx.per_file);
+    let (feeder_tally, per_file) = (tally.clone(), ctx.per_file);
     let feeder = std::thread::spawn(move || {
         write_spool(&spool, &feeder_tally, 0..n, per_file, dests, pace).map_err(|e| e.to_string())
     });
