@@ -4,6 +4,7 @@
 //! latency from spool arrival to receipt, peak RSS and CPU-seconds per million events of
 //! the raxe process, next to the machine's limits measured in the same run.
 
+pub mod crash;
 pub mod feed;
 pub mod limits;
 pub mod peer;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use scenario::{Ctx, Run, Sink};
 
 pub const USAGE: &str = "e2e_bench [--events N] [--runs R] [--quick] \
-[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak|peer-syslog-ng[,..]] \
+[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak|kill-mid-run|peer-syslog-ng|peer-syslog-ng-kill[,..]] \
 [--soak-minutes M] [--soak-rate EVENTS_PER_S] \
 [--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--compression gzip|none] [--raxe PATH] [--against PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
 
@@ -53,7 +54,12 @@ const ALL: [&str; 8] = [
     "restart",
 ];
 
-const NAMED_ONLY: [&str; 2] = ["soak", "peer-syslog-ng"];
+const NAMED_ONLY: [&str; 4] = [
+    "soak",
+    "kill-mid-run",
+    "peer-syslog-ng",
+    "peer-syslog-ng-kill",
+];
 
 pub fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
@@ -110,8 +116,8 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     if o.scenarios.iter().any(|s| s == "all") {
         o.scenarios = ALL.iter().map(|s| s.to_string()).collect();
     }
-    // Named on their own, never part of `all`: `soak` runs for minutes, and
-    // `peer-syslog-ng` measures syslog-ng, not raxe.
+    // Named on their own, never part of `all`: `soak` runs for minutes, the `peer-` ones
+    // measure syslog-ng, not raxe, and `kill-mid-run` is raxe's side of their kill test.
     if let Some(bad) = o
         .scenarios
         .iter()
@@ -270,13 +276,10 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
                 match run_scenario(&ctxs[side], name, &opts, &mut hec1_rate) {
                     Ok(run) => {
                         println!(
-                            "  {name} run {}{}: {:.0} events/s, p99 {:.3} s, RSS {:.1} MiB, {:.2} CPU-s/M (load avg {})",
+                            "  {name} run {}{}: {} (load avg {})",
                             r + 1,
                             label(side),
-                            run.events_per_s,
-                            run.p99_s,
-                            run.rss_mib,
-                            run.cpu_per_m,
+                            run_summary(&run),
                             loadavg()
                         );
                         this[side] = Some(run.clone());
@@ -323,6 +326,25 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// One run's headline figures, leaving out those its scenario does not measure.
+fn run_summary(run: &Run) -> String {
+    let mut parts = Vec::new();
+    if run.events_per_s.is_finite() {
+        parts.push(format!("{:.0} events/s", run.events_per_s));
+    }
+    if run.p99_s.is_finite() {
+        parts.push(format!("p99 {:.3} s", run.p99_s));
+    }
+    parts.push(format!("RSS {:.1} MiB", run.rss_mib));
+    if run.cpu_per_m.is_finite() {
+        parts.push(format!("{:.2} CPU-s/M", run.cpu_per_m));
+    }
+    if run.events > 0 {
+        parts.push(format!("{} duplicates", run.duplicates));
+    }
+    parts.join(", ")
+}
+
 /// One run of scenario `name` with `ctx`'s binary.
 fn run_scenario(
     ctx: &Ctx<'_>,
@@ -352,7 +374,9 @@ fn run_scenario(
         "idle" => scenario::idle(ctx, 100, 10),
         "restart" => scenario::restart(ctx, n),
         "soak" => soak::soak(ctx, opts.soak_rate, opts.soak_minutes),
+        "kill-mid-run" => crash::kill_mid_run(ctx, crash::Shipper::Raxe, n),
         "peer-syslog-ng" => scenario::peer_syslog_ng(ctx, n),
+        "peer-syslog-ng-kill" => crash::kill_mid_run(ctx, crash::Shipper::SyslogNg, n),
         _ => unreachable!("checked in parse"),
     }
 }

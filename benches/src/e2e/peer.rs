@@ -59,7 +59,7 @@ pub fn start_syslog_ng(
     flush_secs: u64,
     log: &Path,
 ) -> Res<(Serve, PathBuf)> {
-    if !Path::new(SYSLOG_NG).is_file() || !http_module_installed() {
+    if !syslog_ng_installed() {
         return Err(format!(
             "{SYSLOG_NG} or its HTTP module not found: apt-get install syslog-ng-core syslog-ng-mod-http"
         ));
@@ -111,8 +111,13 @@ pub fn start_syslog_ng(
     Ok((serve, spool))
 }
 
-/// Whether syslog-ng's `http()` destination (Debian's `syslog-ng-mod-http`) is installed.
-pub fn http_module_installed() -> bool {
+/// Whether syslog-ng and its `http()` destination (Debian's `syslog-ng-mod-http`) are
+/// installed.
+pub fn syslog_ng_installed() -> bool {
+    Path::new(SYSLOG_NG).is_file() && http_module_installed()
+}
+
+fn http_module_installed() -> bool {
     std::fs::read_dir("/usr/lib/syslog-ng")
         .map(|versions| {
             versions
@@ -143,7 +148,7 @@ mod tests {
             "{conf}"
         );
         assert!(conf.contains(&format!("Splunk {HEC_TOKEN}")), "{conf}");
-        if !Path::new(SYSLOG_NG).is_file() || !http_module_installed() {
+        if !syslog_ng_installed() {
             eprintln!("no {SYSLOG_NG} with its HTTP module here: syntax not checked");
             return;
         }
@@ -166,7 +171,7 @@ mod tests {
     /// receiver counts every event once (the scenario fails on a stall or a missing event).
     #[test]
     fn syslog_ng_delivers_every_event_of_a_small_feed() {
-        if !Path::new(SYSLOG_NG).is_file() || !http_module_installed() {
+        if !syslog_ng_installed() {
             eprintln!("no {SYSLOG_NG} with its HTTP module here: not run");
             return;
         }
@@ -175,16 +180,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let ctx = super::super::scenario::Ctx {
-            rt: &rt,
-            bin: PathBuf::from("/nonexistent/raxe"), // not used: syslog-ng is the one measured
-            wrap: None,
-            per_file: 500,
-            flush_secs: 1,
-            max_in_flight: None,
-            compression: None,
-            keep: false,
-        };
+        let ctx = super::super::scenario::Ctx::for_peer(&rt, 500);
         let run = super::super::scenario::peer_syslog_ng(&ctx, 2_000).unwrap();
         assert_eq!(run.events, 2_000);
         assert_eq!(run.duplicates, 0);

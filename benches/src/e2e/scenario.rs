@@ -14,7 +14,7 @@ use super::raxe::{
 use super::receiver::{HttpKind, HttpReceiver, SyslogReceiver, Tally};
 
 /// A receiver, held only to keep it alive for the scenario's length.
-type Rx = Box<dyn std::any::Any>;
+pub(super) type Rx = Box<dyn std::any::Any>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sink {
@@ -35,6 +35,23 @@ pub struct Ctx<'a> {
     pub keep: bool,
 }
 
+impl<'a> Ctx<'a> {
+    /// For the syslog-ng peer alone (tests): no raxe binary, `per_file` lines a file.
+    #[cfg(test)]
+    pub fn for_peer(rt: &'a tokio::runtime::Runtime, per_file: usize) -> Ctx<'a> {
+        Ctx {
+            rt,
+            bin: PathBuf::from("/nonexistent/raxe"),
+            wrap: None,
+            per_file,
+            flush_secs: 1,
+            max_in_flight: None,
+            compression: None,
+            keep: false,
+        }
+    }
+}
+
 /// What one throughput run measured.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
@@ -51,13 +68,13 @@ pub struct Run {
     pub extra: Vec<(&'static str, f64)>,
 }
 
-struct Env {
+pub(super) struct Env {
     dir: tempfile::TempDir,
     raxe: Raxe,
 }
 
 impl Env {
-    fn new(ctx: &Ctx) -> Res<Env> {
+    pub(super) fn new(ctx: &Ctx) -> Res<Env> {
         let dir = tempfile::Builder::new()
             .prefix("raxe-e2e-")
             .tempdir_in("/tmp")
@@ -70,7 +87,7 @@ impl Env {
         Ok(Env { dir, raxe })
     }
 
-    fn log(&self, name: &str) -> PathBuf {
+    pub(super) fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -78,7 +95,7 @@ impl Env {
         self.raxe.data.join("spool")
     }
 
-    fn finish(self, keep: bool) {
+    pub(super) fn finish(self, keep: bool) {
         if keep {
             let path = self.dir.keep();
             println!("  (kept {})", path.display());
@@ -86,7 +103,7 @@ impl Env {
     }
 }
 
-fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
+pub(super) fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
     let t = tally.clone();
     ctx.rt.block_on(async move {
         Ok(match sink {
@@ -116,7 +133,7 @@ fn start_rx(ctx: &Ctx, sink: Sink, tally: &Arc<Tally>) -> Res<(Rx, Target)> {
 
 /// Waits until `tally` counted `n` distinct events; fails after `stall` without progress.
 /// Returns when the last one arrived.
-fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<Instant> {
+pub(super) fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<Instant> {
     let mut last = (tally.distinct(), Instant::now());
     loop {
         let d = tally.distinct();
@@ -135,7 +152,7 @@ fn wait_distinct(tally: &Tally, n: usize, stall: Duration, log: &Path) -> Res<In
     }
 }
 
-fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
+pub(super) fn configure_all(env: &Env, ctx: &Ctx, dests: usize, target: &Target) -> Res<()> {
     (0..dests).try_for_each(|i| env.raxe.configure(i, target, ctx))
 }
 
@@ -157,14 +174,7 @@ pub(super) fn feed_and_measure(
 ) -> Res<Run> {
     measure_feed(ctx, sink, dests, n, pace, tick, |env, target| {
         configure_all(env, ctx, dests, target)?;
-        let log = env.log("serve.log");
-        let mut serve = env.raxe.spawn_serve(&log)?;
-        env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
-        Ok(UnderTest {
-            serve,
-            spool: env.spool(),
-            log,
-        })
+        start_raxe(env, "serve.log")
     })
 }
 
@@ -178,24 +188,40 @@ pub fn peer_syslog_ng(ctx: &Ctx, n: usize) -> Res<Run> {
         n,
         None,
         |_, _, _| {},
-        |env, target| {
-            let Target::Hec(url) = target else {
-                unreachable!("a HEC sink has a HEC target")
-            };
-            let log = env.log("syslog-ng.log");
-            let dir = env.dir.path().join("syslog-ng");
-            let (serve, spool) = super::peer::start_syslog_ng(&dir, url, ctx.flush_secs, &log)?;
-            Ok(UnderTest { serve, spool, log })
-        },
+        |env, target| start_syslog_ng(env, ctx, target, "syslog-ng.log"),
     )
 }
 
 /// The process a feed is measured against, up and reading `spool`.
-struct UnderTest {
-    serve: Serve,
-    spool: PathBuf,
+pub(super) struct UnderTest {
+    pub serve: Serve,
+    pub spool: PathBuf,
     /// Its output, named when it stalls.
-    log: PathBuf,
+    pub log: PathBuf,
+}
+
+/// `raxe serve` on `env`'s data directory (destinations configured already), up.
+pub(super) fn start_raxe(env: &Env, log: &str) -> Res<UnderTest> {
+    let log = env.log(log);
+    let mut serve = env.raxe.spawn_serve(&log)?;
+    env.raxe.wait_ready(&mut serve, Duration::from_secs(120))?;
+    Ok(UnderTest {
+        serve,
+        spool: env.spool(),
+        log,
+    })
+}
+
+/// syslog-ng posting to `target` (a HEC receiver), its files in `env`'s directory: a
+/// second start finds the first one's persist file and disk buffer.
+pub(super) fn start_syslog_ng(env: &Env, ctx: &Ctx, target: &Target, log: &str) -> Res<UnderTest> {
+    let Target::Hec(url) = target else {
+        return Err("the syslog-ng peer posts to a HEC receiver only".into());
+    };
+    let log = env.log(log);
+    let dir = env.dir.path().join("syslog-ng");
+    let (serve, spool) = super::peer::start_syslog_ng(&dir, url, ctx.flush_secs, &log)?;
+    Ok(UnderTest { serve, spool, log })
 }
 
 /// Starts a receiver and, through `start`, the process under test on a fresh `Env`; feeds
@@ -304,7 +330,7 @@ pub fn idle(ctx: &Ctx, dests: usize, secs: u64) -> Res<Run> {
     })
 }
 
-fn wait_first(tally: &Tally, since: Instant, timeout: Duration) -> Res<f64> {
+pub(super) fn wait_first(tally: &Tally, since: Instant, timeout: Duration) -> Res<f64> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(t) = tally.first_receipt() {
