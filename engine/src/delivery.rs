@@ -33,8 +33,8 @@ use crate::destination::Destination;
 
 mod settle;
 
-pub(crate) use settle::ack_whole_lease;
-use settle::{ack_succeeded, finish_lease, AwaitingAck};
+use settle::{ack_failed, ack_succeeded, finish_lease, AwaitingAck};
+pub(crate) use settle::{ack_whole_lease, DeferredAck};
 
 /// Why a lease was not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,37 +76,6 @@ pub(crate) struct Delivery<'a> {
     /// The previous lease's ack: durable before this lease's first request goes out,
     /// finished before this lease is acked or released.
     previous_ack: Option<DeferredAck>,
-}
-
-/// The rest of a lease's ack running in the background (see [`Delivery::run`]).
-pub(crate) struct DeferredAck {
-    /// Records the rest removes from the queue's length (0 once the part run on the lane
-    /// took them off).
-    pub records: usize,
-    /// Fires once the ack survives a crash (the store's ack journal has it, or sled
-    /// flushed it); closed without firing if the ack failed before that.
-    durable: Option<tokio::sync::oneshot::Receiver<()>>,
-    handle: crate::storage_pool::StorageTask<bool>,
-}
-
-impl DeferredAck {
-    /// Waits until the ack survives a crash, or failed. The rest of its work after that
-    /// point (the queue's sled writes, a journal switch) may still run.
-    pub async fn durable(&mut self) {
-        // Forgotten only once awaited to the end, so a cancelled wait waits again next time.
-        if let Some(durable) = self.durable.as_mut() {
-            // An error means the ack failed or panicked first: `finish` reports it.
-            let _ = durable.await;
-            self.durable = None;
-        }
-    }
-
-    /// Waits for the ack to be done (it logs its own failure).
-    pub async fn finish(self) {
-        if let Err(e) = self.handle.await {
-            tracing::error!(error = %e, "ack task failed");
-        }
-    }
 }
 
 /// The decodable records of a lease, in the form the adapter encodes from.
@@ -207,7 +176,9 @@ impl<'a> Delivery<'a> {
     /// encoding, is durable before that lease's first request is sent, and finishes before
     /// that lease is acked or released. Nothing is lost if the process dies first: the
     /// records were never acked, so they are delivered again (a duplicate batch, never
-    /// two).
+    /// two). An ack that fails (before it was durable) halts the lane like a SIEM that
+    /// answers "retry": its batch will come back after a restart, and every batch sent
+    /// before acks work again would too.
     pub async fn run(
         mut self,
         lease: Lease,
@@ -241,7 +212,9 @@ impl<'a> Delivery<'a> {
             }
         };
         if let Some(previous) = self.previous_ack.take() {
-            previous.finish().await;
+            if previous.finish().await.is_err() && result.is_ok() {
+                result = Err(ack_failed());
+            }
         }
         let queue = self.dest.queue.clone();
         let dead_letters_acked;
@@ -259,11 +232,11 @@ impl<'a> Delivery<'a> {
                 Ok(Ok(AckProgress::Pending { rest, counted })) => (rest, counted),
                 Ok(Err(e)) => {
                     ack_succeeded(queue.name(), Err(e));
-                    return result;
+                    return Err(ack_failed());
                 }
                 Err(e) => {
                     tracing::error!(queue = %queue.name(), error = %e, "ack task failed");
-                    return result;
+                    return Err(ack_failed());
                 }
             };
             let (durable_tx, durable) = tokio::sync::oneshot::channel();
@@ -276,11 +249,11 @@ impl<'a> Delivery<'a> {
                 });
                 ack_succeeded(queue.name(), acked)
             });
-            *deferred = Some(DeferredAck {
-                records: if counted { records } else { 0 },
-                durable: Some(durable),
+            *deferred = Some(DeferredAck::new(
+                if counted { records } else { 0 },
+                durable,
                 handle,
-            });
+            ));
             return result;
         } else if self.awaiting_ack.is_empty() {
             dead_letters_acked = finish_lease(queue, lease, ack_upto).await;
@@ -289,6 +262,8 @@ impl<'a> Delivery<'a> {
         }
         if dead_letters_acked {
             self.remove_dead_letter_markers(ack_upto).await;
+        } else if result.is_ok() {
+            result = Err(ack_failed());
         }
         result
     }
@@ -338,7 +313,9 @@ impl<'a> Delivery<'a> {
         // repeats at most this batch. What follows that point overlaps this send; `run`
         // waits for it before starting another.
         if let Some(previous) = self.previous_ack.as_mut() {
-            previous.durable().await;
+            if !previous.durable().await {
+                return Err(ack_failed());
+            }
         }
         let span = offset + request.events.start..offset + request.events.end;
         self.backoff.reset_quick();

@@ -61,7 +61,8 @@ impl Worker {
         self.deliver_until_stopped(&mut pending_ack).await;
         // The last batch's ack, so a clean shutdown does not send it again after a restart.
         if let Some(ack) = pending_ack {
-            ack.finish().await;
+            // Logged where it failed; nothing more to send, so nothing to pause.
+            let _ = ack.finish().await;
         }
     }
 
@@ -97,7 +98,12 @@ impl Worker {
                         *pending_ack = Some(ack);
                         true
                     } else {
-                        ack.finish().await;
+                        if let Err(halt) = ack.finish().await {
+                            if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
+                                return;
+                            }
+                            continue;
+                        }
                         false
                     }
                 }

@@ -7,15 +7,13 @@
 
 mod support;
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raxe_engine::{AuditLog, DestinationOptions, SiemDispatcher};
-use raxe_storage::{
-    Lease, Queue, QueueError, QueueStats, QueueStore, Seq, SledStore, StoreOptions,
-};
+use raxe_storage::{Lease, Queue, QueueError, SledStore, StoreOptions};
 use raxe_tests::hec::HecReceiver;
+use support::hooked_store::{AckHook, HookedStore};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,96 +37,30 @@ struct Probe {
     seen: Mutex<Vec<Seen>>,
 }
 
-struct SlowAckStore {
-    inner: Arc<SledStore>,
-    probe: Arc<Probe>,
-}
-
-struct SlowAckQueue {
-    inner: Arc<dyn Queue>,
-    probe: Arc<Probe>,
-}
-
-impl Queue for SlowAckQueue {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn append(&self, records: &[&[u8]]) -> Result<Range<Seq>, QueueError> {
-        self.inner.append(records)
-    }
-    fn lease(&self, max_records: usize, max_bytes: usize) -> Result<Option<Lease>, QueueError> {
-        self.inner.lease(max_records, max_bytes)
-    }
-    fn split_lease(&self, lease: Lease, at: usize) -> (Lease, Lease) {
-        self.inner.split_lease(lease, at)
-    }
-    fn split_lease_by(&self, lease: Lease, picked: &[bool]) -> (Lease, Lease) {
-        self.inner.split_lease_by(lease, picked)
-    }
-    fn ack(&self, lease: Lease) -> Result<(), QueueError> {
-        self.inner.ack(lease)
-    }
-    fn ack_notifying(&self, lease: Lease, durable: &mut dyn FnMut()) -> Result<(), QueueError> {
+impl AckHook for Probe {
+    /// Slow on both sides of the real ack; records what the receiver had at each point.
+    fn ack_notifying(
+        &self,
+        inner: &dyn Queue,
+        lease: Lease,
+        durable: &mut dyn FnMut(),
+    ) -> Result<(), QueueError> {
         let records = lease.len();
         std::thread::sleep(BEFORE_DURABLE);
         let mut at_durable = None;
-        self.inner.ack_notifying(lease, &mut || {
-            at_durable = Some((self.probe.received)());
+        inner.ack_notifying(lease, &mut || {
+            at_durable = Some((self.received)());
             durable();
         })?;
         std::thread::sleep(AFTER_DURABLE);
-        let mut acked = self.probe.acked.lock().unwrap();
+        let mut acked = self.acked.lock().unwrap();
         *acked += records;
-        self.probe.seen.lock().unwrap().push(Seen {
+        self.seen.lock().unwrap().push(Seen {
             acked: *acked,
             at_durable: at_durable.expect("a successful ack said it was durable"),
-            at_return: (self.probe.received)(),
+            at_return: (self.received)(),
         });
         Ok(())
-    }
-    fn release(&self, lease: Lease) {
-        self.inner.release(lease)
-    }
-    fn stats(&self) -> QueueStats {
-        self.inner.stats()
-    }
-}
-
-impl QueueStore for SlowAckStore {
-    fn open_queue(&self, name: &str) -> Result<Arc<dyn Queue>, QueueError> {
-        Ok(Arc::new(SlowAckQueue {
-            inner: self.inner.open_queue(name)?,
-            probe: self.probe.clone(),
-        }))
-    }
-    fn list_queues(&self) -> Result<Vec<String>, QueueError> {
-        self.inner.list_queues()
-    }
-    fn drop_queue(&self, name: &str) -> Result<(), QueueError> {
-        self.inner.drop_queue(name)
-    }
-    fn disk_bytes(&self) -> Result<u64, QueueError> {
-        self.inner.disk_bytes()
-    }
-    fn append_group(
-        &self,
-        parts: &[(&str, &[&[u8]])],
-        marker: Option<(&[u8], &[u8])>,
-    ) -> Result<Vec<Range<Seq>>, QueueError> {
-        self.inner.append_group(parts, marker)
-    }
-    fn append_group_with_markers(
-        &self,
-        parts: &[(&str, &[&[u8]])],
-        markers: &[(&[u8], &[u8])],
-    ) -> Result<Vec<Range<Seq>>, QueueError> {
-        self.inner.append_group_with_markers(parts, markers)
-    }
-    fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
-        self.inner.marker(key)
-    }
-    fn remove_marker(&self, key: &[u8]) -> Result<bool, QueueError> {
-        self.inner.remove_marker(key)
     }
 }
 
@@ -143,9 +75,9 @@ async fn the_next_batch_leaves_once_the_previous_ack_is_durable_and_not_before()
         seen: Mutex::new(Vec::new()),
     });
     let sled = Arc::new(SledStore::open_with(dir.path(), StoreOptions::default()).unwrap());
-    let store = Arc::new(SlowAckStore {
+    let store = Arc::new(HookedStore {
         inner: sled,
-        probe: probe.clone(),
+        hook: probe.clone(),
     });
     let dispatcher = Arc::new(
         SiemDispatcher::with_policy(store, Arc::new(AuditLog::in_memory()), fast_policy()).unwrap(),

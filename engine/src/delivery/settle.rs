@@ -6,8 +6,81 @@ use std::sync::Arc;
 
 use raxe_storage::{Lease, Queue, QueueError};
 
-use super::Delivery;
+use super::{Delivery, Halt};
 use crate::indexer_ack::Tracked;
+use crate::storage_pool::StorageTask;
+
+/// The rest of a lease's ack running in the background (see [`Delivery::run`]).
+pub(crate) struct DeferredAck {
+    /// Records the rest removes from the queue's length (0 once the part run on the lane
+    /// took them off).
+    pub records: usize,
+    /// Fires once the ack survives a crash (the store's ack journal has it, or sled
+    /// flushed it); closed without firing if the ack failed before that.
+    durable: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The ack failed (or panicked) before it was durable.
+    failed: bool,
+    /// Whether the rest succeeded (it logs its own failure).
+    handle: StorageTask<bool>,
+}
+
+impl DeferredAck {
+    pub(super) fn new(
+        records: usize,
+        durable: tokio::sync::oneshot::Receiver<()>,
+        handle: StorageTask<bool>,
+    ) -> DeferredAck {
+        DeferredAck {
+            records,
+            durable: Some(durable),
+            failed: false,
+            handle,
+        }
+    }
+
+    /// Waits until the ack survives a crash: true; false if it failed before that. The
+    /// rest of its work after that point (the queue's sled writes, a journal switch) may
+    /// still run.
+    pub async fn durable(&mut self) -> bool {
+        // Forgotten only once awaited to the end, so a cancelled wait waits again next time.
+        if let Some(durable) = self.durable.as_mut() {
+            self.failed = durable.await.is_err();
+            self.durable = None;
+        }
+        !self.failed
+    }
+
+    /// Waits for the ack to be done. Err when it failed before it was durable: its
+    /// records will be delivered again after a restart (see [`ack_failed`]). A failure
+    /// after that point (a journal switch) is only logged: the ack itself holds.
+    pub async fn finish(mut self) -> Result<(), Halt> {
+        let done = match (&mut self.handle).await {
+            Ok(succeeded) => succeeded,
+            Err(e) => {
+                tracing::error!(error = %e, "ack task failed");
+                false
+            }
+        };
+        // The rest has ended: its durable signal fired or never will.
+        if done || self.durable().await {
+            Ok(())
+        } else {
+            Err(ack_failed())
+        }
+    }
+}
+
+/// The halt after a delivered batch could not be acked in the queue (the error is
+/// logged where it happened). Its records come back after a restart: the lane pauses on
+/// the degraded schedule rather than send more batches that would come back too.
+pub(super) fn ack_failed() -> Halt {
+    Halt::Retry {
+        after: None,
+        reason: "a delivered batch could not be acked in the queue (see the log): it will be \
+                 delivered again after a restart; pausing"
+            .into(),
+    }
+}
 
 /// A request the SIEM accepted with an ack id, waiting for the indexer to confirm it.
 pub(super) struct AwaitingAck {

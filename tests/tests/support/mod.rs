@@ -1,6 +1,8 @@
 //! Shared set-up for the engine integration tests.
 #![allow(dead_code)]
 
+pub mod hooked_store;
+
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
