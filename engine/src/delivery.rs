@@ -177,8 +177,8 @@ impl<'a> Delivery<'a> {
     /// that lease is acked or released. Nothing is lost if the process dies first: the
     /// records were never acked, so they are delivered again (a duplicate batch, never
     /// two). An ack that fails (before it was durable) halts the lane like a SIEM that
-    /// answers "retry": its batch will come back after a restart, and every batch sent
-    /// before acks work again would too.
+    /// answers "retry": its batch may come back after a restart, and so may every batch
+    /// sent before acks work again.
     pub async fn run(
         mut self,
         lease: Lease,

@@ -70,6 +70,10 @@ impl Worker {
         let mut adapter_rx = self.dest.adapter.subscribe();
         let mut enabled_rx = self.dest.enabled.subscribe();
         let mut backoff = Backoff::new(self.policy);
+        // The last batch delivered left the rest of its ack running. Its delivery is not
+        // yet proof that this destination is well: the ack may still fail (and halt the
+        // next batch), so the degraded schedule is kept until it is known to have held.
+        let mut ack_unproven = false;
         loop {
             if self.stopping() {
                 return;
@@ -99,10 +103,14 @@ impl Worker {
                         true
                     } else {
                         if let Err(halt) = ack.finish().await {
+                            ack_unproven = false;
                             if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
                                 return;
                             }
                             continue;
+                        }
+                        if std::mem::take(&mut ack_unproven) {
+                            self.delivered(&mut backoff);
                         }
                         false
                     }
@@ -179,17 +187,28 @@ impl Worker {
             );
             match delivery.run(lease, pending_ack).await {
                 Ok(()) => {
-                    backoff.reset();
-                    if self.dest.state() != DestinationState::Ok {
-                        self.dest.set_state(DestinationState::Ok);
+                    // A run that ends well also proves the previous batch's ack held (it
+                    // halts when that ack failed).
+                    if ack_unproven || pending_ack.is_none() {
+                        self.delivered(&mut backoff);
                     }
+                    ack_unproven = pending_ack.is_some();
                 }
                 Err(halt) => {
+                    ack_unproven = false;
                     if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// A batch was delivered and acked: the destination is well again.
+    fn delivered(&self, backoff: &mut Backoff) {
+        backoff.reset();
+        if self.dest.state() != DestinationState::Ok {
+            self.dest.set_state(DestinationState::Ok);
         }
     }
 

@@ -51,7 +51,7 @@ impl DeferredAck {
     }
 
     /// Waits for the ack to be done. Err when it failed before it was durable: its
-    /// records will be delivered again after a restart (see [`ack_failed`]). A failure
+    /// records may be delivered again after a restart (see [`ack_failed`]). A failure
     /// after that point (a journal switch) is only logged: the ack itself holds.
     pub async fn finish(mut self) -> Result<(), Halt> {
         let done = match (&mut self.handle).await {
@@ -70,14 +70,15 @@ impl DeferredAck {
     }
 }
 
-/// The halt after a delivered batch could not be acked in the queue (the error is
-/// logged where it happened). Its records come back after a restart: the lane pauses on
-/// the degraded schedule rather than send more batches that would come back too.
+/// The halt after settled records (accepted by the SIEM, or dead-lettered) could not be
+/// acked in the queue (the error is logged where it happened). They may be delivered
+/// again after a restart: the lane pauses on the degraded schedule rather than send more
+/// batches whose acks may fail too.
 pub(super) fn ack_failed() -> Halt {
     Halt::Retry {
         after: None,
-        reason: "a delivered batch could not be acked in the queue (see the log): it will be \
-                 delivered again after a restart; pausing"
+        reason: "an ack in the queue failed (see the log): its events may be delivered again \
+                 after a restart; pausing"
             .into(),
     }
 }

@@ -1,5 +1,7 @@
 //! A store whose queues are a real sled store's, except for how they ack: tests slow acks
-//! down or make them fail, and watch what the engine does meanwhile.
+//! down or make them fail, and watch what the engine does meanwhile. Every queue the store
+//! opens is hooked, the dead-letter and unrouted queues too, and every ack goes through
+//! the hook (`ack` as well).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,10 +18,10 @@ pub trait AckHook: Send + Sync + 'static {
         durable: &mut dyn FnMut(),
     ) -> Result<(), QueueError>;
 
-    /// An error for `Queue::ack_without_waiting` to return at once (the sled store's own
-    /// inline part failing; the lease goes back to the queue, as if never acked); `None`
-    /// hands the whole ack back to run through [`AckHook::ack_notifying`] (the trait's
-    /// default).
+    /// An error for `Queue::ack_without_waiting` to return at once, as when the sled
+    /// store's own inline part fails; the lease goes back to the queue (the sled store
+    /// instead keeps such records as acked in memory). `None` hands the whole ack back to
+    /// run through [`AckHook::ack_notifying`] (the trait's default).
     fn inline_failure(&self) -> Option<QueueError> {
         None
     }
