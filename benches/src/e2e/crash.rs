@@ -61,6 +61,8 @@ pub fn kill_mid_run(ctx: &Ctx, shipper: Shipper, n: usize) -> Res<Run> {
     let before_kill = tally.received();
     feeder.join().map_err(|_| "feeder panicked".to_string())??;
     tally.arm();
+    // The killed process's control socket is still there, so this returns once the new
+    // one is spawned, not when it is up: the first delivery is timed from the spawn.
     let second = start("after-kill.log")?;
     let first_delivery = wait_first(&tally, second.serve.started, Duration::from_secs(120))?;
     // A stall is what this measures, not a failure: what never came is the loss.
