@@ -329,17 +329,19 @@ pub fn main_with(opts: Opts) -> Result<(), String> {
 /// One run's headline figures, leaving out those its scenario does not measure.
 fn run_summary(run: &Run) -> String {
     let mut parts = Vec::new();
-    if run.events_per_s.is_finite() {
+    // `idle` feeds no events: it has no per-event figures.
+    let per_event = run.events > 0;
+    if per_event && run.events_per_s.is_finite() {
         parts.push(format!("{:.0} events/s", run.events_per_s));
     }
-    if run.p99_s.is_finite() {
+    if per_event && run.p99_s.is_finite() {
         parts.push(format!("p99 {:.3} s", run.p99_s));
     }
     parts.push(format!("RSS {:.1} MiB", run.rss_mib));
-    if run.cpu_per_m.is_finite() {
+    if per_event && run.cpu_per_m.is_finite() {
         parts.push(format!("{:.2} CPU-s/M", run.cpu_per_m));
     }
-    if run.events > 0 {
+    if per_event {
         parts.push(format!("{} duplicates", run.duplicates));
     }
     parts.join(", ")
