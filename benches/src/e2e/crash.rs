@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::feed::write_spool;
+use super::peer::Buffer;
 use super::raxe::{peak_rss_mib, Res};
 use super::receiver::Tally;
 use super::scenario::{
@@ -18,7 +19,7 @@ use super::scenario::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shipper {
     Raxe,
-    SyslogNg,
+    SyslogNg(Buffer),
 }
 
 /// How long the receiver may see no new event before the rest counts as lost.
@@ -35,7 +36,7 @@ pub fn kill_mid_run(ctx: &Ctx, shipper: Shipper, n: usize) -> Res<Run> {
     let start = |log: &str| -> Res<UnderTest> {
         match shipper {
             Shipper::Raxe => start_raxe(&env, log),
-            Shipper::SyslogNg => start_syslog_ng(&env, ctx, &target, log),
+            Shipper::SyslogNg(buffer) => start_syslog_ng(&env, ctx, &target, buffer, log),
         }
     };
     if shipper == Shipper::Raxe {
@@ -111,7 +112,7 @@ mod tests {
             .build()
             .unwrap();
         let ctx = super::super::scenario::Ctx::for_peer(&rt, 500);
-        let run = kill_mid_run(&ctx, Shipper::SyslogNg, 4_000).unwrap();
+        let run = kill_mid_run(&ctx, Shipper::SyslogNg(Buffer::Disk), 4_000).unwrap();
         let figure = |name: &str| run.extra.iter().find(|(k, _)| *k == name).unwrap().1;
         assert!(figure("received before the kill") >= 2_000.0, "{run:?}");
         assert_eq!(figure("lost (never received)"), 0.0, "{run:?}");

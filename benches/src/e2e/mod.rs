@@ -15,10 +15,12 @@ pub mod soak;
 
 use std::path::PathBuf;
 
+use crash::Shipper;
+use peer::Buffer;
 use scenario::{Ctx, Run, Sink};
 
 pub const USAGE: &str = "e2e_bench [--events N] [--runs R] [--quick] \
-[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak|kill-mid-run|peer-syslog-ng|peer-syslog-ng-kill[,..]] \
+[--scenario all|hec1|hec1-half|hec10|hec100|cef-tcp|sentinel|idle|restart|soak|kill-mid-run|peer-syslog-ng[-mem][-kill][,..]] \
 [--soak-minutes M] [--soak-rate EVENTS_PER_S] \
 [--per-file LINES] [--flush-interval SECS] [--max-in-flight N] [--compression gzip|none] [--raxe PATH] [--against PATH] [--wrap \"CMD ARGS\"] [--keep] [--no-limits]";
 
@@ -54,11 +56,13 @@ const ALL: [&str; 8] = [
     "restart",
 ];
 
-const NAMED_ONLY: [&str; 4] = [
+const NAMED_ONLY: [&str; 6] = [
     "soak",
     "kill-mid-run",
     "peer-syslog-ng",
     "peer-syslog-ng-kill",
+    "peer-syslog-ng-mem",
+    "peer-syslog-ng-mem-kill",
 ];
 
 pub fn parse(args: &[String]) -> Result<Opts, String> {
@@ -376,9 +380,11 @@ fn run_scenario(
         "idle" => scenario::idle(ctx, 100, 10),
         "restart" => scenario::restart(ctx, n),
         "soak" => soak::soak(ctx, opts.soak_rate, opts.soak_minutes),
-        "kill-mid-run" => crash::kill_mid_run(ctx, crash::Shipper::Raxe, n),
-        "peer-syslog-ng" => scenario::peer_syslog_ng(ctx, n),
-        "peer-syslog-ng-kill" => crash::kill_mid_run(ctx, crash::Shipper::SyslogNg, n),
+        "kill-mid-run" => crash::kill_mid_run(ctx, Shipper::Raxe, n),
+        "peer-syslog-ng" => scenario::peer_syslog_ng(ctx, Buffer::Disk, n),
+        "peer-syslog-ng-mem" => scenario::peer_syslog_ng(ctx, Buffer::Memory, n),
+        "peer-syslog-ng-kill" => crash::kill_mid_run(ctx, Shipper::SyslogNg(Buffer::Disk), n),
+        "peer-syslog-ng-mem-kill" => crash::kill_mid_run(ctx, Shipper::SyslogNg(Buffer::Memory), n),
         _ => unreachable!("checked in parse"),
     }
 }

@@ -1,6 +1,7 @@
 //! A production log shipper measured on the same machine, in the same way: syslog-ng
 //! (Debian's, with `syslog-ng-mod-http`) reads the same spool files, keeps what it read in
-//! a reliable disk buffer, and posts HEC batches of 100 to the same counting receiver.
+//! a reliable disk buffer (or in memory, see [`Buffer`]), and posts HEC batches of 100 to
+//! the same counting receiver.
 //! Issue 7's Fluent Bit and Vector figures come from another machine; this one is a ratio
 //! that needs none.
 //!
@@ -21,11 +22,40 @@ use super::receiver::HEC_TOKEN;
 /// the HTTP module is `syslog-ng-mod-http`.
 const SYSLOG_NG: &str = "/usr/sbin/syslog-ng";
 
+/// Where syslog-ng keeps what it read and has not yet sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffer {
+    /// A reliable disk buffer: each message is written to it before the next is read
+    /// (not fdatasynced).
+    Disk,
+    /// Its default queue in memory (`log-fifo-size`). Not what Fluent Bit's memory
+    /// buffering is in issue 7 (which lost events to a kill): with flow control the file
+    /// source moves its saved position only past messages the destination took, so a
+    /// kill -9 repeats them (`peer-syslog-ng-mem-kill`: none lost).
+    Memory,
+}
+
 /// The configuration for a syslog-ng that reads `*.jsonl` files as agents drop them into
 /// `spool` (a line is one message, not parsed as syslog) and posts each as a HEC
-/// `{"event":LINE}` envelope, in batches of 100 or after `flush_secs`. Flow control holds
-/// the file reader back while the buffer is full, so nothing is dropped.
-pub fn syslog_ng_config(spool: &Path, buffer: &Path, hec_url: &str, flush_secs: u64) -> String {
+/// `{"event":LINE}` envelope, in batches of 100 or after `flush_secs`, through `buffer`
+/// (a disk buffer lives in `buffer_dir`). Flow control holds the file reader back while
+/// the buffer is full, so nothing is dropped.
+pub fn syslog_ng_config(
+    spool: &Path,
+    buffer: Buffer,
+    buffer_dir: &Path,
+    hec_url: &str,
+    flush_secs: u64,
+) -> String {
+    let buffer = match buffer {
+        Buffer::Disk => format!(
+            r#"
+       disk-buffer(reliable(yes) disk-buf-size(2147483648) mem-buf-size(16777216)
+                   dir("{}"))"#,
+            buffer_dir.display()
+        ),
+        Buffer::Memory => String::new(),
+    };
     format!(
         r#"@version: 3.38
 options {{ stats-freq(0); threaded(yes); log-msg-size(65536); }};
@@ -38,14 +68,11 @@ destination d_hec {{
   http(url("{hec_url}") method("POST")
        headers("Authorization: Splunk {HEC_TOKEN}", "Content-Type: application/json")
        body("{{\"event\":${{MSG}}}}")
-       batch-lines(100) batch-timeout({batch_ms}) workers(1)
-       disk-buffer(reliable(yes) disk-buf-size(2147483648) mem-buf-size(16777216)
-                   dir("{buffer}")));
+       batch-lines(100) batch-timeout({batch_ms}) workers(1){buffer});
 }};
 log {{ source(s_spool); destination(d_hec); flags(flow-control); }};
 "#,
         spool = spool.display(),
-        buffer = buffer.display(),
         batch_ms = flush_secs.max(1) * 1000,
     )
 }
@@ -55,6 +82,7 @@ log {{ source(s_spool); destination(d_hec); flags(flow-control); }};
 /// its control socket is up, with the spool directory it reads.
 pub fn start_syslog_ng(
     dir: &Path,
+    buffer: Buffer,
     hec_url: &str,
     flush_secs: u64,
     log: &Path,
@@ -64,14 +92,14 @@ pub fn start_syslog_ng(
             "{SYSLOG_NG} or its HTTP module not found: apt-get install syslog-ng-core syslog-ng-mod-http"
         ));
     }
-    let (spool, buffer) = (dir.join("spool"), dir.join("buffer"));
-    for d in [&spool, &buffer] {
+    let (spool, buffer_dir) = (dir.join("spool"), dir.join("buffer"));
+    for d in [&spool, &buffer_dir] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let conf = dir.join("syslog-ng.conf");
     std::fs::write(
         &conf,
-        syslog_ng_config(&spool, &buffer, hec_url, flush_secs),
+        syslog_ng_config(&spool, buffer, &buffer_dir, hec_url, flush_secs),
     )
     .map_err(|e| format!("{}: {e}", conf.display()))?;
     let control = dir.join("syslog-ng.ctl");
@@ -138,6 +166,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conf = syslog_ng_config(
             &dir.path().join("spool"),
+            Buffer::Disk,
             &dir.path().join("buffer"),
             "http://127.0.0.1:9/services/collector/event",
             1,
@@ -148,23 +177,34 @@ mod tests {
             "{conf}"
         );
         assert!(conf.contains(&format!("Splunk {HEC_TOKEN}")), "{conf}");
+        assert!(conf.contains("disk-buffer(reliable(yes)"), "{conf}");
+        let in_memory = syslog_ng_config(
+            &dir.path().join("spool"),
+            Buffer::Memory,
+            &dir.path().join("buffer"),
+            "http://127.0.0.1:9/services/collector/event",
+            1,
+        );
+        assert!(!in_memory.contains("disk-buffer"), "{in_memory}");
         if !syslog_ng_installed() {
             eprintln!("no {SYSLOG_NG} with its HTTP module here: syntax not checked");
             return;
         }
-        let path = dir.path().join("syslog-ng.conf");
-        std::fs::write(&path, &conf).unwrap();
-        let out = Command::new(SYSLOG_NG)
-            .arg("--syntax-only")
-            .arg("--cfgfile")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "syslog-ng refused the configuration: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for conf in [conf, in_memory] {
+            let path = dir.path().join("syslog-ng.conf");
+            std::fs::write(&path, &conf).unwrap();
+            let out = Command::new(SYSLOG_NG)
+                .arg("--syntax-only")
+                .arg("--cfgfile")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "syslog-ng refused the configuration: {}\n{conf}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// The whole scenario on a small feed: syslog-ng takes the spool files in and the
@@ -181,7 +221,7 @@ mod tests {
             .build()
             .unwrap();
         let ctx = super::super::scenario::Ctx::for_peer(&rt, 500);
-        let run = super::super::scenario::peer_syslog_ng(&ctx, 2_000).unwrap();
+        let run = super::super::scenario::peer_syslog_ng(&ctx, Buffer::Disk, 2_000).unwrap();
         assert_eq!(run.events, 2_000);
         assert_eq!(run.duplicates, 0);
         assert!(run.cpu_per_m > 0.0, "{run:?}");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::feed::{spool_pending, write_spool};
+use super::peer::Buffer;
 use super::raxe::{
     context_switches, cpu_seconds, cpu_times, peak_rss_mib, rss_mib, Raxe, Res, Serve, Target,
 };
@@ -180,7 +181,7 @@ pub(super) fn feed_and_measure(
 
 /// syslog-ng (see `peer.rs`) instead of raxe, measured the same way: one HEC
 /// destination, the same events, spool and receiver.
-pub fn peer_syslog_ng(ctx: &Ctx, n: usize) -> Res<Run> {
+pub fn peer_syslog_ng(ctx: &Ctx, buffer: Buffer, n: usize) -> Res<Run> {
     measure_feed(
         ctx,
         Sink::Hec,
@@ -188,7 +189,7 @@ pub fn peer_syslog_ng(ctx: &Ctx, n: usize) -> Res<Run> {
         n,
         None,
         |_, _, _| {},
-        |env, target| start_syslog_ng(env, ctx, target, "syslog-ng.log"),
+        |env, target| start_syslog_ng(env, ctx, target, buffer, "syslog-ng.log"),
     )
 }
 
@@ -214,13 +215,19 @@ pub(super) fn start_raxe(env: &Env, log: &str) -> Res<UnderTest> {
 
 /// syslog-ng posting to `target` (a HEC receiver), its files in `env`'s directory: a
 /// second start finds the first one's persist file and disk buffer.
-pub(super) fn start_syslog_ng(env: &Env, ctx: &Ctx, target: &Target, log: &str) -> Res<UnderTest> {
+pub(super) fn start_syslog_ng(
+    env: &Env,
+    ctx: &Ctx,
+    target: &Target,
+    buffer: Buffer,
+    log: &str,
+) -> Res<UnderTest> {
     let Target::Hec(url) = target else {
         return Err("the syslog-ng peer posts to a HEC receiver only".into());
     };
     let log = env.log(log);
     let dir = env.dir.path().join("syslog-ng");
-    let (serve, spool) = super::peer::start_syslog_ng(&dir, url, ctx.flush_secs, &log)?;
+    let (serve, spool) = super::peer::start_syslog_ng(&dir, buffer, url, ctx.flush_secs, &log)?;
     Ok(UnderTest { serve, spool, log })
 }
 
