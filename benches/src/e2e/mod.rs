@@ -380,11 +380,13 @@ fn run_scenario(
         "idle" => scenario::idle(ctx, 100, 10),
         "restart" => scenario::restart(ctx, n),
         "soak" => soak::soak(ctx, opts.soak_rate, opts.soak_minutes),
-        "kill-mid-run" => crash::kill_mid_run(ctx, Shipper::Raxe, n),
+        "kill-mid-run" => crash::kill_mid_run(ctx, Shipper::Raxe, n, None),
         "peer-syslog-ng" => scenario::peer_syslog_ng(ctx, Buffer::Disk, n),
         "peer-syslog-ng-mem" => scenario::peer_syslog_ng(ctx, Buffer::Memory, n),
-        "peer-syslog-ng-kill" => crash::kill_mid_run(ctx, Shipper::SyslogNg(Buffer::Disk), n),
-        "peer-syslog-ng-mem-kill" => crash::kill_mid_run(ctx, Shipper::SyslogNg(Buffer::Memory), n),
+        "peer-syslog-ng-kill" => crash::kill_mid_run(ctx, Shipper::SyslogNg(Buffer::Disk), n, None),
+        "peer-syslog-ng-mem-kill" => {
+            crash::kill_mid_run(ctx, Shipper::SyslogNg(Buffer::Memory), n, None)
+        }
         _ => unreachable!("checked in parse"),
     }
 }

@@ -164,6 +164,15 @@ pub struct Serve {
     pub started: Instant,
 }
 
+/// A run that ends early (an error) leaves no process behind. After `stop` or `kill9`
+/// the child is reaped and this sends nothing.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Serve {
     pub fn pid(&self) -> u32 {
         self.child.id()
