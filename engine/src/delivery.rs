@@ -33,7 +33,7 @@ use crate::destination::Destination;
 
 mod settle;
 
-use settle::{ack_failed, ack_succeeded, finish_lease, AwaitingAck};
+use settle::{ack_failed, ack_succeeded, finish_lease, log_ack_failure, AwaitingAck};
 pub(crate) use settle::{ack_whole_lease, DeferredAck};
 
 /// Why a lease was not finished.
@@ -226,16 +226,15 @@ impl<'a> Delivery<'a> {
             // the storage pool, straight: a task spawned here would sit in this worker
             // thread's LIFO slot, which other workers cannot steal, until the next batch's
             // encoding is done, so it would not overlap it.
-            let acked = crate::storage_pool::run_here(|| queue.clone().ack_without_waiting(lease));
+            // A panic inside counts as a failed ack.
+            let acked = crate::storage_pool::run_here(|| queue.clone().ack_without_waiting(lease))
+                .map_err(|panicked| panicked.to_string())
+                .and_then(|acked| acked.map_err(|e| e.to_string()));
             let (rest, counted) = match acked {
-                Ok(Ok(AckProgress::Durable)) => return result,
-                Ok(Ok(AckProgress::Pending { rest, counted })) => (rest, counted),
-                Ok(Err(e)) => {
-                    ack_succeeded(queue.name(), Err(e));
-                    return Err(ack_failed());
-                }
+                Ok(AckProgress::Durable) => return result,
+                Ok(AckProgress::Pending { rest, counted }) => (rest, counted),
                 Err(e) => {
-                    tracing::error!(queue = %queue.name(), error = %e, "ack task failed");
+                    log_ack_failure(queue.name(), &e);
                     return Err(ack_failed());
                 }
             };

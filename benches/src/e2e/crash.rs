@@ -129,11 +129,7 @@ mod tests {
             eprintln!("no syslog-ng with its HTTP module here: not run");
             return;
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = super::super::scenario::test_runtime();
         let ctx = super::super::scenario::Ctx::for_peer(&rt, 500);
         // Paced (4,000 events over 0.2 s), so that the second half is still to come when
         // the first process is killed, however late this thread sees the first half.

@@ -215,11 +215,7 @@ mod tests {
             eprintln!("no {SYSLOG_NG} with its HTTP module here: not run");
             return;
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = super::super::scenario::test_runtime();
         let ctx = super::super::scenario::Ctx::for_peer(&rt, 500);
         let run = super::super::scenario::peer_syslog_ng(&ctx, Buffer::Disk, 2_000).unwrap();
         assert_eq!(run.duplicates, 0, "{run:?}");

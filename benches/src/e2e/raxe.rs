@@ -164,8 +164,8 @@ pub struct Serve {
     pub started: Instant,
 }
 
-/// A run that ends early (an error) leaves no process behind. After `stop` or `kill9`
-/// the child is reaped and this sends nothing.
+/// Killed (SIGKILL) and reaped: a run that ends early (an error) leaves no process behind.
+/// A child already reaped (after `stop`) gets no signal.
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -189,14 +189,12 @@ impl Serve {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Still running: dropped, so killed and reaped.
     }
 
-    /// kill -9, and reap.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// kill -9, and reap (what dropping it does).
+    pub fn kill9(self) {
+        drop(self);
     }
 }
 

@@ -36,6 +36,16 @@ pub struct Ctx<'a> {
     pub keep: bool,
 }
 
+/// The runtime a test's receivers run on (see [`Ctx::for_peer`]).
+#[cfg(test)]
+pub fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 impl<'a> Ctx<'a> {
     /// For the syslog-ng peer alone (tests): no raxe binary, `per_file` lines a file.
     #[cfg(test)]

@@ -229,10 +229,15 @@ pub(crate) fn ack_succeeded(queue: &str, acked: Result<(), QueueError>) -> bool 
     match acked {
         Ok(()) => true,
         Err(e) => {
-            tracing::error!(queue = %queue, error = %e, "ack failed; the events may be delivered again");
+            log_ack_failure(queue, &e);
             false
         }
     }
+}
+
+/// The one complaint about an ack of `queue` that failed (or panicked).
+pub(super) fn log_ack_failure(queue: &str, error: &dyn std::fmt::Display) {
+    tracing::error!(queue = %queue, error = %error, "ack failed; the events may be delivered again");
 }
 
 /// Acks the first `ack_upto` records of `lease` and releases the rest; false (logged) when

@@ -176,7 +176,7 @@ impl SledQueue {
 
 /// What is left of an ack once the journal has it (or failed to take it): the steps that
 /// wait for sled's flush.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub(super) enum AckRest {
     Nothing,
     /// The journal passed its size: switch files, which waits for a flush. The ack itself

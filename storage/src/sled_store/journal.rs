@@ -99,7 +99,8 @@ struct Inner {
     len: u64,
     /// Rotate once `len` reaches this.
     rotate_at: u64,
-    /// A rotation is in progress (its flush runs outside the lock).
+    /// A rotation is in progress (its new file's creation and its flush run outside the
+    /// lock).
     rotating: bool,
     /// Old generations to delete after the next completed flush.
     retired: Vec<PathBuf>,
