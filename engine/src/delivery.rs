@@ -33,8 +33,8 @@ use crate::destination::Destination;
 
 mod settle;
 
-use settle::{ack_failed, ack_succeeded, finish_lease, log_ack_failure, AwaitingAck};
-pub(crate) use settle::{ack_whole_lease, DeferredAck};
+pub(crate) use settle::{ack_failed, ack_whole_lease, DeferredAck, ACK_FAILED};
+use settle::{ack_succeeded, finish_lease, log_ack_failure, AwaitingAck};
 
 /// Why a lease was not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,11 @@
 //! - Dead-letter markers of records inside a waiting lease (undecodable records between
 //!   accepted events) wait with it: removed once it is acked, kept when it is sent again,
 //!   so those records are dead-lettered once.
+//! - When the queue fails to ack a confirmed lease, its events may come back after a
+//!   restart. The workers then pause on the degraded schedule and say why in the
+//!   destination's state rather than send more requests whose acks may fail too; after
+//!   each pause, a request goes out only if none waits here, so at most one per pause
+//!   tests whether acks work again. The first ack that works lifts the pause.
 //! - Pending acks are in memory only ("resend on restart"): after a crash their records
 //!   are simply still in the queue and are leased and sent again. On shutdown, disable,
 //!   removal or a configuration change the pending leases are released, never acked.
@@ -90,6 +95,11 @@ struct Inner {
     closed: bool,
     /// A poll said the configuration or the credentials are wrong, for this adapter.
     halt: Option<(Arc<dyn SiemAdapter>, Halt)>,
+    /// Leases taken out of `pending` to be acked in the queue, not done yet. They still
+    /// count against `cap`: a worker that waited for room sees how their acks went.
+    acking: usize,
+    /// The last ack of a confirmed lease failed in the queue, and none has worked since.
+    acks_failing: bool,
 }
 
 impl Inner {
@@ -106,6 +116,17 @@ impl Inner {
         self.pending
             .iter()
             .any(|p| p.ack_id == ack_id && p.target == target)
+    }
+
+    /// Leases here, waiting for their ack id or for their ack in the queue.
+    fn held(&self) -> usize {
+        self.pending.len() + self.acking
+    }
+
+    /// While acks fail, a worker waits until no lease is here: then one request may go,
+    /// and its ack tells whether acks work again.
+    fn ack_failure_halt(&self) -> Option<Halt> {
+        (self.acks_failing && self.held() > 0).then(crate::delivery::ack_failed)
     }
 
     /// `target` restarted: a new epoch, in which it has issued nothing yet, and its
@@ -131,6 +152,8 @@ pub(crate) struct AckTracker {
     room: Notify,
     /// Pinged when a lease is handed over (the poller sleeps without timer when idle).
     added: Notify,
+    /// Pinged when an ack works again after acks failed (paused workers go on).
+    recovered: Notify,
     cap: usize,
 }
 
@@ -146,6 +169,7 @@ impl AckTracker {
             inner: Mutex::new(Inner::default()),
             room: Notify::new(),
             added: Notify::new(),
+            recovered: Notify::new(),
             cap: cap.max(1),
         }
     }
@@ -241,11 +265,11 @@ impl AckTracker {
         (stale, epoch)
     }
 
-    /// Waits until fewer than `cap` leases are pending (or shutdown).
+    /// Waits until fewer than `cap` leases are pending or being acked (or shutdown).
     pub async fn wait_for_room(&self, shutdown: &mut watch::Receiver<bool>) {
         loop {
             let notified = self.room.notified();
-            if self.pending() < self.cap || *shutdown.borrow() {
+            if self.lock().held() < self.cap || *shutdown.borrow() {
                 return;
             }
             tokio::select! {
@@ -257,12 +281,51 @@ impl AckTracker {
         }
     }
 
-    /// The halt a poll decided for `adapter`, if any (it lasts until the adapter changes).
+    /// Why a worker must not send with `adapter` now, if so: a poll found the configuration
+    /// or the credentials wrong (until the adapter changes), or acks fail in the queue and a
+    /// lease already tests whether they work again.
     pub fn halt_for(&self, adapter: &Arc<dyn SiemAdapter>) -> Option<Halt> {
-        match &self.lock().halt {
+        let inner = self.lock();
+        match &inner.halt {
             Some((a, halt)) if Arc::ptr_eq(a, adapter) => Some(halt.clone()),
-            _ => None,
+            _ => inner.ack_failure_halt(),
         }
+    }
+
+    /// True while acks of confirmed leases fail in the queue: a request the SIEM accepted
+    /// says nothing yet of whether this destination is well.
+    pub fn acks_failing(&self) -> bool {
+        self.lock().acks_failing
+    }
+
+    /// Resolves when an ack works again after acks failed. A worker that paused for the
+    /// failure goes on then, rather than at the end of its pause.
+    pub async fn recovered(&self) {
+        self.recovered.notified().await
+    }
+
+    /// Takes the leases confirmed by a poll out of `pending` to be acked; they count
+    /// against `cap` until [`AckTracker::acked`].
+    fn take_for_ack(&self, pick: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
+        let mut inner = self.lock();
+        let taken = inner.take(pick);
+        inner.acking += taken.len();
+        taken
+    }
+
+    /// `count` leases from [`AckTracker::take_for_ack`] were acked in the queue (all of
+    /// them if `all_held`). True when this ended a run of failed acks.
+    fn acked(&self, count: usize, all_held: bool) -> bool {
+        let mut inner = self.lock();
+        inner.acking -= count;
+        let recovered = inner.acks_failing && all_held;
+        inner.acks_failing = !all_held;
+        drop(inner);
+        if recovered {
+            self.recovered.notify_waiters();
+        }
+        self.room.notify_waiters();
+        recovered
     }
 
     /// Removes the entries `pick` selects, under the lock.
@@ -307,6 +370,11 @@ pub(crate) async fn run(
                 .is_some_and(|(a, _)| !Arc::ptr_eq(a, &adapter))
             {
                 inner.halt = None;
+            }
+            // No more acks here to prove the queue's acks work again: the worker's own
+            // acks tell now.
+            if target.is_none() {
+                inner.acks_failing = false;
             }
         }
         let interval = adapter
@@ -401,7 +469,7 @@ async fn poll_once(
     // then, the new one was not asked about).
     let acked = dest
         .acks
-        .take(|p| asked.contains(&p.serial) && done.contains(&p.ack_id));
+        .take_for_ack(|p| asked.contains(&p.serial) && done.contains(&p.ack_id));
     let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
     if !acked.is_empty() {
         let events: usize = acked.iter().map(|p| p.lease.len()).sum();
@@ -412,19 +480,29 @@ async fn poll_once(
             AuditKind::Indexed { events },
         );
         let (queue, store) = (dest.queue.clone(), dest.store.clone());
+        let count = acked.len();
         let done = crate::storage_pool::spawn(move || {
+            let mut all_held = true;
             for p in acked {
                 // A failed ack loses nothing (see `ack_whole_lease`); the markers stay.
                 if crate::delivery::ack_whole_lease(&*queue, p.lease, &mut || {}) {
                     crate::dead_letter::remove_markers(&*store, p.dead_letter_markers);
+                } else {
+                    all_held = false;
                 }
             }
+            all_held
         })
         .await;
-        if let Err(e) = done {
+        let all_held = done.unwrap_or_else(|e| {
             tracing::error!(destination = %dest.id, error = %e, "ack task failed");
+            false
+        });
+        if dest.acks.acked(count, all_held)
+            && dest.state() == DestinationState::Degraded(crate::delivery::ACK_FAILED.into())
+        {
+            dest.set_state(DestinationState::Ok);
         }
-        dest.acks.room.notify_waiters();
     }
     if !expired.is_empty() {
         tracing::warn!(destination = %dest.id, requests = expired.len(), ?timeout, "no indexer ack in time; sending the events again");

@@ -19,8 +19,9 @@
 //! the next batch is sent, so a crash repeats at most the batch being sent.
 //!
 //! With indexer acknowledgement a worker does not wait for acks: it hands accepted leases
-//! to the destination's ack tracker and goes on, pausing only while the tracker is full
-//! or after an ack poll found the configuration or credentials wrong.
+//! to the destination's ack tracker and goes on, pausing only while the tracker is full,
+//! after an ack poll found the configuration or credentials wrong, or while the queue's
+//! acks of confirmed leases fail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,17 +140,18 @@ impl Worker {
                     continue;
                 }
             }
-            if let Some(halt) = self.dest.acks.halt_for(&adapter) {
-                if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
-                    return;
-                }
-                continue;
-            }
             if adapter.indexer_ack().is_some() {
                 self.dest.acks.wait_for_room(&mut self.shutdown).await;
                 if self.stopping() {
                     return;
                 }
+            }
+            // After the wait: the acks that made room may have failed.
+            if let Some(halt) = self.dest.acks.halt_for(&adapter) {
+                if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
+                    return;
+                }
+                continue;
             }
             let max_bytes = self.dest.options.max_batch_bytes;
             // Here, not on the storage pool: a lease waits for no flush (see `run_here`).
@@ -204,8 +206,12 @@ impl Worker {
         }
     }
 
-    /// A batch was delivered and acked: the destination is well again.
+    /// A batch was delivered and acked: the destination is well again. Not while acks of
+    /// indexed requests fail: the batch's own ack is not proven then (see `indexer_ack`).
     fn delivered(&self, backoff: &mut Backoff) {
+        if self.dest.acks.acks_failing() {
+            return;
+        }
         backoff.reset();
         if self.dest.state() != DestinationState::Ok {
             self.dest.set_state(DestinationState::Ok);
@@ -271,8 +277,8 @@ impl Worker {
         }
     }
 
-    /// Sleeps, but wakes early for shutdown, a new adapter (a fixed configuration) or the
-    /// destination's retirement.
+    /// Sleeps, but wakes early for shutdown, a new adapter (a fixed configuration), the
+    /// destination's retirement, or acks that work again after they failed.
     async fn pause(
         &mut self,
         delay: Duration,
@@ -280,6 +286,7 @@ impl Worker {
     ) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = self.dest.acks.recovered() => {}
             _ = adapter_rx.changed() => {}
             _ = self.shutdown.changed() => {}
             _ = self.dest.retired() => {}

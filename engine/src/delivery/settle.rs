@@ -70,16 +70,18 @@ impl DeferredAck {
     }
 }
 
+/// Why a lane pauses after an ack failed (its state says it, Degraded).
+pub(crate) const ACK_FAILED: &str = "an ack in the queue failed (see the log): its events may \
+                                     be delivered again after a restart; pausing";
+
 /// The halt after settled records (accepted by the SIEM, or dead-lettered) could not be
 /// acked in the queue (the error is logged where it happened). They may be delivered
 /// again after a restart: the lane pauses on the degraded schedule rather than send more
 /// batches whose acks may fail too.
-pub(super) fn ack_failed() -> Halt {
+pub(crate) fn ack_failed() -> Halt {
     Halt::Retry {
         after: None,
-        reason: "an ack in the queue failed (see the log): its events may be delivered again \
-                 after a restart; pausing"
-            .into(),
+        reason: ACK_FAILED.into(),
     }
 }
 

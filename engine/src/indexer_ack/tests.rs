@@ -1,4 +1,5 @@
-//! Unit tests of `AckTracker`: restart detection across lanes, epochs and hand-overs.
+//! Unit tests of `AckTracker`: restart detection across lanes, epochs and hand-overs;
+//! what failed acks in the queue hold back.
 
 use super::*;
 
@@ -129,4 +130,39 @@ fn one_id_handed_over_twice_sends_both_again() {
     let refused = acks.add("t", vec![tracked(8, epoch)]);
     assert_eq!(ids(&refused), [8, 8]);
     assert_eq!(acks.pending(), 0);
+}
+
+#[test]
+fn failed_acks_hold_workers_while_a_lease_tests_them() {
+    let acks = AckTracker::new(2);
+    let hand_over = |ack_id: u64| {
+        let (_, epoch) = issue(&acks, "t", 0, ack_id);
+        assert!(acks.add("t", vec![tracked(ack_id, epoch)]).is_empty());
+    };
+    hand_over(1);
+    hand_over(2);
+    let halted = || acks.lock().ack_failure_halt().is_some();
+    // Leases being acked still take room, so a worker waiting for it sees how they went.
+    let taken = acks.take_for_ack(|_| true);
+    assert_eq!(acks.pending(), 0);
+    assert_eq!(acks.lock().held(), 2);
+    assert!(!halted());
+    assert!(!acks.acked(taken.len(), false), "nothing failed before");
+    assert!(acks.acks_failing());
+    // Nothing left here: one request may go, to test the acks; then the others wait.
+    assert!(!halted());
+    hand_over(3);
+    assert!(halted());
+    // Its ack fails too: still failing, and again one request may go.
+    let taken = acks.take_for_ack(|_| true);
+    assert!(!acks.acked(taken.len(), false));
+    assert!(acks.acks_failing() && !halted());
+    hand_over(4);
+    // An ack that works ends it.
+    let taken = acks.take_for_ack(|_| true);
+    assert!(acks.acked(taken.len(), true));
+    assert!(!acks.acks_failing());
+    hand_over(5);
+    assert!(!halted());
+    assert_eq!(acks.lock().held(), 1);
 }
