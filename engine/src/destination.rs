@@ -107,6 +107,20 @@ impl Destination {
 
     pub fn set_state(&self, state: DestinationState) {
         let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.change_state(&mut current, state);
+    }
+
+    /// Sets `state` only if the current one is `expected` (one lock: a state another task
+    /// sets meanwhile is not overwritten).
+    pub fn replace_state(&self, expected: &DestinationState, state: DestinationState) {
+        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == *expected {
+            self.change_state(&mut current, state);
+        }
+    }
+
+    /// Logs a change of state and makes it.
+    fn change_state(&self, current: &mut DestinationState, state: DestinationState) {
         if *current != state {
             match &state {
                 DestinationState::Ok => tracing::info!(destination = %self.id, "delivering"),

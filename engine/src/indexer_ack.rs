@@ -25,10 +25,11 @@
 //!   accepted events) wait with it: removed once it is acked, kept when it is sent again,
 //!   so those records are dead-lettered once.
 //! - When the queue fails to ack a confirmed lease, its events may come back after a
-//!   restart. The workers then pause on the degraded schedule and say why in the
-//!   destination's state rather than send more requests whose acks may fail too; after
-//!   each pause, a request goes out only if none waits here, so at most one per pause
-//!   tests whether acks work again. The first ack that works lifts the pause.
+//!   restart. The destination turns Degraded with the reason, and its workers pause on the
+//!   degraded schedule rather than send more requests whose acks may fail too. After each
+//!   pause a worker sends again only if no lease waits here, so one request per worker
+//!   and pause tests whether acks work again; each round of failed acks pauses every
+//!   worker again. The first round whose acks all work lifts the pause.
 //! - Pending acks are in memory only ("resend on restart"): after a crash their records
 //!   are simply still in the queue and are leased and sent again. On shutdown, disable,
 //!   removal or a configuration change the pending leases are released, never acked.
@@ -98,8 +99,11 @@ struct Inner {
     /// Leases taken out of `pending` to be acked in the queue, not done yet. They still
     /// count against `cap`: a worker that waited for room sees how their acks went.
     acking: usize,
-    /// The last ack of a confirmed lease failed in the queue, and none has worked since.
+    /// The last round of acks (one poll's confirmed leases) had one fail in the queue.
     acks_failing: bool,
+    /// Rounds with a failed ack so far: a worker pauses once for each (see
+    /// [`AckTracker::ack_failure`]).
+    failed_rounds: u64,
 }
 
 impl Inner {
@@ -123,12 +127,6 @@ impl Inner {
         self.pending.len() + self.acking
     }
 
-    /// While acks fail, a worker waits until no lease is here: then one request may go,
-    /// and its ack tells whether acks work again.
-    fn ack_failure_halt(&self) -> Option<Halt> {
-        (self.acks_failing && self.held() > 0).then(crate::delivery::ack_failed)
-    }
-
     /// `target` restarted: a new epoch, in which it has issued nothing yet, and its
     /// pending leases, taken out for release.
     fn counts_anew(&mut self, target: &str) -> Vec<Lease> {
@@ -148,12 +146,13 @@ impl Inner {
 /// The leases of one destination that wait for their indexer ack.
 pub(crate) struct AckTracker {
     inner: Mutex<Inner>,
-    /// Pinged whenever `pending` shrinks (a worker may be waiting for room).
+    /// Pinged whenever `pending` or `acking` shrinks (a worker may be waiting for room).
     room: Notify,
     /// Pinged when a lease is handed over (the poller sleeps without timer when idle).
     added: Notify,
-    /// Pinged when an ack works again after acks failed (paused workers go on).
-    recovered: Notify,
+    /// Counts the times acks worked again after they failed (paused workers go on). A
+    /// watch, so a worker that subscribes before it checks misses none.
+    recoveries: watch::Sender<u64>,
     cap: usize,
 }
 
@@ -169,7 +168,7 @@ impl AckTracker {
             inner: Mutex::new(Inner::default()),
             room: Notify::new(),
             added: Notify::new(),
-            recovered: Notify::new(),
+            recoveries: watch::Sender::new(0),
             cap: cap.max(1),
         }
     }
@@ -281,15 +280,23 @@ impl AckTracker {
         }
     }
 
-    /// Why a worker must not send with `adapter` now, if so: a poll found the configuration
-    /// or the credentials wrong (until the adapter changes), or acks fail in the queue and a
-    /// lease already tests whether they work again.
+    /// The halt a poll decided for `adapter`, if any (it lasts until the adapter changes).
     pub fn halt_for(&self, adapter: &Arc<dyn SiemAdapter>) -> Option<Halt> {
-        let inner = self.lock();
-        match &inner.halt {
+        match &self.lock().halt {
             Some((a, halt)) if Arc::ptr_eq(a, adapter) => Some(halt.clone()),
-            _ => inner.ack_failure_halt(),
+            _ => None,
         }
+    }
+
+    /// While acks of confirmed leases fail in the queue: the round of failed acks a worker
+    /// that last paused for round `paused_for` must pause for now. It pauses once for each
+    /// round, and after that whenever a lease is here (being acked, or waiting for its
+    /// ack id, whose ack will tell whether acks work again); otherwise its next request
+    /// goes and tells.
+    pub fn ack_failure(&self, paused_for: u64) -> Option<u64> {
+        let inner = self.lock();
+        let pause = inner.acks_failing && (inner.held() > 0 || inner.failed_rounds != paused_for);
+        pause.then_some(inner.failed_rounds)
     }
 
     /// True while acks of confirmed leases fail in the queue: a request the SIEM accepted
@@ -298,10 +305,15 @@ impl AckTracker {
         self.lock().acks_failing
     }
 
-    /// Resolves when an ack works again after acks failed. A worker that paused for the
-    /// failure goes on then, rather than at the end of its pause.
-    pub async fn recovered(&self) {
-        self.recovered.notified().await
+    /// Changes each time acks work again after they failed: subscribe before calling
+    /// [`AckTracker::ack_failure`], and a pause for it can end at once then.
+    pub fn recoveries(&self) -> watch::Receiver<u64> {
+        self.recoveries.subscribe()
+    }
+
+    /// Acks no longer fail (they worked, or no poller acks here any more).
+    fn recovered(&self) {
+        self.recoveries.send_modify(|n| *n += 1);
     }
 
     /// Takes the leases confirmed by a poll out of `pending` to be acked; they count
@@ -320,9 +332,12 @@ impl AckTracker {
         inner.acking -= count;
         let recovered = inner.acks_failing && all_held;
         inner.acks_failing = !all_held;
+        if !all_held {
+            inner.failed_rounds += 1;
+        }
         drop(inner);
         if recovered {
-            self.recovered.notify_waiters();
+            self.recovered();
         }
         self.room.notify_waiters();
         recovered
@@ -373,8 +388,9 @@ pub(crate) async fn run(
             }
             // No more acks here to prove the queue's acks work again: the worker's own
             // acks tell now.
-            if target.is_none() {
-                inner.acks_failing = false;
+            if target.is_none() && std::mem::take(&mut inner.acks_failing) {
+                drop(inner);
+                dest.acks.recovered();
             }
         }
         let interval = adapter
@@ -498,10 +514,13 @@ async fn poll_once(
             tracing::error!(destination = %dest.id, error = %e, "ack task failed");
             false
         });
-        if dest.acks.acked(count, all_held)
-            && dest.state() == DestinationState::Degraded(crate::delivery::ACK_FAILED.into())
-        {
-            dest.set_state(DestinationState::Ok);
+        // The state says it at once, even with no worker sending (the sled store counts a
+        // failed ack's records as acked in memory: the queue may look empty).
+        let failed = DestinationState::Degraded(crate::delivery::ACK_FAILED.into());
+        if dest.acks.acked(count, all_held) {
+            dest.replace_state(&failed, DestinationState::Ok);
+        } else if !all_held {
+            dest.replace_state(&DestinationState::Ok, failed);
         }
     }
     if !expired.is_empty() {

@@ -75,6 +75,8 @@ impl Worker {
         // yet proof that this destination is well: the ack may still fail (and halt the
         // next batch), so the degraded schedule is kept until it is known to have held.
         let mut ack_unproven = false;
+        // The last round of failed indexer-ack acks this worker paused for.
+        let mut acks_paused_for = 0;
         loop {
             if self.stopping() {
                 return;
@@ -146,12 +148,21 @@ impl Worker {
                     return;
                 }
             }
-            // After the wait: the acks that made room may have failed.
             if let Some(halt) = self.dest.acks.halt_for(&adapter) {
                 if self.on_halt(halt, &mut backoff, &mut adapter_rx).await {
                     return;
                 }
                 continue;
+            }
+            // After the wait for room: the acks that made it may have failed.
+            if adapter.indexer_ack().is_some() {
+                let recoveries = self.dest.acks.recoveries();
+                if let Some(round) = self.dest.acks.ack_failure(acks_paused_for) {
+                    self.pause_while_acks_fail(&mut backoff, &mut adapter_rx, recoveries)
+                        .await;
+                    acks_paused_for = round;
+                    continue;
+                }
             }
             let max_bytes = self.dest.options.max_batch_bytes;
             // Here, not on the storage pool: a lease waits for no flush (see `run_here`).
@@ -277,8 +288,26 @@ impl Worker {
         }
     }
 
-    /// Sleeps, but wakes early for shutdown, a new adapter (a fixed configuration), the
-    /// destination's retirement, or acks that work again after they failed.
+    /// Pauses on the degraded schedule because acks of confirmed leases fail in the queue
+    /// (see `indexer_ack`), but goes on as soon as they work again.
+    async fn pause_while_acks_fail(
+        &mut self,
+        backoff: &mut Backoff,
+        adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>,
+        mut recoveries: watch::Receiver<u64>,
+    ) {
+        self.dest.set_state(DestinationState::Degraded(
+            crate::delivery::ACK_FAILED.into(),
+        ));
+        let delay = backoff.next_degraded(None);
+        tokio::select! {
+            _ = self.pause(delay, adapter_rx) => {}
+            _ = recoveries.changed() => {}
+        }
+    }
+
+    /// Sleeps, but wakes early for shutdown, a new adapter (a fixed configuration) or the
+    /// destination's retirement.
     async fn pause(
         &mut self,
         delay: Duration,
@@ -286,7 +315,6 @@ impl Worker {
     ) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = self.dest.acks.recovered() => {}
             _ = adapter_rx.changed() => {}
             _ = self.shutdown.changed() => {}
             _ = self.dest.retired() => {}

@@ -133,36 +133,42 @@ fn one_id_handed_over_twice_sends_both_again() {
 }
 
 #[test]
-fn failed_acks_hold_workers_while_a_lease_tests_them() {
+fn failed_acks_pause_workers_once_a_round_then_while_a_lease_tests_them() {
     let acks = AckTracker::new(2);
     let hand_over = |ack_id: u64| {
         let (_, epoch) = issue(&acks, "t", 0, ack_id);
         assert!(acks.add("t", vec![tracked(ack_id, epoch)]).is_empty());
     };
+    let recoveries = acks.recoveries();
     hand_over(1);
     hand_over(2);
-    let halted = || acks.lock().ack_failure_halt().is_some();
     // Leases being acked still take room, so a worker waiting for it sees how they went.
     let taken = acks.take_for_ack(|_| true);
     assert_eq!(acks.pending(), 0);
     assert_eq!(acks.lock().held(), 2);
-    assert!(!halted());
+    assert_eq!(acks.ack_failure(0), None);
     assert!(!acks.acked(taken.len(), false), "nothing failed before");
     assert!(acks.acks_failing());
-    // Nothing left here: one request may go, to test the acks; then the others wait.
-    assert!(!halted());
+    // Every worker pauses for the round (nothing is held, but none paused for it yet)...
+    let round = acks.ack_failure(0).expect("a pause");
+    // ...then one request goes, and while it is held the others wait.
+    assert_eq!(acks.ack_failure(round), None);
     hand_over(3);
-    assert!(halted());
-    // Its ack fails too: still failing, and again one request may go.
+    assert_eq!(acks.ack_failure(round), Some(round));
+    // Its ack fails too: a new round, another pause.
     let taken = acks.take_for_ack(|_| true);
     assert!(!acks.acked(taken.len(), false));
-    assert!(acks.acks_failing() && !halted());
+    let next = acks.ack_failure(round).expect("a pause");
+    assert_ne!(next, round);
+    assert_eq!(acks.ack_failure(next), None);
+    // An ack that works ends it, and tells paused workers.
     hand_over(4);
-    // An ack that works ends it.
     let taken = acks.take_for_ack(|_| true);
+    assert!(!recoveries.has_changed().unwrap());
     assert!(acks.acked(taken.len(), true));
+    assert!(recoveries.has_changed().unwrap());
     assert!(!acks.acks_failing());
     hand_over(5);
-    assert!(!halted());
+    assert_eq!(acks.ack_failure(0), None);
     assert_eq!(acks.lock().held(), 1);
 }
