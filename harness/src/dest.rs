@@ -17,10 +17,13 @@ pub enum DestKind {
     SyslogTls,
     /// CEF over syslog/UDP, one message per datagram.
     SyslogUdp,
+    /// Splunk HEC with indexer acknowledgement (`useACK`): events leave the queue only once
+    /// a poll reports their request indexed; up to 64 requests wait for that at a kill.
+    SplunkAck,
 }
 
 impl DestKind {
-    pub const ALL: [DestKind; 8] = [
+    pub const ALL: [DestKind; 9] = [
         DestKind::Splunk,
         DestKind::Sentinel,
         DestKind::Syslog,
@@ -29,6 +32,7 @@ impl DestKind {
         DestKind::Tls,
         DestKind::SyslogTls,
         DestKind::SyslogUdp,
+        DestKind::SplunkAck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,25 @@ impl DestKind {
             DestKind::Tls => "tls",
             DestKind::SyslogTls => "syslog-tls",
             DestKind::SyslogUdp => "syslog-udp",
+            DestKind::SplunkAck => "splunk-ack",
+        }
+    }
+
+    /// Whether the fault schedule rotates this destination's credential.
+    pub(crate) fn rotates_credential(self) -> bool {
+        matches!(
+            self,
+            DestKind::Splunk | DestKind::Sentinel | DestKind::SplunkAck
+        )
+    }
+
+    /// Requests whose events a kill (or a stop that gives pending acks back) may send
+    /// again: the one in flight, or with indexer acks every request still waiting for
+    /// its ack (the engine's cap, 64; a worker sends only while fewer wait).
+    pub(crate) fn requests_at_risk(self) -> usize {
+        match self {
+            DestKind::SplunkAck => 64,
+            _ => 1,
         }
     }
 
@@ -63,6 +86,7 @@ impl DestKind {
 
 pub(crate) enum Rx {
     Hec(HecReceiver),
+    HecAck(HecAckReceiver),
     Sink(HttpSink),
     Syslog(SyslogTcpReceiver),
     SyslogUdp(SyslogUdpReceiver),
@@ -72,6 +96,7 @@ impl Rx {
     pub(crate) fn count(&self) -> usize {
         match self {
             Rx::Hec(r) => r.accepted_count(),
+            Rx::HecAck(r) => r.accepted_count(),
             Rx::Sink(r) => r.accepted_count(),
             Rx::Syslog(r) => r.accepted_count(),
             Rx::SyslogUdp(r) => r.accepted_count(),
@@ -81,6 +106,7 @@ impl Rx {
     pub(crate) fn ids(&self) -> Vec<String> {
         match self {
             Rx::Hec(r) => r.accepted(),
+            Rx::HecAck(r) => r.accepted(),
             Rx::Sink(r) => r.accepted(),
             Rx::Syslog(r) => r.accepted(),
             Rx::SyslogUdp(r) => r.accepted(),
@@ -90,6 +116,7 @@ impl Rx {
     pub(crate) fn requests(&self) -> u64 {
         match self {
             Rx::Hec(r) => r.requests(),
+            Rx::HecAck(r) => r.requests(),
             Rx::Sink(r) => r.requests(),
             Rx::Syslog(r) => r.connections(),
             Rx::SyslogUdp(r) => r.datagrams(),
@@ -99,6 +126,7 @@ impl Rx {
     pub(crate) fn auth_failures(&self) -> u64 {
         match self {
             Rx::Hec(r) => r.auth_failures(),
+            Rx::HecAck(r) => r.auth_failures(),
             Rx::Sink(r) => r.auth_failures(),
             Rx::Syslog(_) | Rx::SyslogUdp(_) => 0,
         }
@@ -107,6 +135,7 @@ impl Rx {
     pub(crate) fn poison(&self, id: &str) {
         match self {
             Rx::Hec(r) => r.poison(id),
+            Rx::HecAck(r) => r.poison(id),
             Rx::Sink(r) => r.poison(id),
             Rx::Syslog(_) | Rx::SyslogUdp(_) => {}
         }
@@ -115,6 +144,7 @@ impl Rx {
     pub(crate) fn set_token(&self, token: &str) {
         match self {
             Rx::Hec(r) => r.set_token(token),
+            Rx::HecAck(r) => r.set_token(token),
             Rx::Sink(r) => r.set_token(token),
             Rx::Syslog(_) | Rx::SyslogUdp(_) => {}
         }
@@ -125,6 +155,7 @@ impl Rx {
     pub(crate) fn fault(&self, fault: Fault) {
         match self {
             Rx::Hec(r) => r.push_fault(fault),
+            Rx::HecAck(r) => r.push_fault(fault),
             Rx::Sink(r) => r.push_fault(fault),
             Rx::Syslog(r) => match fault {
                 Fault::Hang | Fault::Slow(_) => r.pause_for(Duration::from_millis(1000)),
@@ -166,6 +197,21 @@ impl Dest {
                 &self.url,
                 "--token",
                 token.unwrap_or(TOKEN),
+            ]),
+            // Polls every second; an ack timeout no fault reaches (resends on timeout
+            // would be duplicates no kill caused).
+            DestKind::SplunkAck => push(&[
+                "--type",
+                "splunk",
+                "--url",
+                &self.url,
+                "--token",
+                token.unwrap_or(TOKEN),
+                "--ack",
+                "--ack-interval",
+                "1",
+                "--ack-timeout",
+                "120",
             ]),
             DestKind::LogScale => push(&[
                 "--type",

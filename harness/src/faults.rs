@@ -43,7 +43,7 @@ pub(crate) async fn fault_schedule(
     tokio::time::sleep_until(at(0.30)).await;
     let rotate: Vec<&Dest> = dests
         .iter()
-        .filter(|d| matches!(d.kind, DestKind::Splunk | DestKind::Sentinel))
+        .filter(|d| d.kind.rotates_credential())
         .collect();
     for d in &rotate {
         let new = if d.kind == DestKind::Sentinel {

@@ -2,7 +2,7 @@
 //!
 //! One run:
 //! 1. starts local receivers on 127.0.0.1 that record every event id they accept: Splunk
-//!    HEC, Sentinel Data Collector (verifies the SharedKey HMAC), syslog over TCP, TLS and UDP
+//!    HEC (also with indexer acks), Sentinel Data Collector (verifies the SharedKey HMAC), syslog over TCP, TLS and UDP
 //!    (octet-counted RFC 5424 + CEF), LogScale (HEC at `/api/v1/ingest/hec`, Bearer) and
 //!    CEF over HTTP (id from `cs4`);
 //! 2. configures one customer per destination with the real CLI
@@ -14,8 +14,10 @@
 //!    timeout, connection resets, slow answers, poison events, a rotated token / shared key
 //!    fixed later by reconfiguring while serve runs, syslog stalls);
 //! 5. lets it drain, stops it with SIGTERM, reads `raxe dlq list`, and checks the promises:
-//!    nothing lost, duplicates within kills × batch size × in-flight (1), dead letters are
-//!    exactly the poison events, no panic, no spool file left behind.
+//!    nothing lost, duplicates within kills × batch size × requests at risk (1 in flight;
+//!    64 waiting for an indexer ack with `useACK`, where the credential's rotation adds a
+//!    round), dead letters are exactly the poison events, no panic, no spool file left
+//!    behind.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use raxe_tests::hec::{Fault, HecReceiver};
+use raxe_tests::hec_ack::{AckMode, HecAckReceiver};
 use raxe_tests::sink::HttpSink;
 use raxe_tests::syslog_tcp::SyslogTcpReceiver;
 use raxe_tests::syslog_udp::SyslogUdpReceiver;
@@ -54,7 +57,7 @@ pub const USAGE: &str =
     "usage: raxe-harness crash|disk-full [--events N] [--kills K] [--seed S] [--raxe PATH]
        [--work-dir DIR] [--keep] [--kill-min-ms MS] [--kill-max-ms MS] [--batch-size N]
        [--drain-timeout SECS] [--poison N] [--no-faults] [--dest LIST]
-  --dest: comma-separated subset of splunk,sentinel,syslog,logscale,cef,tls,syslog-tls,syslog-udp
+  --dest: comma-separated subset of splunk,sentinel,syslog,logscale,cef,tls,syslog-tls,syslog-udp,splunk-ack
           (default: all)";
 
 const MSSP: &str = "harness";
@@ -140,6 +143,13 @@ async fn run_async(o: &Options) -> Result<Report> {
                 String::new(),
             ),
             DestKind::Tls => (Rx::Hec(HecReceiver::start(TOKEN).await), String::new()),
+            DestKind::SplunkAck => {
+                // Indexed a moment after it was accepted, so acks wait across kills.
+                let r =
+                    HecAckReceiver::start(TOKEN, AckMode::After(Duration::from_millis(300))).await;
+                let url = r.url();
+                (Rx::HecAck(r), url)
+            }
         };
         let mut dest = Dest {
             kind,
@@ -467,6 +477,10 @@ async fn run_async(o: &Options) -> Result<Report> {
                     .map(|&t| t - r)
             })
             .collect();
+        // With indexer acks, the poll refused for the rotated token stops the destination
+        // and gives its pending acks back: one more round of resends.
+        let acks_given_back =
+            usize::from(o.faults && d.kind.rotates_credential() && d.kind.requests_at_risk() > 1);
         let dr = DestReport {
             name: d.kind.name().to_string(),
             handed: handed[i],
@@ -475,7 +489,9 @@ async fn run_async(o: &Options) -> Result<Report> {
             lost: lost.len(),
             lost_sample: lost.iter().take(10).cloned().collect(),
             duplicates: ids.len() - unique.len(),
-            duplicate_bound: report.kills * o.batch_size,
+            duplicate_bound: (report.kills + acks_given_back)
+                * o.batch_size
+                * d.kind.requests_at_risk(),
             poison: poison[i].iter().map(|p| (p.clone(), ())).collect(),
             dead_letter_repeats: dl_all - dl.len(),
             dead_lettered: dl,

@@ -113,7 +113,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "(dups: accepted more than once; bound: kills × batch size × 1 in flight; dlq/exp: unique dead letters / poison events, +Nr: dead letters written again after a kill; recov: restart → next accepted event, (restarts with one / restarts))"
+            "(dups: accepted more than once; bound: kills × batch size × requests at risk (1 in flight, 64 waiting for indexer acks); dlq/exp: unique dead letters / poison events, +Nr: dead letters written again after a kill; recov: restart → next accepted event, (restarts with one / restarts))"
         );
         let _ = writeln!(
             s,
@@ -163,7 +163,7 @@ pub(crate) fn check(d: &DestReport, failures: &mut Vec<String>) {
     }
     if d.duplicates > d.duplicate_bound {
         failures.push(format!(
-            "{}: {} duplicates, over the bound {} (kills × batch size × 1 in flight)",
+            "{}: {} duplicates, over the bound {} (kills × batch size × requests at risk)",
             d.name, d.duplicates, d.duplicate_bound
         ));
     }

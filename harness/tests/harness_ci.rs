@@ -1,5 +1,5 @@
 //! The short crash/fault run of issue #6, as part of `cargo test --workspace`: the real
-//! `raxe serve` (debug build) is SIGKILLed 12 times while 8,000 events flow to five local
+//! `raxe serve` (debug build) is SIGKILLed 12 times while 8,000 events flow to nine local
 //! receivers that misbehave on a schedule (every fault kind the harness has). The long runs are documented in harness/README.md.
 
 use std::path::{Path, PathBuf};
@@ -122,6 +122,7 @@ fn short_crash_and_fault_run_loses_nothing() {
         "tls",
         "syslog-tls",
         "syslog-udp",
+        "splunk-ack",
     ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(dest)),

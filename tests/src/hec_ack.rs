@@ -7,9 +7,11 @@
 //! `{"acks":{"N":bool}}`, and forgets an id once it reported it `true`. The ack
 //! behaviour is switchable: ids turn true after a delay, never, or the token has ack
 //! disabled (no ackId, ack endpoint code 14); [`HecAckReceiver::restart`] forgets every
-//! id and starts counting from 0 again, as a restarted Splunk does.
+//! id and starts counting from 0 again, as a restarted Splunk does. Scripted faults
+//! ([`Fault`], one per request, event requests and polls alike) and a rotated token serve
+//! the crash harness.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::request::Parts;
 
-use crate::hec::{plain_body, reply};
+use crate::hec::{plain_body, play_fault, reply, Fault};
 use crate::http_server::{json, serve, wait_until, Reply, Task};
 
 /// When an issued ack id turns `true`.
@@ -58,6 +60,11 @@ struct State {
     /// A load balancer's session cookie (`name=value`): set on event answers; an ack poll
     /// without it lands on another indexer, which knows none of the ids.
     sticky: Option<String>,
+    faults: VecDeque<Fault>,
+    /// Requests of any kind (events and polls).
+    requests: u64,
+    /// Requests refused for a missing or wrong token.
+    auth_failures: u64,
 }
 
 /// A running receiver. Dropping it stops accepting connections.
@@ -80,6 +87,9 @@ impl HecAckReceiver {
             seen_channels: Vec::new(),
             slow: None,
             sticky: None,
+            faults: VecDeque::new(),
+            requests: 0,
+            auth_failures: 0,
         }));
         let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
         HecAckReceiver { addr, state, _task }
@@ -107,6 +117,25 @@ impl HecAckReceiver {
     /// Answers event requests holding `event_id` only after `delay` (a slow indexer).
     pub fn delay_requests_with(&self, event_id: &str, delay: Duration) {
         self.state.lock().unwrap().slow = Some((event_id.to_string(), delay));
+    }
+
+    /// Plays `fault` on a coming request (event or poll) instead of handling it.
+    pub fn push_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().faults.push_back(fault);
+    }
+
+    pub fn set_token(&self, token: &str) {
+        self.state.lock().unwrap().token = token.to_string();
+    }
+
+    /// Requests of any kind (events and polls).
+    pub fn requests(&self) -> u64 {
+        self.state.lock().unwrap().requests
+    }
+
+    /// Requests refused for a missing or wrong token (401/403).
+    pub fn auth_failures(&self) -> u64 {
+        self.state.lock().unwrap().auth_failures
     }
 
     /// Forgets every issued id and counts from 0 again (a restarted Splunk).
@@ -159,7 +188,15 @@ fn is_guid(s: &str) -> bool {
 }
 
 async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
-    let slow = state.lock().unwrap().slow.clone();
+    let (fault, slow) = {
+        let mut s = state.lock().unwrap();
+        s.requests += 1;
+        (s.faults.pop_front(), s.slow.clone())
+    };
+    let scripted = play_fault(fault, |status, code| reply(status, code, "scripted fault"));
+    if let Some(answer) = scripted.await {
+        return answer;
+    }
     if let Some((event_id, delay)) = slow {
         let holds = plain_body(&parts, &body).is_ok_and(|plain| {
             String::from_utf8_lossy(&plain).contains(&format!("\"{event_id}\""))
@@ -175,8 +212,14 @@ async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
     {
-        None => return Ok(reply(401, 2, "Token is required")),
-        Some(auth) if auth != expected => return Ok(reply(403, 4, "Invalid token")),
+        None => {
+            s.auth_failures += 1;
+            return Ok(reply(401, 2, "Token is required"));
+        }
+        Some(auth) if auth != expected => {
+            s.auth_failures += 1;
+            return Ok(reply(403, 4, "Invalid token"));
+        }
         _ => {}
     }
     let header_channel = parts
