@@ -100,6 +100,9 @@ struct Inner {
     /// count against `cap`: a worker that waited for room sees how their acks went.
     acking: usize,
     /// The last round of acks (one poll's confirmed leases) had one fail in the queue.
+    /// Cleared by a round whose acks all work, or when no poller acks here any more (an
+    /// adapter without indexer acks). The destination's state follows it under this lock
+    /// (see [`AckTracker::if_acks_work`]).
     acks_failing: bool,
     /// Rounds with a failed ack so far: a worker pauses once for each (see
     /// [`AckTracker::ack_failure`]).
@@ -288,21 +291,45 @@ impl AckTracker {
         }
     }
 
-    /// While acks of confirmed leases fail in the queue: the round of failed acks a worker
-    /// that last paused for round `paused_for` must pause for now. It pauses once for each
-    /// round, and after that whenever a lease is here (being acked, or waiting for its
-    /// ack id, whose ack will tell whether acks work again); otherwise its next request
-    /// goes and tells.
-    pub fn ack_failure(&self, paused_for: u64) -> Option<u64> {
+    /// Whether a worker must pause because acks of confirmed leases fail in the queue. It
+    /// pauses once for each round of failed acks (`paused_for`: [`AckTracker::failed_rounds`]
+    /// when it last woke from such a pause), and after that whenever a lease is here (being
+    /// acked, or waiting for its ack id: its ack will tell whether acks work again);
+    /// otherwise its next request goes and tells.
+    pub fn ack_failure(&self, paused_for: u64) -> bool {
         let inner = self.lock();
-        let pause = inner.acks_failing && (inner.held() > 0 || inner.failed_rounds != paused_for);
-        pause.then_some(inner.failed_rounds)
+        inner.acks_failing && (inner.held() > 0 || inner.failed_rounds != paused_for)
     }
 
-    /// True while acks of confirmed leases fail in the queue: a request the SIEM accepted
-    /// says nothing yet of whether this destination is well.
-    pub fn acks_failing(&self) -> bool {
-        self.lock().acks_failing
+    /// Rounds of acks that had one fail, so far.
+    pub fn failed_rounds(&self) -> u64 {
+        self.lock().failed_rounds
+    }
+
+    /// Runs `then` (a state change saying the destination is well) unless acks of
+    /// confirmed leases fail: a request the SIEM accepted says nothing yet then. Under this
+    /// tracker's lock, like the poller's own state changes, so a failing round cannot slip
+    /// between the check and the change. True when `then` ran.
+    pub fn if_acks_work(&self, then: impl FnOnce()) -> bool {
+        let inner = self.lock();
+        if inner.acks_failing {
+            return false;
+        }
+        then();
+        drop(inner);
+        true
+    }
+
+    /// Runs `then` (a state change saying acks fail) if acks of confirmed leases still fail,
+    /// under this tracker's lock (see [`AckTracker::if_acks_work`]). True when it ran.
+    pub fn if_acks_fail(&self, then: impl FnOnce()) -> bool {
+        let inner = self.lock();
+        if !inner.acks_failing {
+            return false;
+        }
+        then();
+        drop(inner);
+        true
     }
 
     /// Changes each time acks work again after they failed: subscribe before calling
@@ -326,8 +353,9 @@ impl AckTracker {
     }
 
     /// `count` leases from [`AckTracker::take_for_ack`] were acked in the queue (all of
-    /// them if `all_held`). True when this ended a run of failed acks.
-    fn acked(&self, count: usize, all_held: bool) -> bool {
+    /// them if `all_held`). `state` gets what changed (`Some(true)`: acks fail now,
+    /// `Some(false)`: they work again), under the lock.
+    fn acked(&self, count: usize, all_held: bool, state: impl FnOnce(Option<bool>)) {
         let mut inner = self.lock();
         inner.acking -= count;
         let recovered = inner.acks_failing && all_held;
@@ -335,12 +363,12 @@ impl AckTracker {
         if !all_held {
             inner.failed_rounds += 1;
         }
+        state((!all_held || recovered).then_some(!all_held));
         drop(inner);
         if recovered {
             self.recovered();
         }
         self.room.notify_waiters();
-        recovered
     }
 
     /// Removes the entries `pick` selects, under the lock.
@@ -389,6 +417,7 @@ pub(crate) async fn run(
             // No more acks here to prove the queue's acks work again: the worker's own
             // acks tell now.
             if target.is_none() && std::mem::take(&mut inner.acks_failing) {
+                dest.replace_state(&ack_failure_state(), DestinationState::Ok);
                 drop(inner);
                 dest.acks.recovered();
             }
@@ -515,13 +544,13 @@ async fn poll_once(
             false
         });
         // The state says it at once, even with no worker sending (the sled store counts a
-        // failed ack's records as acked in memory: the queue may look empty).
-        let failed = DestinationState::Degraded(crate::delivery::ACK_FAILED.into());
-        if dest.acks.acked(count, all_held) {
-            dest.replace_state(&failed, DestinationState::Ok);
-        } else if !all_held {
-            dest.replace_state(&DestinationState::Ok, failed);
-        }
+        // failed ack's records as acked in memory: the queue may look empty). Only from Ok
+        // and back: a stop or another halt a worker set stays.
+        dest.acks.acked(count, all_held, |failing| match failing {
+            Some(true) => dest.replace_state(&DestinationState::Ok, ack_failure_state()),
+            Some(false) => dest.replace_state(&ack_failure_state(), DestinationState::Ok),
+            None => {}
+        });
     }
     if !expired.is_empty() {
         tracing::warn!(destination = %dest.id, requests = expired.len(), ?timeout, "no indexer ack in time; sending the events again");
@@ -534,8 +563,17 @@ async fn poll_once(
     }
 }
 
-/// A poll said stop: remember it for the workers, and give back every pending lease.
+/// The destination's state while acks of confirmed leases fail in the queue.
+pub(crate) fn ack_failure_state() -> DestinationState {
+    DestinationState::Degraded(crate::delivery::ACK_FAILED.into())
+}
+
+/// A poll said stop: remember it for the workers, and give back every pending lease. Not
+/// if the adapter was replaced while the poll ran (its answer is about the old one).
 async fn stop(dest: &Arc<Destination>, adapter: &Arc<dyn SiemAdapter>, halt: Halt) {
+    if !Arc::ptr_eq(&dest.adapter.borrow(), adapter) {
+        return;
+    }
     let state = match &halt {
         Halt::AuthFailed(reason) => DestinationState::AuthFailed(reason.clone()),
         Halt::Misconfigured(reason) => DestinationState::Misconfigured(reason.clone()),

@@ -113,7 +113,7 @@ impl Worker {
                             continue;
                         }
                         if std::mem::take(&mut ack_unproven) {
-                            self.delivered(&mut backoff);
+                            self.delivered(&mut backoff, adapter.as_ref());
                         }
                         false
                     }
@@ -157,10 +157,12 @@ impl Worker {
             // After the wait for room: the acks that made it may have failed.
             if adapter.indexer_ack().is_some() {
                 let recoveries = self.dest.acks.recoveries();
-                if let Some(round) = self.dest.acks.ack_failure(acks_paused_for) {
+                if self.dest.acks.ack_failure(acks_paused_for) {
                     self.pause_while_acks_fail(&mut backoff, &mut adapter_rx, recoveries)
                         .await;
-                    acks_paused_for = round;
+                    // Rounds that failed meanwhile were paused for too: one backoff step
+                    // per request that tests the acks.
+                    acks_paused_for = self.dest.acks.failed_rounds();
                     continue;
                 }
             }
@@ -203,7 +205,7 @@ impl Worker {
                     // A run that ends well also proves the previous batch's ack held (it
                     // halts when that ack failed).
                     if ack_unproven || pending_ack.is_none() {
-                        self.delivered(&mut backoff);
+                        self.delivered(&mut backoff, adapter.as_ref());
                     }
                     ack_unproven = pending_ack.is_some();
                 }
@@ -217,15 +219,20 @@ impl Worker {
         }
     }
 
-    /// A batch was delivered and acked: the destination is well again. Not while acks of
-    /// indexed requests fail: the batch's own ack is not proven then (see `indexer_ack`).
-    fn delivered(&self, backoff: &mut Backoff) {
-        if self.dest.acks.acks_failing() {
-            return;
-        }
-        backoff.reset();
-        if self.dest.state() != DestinationState::Ok {
-            self.dest.set_state(DestinationState::Ok);
+    /// A batch was delivered and acked: the destination is well again. With indexer acks,
+    /// not while their acks in the queue fail: the batch's own ack is not proven then (see
+    /// `indexer_ack`).
+    fn delivered(&self, backoff: &mut Backoff, adapter: &dyn SiemAdapter) {
+        let mut well = || {
+            backoff.reset();
+            if self.dest.state() != DestinationState::Ok {
+                self.dest.set_state(DestinationState::Ok);
+            }
+        };
+        if adapter.indexer_ack().is_some() {
+            self.dest.acks.if_acks_work(well);
+        } else {
+            well();
         }
     }
 
@@ -296,9 +303,10 @@ impl Worker {
         adapter_rx: &mut watch::Receiver<Arc<dyn SiemAdapter>>,
         mut recoveries: watch::Receiver<u64>,
     ) {
-        self.dest.set_state(DestinationState::Degraded(
-            crate::delivery::ACK_FAILED.into(),
-        ));
+        let state = || self.dest.set_state(crate::indexer_ack::ack_failure_state());
+        if !self.dest.acks.if_acks_fail(state) {
+            return; // They work again already.
+        }
         let delay = backoff.next_degraded(None);
         tokio::select! {
             _ = self.pause(delay, adapter_rx) => {}

@@ -139,6 +139,12 @@ fn failed_acks_pause_workers_once_a_round_then_while_a_lease_tests_them() {
         let (_, epoch) = issue(&acks, "t", 0, ack_id);
         assert!(acks.add("t", vec![tracked(ack_id, epoch)]).is_empty());
     };
+    // Acks `taken` with this outcome; what the state should turn to.
+    let acked = |taken: Vec<Pending>, all_held: bool| {
+        let mut change = None;
+        acks.acked(taken.len(), all_held, |c| change = c);
+        change
+    };
     let recoveries = acks.recoveries();
     hand_over(1);
     hand_over(2);
@@ -146,29 +152,32 @@ fn failed_acks_pause_workers_once_a_round_then_while_a_lease_tests_them() {
     let taken = acks.take_for_ack(|_| true);
     assert_eq!(acks.pending(), 0);
     assert_eq!(acks.lock().held(), 2);
-    assert_eq!(acks.ack_failure(0), None);
-    assert!(!acks.acked(taken.len(), false), "nothing failed before");
-    assert!(acks.acks_failing());
+    assert!(!acks.ack_failure(0));
+    assert_eq!(acked(taken, false), Some(true), "acks fail now");
     // Every worker pauses for the round (nothing is held, but none paused for it yet)...
-    let round = acks.ack_failure(0).expect("a pause");
+    assert!(acks.ack_failure(0));
+    assert!(!acks.if_acks_work(|| panic!("not well while acks fail")));
+    let round = acks.failed_rounds();
     // ...then one request goes, and while it is held the others wait.
-    assert_eq!(acks.ack_failure(round), None);
+    assert!(!acks.ack_failure(round));
     hand_over(3);
-    assert_eq!(acks.ack_failure(round), Some(round));
+    assert!(acks.ack_failure(round));
     // Its ack fails too: a new round, another pause.
     let taken = acks.take_for_ack(|_| true);
-    assert!(!acks.acked(taken.len(), false));
-    let next = acks.ack_failure(round).expect("a pause");
-    assert_ne!(next, round);
-    assert_eq!(acks.ack_failure(next), None);
+    assert_eq!(acked(taken, false), Some(true));
+    assert!(acks.ack_failure(round));
+    let round = acks.failed_rounds();
+    assert!(!acks.ack_failure(round));
     // An ack that works ends it, and tells paused workers.
     hand_over(4);
     let taken = acks.take_for_ack(|_| true);
     assert!(!recoveries.has_changed().unwrap());
-    assert!(acks.acked(taken.len(), true));
+    assert_eq!(acked(taken, true), Some(false), "acks work again");
     assert!(recoveries.has_changed().unwrap());
-    assert!(!acks.acks_failing());
+    assert!(acks.if_acks_work(|| {}));
+    assert!(!acks.if_acks_fail(|| panic!("acks work")));
     hand_over(5);
-    assert_eq!(acks.ack_failure(0), None);
-    assert_eq!(acks.lock().held(), 1);
+    assert!(!acks.ack_failure(0));
+    let taken = acks.take_for_ack(|_| true);
+    assert_eq!(acked(taken, true), None, "nothing changed");
 }
