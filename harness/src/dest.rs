@@ -18,7 +18,7 @@ pub enum DestKind {
     /// CEF over syslog/UDP, one message per datagram.
     SyslogUdp,
     /// Splunk HEC with indexer acknowledgement (`useACK`): events leave the queue only once
-    /// a poll reports their request indexed; up to 64 requests wait for that at a kill.
+    /// a poll reports their request indexed, and count as delivered only then.
     SplunkAck,
 }
 
@@ -57,16 +57,6 @@ impl DestKind {
         )
     }
 
-    /// Requests whose events a kill (or a stop that gives pending acks back) may send
-    /// again: the one in flight, or with indexer acks every request still waiting for
-    /// its ack (the engine's cap, 64; a worker sends only while fewer wait).
-    pub(crate) fn requests_at_risk(self) -> usize {
-        match self {
-            DestKind::SplunkAck => 64,
-            _ => 1,
-        }
-    }
-
     pub(crate) fn customer(self) -> String {
         format!("c-{}", self.name())
     }
@@ -93,6 +83,7 @@ pub(crate) enum Rx {
 }
 
 impl Rx {
+    /// Events accepted, duplicates included.
     pub(crate) fn count(&self) -> usize {
         match self {
             Rx::Hec(r) => r.accepted_count(),
@@ -110,6 +101,26 @@ impl Rx {
             Rx::Sink(r) => r.accepted(),
             Rx::Syslog(r) => r.accepted(),
             Rx::SyslogUdp(r) => r.accepted(),
+        }
+    }
+
+    /// The ids that count as delivered: accepted, or with indexer acks reported indexed
+    /// (a request accepted and never confirmed may be in the index, a duplicate, but
+    /// raxe must not have let it go).
+    pub(crate) fn delivered_ids(&self) -> Vec<String> {
+        match self {
+            Rx::HecAck(r) => r.indexed(),
+            _ => self.ids(),
+        }
+    }
+
+    /// Events a `raxe serve` that ran from `since` to `until` may send again once
+    /// restarted: with indexer acks, those it had not acked in its queue (see
+    /// `HecAckReceiver::at_risk_between`); otherwise the batch in flight.
+    pub(crate) fn at_risk_between(&self, since: Instant, until: Instant, batch: usize) -> usize {
+        match self {
+            Rx::HecAck(r) => r.at_risk_between(since, until),
+            _ => batch,
         }
     }
 
@@ -155,7 +166,11 @@ impl Rx {
     pub(crate) fn fault(&self, fault: Fault) {
         match self {
             Rx::Hec(r) => r.push_fault(fault),
-            Rx::HecAck(r) => r.push_fault(fault),
+            // Event requests and polls alike.
+            Rx::HecAck(r) => {
+                r.push_poll_fault(fault.clone());
+                r.push_fault(fault);
+            }
             Rx::Sink(r) => r.push_fault(fault),
             Rx::Syslog(r) => match fault {
                 Fault::Hang | Fault::Slow(_) => r.pause_for(Duration::from_millis(1000)),
@@ -282,5 +297,45 @@ impl Dest {
             &timeout,
         ]);
         a
+    }
+}
+
+/// What each destination's duplicate bound adds up: the events at risk of a resend each
+/// time a `raxe serve` forgot what it had in flight (a kill, or a stop that gives pending
+/// indexer acks back).
+pub(crate) struct AtRisk {
+    /// When the running `raxe serve` started.
+    life_started: Mutex<Instant>,
+    /// Per destination, the events at risk so far.
+    events: Mutex<Vec<usize>>,
+    batch: usize,
+}
+
+impl AtRisk {
+    pub(crate) fn new(dests: usize, started: Instant, batch: usize) -> AtRisk {
+        AtRisk {
+            life_started: Mutex::new(started),
+            events: Mutex::new(vec![0; dests]),
+            batch,
+        }
+    }
+
+    /// The running `raxe serve` forgets what it has in flight for the destinations `which`
+    /// picks (all at a kill; a stop of some alone): `until` is now, before anything of a
+    /// successor could reach a receiver.
+    pub(crate) fn forgotten(&self, dests: &[Dest], until: Instant, which: impl Fn(&Dest) -> bool) {
+        let since = *self.life_started.lock().unwrap();
+        let mut events = self.events.lock().unwrap();
+        for (i, d) in dests.iter().enumerate().filter(|(_, d)| which(d)) {
+            events[i] += d.rx.at_risk_between(since, until, self.batch);
+        }
+    }
+
+    pub(crate) fn restarted(&self, at: Instant) {
+        *self.life_started.lock().unwrap() = at;
+    }
+
+    pub(crate) fn events(&self, dest: usize) -> usize {
+        self.events.lock().unwrap()[dest]
     }
 }

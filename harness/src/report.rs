@@ -113,7 +113,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "(dups: accepted more than once; bound: kills × batch size × requests at risk (1 in flight, 64 waiting for indexer acks); dlq/exp: unique dead letters / poison events, +Nr: dead letters written again after a kill; recov: restart → next accepted event, (restarts with one / restarts))"
+            "(dups: accepted more than once; bound: events at risk summed over kills (the batch in flight; with indexer acks, those not yet acked in the queue, and the rotated token's stop); dlq/exp: unique dead letters / poison events, +Nr: dead letters written again after a kill; recov: restart → next accepted event, (restarts with one / restarts))"
         );
         let _ = writeln!(
             s,
@@ -163,7 +163,7 @@ pub(crate) fn check(d: &DestReport, failures: &mut Vec<String>) {
     }
     if d.duplicates > d.duplicate_bound {
         failures.push(format!(
-            "{}: {} duplicates, over the bound {} (kills × batch size × requests at risk)",
+            "{}: {} duplicates, over the bound {} (events at risk at the kills)",
             d.name, d.duplicates, d.duplicate_bound
         ));
     }

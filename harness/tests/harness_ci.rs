@@ -125,7 +125,9 @@ fn short_crash_and_fault_run_loses_nothing() {
         "splunk-ack",
     ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with(dest)),
+            stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(dest)),
             "{dest} missing:\n{stdout}"
         );
     }

@@ -8,8 +8,8 @@
 //! behaviour is switchable: ids turn true after a delay, never, or the token has ack
 //! disabled (no ackId, ack endpoint code 14); [`HecAckReceiver::restart`] forgets every
 //! id and starts counting from 0 again, as a restarted Splunk does. Scripted faults
-//! ([`Fault`], one per request, event requests and polls alike) and a rotated token serve
-//! the crash harness.
+//! ([`Fault`], one per request, with a queue for event requests and one for polls), a
+//! rotated token and the events at risk of a resend serve the crash harness.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -60,9 +60,14 @@ struct State {
     /// A load balancer's session cookie (`name=value`): set on event answers; an ack poll
     /// without it lands on another indexer, which knows none of the ids.
     sticky: Option<String>,
+    /// Faults for event requests, and for polls.
     faults: VecDeque<Fault>,
-    /// Requests of any kind (events and polls).
+    poll_faults: VecDeque<Fault>,
+    /// Event requests (polls are counted in `polls`).
     requests: u64,
+    /// When the last poll that reported anything `true` ran, and how many events it
+    /// reported indexed.
+    last_indexed: Option<(Instant, usize)>,
     /// Requests refused for a missing or wrong token.
     auth_failures: u64,
 }
@@ -88,7 +93,9 @@ impl HecAckReceiver {
             slow: None,
             sticky: None,
             faults: VecDeque::new(),
+            poll_faults: VecDeque::new(),
             requests: 0,
+            last_indexed: None,
             auth_failures: 0,
         }));
         let (addr, _task) = serve("127.0.0.1:0", state.clone(), handle).await;
@@ -119,16 +126,21 @@ impl HecAckReceiver {
         self.state.lock().unwrap().slow = Some((event_id.to_string(), delay));
     }
 
-    /// Plays `fault` on a coming request (event or poll) instead of handling it.
+    /// Plays `fault` on a coming event request instead of handling it.
     pub fn push_fault(&self, fault: Fault) {
         self.state.lock().unwrap().faults.push_back(fault);
+    }
+
+    /// Plays `fault` on a coming ack poll instead of handling it.
+    pub fn push_poll_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().poll_faults.push_back(fault);
     }
 
     pub fn set_token(&self, token: &str) {
         self.state.lock().unwrap().token = token.to_string();
     }
 
-    /// Requests of any kind (events and polls).
+    /// Event requests (see [`HecAckReceiver::polls`] for the rest).
     pub fn requests(&self) -> u64 {
         self.state.lock().unwrap().requests
     }
@@ -155,6 +167,28 @@ impl HecAckReceiver {
     /// Event ids of requests reported indexed (`true`).
     pub fn indexed(&self) -> Vec<String> {
         self.state.lock().unwrap().indexed.clone()
+    }
+
+    /// Events a client that ran from `since` to `until` may send again once restarted,
+    /// having forgotten its pending acks: those of requests it got accepted and never saw
+    /// reported indexed, and those of the last poll that reported any (if it was in that
+    /// time: the client's acks of them may not have been done). A client's poll rounds
+    /// follow one another, so no earlier one can still be unacked.
+    pub fn at_risk_between(&self, since: Instant, until: Instant) -> usize {
+        let s = self.state.lock().unwrap();
+        let in_life = |at: Instant| at >= since && at < until;
+        let unconfirmed: usize = s
+            .channels
+            .values()
+            .flat_map(|(_, ids)| ids.values())
+            .filter(|issued| in_life(issued.at))
+            .map(|issued| issued.events.len())
+            .sum();
+        let last_poll = match s.last_indexed {
+            Some((at, events)) if in_life(at) => events,
+            _ => 0,
+        };
+        unconfirmed + last_poll
     }
 
     /// Ack ids issued and not yet reported `true`, over all channels.
@@ -190,8 +224,13 @@ fn is_guid(s: &str) -> bool {
 async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
     let (fault, slow) = {
         let mut s = state.lock().unwrap();
-        s.requests += 1;
-        (s.faults.pop_front(), s.slow.clone())
+        let fault = if parts.uri.path() == "/services/collector/ack" {
+            s.poll_faults.pop_front()
+        } else {
+            s.requests += 1;
+            s.faults.pop_front()
+        };
+        (fault, s.slow.clone())
     };
     let scripted = play_fault(fault, |status, code| reply(status, code, "scripted fault"));
     if let Some(answer) = scripted.await {
@@ -344,6 +383,9 @@ async fn handle(state: Arc<Mutex<State>>, parts: Parts, body: Bytes) -> Reply {
                     }
                 }
                 answer.insert(id.to_string(), serde_json::Value::Bool(done));
+            }
+            if !newly_indexed.is_empty() {
+                s.last_indexed = Some((Instant::now(), newly_indexed.len()));
             }
             s.indexed.extend(newly_indexed);
             Ok(json(200, serde_json::json!({ "acks": answer })))
