@@ -102,7 +102,7 @@ struct Inner {
     /// The last round of acks (one poll's confirmed leases) had one fail in the queue.
     /// Cleared by a round whose acks all work, or when no poller acks here any more (an
     /// adapter without indexer acks). The destination's state follows it under this lock
-    /// (see [`AckTracker::if_acks_work`]).
+    /// (see [`AckTracker::if_acks`]).
     acks_failing: bool,
     /// Rounds with a failed ack so far: a worker pauses once for each (see
     /// [`AckTracker::ack_failure`]).
@@ -306,25 +306,14 @@ impl AckTracker {
         self.lock().failed_rounds
     }
 
-    /// Runs `then` (a state change saying the destination is well) unless acks of
-    /// confirmed leases fail: a request the SIEM accepted says nothing yet then. Under this
-    /// tracker's lock, like the poller's own state changes, so a failing round cannot slip
-    /// between the check and the change. True when `then` ran.
-    pub fn if_acks_work(&self, then: impl FnOnce()) -> bool {
+    /// Runs `then` (a change of the destination's state) only if acks of confirmed leases
+    /// fail (`failing`) or work (`!failing`), under this tracker's lock like the poller's
+    /// own state changes, so a failing round cannot slip between the check and the change
+    /// (while they fail, a request the SIEM accepted says nothing yet of whether the
+    /// destination is well). True when `then` ran.
+    pub fn if_acks(&self, failing: bool, then: impl FnOnce()) -> bool {
         let inner = self.lock();
-        if inner.acks_failing {
-            return false;
-        }
-        then();
-        drop(inner);
-        true
-    }
-
-    /// Runs `then` (a state change saying acks fail) if acks of confirmed leases still fail,
-    /// under this tracker's lock (see [`AckTracker::if_acks_work`]). True when it ran.
-    pub fn if_acks_fail(&self, then: impl FnOnce()) -> bool {
-        let inner = self.lock();
-        if !inner.acks_failing {
+        if inner.acks_failing != failing {
             return false;
         }
         then();

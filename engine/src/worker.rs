@@ -230,7 +230,7 @@ impl Worker {
             }
         };
         if adapter.indexer_ack().is_some() {
-            self.dest.acks.if_acks_work(well);
+            self.dest.acks.if_acks(false, well);
         } else {
             well();
         }
@@ -304,7 +304,7 @@ impl Worker {
         mut recoveries: watch::Receiver<u64>,
     ) {
         let state = || self.dest.set_state(crate::indexer_ack::ack_failure_state());
-        if !self.dest.acks.if_acks_fail(state) {
+        if !self.dest.acks.if_acks(true, state) {
             return; // They work again already.
         }
         let delay = backoff.next_degraded(None);
