@@ -53,6 +53,11 @@ pub const DEFAULT_MAX_PENDING: usize = 64;
 /// How often the poller looks again when it has nothing to poll or no ack adapter.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 
+/// How soon the poller polls again, at the latest, while the tracker is full (workers
+/// wait for room): otherwise a busy destination could send no more than `cap` requests
+/// per ack interval (64 of 100 events per 10 s by default: 640 events/s).
+const POLL_WHEN_FULL: Duration = Duration::from_secs(1);
+
 /// A lease whose request the SIEM accepted with `ack_id`, handed to the tracker.
 pub(crate) struct Tracked {
     pub ack_id: u64,
@@ -267,11 +272,16 @@ impl AckTracker {
         (stale, epoch)
     }
 
+    /// True when `cap` leases are pending or being acked: workers wait for room.
+    fn full(&self) -> bool {
+        self.lock().held() >= self.cap
+    }
+
     /// Waits until fewer than `cap` leases are pending or being acked (or shutdown).
     pub async fn wait_for_room(&self, shutdown: &mut watch::Receiver<bool>) {
         loop {
             let notified = self.room.notified();
-            if self.lock().held() < self.cap || *shutdown.borrow() {
+            if !self.full() || *shutdown.borrow() {
                 return;
             }
             tokio::select! {
@@ -376,6 +386,7 @@ pub(crate) async fn run(
     let mut enabled_rx = dest.enabled.subscribe();
     let mut adapter_rx = dest.adapter.subscribe();
     let mut next_poll = Instant::now();
+    let mut last_poll = Instant::now();
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() || dest.is_retired() {
             break;
@@ -419,8 +430,10 @@ pub(crate) async fn run(
             // Idle destinations cost no timer: wait for a hand-over or a change.
             tokio::select! {
                 _ = dest.acks.added.notified() => {
-                    // An id just issued is not indexed yet: first look one interval later.
+                    // An id just issued is not indexed yet: first look one interval later
+                    // (or, should the tracker fill up, a second later).
                     next_poll = next_poll.max(Instant::now() + interval);
+                    last_poll = Instant::now();
                 }
                 _ = shutdown.changed() => {}
                 _ = enabled_rx.changed() => {}
@@ -429,9 +442,16 @@ pub(crate) async fn run(
             continue;
         }
         let now = Instant::now();
-        if now < next_poll {
+        let due = if dest.acks.full() {
+            next_poll.min(last_poll + POLL_WHEN_FULL.min(interval))
+        } else {
+            next_poll
+        };
+        if now < due {
             tokio::select! {
-                _ = tokio::time::sleep(next_poll - now) => {}
+                _ = tokio::time::sleep(due - now) => {}
+                // A hand-over may have filled the tracker: look at `due` again.
+                _ = dest.acks.added.notified() => {}
                 _ = shutdown.changed() => {}
                 _ = enabled_rx.changed() => {}
                 _ = adapter_rx.changed() => {}
@@ -439,6 +459,7 @@ pub(crate) async fn run(
             continue;
         }
         next_poll = now + interval;
+        last_poll = now;
         poll_once(&dest, &audit, &adapter, &mut shutdown).await;
     }
     dest.acks.lock().closed = true;

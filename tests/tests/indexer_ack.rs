@@ -337,6 +337,34 @@ async fn pending_acks_are_capped_so_the_worker_waits() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A busy destination fills the tracker long before the ack interval (Splunk's 10 s
+/// default) is up: the poller then polls every second, so it is not held to 64 requests
+/// per interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tracker_is_polled_every_second_whatever_the_interval() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::After(Duration::ZERO)).await;
+    let mut config = ack_config(&hec, &new_channel(), 60, 1);
+    if let SiemOptions::Splunk(o) = &mut config.extra {
+        o.ack_interval_seconds = 10;
+    }
+    add(&engine, "d", config, 1);
+    // One event per request: 200 requests, 64 of them fill the tracker.
+    let batch = events("m", "c", 0..200);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(64, WAIT).await);
+
+    // Within 8 s (the first poll of the interval alone would come at 10 s), polls a
+    // second apart have made room for all of them.
+    let polled = wait_until(Duration::from_secs(8), || hec.polls() >= 3).await;
+    assert!(polled, "{} polls", hec.polls());
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    assert_eq!(hec.accepted().len(), 200, "nothing resent");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_pending_acks_but_a_new_channel_resends() {
     let engine = Engine::new();

@@ -4,7 +4,9 @@
 //! `cargo run --release -p raxe-benches --bin engine_bench [-- EVENTS]` (default 200000).
 //! Prints events/s and MB/s end to end for 1, 10 and 100 destinations, CPU-seconds per
 //! million events (this process: engine and receiver together), peak RSS, and the RSS held
-//! while 1,000,000 events sit queued behind a disabled destination.
+//! while 1,000,000 events sit queued behind a disabled destination; then the rate to one
+//! Splunk destination with indexer acks (`useACK`, Splunk's default 10 s ack interval, a
+//! receiver that indexes at once), where the ack polls, not the engine, set the pace.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use raxe_adapters::event::ScanEvent;
 use raxe_engine::{AuditLog, CustomerKey, DestinationOptions, SiemDispatcher};
 use raxe_storage::{QueueStore, SledStore};
 use raxe_tests::hec::HecReceiver;
+use raxe_tests::hec_ack::{AckMode, HecAckReceiver};
 
 const DISPATCH_BATCH: usize = 1_000;
 
@@ -38,6 +41,48 @@ fn main() {
     for destinations in [1, 10, 100] {
         runtime.block_on(end_to_end(events, destinations));
     }
+    runtime.block_on(with_indexer_acks(events.min(50_000)));
+}
+
+/// Events/s to one destination with indexer acks while its ack tracker is full (workers
+/// wait for room): until all but the last 64 requests' events are indexed. The rest wait
+/// for the interval's poll, which is latency, not rate.
+async fn with_indexer_acks(events: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn QueueStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
+    let dispatcher =
+        Arc::new(SiemDispatcher::new(store, Arc::new(AuditLog::in_memory())).expect("dispatcher"));
+    let receiver = HecAckReceiver::start("bench", AckMode::After(Duration::ZERO)).await;
+    let mut config = SiemConfig::splunk(&receiver.url(), "bench").expect("config");
+    if let raxe_adapters::config::SiemOptions::Splunk(o) = &mut config.extra {
+        o.ack = true;
+        o.channel = Some(raxe_adapters::splunk::ack::new_channel());
+    }
+    config.flush_interval_seconds = 1;
+    let interval = match &config.extra {
+        raxe_adapters::config::SiemOptions::Splunk(o) => o.ack_interval_seconds,
+        _ => unreachable!("a Splunk config"),
+    };
+    let adapter = raxe_adapters::create_siem_adapter(config).expect("adapter");
+    dispatcher
+        .register_destination("acked", adapter.into(), None, DestinationOptions::default())
+        .expect("register");
+    let batch: Vec<ScanEvent> = (0..events).map(|n| sample(n, "m", "c")).collect();
+    dispatcher.dispatch_batch(&batch).expect("dispatch");
+    dispatcher.start().expect("start");
+    let started = Instant::now();
+    let busy = events.saturating_sub(64 * 100);
+    let deadline = started + Duration::from_secs(600);
+    while receiver.indexed().len() < busy && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "indexer acks (ack interval {interval} s, indexed at once): {busy} of {events} events indexed at {:.0} events/s, {} polls",
+        busy as f64 / elapsed,
+        receiver.polls()
+    );
+    dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
 async fn end_to_end(events: usize, destinations: usize) {
