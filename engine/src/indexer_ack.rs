@@ -53,9 +53,11 @@ pub const DEFAULT_MAX_PENDING: usize = 64;
 /// How often the poller looks again when it has nothing to poll or no ack adapter.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 
-/// How soon the poller polls again, at the latest, while the tracker is full (workers
-/// wait for room): otherwise a busy destination could send no more than `cap` requests
-/// per ack interval (64 of 100 events per 10 s by default: 640 events/s).
+/// How soon the poller polls again while the tracker is full (workers wait for room) and
+/// polls confirm requests: otherwise a busy destination could send no more than `cap`
+/// requests per ack interval (64 of 100 events per 10 s by default: 640 events/s). A poll
+/// that confirms nothing doubles the step, up to the interval: a slow or stuck indexer is
+/// not polled more often than the user asked for long.
 const POLL_WHEN_FULL: Duration = Duration::from_secs(1);
 
 /// A lease whose request the SIEM accepted with `ack_id`, handed to the tracker.
@@ -387,6 +389,7 @@ pub(crate) async fn run(
     let mut adapter_rx = dest.adapter.subscribe();
     let mut next_poll = Instant::now();
     let mut last_poll = Instant::now();
+    let mut full_step = POLL_WHEN_FULL;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() || dest.is_retired() {
             break;
@@ -443,7 +446,7 @@ pub(crate) async fn run(
         }
         let now = Instant::now();
         let due = if dest.acks.full() {
-            next_poll.min(last_poll + POLL_WHEN_FULL.min(interval))
+            next_poll.min(last_poll + full_step)
         } else {
             next_poll
         };
@@ -459,8 +462,14 @@ pub(crate) async fn run(
             continue;
         }
         next_poll = now + interval;
-        last_poll = now;
-        poll_once(&dest, &audit, &adapter, &mut shutdown).await;
+        let confirmed = poll_once(&dest, &audit, &adapter, &mut shutdown).await;
+        // From the answer: a poll as slow as the step is not followed by another at once.
+        last_poll = Instant::now();
+        full_step = if confirmed {
+            POLL_WHEN_FULL
+        } else {
+            (full_step * 2).min(interval)
+        };
     }
     dest.acks.lock().closed = true;
     let left = dest.acks.take(|_| true);
@@ -468,15 +477,15 @@ pub(crate) async fn run(
 }
 
 /// One poll of every pending id of `adapter`: acks the confirmed leases, releases the
-/// timed-out ones.
+/// timed-out ones. True when it confirmed any.
 async fn poll_once(
     dest: &Arc<Destination>,
     audit: &AuditLog,
     adapter: &Arc<dyn SiemAdapter>,
     shutdown: &mut watch::Receiver<bool>,
-) {
+) -> bool {
     let Some(ack) = adapter.indexer_ack() else {
-        return;
+        return false;
     };
     // Only ids of this adapter's channel: another channel's ids are other requests.
     let target = ack.ack_target();
@@ -491,13 +500,13 @@ async fn poll_once(
         )
     };
     if ids.is_empty() {
-        return;
+        return false;
     }
     let answer = tokio::select! {
         answer = ack.poll(&ids) => answer,
         // A poll may take up to the request timeout; shutdown does not wait for it
         // (nothing was taken out of `pending` yet, so the caller releases everything).
-        _ = shutdown.changed() => return,
+        _ = shutdown.changed() => return false,
     };
     let done = match answer {
         Ok(done) => done,
@@ -508,14 +517,17 @@ async fn poll_once(
             BTreeSet::new()
         }
         Err(Outcome::AuthFailed { reason }) => {
-            return stop(dest, adapter, Halt::AuthFailed(reason)).await;
+            stop(dest, adapter, Halt::AuthFailed(reason)).await;
+            return false;
         }
         Err(Outcome::Misconfigured { reason }) => {
-            return stop(dest, adapter, Halt::Misconfigured(reason)).await;
+            stop(dest, adapter, Halt::Misconfigured(reason)).await;
+            return false;
         }
         Err(other) => {
             let reason = format!("unexpected ack poll outcome: {other:?}");
-            return stop(dest, adapter, Halt::Misconfigured(reason)).await;
+            stop(dest, adapter, Halt::Misconfigured(reason)).await;
+            return false;
         }
     };
     let timeout = ack.timeout();
@@ -526,7 +538,8 @@ async fn poll_once(
         .acks
         .take_for_ack(|p| asked.contains(&p.serial) && done.contains(&p.ack_id));
     let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
-    if !acked.is_empty() {
+    let confirmed = !acked.is_empty();
+    if confirmed {
         let events: usize = acked.iter().map(|p| p.lease.len()).sum();
         tracing::debug!(destination = %dest.id, requests = acked.len(), events, "indexer acknowledged");
         audit.record(
@@ -571,6 +584,7 @@ async fn poll_once(
         ));
         release(dest, expired, "ack timeout").await;
     }
+    confirmed
 }
 
 /// The destination's state while acks of confirmed leases fail in the queue.

@@ -166,9 +166,14 @@ impl Rx {
     pub(crate) fn fault(&self, fault: Fault) {
         match self {
             Rx::Hec(r) => r.push_fault(fault),
-            // Event requests and polls alike.
+            // Event requests and polls alike, except a slow answer to a poll: one that
+            // came after the client's timeout would have confirmed ids (the receiver
+            // forgets them) that the client never saw, a resend the duplicate bound cannot
+            // see.
             Rx::HecAck(r) => {
-                r.push_poll_fault(fault.clone());
+                if !matches!(fault, Fault::Slow(_)) {
+                    r.push_poll_fault(fault.clone());
+                }
                 r.push_fault(fault);
             }
             Rx::Sink(r) => r.push_fault(fault),
@@ -301,8 +306,10 @@ impl Dest {
 }
 
 /// What each destination's duplicate bound adds up: the events at risk of a resend each
-/// time a `raxe serve` forgot what it had in flight (a kill, or a stop that gives pending
-/// indexer acks back).
+/// time a `raxe serve` forgot what it had in flight (a kill), and with indexer acks what
+/// the last one sent again itself (requests it got no answer to in time, or gave back when
+/// a poll was refused): those stay unconfirmed for good and are counted at the next kill
+/// or after the drain.
 pub(crate) struct AtRisk {
     /// When the running `raxe serve` started.
     life_started: Mutex<Instant>,
@@ -321,8 +328,8 @@ impl AtRisk {
     }
 
     /// The running `raxe serve` forgets what it has in flight for the destinations `which`
-    /// picks (all at a kill; a stop of some alone): `until` is now, before anything of a
-    /// successor could reach a receiver.
+    /// picks (all at a kill; those with indexer acks after the drain): `until` is before
+    /// anything of a successor could reach a receiver.
     pub(crate) fn forgotten(&self, dests: &[Dest], until: Instant, which: impl Fn(&Dest) -> bool) {
         let since = *self.life_started.lock().unwrap();
         let mut events = self.events.lock().unwrap();

@@ -8,7 +8,6 @@ pub(crate) async fn fault_schedule(
     raxe: Arc<Raxe>,
     log: Arc<Mutex<Vec<String>>>,
     reconfigures: Arc<Mutex<usize>>,
-    at_risk: Arc<AtRisk>,
     batch: usize,
     phase: Duration,
 ) -> Result<Vec<String>> {
@@ -54,10 +53,6 @@ pub(crate) async fn fault_schedule(
         };
         d.rx.set_token(new);
     }
-    // With indexer acks the refused poll stops the destination and gives its pending acks
-    // back: nothing is accepted or reported indexed from now until the fix, so what is at
-    // risk is what is at risk now.
-    at_risk.forgotten(&dests, Instant::now(), |d| d.kind == DestKind::SplunkAck);
     if !rotate.is_empty() {
         note(format!(
             "credential rotated at the SIEM ({}) then fixed with `raxe customer siem configure` 2 s later",

@@ -16,9 +16,9 @@
 //! 5. lets it drain, stops it with SIGTERM, reads `raxe dlq list`, and checks the promises:
 //!    nothing lost (with indexer acks: every event reported indexed), duplicates within
 //!    the events at risk at each kill (the batch in flight; with indexer acks, every event
-//!    the killed process had not acked in its queue, as the receiver saw it, plus those
-//!    of the stop the rotated token causes), dead letters are exactly the poison events,
-//!    no panic, no spool file left behind.
+//!    the killed process had not acked in its queue, as the receiver saw it, and after the
+//!    drain those the last process sent again itself), dead letters are exactly the
+//!    poison events, no panic, no spool file left behind.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -247,17 +247,16 @@ async fn run_async(o: &Options) -> Result<Report> {
     let fault_log = Arc::new(Mutex::new(Vec::<String>::new()));
     let reconfigures = Arc::new(Mutex::new(0usize));
     let faults_task = if o.faults {
-        let (dests, raxe, log, reconf, at_risk) = (
+        let (dests, raxe, log, reconf) = (
             dests.clone(),
             raxe.clone(),
             fault_log.clone(),
             reconfigures.clone(),
-            at_risk.clone(),
         );
         let batch = o.batch_size;
         let phase = kill_phase.max(Duration::from_secs(3));
         Some(tokio::spawn(async move {
-            fault_schedule(dests, raxe, log, reconf, at_risk, batch, phase).await
+            fault_schedule(dests, raxe, log, reconf, batch, phase).await
         }))
     } else {
         None
@@ -355,9 +354,11 @@ async fn run_async(o: &Options) -> Result<Report> {
                 serve_log.display()
             ));
             let (r, log) = (raxe.clone(), serve_log.clone());
-            serve = tokio::task::spawn_blocking(move || r.spawn_serve(&log))
-                .await??
-                .0;
+            let (child, _, spawned) =
+                tokio::task::spawn_blocking(move || r.spawn_serve(&log)).await??;
+            at_risk.forgotten(&dests, spawned, |_| true);
+            at_risk.restarted(spawned);
+            serve = child;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -113,7 +113,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "(dups: accepted more than once; bound: events at risk summed over kills (the batch in flight; with indexer acks, those not yet acked in the queue, and the rotated token's stop); dlq/exp: unique dead letters / poison events, +Nr: dead letters written again after a kill; recov: restart → next accepted event, (restarts with one / restarts))"
+            "(dups: accepted more than once; bound: events at risk summed over kills (the batch in flight; with indexer acks, those not yet acked in the queue, and after the drain those the last process sent again); dlq/exp: unique dead letters / poison events, +Nr: dead letters written again after a kill; recov: restart → next accepted event, (restarts with one / restarts))"
         );
         let _ = writeln!(
             s,

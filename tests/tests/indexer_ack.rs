@@ -365,6 +365,32 @@ async fn a_full_tracker_is_polled_every_second_whatever_the_interval() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
+/// ...but not while its polls confirm nothing (a stuck or slow indexer): then the step
+/// doubles back to the interval (about 1, 3, 7 s after the tracker filled, against a poll
+/// a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tracker_whose_polls_confirm_nothing_is_polled_less_and_less() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    let mut config = ack_config(&hec, &new_channel(), 60, 1);
+    if let SiemOptions::Splunk(o) = &mut config.extra {
+        o.ack_interval_seconds = 10;
+    }
+    add(&engine, "d", config, 1);
+    engine.dispatch(events("m", "c", 0..100)).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(64, WAIT).await);
+    assert!(wait_until(WAIT, || hec.polls() >= 1).await);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let polls = hec.polls();
+    assert!(
+        (2..=4).contains(&polls),
+        "{polls} polls in ~9 s of a full tracker whose polls confirm nothing"
+    );
+    assert_eq!(hec.accepted().len(), 64, "no more room, nothing resent");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_pending_acks_but_a_new_channel_resends() {
     let engine = Engine::new();
