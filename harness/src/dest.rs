@@ -338,7 +338,11 @@ impl AtRisk {
         }
     }
 
-    pub(crate) fn restarted(&self, at: Instant) {
+    /// A `raxe serve` started at `at` after the last one was killed: what the killed one
+    /// had in flight is at risk (counted now that its last requests have surely been
+    /// handled, up to its successor's start).
+    pub(crate) fn restarted(&self, dests: &[Dest], at: Instant) {
+        self.forgotten(dests, at, |_| true);
         *self.life_started.lock().unwrap() = at;
     }
 

@@ -295,10 +295,7 @@ async fn run_async(o: &Options) -> Result<Report> {
         let (r, log) = (raxe.clone(), serve_log.clone());
         let (child, refused, spawned) =
             tokio::task::spawn_blocking(move || r.spawn_serve(&log)).await??;
-        // Counted now that the killed process's last requests have surely been handled,
-        // up to the successor's start.
-        at_risk.forgotten(&dests, spawned, |_| true);
-        at_risk.restarted(spawned);
+        at_risk.restarted(&dests, spawned);
         serve = child;
         report.restarts_refused += refused;
         restarts.push(spawned);
@@ -356,8 +353,7 @@ async fn run_async(o: &Options) -> Result<Report> {
             let (r, log) = (raxe.clone(), serve_log.clone());
             let (child, _, spawned) =
                 tokio::task::spawn_blocking(move || r.spawn_serve(&log)).await??;
-            at_risk.forgotten(&dests, spawned, |_| true);
-            at_risk.restarted(spawned);
+            at_risk.restarted(&dests, spawned);
             serve = child;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
