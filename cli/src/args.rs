@@ -256,7 +256,8 @@ pub struct ConfigureArgs {
     /// Splunk: turn indexer acknowledgement off again.
     #[arg(long, help_heading = "Splunk")]
     pub no_ack: bool,
-    /// Splunk: seconds between ack polls (default 10).
+    /// Splunk: seconds between ack polls (default 10). While 64 requests wait for their
+    /// acks, polls come every second as long as they confirm requests.
     #[arg(long, help_heading = "Splunk", value_name = "SECS")]
     pub ack_interval: Option<u64>,
     /// Splunk: seconds an ack may stay pending before the events are resent (default 300).
