@@ -417,13 +417,11 @@ pub(crate) async fn run(
             {
                 inner.halt = None;
             }
+        }
+        if target.is_none() {
             // No more acks here to prove the queue's acks work again: the worker's own
             // acks tell now.
-            if target.is_none() && std::mem::take(&mut inner.acks_failing) {
-                dest.replace_state(&ack_failure_state(), DestinationState::Ok);
-                drop(inner);
-                dest.acks.recovered();
-            }
+            acks_work_again(&dest);
         }
         let interval = adapter
             .indexer_ack()
@@ -585,6 +583,18 @@ async fn poll_once(
         release(dest, expired, "ack timeout").await;
     }
     confirmed
+}
+
+/// Acks of `dest`'s queue work again though no poll's round said so: a worker's own ack
+/// (of dead letters) held, or no poller acks here any more. If they were failing, the
+/// state turns back to Ok (only from the ack failure's) and paused workers go on.
+pub(crate) fn acks_work_again(dest: &Destination) {
+    let mut inner = dest.acks.lock();
+    if std::mem::take(&mut inner.acks_failing) {
+        dest.replace_state(&ack_failure_state(), DestinationState::Ok);
+        drop(inner);
+        dest.acks.recovered();
+    }
 }
 
 /// The destination's state while acks of confirmed leases fail in the queue.

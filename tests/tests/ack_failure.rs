@@ -95,9 +95,9 @@ impl FailingAcks {
 /// registered and `batch` queued, not started yet. The default degraded schedule (1 s,
 /// 2 s, 4 s ..., full jitter), capped at 8 s so that the lane is back soon after acks
 /// work again.
-async fn dispatcher_with(
+async fn dispatcher_with<H: AckHook>(
     dir: &Path,
-    hook: &Arc<FailingAcks>,
+    hook: &Arc<H>,
     id: &str,
     config: SiemConfig,
     batch: &[ScanEvent],
@@ -195,6 +195,25 @@ const ACK_BATCH: usize = 10;
 const ACK_EVENTS: usize = 3_000;
 const MAX_PENDING: usize = 64;
 
+/// Splunk with indexer acks to `hec`: a poll a second, requests of `ACK_BATCH` events.
+fn indexer_ack_config(hec: &HecAckReceiver) -> SiemConfig {
+    let mut config = SiemConfig::with_options(
+        &hec.url(),
+        "t",
+        SiemOptions::Splunk(SplunkOptions {
+            ack: true,
+            channel: Some(new_channel()),
+            ack_interval_seconds: 1,
+            ack_timeout_seconds: 60,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    config.flush_interval_seconds = 0;
+    config.batch_size = ACK_BATCH;
+    config
+}
+
 /// The log of this test binary (every test's), as an operator would read it.
 static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
@@ -242,20 +261,7 @@ async fn acks_failing_after_the_indexer_confirmed_pause_the_lane() {
     // Failing from the first: however many requests went before the first poll, it fails
     // them all.
     let hook = FailingAcks::new(false, 0);
-    let mut config = SiemConfig::with_options(
-        &hec.url(),
-        "t",
-        SiemOptions::Splunk(SplunkOptions {
-            ack: true,
-            channel: Some(new_channel()),
-            ack_interval_seconds: 1,
-            ack_timeout_seconds: 60,
-            ..Default::default()
-        }),
-    )
-    .unwrap();
-    config.flush_interval_seconds = 0;
-    config.batch_size = ACK_BATCH;
+    let config = indexer_ack_config(&hec);
     let batch = events("m", "c", 0..ACK_EVENTS);
     let id = "indexer-acked";
     let dispatcher = dispatcher_with(dir.path(), &hook, id, config, &batch).await;
@@ -317,4 +323,64 @@ async fn acks_failing_after_the_indexer_confirmed_pause_the_lane() {
             && line.contains("ack failed; the events may be delivered again")),
         "the failed acks were not logged"
     );
+}
+
+/// Fails the first ack though the ack holds (as the sled store keeps a failed ack's
+/// records as acked in memory); every later ack works.
+struct FailsOnce {
+    failed: AtomicBool,
+}
+
+impl AckHook for FailsOnce {
+    fn ack_notifying(
+        &self,
+        inner: &dyn Queue,
+        lease: Lease,
+        durable: &mut dyn FnMut(),
+    ) -> Result<(), QueueError> {
+        inner.ack_notifying(lease, durable)?;
+        if self.failed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(QueueError::Io {
+            path: PathBuf::from("acks-0000000000000001.log"),
+            source: std::io::Error::other("injected ack failure"),
+        })
+    }
+}
+
+/// Acks fail once, on the only request there was; the events that come next are all
+/// refused by the SIEM, so the worker dead-letters them and acks them itself. That ack
+/// holding says acks work again as well as a poll's round would: the destination does
+/// not stay degraded for want of a request through the ack tracker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_ack_that_holds_ends_an_ack_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecAckReceiver::start("t", AckMode::After(Duration::ZERO)).await;
+    let hook = Arc::new(FailsOnce {
+        failed: AtomicBool::new(false),
+    });
+    let accepted = events("m", "c", 0..ACK_BATCH);
+    let id = "dead-letters-only";
+    let dispatcher =
+        dispatcher_with(dir.path(), &hook, id, indexer_ack_config(&hec), &accepted).await;
+    dispatcher.start().unwrap();
+    wait_for_pause(&dispatcher, id).await;
+
+    let refused = events("m", "c", ACK_BATCH..2 * ACK_BATCH);
+    for event in &refused {
+        hec.poison(&event.event_id);
+    }
+    dispatcher.dispatch_batch_async(refused).await.unwrap();
+    let well = wait_until(WAIT, || {
+        dispatcher.state(id).ok() == Some(DestinationState::Ok)
+    })
+    .await;
+    assert!(well, "state: {:?}", dispatcher.state(id));
+    assert_eq!(
+        dispatcher.stats().destinations[0].dead_letters.len,
+        ACK_BATCH as u64
+    );
+    assert_eq!(as_set(&hec.indexed()), ids(&accepted));
+    dispatcher.shutdown(Duration::from_secs(5)).await;
 }
