@@ -29,7 +29,8 @@
 //!   degraded schedule rather than send more requests whose acks may fail too. After each
 //!   pause a worker sends again only if no lease waits here, so one request per worker
 //!   and pause tests whether acks work again; each round of failed acks pauses every
-//!   worker again. The first round whose acks all work lifts the pause.
+//!   worker again. The first round whose acks all work lifts the pause, and so does a
+//!   worker's own ack (of a lease of dead letters only) that holds.
 //! - Pending acks are in memory only ("resend on restart"): after a crash their records
 //!   are simply still in the queue and are leased and sent again. On shutdown, disable,
 //!   removal or a configuration change the pending leases are released, never acked.
@@ -107,9 +108,10 @@ struct Inner {
     /// count against `cap`: a worker that waited for room sees how their acks went.
     acking: usize,
     /// The last round of acks (one poll's confirmed leases) had one fail in the queue.
-    /// Cleared by a round whose acks all work, or when no poller acks here any more (an
-    /// adapter without indexer acks). The destination's state follows it under this lock
-    /// (see [`AckTracker::if_acks`]).
+    /// Cleared by a round whose acks all work, a worker's own ack that holds, or when no
+    /// poller acks here any more (an adapter without indexer acks); see
+    /// [`acks_work_again`]. The destination's state follows it under this lock (see
+    /// [`AckTracker::if_acks`]).
     acks_failing: bool,
     /// Rounds with a failed ack so far: a worker pauses once for each (see
     /// [`AckTracker::ack_failure`]).
@@ -421,7 +423,7 @@ pub(crate) async fn run(
         if target.is_none() {
             // No more acks here to prove the queue's acks work again: the worker's own
             // acks tell now.
-            acks_work_again(&dest);
+            acks_work_again(&dest, None);
         }
         let interval = adapter
             .indexer_ack()
@@ -432,9 +434,11 @@ pub(crate) async fn run(
             tokio::select! {
                 _ = dest.acks.added.notified() => {
                     // An id just issued is not indexed yet: first look one interval later
-                    // (or, should the tracker fill up, a second later).
+                    // (or, should the tracker fill up, a second later: a new busy spell
+                    // starts from the short step).
                     next_poll = next_poll.max(Instant::now() + interval);
                     last_poll = Instant::now();
+                    full_step = POLL_WHEN_FULL;
                 }
                 _ = shutdown.changed() => {}
                 _ = enabled_rx.changed() => {}
@@ -586,10 +590,15 @@ async fn poll_once(
 }
 
 /// Acks of `dest`'s queue work again though no poll's round said so: a worker's own ack
-/// (of dead letters) held, or no poller acks here any more. If they were failing, the
-/// state turns back to Ok (only from the ack failure's) and paused workers go on.
-pub(crate) fn acks_work_again(dest: &Destination) {
+/// (of dead letters) held, or no poller acks here any more (`seen_rounds: None`). If they
+/// were failing, the state turns back to Ok (only from the ack failure's) and paused
+/// workers go on. A worker passes [`AckTracker::failed_rounds`] as read before its ack: a
+/// round that failed meanwhile is newer news than its ack, and stands.
+pub(crate) fn acks_work_again(dest: &Destination, seen_rounds: Option<u64>) {
     let mut inner = dest.acks.lock();
+    if seen_rounds.is_some_and(|seen| seen != inner.failed_rounds) {
+        return;
+    }
     if std::mem::take(&mut inner.acks_failing) {
         dest.replace_state(&ack_failure_state(), DestinationState::Ok);
         drop(inner);

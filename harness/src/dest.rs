@@ -124,6 +124,15 @@ impl Rx {
         }
     }
 
+    /// With indexer acks, events of requests accepted from `since` to `until` and never
+    /// confirmed: the client sent them again (no answer in time, or given back).
+    pub(crate) fn resent_between(&self, since: Instant, until: Instant) -> usize {
+        match self {
+            Rx::HecAck(r) => r.unconfirmed_between(since, until),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn requests(&self) -> u64 {
         match self {
             Rx::Hec(r) => r.requests(),
@@ -327,14 +336,13 @@ impl AtRisk {
         }
     }
 
-    /// The running `raxe serve` forgets what it has in flight for the destinations `which`
-    /// picks (all at a kill; those with indexer acks after the drain): `until` is before
-    /// anything of a successor could reach a receiver.
-    pub(crate) fn forgotten(&self, dests: &[Dest], until: Instant, which: impl Fn(&Dest) -> bool) {
+    /// Adds `count(dest, since)` for each destination, `since` being the running
+    /// process's start.
+    fn add(&self, dests: &[Dest], count: impl Fn(&Dest, Instant) -> usize) {
         let since = *self.life_started.lock().unwrap();
         let mut events = self.events.lock().unwrap();
-        for (i, d) in dests.iter().enumerate().filter(|(_, d)| which(d)) {
-            events[i] += d.rx.at_risk_between(since, until, self.batch);
+        for (i, d) in dests.iter().enumerate() {
+            events[i] += count(d, since);
         }
     }
 
@@ -342,8 +350,16 @@ impl AtRisk {
     /// had in flight is at risk (counted now that its last requests have surely been
     /// handled, up to its successor's start).
     pub(crate) fn restarted(&self, dests: &[Dest], at: Instant) {
-        self.forgotten(dests, at, |_| true);
+        self.add(dests, |d, since| {
+            d.rx.at_risk_between(since, at, self.batch)
+        });
         *self.life_started.lock().unwrap() = at;
+    }
+
+    /// All delivered and the running `raxe serve` not killed: only what it sent again
+    /// itself.
+    pub(crate) fn drained(&self, dests: &[Dest], at: Instant) {
+        self.add(dests, |d, since| d.rx.resent_between(since, at));
     }
 
     pub(crate) fn events(&self, dest: usize) -> usize {

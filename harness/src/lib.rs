@@ -361,7 +361,7 @@ async fn run_async(o: &Options) -> Result<Report> {
     report.drain_time = drain_start.elapsed();
     // With indexer acks, requests the last process got accepted and never saw confirmed
     // (it read no answer in time and sent them again) are duplicates no kill caused.
-    at_risk.forgotten(&dests, Instant::now(), |d| d.kind == DestKind::SplunkAck);
+    at_risk.drained(&dests, Instant::now());
     // Let the last dead letters settle, then stop cleanly.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // SAFETY: signalling our own child process.

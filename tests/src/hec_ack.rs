@@ -175,20 +175,22 @@ impl HecAckReceiver {
     /// time: the client's acks of them may not have been done). A client's poll rounds
     /// follow one another, so no earlier one can still be unacked.
     pub fn at_risk_between(&self, since: Instant, until: Instant) -> usize {
-        let s = self.state.lock().unwrap();
-        let in_life = |at: Instant| at >= since && at < until;
-        let unconfirmed: usize = s
-            .channels
-            .values()
-            .flat_map(|(_, ids)| ids.values())
-            .filter(|issued| in_life(issued.at))
-            .map(|issued| issued.events.len())
-            .sum();
-        let last_poll = match s.last_indexed {
-            Some((at, events)) if in_life(at) => events,
+        let last_poll = match self.state.lock().unwrap().last_indexed {
+            Some((at, events)) if at >= since && at < until => events,
             _ => 0,
         };
-        unconfirmed + last_poll
+        self.unconfirmed_between(since, until) + last_poll
+    }
+
+    /// Events of requests accepted from `since` to `until` and never reported indexed.
+    pub fn unconfirmed_between(&self, since: Instant, until: Instant) -> usize {
+        let s = self.state.lock().unwrap();
+        s.channels
+            .values()
+            .flat_map(|(_, ids)| ids.values())
+            .filter(|issued| issued.at >= since && issued.at < until)
+            .map(|issued| issued.events.len())
+            .sum()
     }
 
     /// Ack ids issued and not yet reported `true`, over all channels.
