@@ -1,0 +1,296 @@
+//! The ack poller: one task per destination that polls Splunk for the ack ids its
+//! tracker holds, acks confirmed leases in the queue, gives back timed-out ones, and tells
+//! workers (state, recoveries) when those acks fail or work again.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raxe_adapters::adapter::SiemAdapter;
+use raxe_adapters::outcome::Outcome;
+use raxe_storage::{Lease, Queue};
+use tokio::sync::watch;
+
+use super::{Pending, IDLE_CHECK};
+use crate::audit::{AuditKind, AuditLog};
+use crate::delivery::Halt;
+use crate::destination::{Destination, DestinationState};
+
+/// How soon the poller polls again while the tracker is full (workers wait for room) and
+/// polls confirm requests: otherwise a busy destination could send no more than `cap`
+/// requests per ack interval (64 of 100 events per 10 s by default: 640 events/s). A poll
+/// that confirms nothing doubles the step, up to the interval: a slow or stuck indexer is
+/// not polled more often than the user asked for long.
+const POLL_WHEN_FULL: Duration = Duration::from_secs(1);
+
+/// Runs a destination's ack poller until shutdown or until the destination is retired;
+/// then releases whatever is still pending.
+pub(crate) async fn run(
+    dest: Arc<Destination>,
+    audit: Arc<AuditLog>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut enabled_rx = dest.enabled.subscribe();
+    let mut adapter_rx = dest.adapter.subscribe();
+    let mut next_poll = Instant::now();
+    let mut last_poll = Instant::now();
+    let mut full_step = POLL_WHEN_FULL;
+    loop {
+        if *shutdown.borrow() || shutdown.has_changed().is_err() || dest.is_retired() {
+            break;
+        }
+        let adapter: Arc<dyn SiemAdapter> = adapter_rx.borrow_and_update().clone();
+        let enabled = *enabled_rx.borrow_and_update();
+        // Ids from another channel or server (a changed configuration) can never be
+        // confirmed; a disabled destination sends nothing, polls included.
+        let target = adapter.indexer_ack().map(|a| a.ack_target());
+        let stale = dest
+            .acks
+            .take(|p| !enabled || target.as_deref() != Some(p.target.as_str()));
+        release(
+            &dest,
+            stale,
+            "the destination's configuration changed or it was disabled",
+        )
+        .await;
+        {
+            let mut inner = dest.acks.lock();
+            if inner
+                .halt
+                .as_ref()
+                .is_some_and(|(a, _)| !Arc::ptr_eq(a, &adapter))
+            {
+                inner.halt = None;
+            }
+        }
+        if target.is_none() {
+            // No more acks here to prove the queue's acks work again: the worker's own
+            // acks tell now.
+            acks_work_again(&dest, None);
+        }
+        let interval = adapter
+            .indexer_ack()
+            .map(|a| a.interval())
+            .unwrap_or(IDLE_CHECK);
+        if dest.acks.pending() == 0 {
+            // Idle destinations cost no timer: wait for a hand-over or a change.
+            tokio::select! {
+                _ = dest.acks.added.notified() => {
+                    // An id just issued is not indexed yet: first look one interval later
+                    // (or, should the tracker fill up, a second later: a new busy spell
+                    // starts from the short step).
+                    next_poll = next_poll.max(Instant::now() + interval);
+                    last_poll = Instant::now();
+                    full_step = POLL_WHEN_FULL;
+                }
+                _ = shutdown.changed() => {}
+                _ = enabled_rx.changed() => {}
+                _ = adapter_rx.changed() => {}
+            }
+            continue;
+        }
+        let now = Instant::now();
+        let due = if dest.acks.full() {
+            next_poll.min(last_poll + full_step)
+        } else {
+            next_poll
+        };
+        if now < due {
+            tokio::select! {
+                _ = tokio::time::sleep(due - now) => {}
+                // A hand-over may have filled the tracker: look at `due` again.
+                _ = dest.acks.added.notified() => {}
+                _ = shutdown.changed() => {}
+                _ = enabled_rx.changed() => {}
+                _ = adapter_rx.changed() => {}
+            }
+            continue;
+        }
+        next_poll = now + interval;
+        let confirmed = poll_once(&dest, &audit, &adapter, &mut shutdown).await;
+        // From the answer: a poll as slow as the step is not followed by another at once.
+        last_poll = Instant::now();
+        full_step = if confirmed {
+            POLL_WHEN_FULL
+        } else {
+            (full_step * 2).min(interval)
+        };
+    }
+    dest.acks.lock().closed = true;
+    let left = dest.acks.take(|_| true);
+    release(&dest, left, "stopping").await;
+}
+
+/// One poll of every pending id of `adapter`: acks the confirmed leases, releases the
+/// timed-out ones. True when it confirmed any.
+async fn poll_once(
+    dest: &Arc<Destination>,
+    audit: &AuditLog,
+    adapter: &Arc<dyn SiemAdapter>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(ack) = adapter.indexer_ack() else {
+        return false;
+    };
+    // Only ids of this adapter's channel: another channel's ids are other requests.
+    let target = ack.ack_target();
+    let ours = |p: &Pending| p.target == target;
+    let (ids, asked): (Vec<u64>, HashSet<u64>) = {
+        let inner = dest.acks.lock();
+        let waiting: Vec<&Pending> = inner.pending.iter().filter(|p| ours(p)).collect();
+        let ids: BTreeSet<u64> = waiting.iter().map(|p| p.ack_id).collect();
+        (
+            ids.into_iter().collect(),
+            waiting.iter().map(|p| p.serial).collect(),
+        )
+    };
+    if ids.is_empty() {
+        return false;
+    }
+    let answer = tokio::select! {
+        answer = ack.poll(&ids) => answer,
+        // A poll may take up to the request timeout; shutdown does not wait for it
+        // (nothing was taken out of `pending` yet, so the caller releases everything).
+        _ = shutdown.changed() => return false,
+    };
+    let done = match answer {
+        Ok(done) => done,
+        Err(Outcome::Retry { reason, .. }) => {
+            // Not fatal: the ids stay pending and time out as usual.
+            tracing::warn!(destination = %dest.id, %reason, "ack poll failed; will poll again");
+            dest.mark_error(format!("ack poll failed: {reason}"));
+            BTreeSet::new()
+        }
+        Err(Outcome::AuthFailed { reason }) => {
+            stop(dest, adapter, Halt::AuthFailed(reason)).await;
+            return false;
+        }
+        Err(Outcome::Misconfigured { reason }) => {
+            stop(dest, adapter, Halt::Misconfigured(reason)).await;
+            return false;
+        }
+        Err(other) => {
+            let reason = format!("unexpected ack poll outcome: {other:?}");
+            stop(dest, adapter, Halt::Misconfigured(reason)).await;
+            return false;
+        }
+    };
+    let timeout = ack.timeout();
+    // Answers count only for the entries asked about: after a restart noted meanwhile, a
+    // `true` may be about a new request that reuses an old id (the old entry was released
+    // then, the new one was not asked about).
+    let acked = dest
+        .acks
+        .take_for_ack(|p| asked.contains(&p.serial) && done.contains(&p.ack_id));
+    let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
+    let confirmed = !acked.is_empty();
+    if confirmed {
+        let events: usize = acked.iter().map(|p| p.lease.len()).sum();
+        tracing::debug!(destination = %dest.id, requests = acked.len(), events, "indexer acknowledged");
+        audit.record(
+            &dest.id,
+            dest.customer_label(),
+            AuditKind::Indexed { events },
+        );
+        let (queue, store) = (dest.queue.clone(), dest.store.clone());
+        let count = acked.len();
+        let done = crate::storage_pool::spawn(move || {
+            let mut all_held = true;
+            for p in acked {
+                // A failed ack loses nothing (see `ack_whole_lease`); the markers stay.
+                if crate::delivery::ack_whole_lease(&*queue, p.lease, &mut || {}) {
+                    crate::dead_letter::remove_markers(&*store, p.dead_letter_markers);
+                } else {
+                    all_held = false;
+                }
+            }
+            all_held
+        })
+        .await;
+        let all_held = done.unwrap_or_else(|e| {
+            tracing::error!(destination = %dest.id, error = %e, "ack task failed");
+            false
+        });
+        // The state says it at once, even with no worker sending (the sled store counts a
+        // failed ack's records as acked in memory: the queue may look empty). Only from Ok
+        // and back: a stop or another halt a worker set stays.
+        dest.acks.acked(count, all_held, |failing| match failing {
+            Some(true) => dest.replace_state(&DestinationState::Ok, ack_failure_state()),
+            Some(false) => dest.replace_state(&ack_failure_state(), DestinationState::Ok),
+            None => {}
+        });
+    }
+    if !expired.is_empty() {
+        tracing::warn!(destination = %dest.id, requests = expired.len(), ?timeout, "no indexer ack in time; sending the events again");
+        dest.mark_error(format!(
+            "{} request(s) not acknowledged by the indexer within {} s; resent",
+            expired.len(),
+            timeout.as_secs()
+        ));
+        release(dest, expired, "ack timeout").await;
+    }
+    confirmed
+}
+
+/// Acks of `dest`'s queue work again though no poll's round said so: a worker's own ack
+/// (of dead letters) held, or no poller acks here any more (`seen_rounds: None`). If they
+/// were failing, the state turns back to Ok (only from the ack failure's) and paused
+/// workers go on. A worker passes [`AckTracker::failed_rounds`] as read before its ack: a
+/// round that failed meanwhile is newer news than its ack, and stands.
+pub(crate) fn acks_work_again(dest: &Destination, seen_rounds: Option<u64>) {
+    let mut inner = dest.acks.lock();
+    if seen_rounds.is_some_and(|seen| seen != inner.failed_rounds) {
+        return;
+    }
+    if std::mem::take(&mut inner.acks_failing) {
+        dest.replace_state(&ack_failure_state(), DestinationState::Ok);
+        drop(inner);
+        dest.acks.recovered();
+    }
+}
+
+/// The destination's state while acks of confirmed leases fail in the queue.
+pub(crate) fn ack_failure_state() -> DestinationState {
+    DestinationState::Degraded(crate::delivery::ACK_FAILED.into())
+}
+
+/// A poll said stop: remember it for the workers, and give back every pending lease. Not
+/// if the adapter was replaced while the poll ran (its answer is about the old one).
+async fn stop(dest: &Arc<Destination>, adapter: &Arc<dyn SiemAdapter>, halt: Halt) {
+    if !Arc::ptr_eq(&dest.adapter.borrow(), adapter) {
+        return;
+    }
+    let state = match &halt {
+        Halt::AuthFailed(reason) => DestinationState::AuthFailed(reason.clone()),
+        Halt::Misconfigured(reason) => DestinationState::Misconfigured(reason.clone()),
+        _ => return,
+    };
+    dest.acks.lock().halt = Some((adapter.clone(), halt));
+    dest.set_state(state);
+    let all = dest.acks.take(|_| true);
+    release(dest, all, "the ack poll failed for good").await;
+}
+
+/// Returns leases to the queue (their events are sent again) and wakes the workers.
+async fn release(dest: &Arc<Destination>, pending: Vec<Pending>, why: &'static str) {
+    if pending.is_empty() {
+        return;
+    }
+    tracing::debug!(destination = %dest.id, requests = pending.len(), why, "releasing leases that wait for an ack");
+    let leases = pending.into_iter().map(|p| p.lease).collect();
+    release_leases(dest.queue.clone(), leases).await;
+    dest.acks.room.notify_waiters();
+    dest.wake.notify_one();
+}
+
+pub(crate) async fn release_leases(queue: Arc<dyn Queue>, leases: Vec<Lease>) {
+    if leases.is_empty() {
+        return;
+    }
+    let _ = crate::storage_pool::spawn(move || {
+        for lease in leases {
+            queue.release(lease);
+        }
+    })
+    .await;
+}
