@@ -68,7 +68,10 @@ struct Pending {
     /// Unique per entry: a poll's answers count only for the entries it asked about (an
     /// entry added after a restart may carry an id the poll asked about for an old one).
     serial: u64,
+    /// Without its records: a queue knows a lease by its id.
     lease: Lease,
+    /// The lease's records (events and undecodable ones).
+    events: usize,
     dead_letter_markers: Vec<Vec<u8>>,
     /// The server and channel that issued the id (`IndexerAck::ack_target`): ids mean
     /// nothing to another one.
@@ -183,7 +186,11 @@ impl AckTracker {
         self.lock().pending.len()
     }
 
-    /// Takes over leases whose requests were accepted with these ack ids. Returns the
+    /// Takes over leases whose requests were accepted with these ack ids, keeping only
+    /// what their ack or release needs: the lease's id (see `Lease::without_records`). A
+    /// record's bytes are a slice of its whole decoded chunk, so 64 waiting leases held
+    /// ~2.5 MiB of chunks per destination (`engine_bench`: 20 full trackers, 61 MiB
+    /// against 9 without). Returns the
     /// leases it cannot keep, which the caller releases: all of them once the poller is
     /// gone; those whose id came before a restart noted since; and, when an id is already
     /// pending (a restart no check saw), that lease with every lease pending on `target`.
@@ -213,7 +220,8 @@ impl AckTracker {
             inner.pending.push(Pending {
                 ack_id: item.ack_id,
                 serial,
-                lease: item.lease,
+                events: item.lease.len(),
+                lease: item.lease.without_records(),
                 dead_letter_markers: item.dead_letter_markers,
                 target: owned.clone(),
                 since: now,

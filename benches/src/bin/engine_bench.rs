@@ -42,6 +42,51 @@ fn main() {
         runtime.block_on(end_to_end(events, destinations));
     }
     runtime.block_on(with_indexer_acks(events.min(50_000)));
+    runtime.block_on(pending_acks_memory(20));
+}
+
+/// RSS held while `destinations` destinations with indexer acks each have a full tracker
+/// (64 requests of 100 events whose ids never turn true).
+async fn pending_acks_memory(destinations: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn QueueStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
+    let dispatcher =
+        Arc::new(SiemDispatcher::new(store, Arc::new(AuditLog::in_memory())).expect("dispatcher"));
+    let receiver = HecAckReceiver::start("bench", AckMode::Never).await;
+    let per_destination = 64 * 100;
+    for d in 0..destinations {
+        let mut config = SiemConfig::splunk(&receiver.url(), "bench").expect("config");
+        if let raxe_adapters::config::SiemOptions::Splunk(o) = &mut config.extra {
+            o.ack = true;
+            o.channel = Some(raxe_adapters::splunk::ack::new_channel());
+        }
+        config.flush_interval_seconds = 1;
+        let adapter = raxe_adapters::create_siem_adapter(config).expect("adapter");
+        dispatcher
+            .register_destination(
+                &format!("a{d}"),
+                adapter.into(),
+                Some(CustomerKey::new("m", format!("c{d}"))),
+                DestinationOptions::default(),
+            )
+            .expect("register");
+    }
+    let total = destinations * per_destination;
+    let batch: Vec<ScanEvent> = (0..total)
+        .map(|n| sample(n, "m", &format!("c{}", n % destinations)))
+        .collect();
+    dispatcher.dispatch_batch(&batch).expect("dispatch");
+    drop(batch);
+    let before = rss_mib();
+    dispatcher.start().expect("start");
+    let full = receiver.wait_for(total, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "{destinations} destinations with indexer acks, 64 requests of 100 events waiting for acks each: RSS {:.1} MiB (before sending {before:.1}){}",
+        rss_mib(),
+        if full { "" } else { " (not all sent)" }
+    );
+    dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Events/s to one destination with indexer acks while its ack tracker is full (workers

@@ -185,7 +185,7 @@ async fn poll_once(
     let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
     let confirmed = !acked.is_empty();
     if confirmed {
-        let events: usize = acked.iter().map(|p| p.lease.len()).sum();
+        let events: usize = acked.iter().map(|p| p.events).sum();
         tracing::debug!(destination = %dest.id, requests = acked.len(), events, "indexer acknowledged");
         audit.record(
             &dest.id,
