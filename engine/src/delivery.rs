@@ -257,11 +257,15 @@ impl<'a> Delivery<'a> {
         } else if self.awaiting_ack.is_empty() {
             // With indexer acks this is a lease of dead letters only: its ack holding
             // tells that acks work again as well as a poll's round would.
-            let rounds = self.dest.acks.failed_rounds();
+            let rounds = self
+                .adapter
+                .indexer_ack()
+                .map(|_| self.dest.acks.failed_rounds());
             dead_letters_acked = finish_lease(queue, lease, ack_upto).await;
-            let proof = dead_letters_acked && ack_upto > 0 && result.is_ok();
-            if proof && self.adapter.indexer_ack().is_some() {
-                crate::indexer_ack::acks_work_again(self.dest, Some(rounds));
+            if let Some(rounds) = rounds {
+                if dead_letters_acked && ack_upto > 0 && result.is_ok() {
+                    crate::indexer_ack::acks_work_again(self.dest, Some(rounds));
+                }
             }
         } else {
             dead_letters_acked = self.hand_over_to_acks(queue, lease, ack_upto).await;

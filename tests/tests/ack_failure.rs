@@ -31,6 +31,15 @@ const GOOD_ACKS: usize = 3;
 /// How long acks keep failing once the lane paused.
 const WINDOW: Duration = Duration::from_secs(6);
 
+/// The error a failing hook returns: what the sled store's ack journal gives on a disk
+/// error.
+fn injected_failure() -> QueueError {
+    QueueError::Io {
+        path: PathBuf::from("acks-0000000000000001.log"),
+        source: std::io::Error::other("injected ack failure"),
+    }
+}
+
 /// Acks work `good_acks` times, then fail until `healed`. A failed ack gives its records
 /// back to the queue (as a restart would), so they are at its head again: while acks
 /// fail, a lane that pauses as it should only ever sends that batch again.
@@ -51,10 +60,7 @@ impl FailingAcks {
 
     fn failure(&self) -> QueueError {
         self.failed.fetch_add(1, Ordering::SeqCst);
-        QueueError::Io {
-            path: PathBuf::from("acks-0000000000000001.log"),
-            source: std::io::Error::other("injected ack failure"),
-        }
+        injected_failure()
     }
 }
 
@@ -342,10 +348,7 @@ impl AckHook for FailsOnce {
         if self.failed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        Err(QueueError::Io {
-            path: PathBuf::from("acks-0000000000000001.log"),
-            source: std::io::Error::other("injected ack failure"),
-        })
+        Err(injected_failure())
     }
 }
 

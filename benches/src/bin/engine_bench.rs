@@ -48,19 +48,11 @@ fn main() {
 /// RSS held while `destinations` destinations with indexer acks each have a full tracker
 /// (64 requests of 100 events whose ids never turn true).
 async fn pending_acks_memory(destinations: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn QueueStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
-    let dispatcher =
-        Arc::new(SiemDispatcher::new(store, Arc::new(AuditLog::in_memory())).expect("dispatcher"));
+    let (_dir, dispatcher) = fresh_dispatcher();
     let receiver = HecAckReceiver::start("bench", AckMode::Never).await;
     let per_destination = 64 * 100;
     for d in 0..destinations {
-        let mut config = SiemConfig::splunk(&receiver.url(), "bench").expect("config");
-        if let raxe_adapters::config::SiemOptions::Splunk(o) = &mut config.extra {
-            o.ack = true;
-            o.channel = Some(raxe_adapters::splunk::ack::new_channel());
-        }
-        config.flush_interval_seconds = 1;
+        let config = indexer_ack_config(&receiver.url());
         let adapter = raxe_adapters::create_siem_adapter(config).expect("adapter");
         dispatcher
             .register_destination(
@@ -89,21 +81,34 @@ async fn pending_acks_memory(destinations: usize) {
     dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Events/s to one destination with indexer acks while its ack tracker is full (workers
-/// wait for room): until all but the last 64 requests' events are indexed. The rest wait
-/// for the interval's poll, which is latency, not rate.
-async fn with_indexer_acks(events: usize) {
+/// An empty, not yet started dispatcher over a sled store in a temporary directory (kept alive by
+/// the first value).
+fn fresh_dispatcher() -> (tempfile::TempDir, Arc<SiemDispatcher>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn QueueStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
     let dispatcher =
         Arc::new(SiemDispatcher::new(store, Arc::new(AuditLog::in_memory())).expect("dispatcher"));
-    let receiver = HecAckReceiver::start("bench", AckMode::After(Duration::ZERO)).await;
-    let mut config = SiemConfig::splunk(&receiver.url(), "bench").expect("config");
+    (dir, dispatcher)
+}
+
+/// Splunk HEC at `url` with indexer acks on (default ack interval and timeout).
+fn indexer_ack_config(url: &str) -> SiemConfig {
+    let mut config = SiemConfig::splunk(url, "bench").expect("config");
     if let raxe_adapters::config::SiemOptions::Splunk(o) = &mut config.extra {
         o.ack = true;
         o.channel = Some(raxe_adapters::splunk::ack::new_channel());
     }
     config.flush_interval_seconds = 1;
+    config
+}
+
+/// Events/s to one destination with indexer acks while its ack tracker is full (workers
+/// wait for room): until all but the last 64 requests' events are indexed. The rest wait
+/// for the interval's poll, which is latency, not rate.
+async fn with_indexer_acks(events: usize) {
+    let (_dir, dispatcher) = fresh_dispatcher();
+    let receiver = HecAckReceiver::start("bench", AckMode::After(Duration::ZERO)).await;
+    let config = indexer_ack_config(&receiver.url());
     let interval = match &config.extra {
         raxe_adapters::config::SiemOptions::Splunk(o) => o.ack_interval_seconds,
         _ => unreachable!("a Splunk config"),
@@ -136,10 +141,7 @@ async fn with_indexer_acks(events: usize) {
 }
 
 async fn end_to_end(events: usize, destinations: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn QueueStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
-    let dispatcher =
-        Arc::new(SiemDispatcher::new(store, Arc::new(AuditLog::in_memory())).expect("dispatcher"));
+    let (_dir, dispatcher) = fresh_dispatcher();
     let receiver = HecReceiver::start_counting("bench").await;
     for d in 0..destinations {
         let mut config = SiemConfig::splunk(&receiver.url(), "bench").expect("config");
