@@ -10,6 +10,9 @@ use std::time::Duration;
 
 mod support;
 
+#[path = "serve/indexer_ack.rs"]
+mod indexer_ack;
+
 use raxe_tests::hec::HecReceiver;
 use support::*;
 

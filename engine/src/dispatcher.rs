@@ -26,6 +26,10 @@ use crate::worker::Worker;
 
 mod reroute;
 
+/// The most of a shutdown's deadline kept for releasing what the indexer did not confirm
+/// (a fifth of it when that is less).
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
+
 /// What `dispatch_batch` did with a batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchReport {
@@ -62,6 +66,9 @@ pub struct SiemDispatcher {
     unrouted_total: AtomicU64,
     flush_now: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
+    /// Set by `shutdown` before `shutdown` turns true: until when ack pollers may wait for
+    /// the indexer to confirm what it has (see `indexer_ack::poller::settle`).
+    settle_by: watch::Sender<Option<Instant>>,
     running: Mutex<Option<Running>>,
     /// The task counts of removed destinations whose tasks may still run, by id: a
     /// destination added again under that id waits for them (see `Destination::predecessor`).
@@ -111,6 +118,7 @@ impl SiemDispatcher {
             unrouted_total: AtomicU64::new(0),
             flush_now: Arc::new(AtomicBool::new(false)),
             shutdown: watch::channel(false).0,
+            settle_by: watch::channel(None).0,
             running: Mutex::new(None),
             removed_lanes: Mutex::new(HashMap::new()),
         })
@@ -287,8 +295,12 @@ impl SiemDispatcher {
         }
         // One ack poller per destination; it sleeps without a timer unless a lease waits
         // for an indexer ack.
-        let poller =
-            crate::indexer_ack::run(dest.clone(), self.audit.clone(), self.shutdown.subscribe());
+        let poller = crate::indexer_ack::run(
+            dest.clone(),
+            self.audit.clone(),
+            self.shutdown.subscribe(),
+            self.settle_by.subscribe(),
+        );
         running.spawn_lane(dest, poller);
     }
 
@@ -474,8 +486,14 @@ impl SiemDispatcher {
     }
 
     /// Stops the workers: no new batches; in-flight requests get until `deadline` to
-    /// finish (their outcome is acked); whatever is unfinished stays queued.
+    /// finish (their outcome is acked); whatever is unfinished stays queued. Requests that
+    /// wait for an indexer ack (Splunk `useACK`) get most of `deadline` to be confirmed, so
+    /// a planned restart does not send again what the indexer already has.
     pub async fn shutdown(&self, deadline: Duration) {
+        // A little of the deadline is left for releasing what was not confirmed.
+        let margin = (deadline / 5).min(SHUTDOWN_MARGIN);
+        self.settle_by
+            .send_replace(Some(Instant::now() + deadline - margin));
         self.shutdown.send_replace(true);
         let tasks = lock(&self.running)
             .take()

@@ -4,6 +4,9 @@
 
 mod support;
 
+#[path = "indexer_ack/shutdown.rs"]
+mod shutdown;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -23,16 +23,23 @@ use crate::destination::{Destination, DestinationState};
 /// not polled more often than the user asked for long.
 const POLL_WHEN_FULL: Duration = Duration::from_secs(1);
 
+/// How often the poller polls while the service stops and requests wait for their ack.
+const POLL_WHEN_STOPPING: Duration = Duration::from_millis(500);
+
 /// Runs a destination's ack poller until shutdown or until the destination is retired;
-/// then releases whatever is still pending.
+/// then releases whatever is still pending. On shutdown it first gives the indexer until
+/// `settle_by` says to confirm what waits (see [`settle`]).
 pub(crate) async fn run(
     dest: Arc<Destination>,
     audit: Arc<AuditLog>,
     mut shutdown: watch::Receiver<bool>,
+    settle_by: watch::Receiver<Option<Instant>>,
 ) {
     let mut enabled_rx = dest.enabled.subscribe();
     let mut adapter_rx = dest.adapter.subscribe();
-    let mut next_poll = Instant::now();
+    // A hand-over may come before this task first looks; its ids are not indexed yet either.
+    let first_interval = adapter_rx.borrow().indexer_ack().map(|a| a.interval());
+    let mut next_poll = Instant::now() + first_interval.unwrap_or(IDLE_CHECK);
     let mut last_poll = Instant::now();
     let mut full_step = POLL_WHEN_FULL;
     loop {
@@ -116,9 +123,66 @@ pub(crate) async fn run(
             (full_step * 2).min(interval)
         };
     }
+    if *shutdown.borrow_and_update() && !dest.is_retired() {
+        let until = *settle_by.borrow();
+        if let Some(until) = until {
+            settle(&dest, &audit, &mut shutdown, until).await;
+        }
+    }
     dest.acks.lock().closed = true;
     let left = dest.acks.take(|_| true);
+    if !left.is_empty() && *shutdown.borrow() {
+        tracing::warn!(destination = %dest.id, requests = left.len(), "stopping before the indexer confirmed these requests: their events are sent again on the next start");
+    }
     release(&dest, left, "stopping").await;
+}
+
+/// On shutdown, polls every [`POLL_WHEN_STOPPING`] until `until` while requests wait for
+/// their ack or a worker may still hand one over, acking what the indexer confirms: a
+/// planned restart then sends again only what Splunk has not indexed yet (Splunk does not
+/// de-duplicate). Ends early when nothing is left to wait for, when a round of queue acks
+/// fails, or when a poll says stop. The caller marks `shutdown` seen, so a poll is
+/// abandoned only if the dispatcher goes away.
+async fn settle(
+    dest: &Arc<Destination>,
+    audit: &AuditLog,
+    shutdown: &mut watch::Receiver<bool>,
+    until: Instant,
+) {
+    let adapter: Arc<dyn SiemAdapter> = dest.adapter.borrow().clone();
+    if adapter.indexer_ack().is_none() || !*dest.enabled.borrow() {
+        return;
+    }
+    let waiting = dest.acks.pending();
+    if waiting > 0 {
+        tracing::info!(destination = %dest.id, requests = waiting, wait = ?until.saturating_duration_since(Instant::now()), "stopping: waiting for the indexer to confirm requests");
+    }
+    // This task is one of the destination's lanes: more than one means a worker runs.
+    let mut lanes = dest.lanes.subscribe();
+    let failed_rounds = dest.acks.failed_rounds();
+    let until = tokio::time::Instant::from_std(until);
+    loop {
+        let workers_done = *lanes.borrow_and_update() <= 1;
+        if (dest.acks.pending() == 0 && workers_done)
+            || tokio::time::Instant::now() >= until
+            || dest.acks.failed_rounds() != failed_rounds
+            || dest.acks.halt_for(&adapter).is_some()
+        {
+            return;
+        }
+        if dest.acks.pending() > 0
+            && tokio::time::timeout_at(until, poll_once(dest, audit, &adapter, shutdown))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let next = (tokio::time::Instant::now() + POLL_WHEN_STOPPING).min(until);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = lanes.changed() => {}
+        }
+    }
 }
 
 /// One poll of every pending id of `adapter`: acks the confirmed leases, releases the
