@@ -99,8 +99,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub poll_interval_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Requests that
-    /// wait for a Splunk indexer ack get most of it to be confirmed (polled every 0.5 s);
-    /// what is not confirmed by then is sent again on the next start.
+    /// wait for a Splunk indexer ack are polled every 0.5 s for up to all but a fifth of
+    /// it (at most 1 s less); what is not confirmed by then is sent again on the next
+    /// start.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_timeout: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /health

@@ -202,7 +202,10 @@ async fn reopen(
         "storage failure: intake and delivery are paused, spool files stay in the spool; \
          the queues are reopened as soon as the disk takes writes again (free some space)"
     );
-    host.dispatcher.shutdown(Duration::from_secs(2)).await;
+    // The store takes no acks: requests waiting for an indexer ack are not waited for.
+    host.dispatcher
+        .shutdown_releasing_acks(Duration::from_secs(2))
+        .await;
     let closed = host.store.closed_signal();
     drop(host);
     // sled's files and the directory lock go only with the last queue handle.

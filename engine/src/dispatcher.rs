@@ -30,6 +30,10 @@ mod reroute;
 /// (a fifth of it when that is less).
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
 
+/// The longest a stop polls for indexer acks, however long its deadline (an `Instant` a
+/// huge `--shutdown-timeout` ahead would overflow).
+const SETTLE_AT_MOST: Duration = Duration::from_secs(3_600);
+
 /// What `dispatch_batch` did with a batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchReport {
@@ -487,13 +491,25 @@ impl SiemDispatcher {
 
     /// Stops the workers: no new batches; in-flight requests get until `deadline` to
     /// finish (their outcome is acked); whatever is unfinished stays queued. Requests that
-    /// wait for an indexer ack (Splunk `useACK`) get most of `deadline` to be confirmed, so
-    /// a planned restart does not send again what the indexer already has.
+    /// wait for an indexer ack (Splunk `useACK`) are polled for up to most of `deadline`
+    /// (all but a fifth, at most 1 s), so a planned restart does not send again what the
+    /// indexer already has; the stop ends as soon as nothing waits.
     pub async fn shutdown(&self, deadline: Duration) {
-        // A little of the deadline is left for releasing what was not confirmed.
+        // A little of the deadline is kept for releasing what was not confirmed.
         let margin = (deadline / 5).min(SHUTDOWN_MARGIN);
-        self.settle_by
-            .send_replace(Some(Instant::now() + deadline - margin));
+        let settle_for = (deadline - margin).min(SETTLE_AT_MOST);
+        self.stop(deadline, Some(Instant::now() + settle_for)).await;
+    }
+
+    /// As [`SiemDispatcher::shutdown`], but requests that wait for an indexer ack are
+    /// given back at once: for a store that cannot ack them, or a caller whose own
+    /// deadline has passed.
+    pub async fn shutdown_releasing_acks(&self, deadline: Duration) {
+        self.stop(deadline, None).await;
+    }
+
+    async fn stop(&self, deadline: Duration, settle_by: Option<Instant>) {
+        self.settle_by.send_replace(settle_by);
         self.shutdown.send_replace(true);
         let tasks = lock(&self.running)
             .take()
@@ -558,7 +574,7 @@ impl SiemDispatcher {
         &self.store
     }
 
-    fn destination(&self, id: &str) -> Result<Arc<Destination>, EngineError> {
+    pub(crate) fn destination(&self, id: &str) -> Result<Arc<Destination>, EngineError> {
         read(&self.destinations)
             .get(id)
             .cloned()

@@ -33,10 +33,10 @@
 //!   worker's own ack (of a lease of dead letters only) that holds.
 //! - Pending acks are in memory only ("resend on restart"): after a crash their records
 //!   are simply still in the queue and are leased and sent again. On shutdown the poller
-//!   first polls for most of the shutdown's deadline, acking what the indexer confirms (a
-//!   planned restart then sends again only what was not indexed); what is left then, and
-//!   everything pending on disable, removal or a configuration change, is released, never
-//!   acked.
+//!   first polls, for up to most of the shutdown's deadline, acking what the indexer
+//!   confirms (a planned restart then sends again only what was not indexed); what is
+//!   left then, and everything pending on disable, removal or a configuration change, is
+//!   released, never acked.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -144,7 +144,10 @@ pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
             let progress = tokio::spawn(progress_bar(host.dispatcher.clone()));
             let drained = host.dispatcher.drain(timeout).await;
             progress.abort();
-            host.dispatcher.shutdown(Duration::from_secs(10)).await;
+            // Drained, nothing waits for an indexer ack; timed out, `--timeout` is spent.
+            host.dispatcher
+                .shutdown_releasing_acks(Duration::from_secs(10))
+                .await;
             let stats = serde_json::to_value(host.dispatcher.stats())?;
             finish_drain(&stats, drained)
         }

@@ -48,18 +48,8 @@ pub(crate) async fn run(
         }
         let adapter: Arc<dyn SiemAdapter> = adapter_rx.borrow_and_update().clone();
         let enabled = *enabled_rx.borrow_and_update();
-        // Ids from another channel or server (a changed configuration) can never be
-        // confirmed; a disabled destination sends nothing, polls included.
         let target = adapter.indexer_ack().map(|a| a.ack_target());
-        let stale = dest
-            .acks
-            .take(|p| !enabled || target.as_deref() != Some(p.target.as_str()));
-        release(
-            &dest,
-            stale,
-            "the destination's configuration changed or it was disabled",
-        )
-        .await;
+        release_unpollable(&dest, target.as_deref(), enabled).await;
         {
             let mut inner = dest.acks.lock();
             if inner
@@ -114,7 +104,7 @@ pub(crate) async fn run(
             continue;
         }
         next_poll = now + interval;
-        let confirmed = poll_once(&dest, &audit, &adapter, &mut shutdown).await;
+        let confirmed = poll_once(&dest, &audit, &adapter, &mut shutdown, None).await;
         // From the answer: a poll as slow as the step is not followed by another at once.
         last_poll = Instant::now();
         full_step = if confirmed {
@@ -140,49 +130,77 @@ pub(crate) async fn run(
 /// On shutdown, polls every [`POLL_WHEN_STOPPING`] until `until` while requests wait for
 /// their ack or a worker may still hand one over, acking what the indexer confirms: a
 /// planned restart then sends again only what Splunk has not indexed yet (Splunk does not
-/// de-duplicate). Ends early when nothing is left to wait for, when a round of queue acks
-/// fails, or when a poll says stop. The caller marks `shutdown` seen, so a poll is
-/// abandoned only if the dispatcher goes away.
+/// de-duplicate). Ends as soon as nothing is left to wait for, and early when the
+/// destination is disabled, retired or stopped by a poll, or when a round of queue acks
+/// fails. The caller marks `shutdown` seen, so a poll is abandoned only at `until` or if
+/// the dispatcher goes away; the queue acks of what it confirmed are always finished.
 async fn settle(
     dest: &Arc<Destination>,
     audit: &AuditLog,
     shutdown: &mut watch::Receiver<bool>,
     until: Instant,
 ) {
-    let adapter: Arc<dyn SiemAdapter> = dest.adapter.borrow().clone();
-    if adapter.indexer_ack().is_none() || !*dest.enabled.borrow() {
-        return;
-    }
     let waiting = dest.acks.pending();
     if waiting > 0 {
-        tracing::info!(destination = %dest.id, requests = waiting, wait = ?until.saturating_duration_since(Instant::now()), "stopping: waiting for the indexer to confirm requests");
+        tracing::info!(destination = %dest.id, requests = waiting, up_to = ?until.saturating_duration_since(Instant::now()), "stopping: waiting for the indexer to confirm requests");
     }
     // This task is one of the destination's lanes: more than one means a worker runs.
     let mut lanes = dest.lanes.subscribe();
     let failed_rounds = dest.acks.failed_rounds();
     let until = tokio::time::Instant::from_std(until);
+    let mut next_poll = tokio::time::Instant::now();
     loop {
+        let adapter: Arc<dyn SiemAdapter> = dest.adapter.borrow().clone();
+        let enabled = *dest.enabled.borrow();
+        let Some(target) = adapter.indexer_ack().map(|a| a.ack_target()) else {
+            return;
+        };
+        if !enabled || dest.is_retired() || dest.acks.halt_for(&adapter).is_some() {
+            return;
+        }
+        // Requests of an earlier channel or server are never confirmed: not waited for.
+        release_unpollable(dest, Some(&target), enabled).await;
         let workers_done = *lanes.borrow_and_update() <= 1;
+        let now = tokio::time::Instant::now();
         if (dest.acks.pending() == 0 && workers_done)
-            || tokio::time::Instant::now() >= until
+            || now >= until
             || dest.acks.failed_rounds() != failed_rounds
-            || dest.acks.halt_for(&adapter).is_some()
         {
             return;
         }
-        if dest.acks.pending() > 0
-            && tokio::time::timeout_at(until, poll_once(dest, audit, &adapter, shutdown))
-                .await
-                .is_err()
-        {
-            return;
+        if dest.acks.pending() > 0 && now >= next_poll {
+            poll_once(dest, audit, &adapter, shutdown, Some(until)).await;
+            next_poll = tokio::time::Instant::now() + POLL_WHEN_STOPPING;
         }
-        let next = (tokio::time::Instant::now() + POLL_WHEN_STOPPING).min(until);
+        // A worker that ends may have handed a request over: look again (the next poll
+        // still waits for its turn).
+        let wake = if dest.acks.pending() > 0 {
+            next_poll
+        } else {
+            until
+        }
+        .min(until);
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep_until(wake) => {}
             _ = lanes.changed() => {}
         }
     }
+}
+
+/// Releases the requests that `target` (the adapter's ack channel and server, if it has
+/// indexer acks) can never confirm: ids from another channel or server (a changed
+/// configuration), and everything when the destination is disabled (it sends nothing,
+/// polls included).
+async fn release_unpollable(dest: &Arc<Destination>, target: Option<&str>, enabled: bool) {
+    let stale = dest
+        .acks
+        .take(|p| !enabled || target != Some(p.target.as_str()));
+    release(
+        dest,
+        stale,
+        "the destination's configuration changed or it was disabled",
+    )
+    .await;
 }
 
 /// One poll of every pending id of `adapter`: acks the confirmed leases, releases the
@@ -192,6 +210,7 @@ async fn poll_once(
     audit: &AuditLog,
     adapter: &Arc<dyn SiemAdapter>,
     shutdown: &mut watch::Receiver<bool>,
+    give_up_at: Option<tokio::time::Instant>,
 ) -> bool {
     let Some(ack) = adapter.indexer_ack() else {
         return false;
@@ -211,11 +230,18 @@ async fn poll_once(
     if ids.is_empty() {
         return false;
     }
+    let give_up = async {
+        match give_up_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     let answer = tokio::select! {
         answer = ack.poll(&ids) => answer,
         // A poll may take up to the request timeout; shutdown does not wait for it
         // (nothing was taken out of `pending` yet, so the caller releases everything).
         _ = shutdown.changed() => return false,
+        _ = give_up => return false,
     };
     let done = match answer {
         Ok(done) => done,

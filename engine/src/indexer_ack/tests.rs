@@ -181,3 +181,81 @@ fn failed_acks_pause_workers_once_a_round_then_while_a_lease_tests_them() {
     let taken = acks.take_for_ack(|_| true);
     assert_eq!(acked(taken, true), None, "nothing changed");
 }
+
+/// A request handed over before the poller first looks (a hand-over racing its start) is
+/// first polled one interval later, like any other: its id cannot be indexed yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_before_the_poller_starts_waits_one_interval_for_its_poll() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use raxe_adapters::config::{SiemConfig, SiemOptions, SplunkOptions};
+
+    use crate::{AuditLog, DestinationOptions, SiemDispatcher};
+
+    // Counts connections; answers none (a poll is seen the moment it connects).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let seen = polls.clone();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            open.push(stream);
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(raxe_storage::SledStore::open(dir.path()).unwrap());
+    let dispatcher = SiemDispatcher::new(store, Arc::new(AuditLog::in_memory())).unwrap();
+    let config = SiemConfig::with_options(
+        &format!("http://{addr}"),
+        "t",
+        SiemOptions::Splunk(SplunkOptions {
+            ack: true,
+            channel: Some(raxe_adapters::splunk::ack::new_channel()),
+            ack_interval_seconds: 3,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let adapter: Arc<dyn SiemAdapter> = raxe_adapters::create_siem_adapter(config).unwrap().into();
+    let target = adapter.indexer_ack().unwrap().ack_target();
+    dispatcher
+        .register_destination("d", adapter, None, DestinationOptions::default())
+        .unwrap();
+    let event = raxe_adapters::event::ScanEvent::new("c");
+    dispatcher.dispatch(&event).unwrap();
+    // The one event is sent and accepted (id 0), as far as the tracker knows: the worker
+    // finds the queue empty.
+    let dest = dispatcher.destination("d").unwrap();
+    let lease = dest.queue.lease(10, usize::MAX).unwrap().unwrap();
+    let epoch = dest.acks.epoch();
+    let handed = Tracked {
+        ack_id: 0,
+        epoch,
+        lease,
+        dead_letter_markers: Vec::new(),
+    };
+    assert!(dest.acks.add(&target, vec![handed]).is_empty());
+
+    dispatcher.start().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        0,
+        "not polled before its interval"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while polls.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        1,
+        "polled once the interval passed"
+    );
+    dispatcher
+        .shutdown_releasing_acks(Duration::from_secs(2))
+        .await;
+}
