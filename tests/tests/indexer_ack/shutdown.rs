@@ -85,3 +85,24 @@ async fn a_stop_gives_back_what_the_indexer_does_not_confirm_by_its_deadline() {
     );
     assert!(hec.indexed().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_does_not_wait_for_requests_of_a_channel_it_left() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
+    add(&engine, "d", ack_config(&hec, &new_channel(), 60, 10), 1);
+    engine.dispatch(events("m", "c", 0..20)).await;
+    engine.dispatcher.start().unwrap();
+    assert!(hec.wait_for(20, WAIT).await);
+    // A reload moves the destination to a new channel (the old ids can never be
+    // confirmed there), and the stop comes before the poller has looked.
+    hec.set_mode(AckMode::After(Duration::ZERO));
+    add(&engine, "d", ack_config(&hec, &new_channel(), 60, 10), 1);
+    let started = std::time::Instant::now();
+    engine.dispatcher.shutdown(Duration::from_secs(20)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "waited {took:?} for ids no poll asks about"
+    );
+}
