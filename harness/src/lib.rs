@@ -9,7 +9,8 @@
 //!    (`raxe customer siem configure ... --data-dir`);
 //! 3. starts the real `raxe serve` on a fresh data directory and feeds events `h-<seq>`
 //!    through the spool (`*.tmp` then rename) and through `raxe ingest` subprocesses;
-//! 4. SIGKILLs the service at seeded random moments and restarts it, `--kills` times, while a
+//! 4. SIGKILLs the service at seeded random moments and restarts it, `--kills` times (every
+//!    fourth stop a SIGTERM, which must end cleanly within 20 s), while a
 //!    fault schedule breaks the receivers (5xx bursts, 429 + Retry-After, hangs past the
 //!    timeout, connection resets, slow answers, poison events, a rotated token / shared key
 //!    fixed later by reconfiguring while serve runs, syslog stalls);
@@ -266,6 +267,7 @@ async fn run_async(o: &Options) -> Result<Report> {
     let mut restarts: Vec<Instant> = Vec::new();
     let mut kill_times: Vec<Instant> = Vec::new();
     let mut mid_stream = 0;
+    let mut planned = 0;
     for k in 0..o.kills {
         let wait = kill_rng.u64(o.kill_min_ms..=o.kill_max_ms);
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -289,8 +291,18 @@ async fn run_async(o: &Options) -> Result<Report> {
                 serve_log.display()
             ));
         }
-        let _ = serve.kill(); // SIGKILL
-        let _ = serve.wait();
+        if k % PLANNED_STOP_EVERY == PLANNED_STOP_EVERY - 1 {
+            // A planned restart (an upgrade, a reboot): it must end cleanly, in time.
+            planned += 1;
+            if let Err(failure) = stop_cleanly(&mut serve).await? {
+                report
+                    .failures
+                    .push(format!("planned stop {planned}: {failure}"));
+            }
+        } else {
+            let _ = serve.kill(); // SIGKILL
+            let _ = serve.wait();
+        }
         kill_times.push(Instant::now());
         let (r, log) = (raxe.clone(), serve_log.clone());
         let (child, refused, spawned) =
@@ -302,7 +314,7 @@ async fn run_async(o: &Options) -> Result<Report> {
     }
     report.kills = kill_times.len();
     report.notes.push(format!(
-        "{mid_stream} of {} kills were aimed 0–150 ms after a chunk was handed over",
+        "{mid_stream} of {} kills were aimed 0–150 ms after a chunk was handed over; {planned} were SIGTERMs (planned restarts)",
         o.kills
     ));
     let handed = feeder.await??;
@@ -364,29 +376,8 @@ async fn run_async(o: &Options) -> Result<Report> {
     at_risk.drained(&dests, Instant::now());
     // Let the last dead letters settle, then stop cleanly.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let stop_deadline = Instant::now() + Duration::from_secs(20);
-    let mut stopped = None;
-    while Instant::now() < stop_deadline {
-        if let Some(status) = serve.try_wait()? {
-            stopped = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    match stopped {
-        Some(status) if status.success() => {}
-        Some(status) => report.failures.push(format!(
-            "raxe serve did not stop cleanly on SIGTERM: {status}"
-        )),
-        None => {
-            report
-                .failures
-                .push("raxe serve did not stop within 20 s of SIGTERM".into());
-            let _ = serve.kill();
-            let _ = serve.wait();
-        }
+    if let Err(failure) = stop_cleanly(&mut serve).await? {
+        report.failures.push(failure);
     }
     stop_monitor.store(true, Ordering::Relaxed);
     let _ = monitor.await;
@@ -528,4 +519,30 @@ async fn run_async(o: &Options) -> Result<Report> {
         let _ = fs::remove_dir_all(&work);
     }
     Ok(report)
+}
+
+/// Every this many stops in the kill phase is a SIGTERM instead of a SIGKILL.
+const PLANNED_STOP_EVERY: usize = 4;
+
+/// SIGTERM, then waits for the exit: `Err` with the complaint if it was not clean or not
+/// within 20 s (serve's shutdown timeout is 10 s; it is killed then).
+async fn stop_cleanly(serve: &mut Child) -> Result<Result<(), String>> {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let stop_deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < stop_deadline {
+        if let Some(status) = serve.try_wait()? {
+            return Ok(if status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "raxe serve did not stop cleanly on SIGTERM: {status}"
+                ))
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    Ok(Err("raxe serve did not stop within 20 s of SIGTERM".into()))
 }

@@ -1,6 +1,7 @@
 //! The short crash/fault run of issue #6, as part of `cargo test --workspace`: the real
-//! `raxe serve` (debug build) is SIGKILLed 12 times while 8,000 events flow to nine local
-//! receivers that misbehave on a schedule (every fault kind the harness has). The long runs are documented in harness/README.md.
+//! `raxe serve` (debug build) is stopped 12 times (9 SIGKILLs, 3 SIGTERMs) while 8,000
+//! events flow to nine local receivers that misbehave on a schedule (every fault kind the
+//! harness has). The long runs are documented in harness/README.md.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
