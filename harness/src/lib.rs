@@ -268,9 +268,14 @@ async fn run_async(o: &Options) -> Result<Report> {
     let mut kill_times: Vec<Instant> = Vec::new();
     let mut mid_stream = 0;
     let mut planned = 0;
+    let mut planned_stop_times = Vec::new();
+    // Time planned stops took, taken off the next waits: the kills stay spread over the
+    // feeding (which goes on meanwhile) instead of coming after it.
+    let mut owed = Duration::ZERO;
     for k in 0..o.kills {
-        let wait = kill_rng.u64(o.kill_min_ms..=o.kill_max_ms);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let wait = Duration::from_millis(kill_rng.u64(o.kill_min_ms..=o.kill_max_ms));
+        tokio::time::sleep(wait.saturating_sub(owed)).await;
+        owed = owed.saturating_sub(wait);
         // Every other kill lands 0–150 ms after a fresh chunk was handed over (while it is
         // being ingested and delivered), unless feeding is over.
         if k % 2 == 1 {
@@ -294,11 +299,14 @@ async fn run_async(o: &Options) -> Result<Report> {
         if k % PLANNED_STOP_EVERY == PLANNED_STOP_EVERY - 1 {
             // A planned restart (an upgrade, a reboot): it must end cleanly, in time.
             planned += 1;
+            let asked = Instant::now();
             if let Err(failure) = stop_cleanly(&mut serve).await? {
                 report
                     .failures
                     .push(format!("planned stop {planned}: {failure}"));
             }
+            owed += asked.elapsed();
+            planned_stop_times.push(format!("{:.1}s", asked.elapsed().as_secs_f64()));
         } else {
             let _ = serve.kill(); // SIGKILL
             let _ = serve.wait();
@@ -314,8 +322,9 @@ async fn run_async(o: &Options) -> Result<Report> {
     }
     report.kills = kill_times.len();
     report.notes.push(format!(
-        "{mid_stream} of {} kills were aimed 0–150 ms after a chunk was handed over; {planned} were SIGTERMs (planned restarts)",
-        o.kills
+        "{mid_stream} of {} kills were aimed 0–150 ms after a chunk was handed over; {planned} were SIGTERMs (planned restarts), which took {}",
+        o.kills,
+        planned_stop_times.join(", ")
     ));
     let handed = feeder.await??;
     if let Some(t) = faults_task {
