@@ -491,8 +491,8 @@ impl SiemDispatcher {
 
     /// Stops the workers: no new batches; in-flight requests get until `deadline` to
     /// finish (their outcome is acked); whatever is unfinished stays queued. Requests that
-    /// wait for an indexer ack (Splunk `useACK`) are polled for up to most of `deadline`
-    /// (all but a fifth, at most 1 s), so a planned restart does not send again what the
+    /// wait for an indexer ack (Splunk `useACK`) are polled for up to `deadline` less a
+    /// fifth of it (at most 1 s less), so a planned restart does not send again what the
     /// indexer already has; the stop ends as soon as nothing waits.
     pub async fn shutdown(&self, deadline: Duration) {
         // A little of the deadline is kept for releasing what was not confirmed.

@@ -34,8 +34,9 @@
 //! - Pending acks are in memory only ("resend on restart"): after a crash their records
 //!   are simply still in the queue and are leased and sent again. On shutdown the poller
 //!   first polls, for up to most of the shutdown's deadline, acking what the indexer
-//!   confirms (a planned restart then sends again only what was not indexed); what is
-//!   left then, and everything pending on disable, removal or a configuration change, is
+//!   confirms (a planned restart then sends again only what was not indexed; not with
+//!   `shutdown_releasing_acks`, nor for a disabled or stopped destination); what is left
+//!   then, and everything pending on disable, removal or a configuration change, is
 //!   released, never acked.
 
 use std::collections::{HashMap, HashSet};

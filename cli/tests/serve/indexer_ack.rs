@@ -41,7 +41,7 @@ async fn sigterm_waits_for_pending_indexer_acks() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let mut serve = spawn_serve(data);
+    let mut serve = spawn_serve_with(data, &["--shutdown-timeout", "20"]);
     let lines: Vec<String> = (0..300).map(|n| event_line(n, "acme")).collect();
     write_spool_file(&data.join("spool"), "batch-1.jsonl", &lines);
     assert!(
@@ -50,9 +50,13 @@ async fn sigterm_waits_for_pending_indexer_acks() {
         hec.accepted_count()
     );
     assert_eq!(hec.polls(), 0);
+    let started = std::time::Instant::now();
     let status = terminate(&mut serve);
+    let took = started.elapsed();
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
     assert!(hec.polls() >= 1, "the stop polled");
+    // Once all is confirmed the stop ends; it does not sit out `--shutdown-timeout` (20 s).
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
     assert_eq!(hec.indexed().len(), 300);
     let out = raxe(data, &["stats", "--json"]);
     assert!(out.status.success(), "{}", text(&out));

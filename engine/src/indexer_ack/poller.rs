@@ -116,7 +116,7 @@ pub(crate) async fn run(
     if *shutdown.borrow_and_update() && !dest.is_retired() {
         let until = *settle_by.borrow();
         if let Some(until) = until {
-            settle(&dest, &audit, &mut shutdown, until).await;
+            settle(&dest, &audit, &mut shutdown, until, last_poll).await;
         }
     }
     dest.acks.lock().closed = true;
@@ -139,6 +139,7 @@ async fn settle(
     audit: &AuditLog,
     shutdown: &mut watch::Receiver<bool>,
     until: Instant,
+    last_poll: Instant,
 ) {
     let waiting = dest.acks.pending();
     if waiting > 0 {
@@ -148,14 +149,19 @@ async fn settle(
     let mut lanes = dest.lanes.subscribe();
     let failed_rounds = dest.acks.failed_rounds();
     let until = tokio::time::Instant::from_std(until);
-    let mut next_poll = tokio::time::Instant::now();
+    let mut next_poll = tokio::time::Instant::from_std(last_poll + POLL_WHEN_STOPPING);
     loop {
         let adapter: Arc<dyn SiemAdapter> = dest.adapter.borrow().clone();
         let enabled = *dest.enabled.borrow();
         let Some(target) = adapter.indexer_ack().map(|a| a.ack_target()) else {
             return;
         };
-        if !enabled || dest.is_retired() || dest.acks.halt_for(&adapter).is_some() {
+        // Stopped by a poll, or by a worker's own request (a bad token): no answer will come.
+        if !enabled
+            || dest.is_retired()
+            || dest.acks.halt_for(&adapter).is_some()
+            || dest.state().is_stopped()
+        {
             return;
         }
         // Requests of an earlier channel or server are never confirmed: not waited for.
@@ -171,6 +177,8 @@ async fn settle(
         if dest.acks.pending() > 0 && now >= next_poll {
             poll_once(dest, audit, &adapter, shutdown, Some(until)).await;
             next_poll = tokio::time::Instant::now() + POLL_WHEN_STOPPING;
+            // What it confirmed, released or stopped may have ended the wait.
+            continue;
         }
         // A worker that ends may have handed a request over: look again (the next poll
         // still waits for its turn).

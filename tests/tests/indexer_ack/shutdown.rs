@@ -45,8 +45,13 @@ async fn a_planned_stop_waits_for_the_indexer_to_confirm_what_it_sent() {
         // Sent, not yet polled (the first poll is 30 s away): all four requests wait.
         assert_eq!(queued(&engine), 200);
         assert_eq!(hec.polls(), 0);
-        engine.dispatcher.shutdown(Duration::from_secs(10)).await;
+        let started = std::time::Instant::now();
+        engine.dispatcher.shutdown(Duration::from_secs(20)).await;
+        let took = started.elapsed();
         assert!(hec.polls() >= 1, "the stop polled");
+        // Indexed 0.3 s after acceptance, polled every 0.5 s: the stop ends once all is
+        // confirmed, not at its deadline (19 s).
+        assert!(took < Duration::from_secs(10), "the stop took {took:?}");
         assert_eq!(queued(&engine), 0, "every confirmed request left the queue");
     }
     assert_eq!(queued_after_restart(dir.path()), 0, "nothing to send again");
