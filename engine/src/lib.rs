@@ -18,6 +18,9 @@
 //! - Retries never give up: after `retry_count` quick retries a destination is degraded
 //!   and retried on a capped schedule. Auth and configuration failures stop it, keep its
 //!   events, and say so until the configuration changes.
+//! - A stop finishes the requests in flight and keeps the rest queued. With indexer acks
+//!   (Splunk `useACK`) it also polls, for up to most of its deadline, so what the SIEM
+//!   already indexed is not sent again by the next start.
 //! - Storage calls that wait for the disk (appends, intake, flushes) run on
 //!   [`storage_pool`] (a bounded pool of threads of their own), never on the async
 //!   workers; leases and acks, which wait for no flush, run on the delivery lane itself.
