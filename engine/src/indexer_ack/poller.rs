@@ -131,8 +131,8 @@ pub(crate) async fn run(
 /// their ack or a worker may still hand one over, acking what the indexer confirms: a
 /// planned restart then sends again only what Splunk has not indexed yet (Splunk does not
 /// de-duplicate). Ends as soon as nothing is left to wait for, and early when the
-/// destination is disabled, retired or stopped by a poll, or when a round of queue acks
-/// fails. The caller marks `shutdown` seen, so a poll is abandoned only at `until` or if
+/// destination is disabled, retired or stopped (bad credentials or configuration), or
+/// when a round of queue acks fails. The caller marks `shutdown` seen, so a poll is abandoned only at `until` or if
 /// the dispatcher goes away; the queue acks of what it confirmed are always finished.
 async fn settle(
     dest: &Arc<Destination>,
@@ -165,7 +165,7 @@ async fn settle(
             return;
         }
         // Requests of an earlier channel or server are never confirmed: not waited for.
-        release_unpollable(dest, Some(&target), enabled).await;
+        release_unpollable(dest, Some(&target), true).await;
         let workers_done = *lanes.borrow_and_update() <= 1;
         let now = tokio::time::Instant::now();
         if (dest.acks.pending() == 0 && workers_done)
