@@ -390,3 +390,58 @@ fn a_destination_saved_with_a_slash_in_its_id_can_still_be_updated() {
     );
     assert!(!out.status.success(), "{}", text(&out));
 }
+
+/// CEF over syslog takes its port once: `--port`, or the URL's. Both, and different, is an
+/// error (one of them was silently ignored); a URL with a port replaces an earlier `--port`.
+#[test]
+fn cef_syslog_takes_its_port_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let configure = |url: &str, port: Option<&str>| {
+        let mut args = vec![
+            "customer",
+            "siem",
+            "configure",
+            "u",
+            "--mssp",
+            "m",
+            "--type",
+            "cef",
+            "--transport",
+            "udp",
+            "--url",
+            url,
+        ];
+        if let Some(port) = port {
+            args.extend(["--port", port]);
+        }
+        raxe(data, &args)
+    };
+    let port = || {
+        let out = raxe(
+            data,
+            &["customer", "siem", "show", "u", "--mssp", "m", "--json"],
+        );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --json");
+        shown["options"]["port"].clone()
+    };
+    let out = configure("syslog://127.0.0.1:17000", Some("18000"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--port 18000 differs from the port in --url (17000)"),
+        "{}",
+        text(&out)
+    );
+    let out = configure("syslog://127.0.0.1:17000", Some("17000"));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = configure("syslog://127.0.0.1", Some("18000"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(port(), 18000);
+    let out = configure("syslog://127.0.0.1:17000", None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        port(),
+        serde_json::Value::Null,
+        "the URL's port is the one used"
+    );
+}

@@ -274,6 +274,13 @@ async fn dead_letters_and_drop_queue_while_serve_runs() {
         "dead letter not listed: {listed}"
     );
     assert!(!listed.contains("evt-4"), "{listed}");
+    // Destination, id, reason, and the event as JSON: one tab-separated line of text.
+    let line = listed.lines().find(|l| l.contains("evt-3")).unwrap();
+    let columns: Vec<&str> = line.split('\t').collect();
+    assert_eq!(columns.len(), 4, "{line:?}");
+    let event: serde_json::Value = serde_json::from_str(columns[3]).expect(line);
+    assert_eq!(event["event_id"], "evt-3");
+    assert_eq!(event["customer_id"], "acme");
 
     // The SIEM is fixed: replay delivers it.
     hec.cure("evt-3");

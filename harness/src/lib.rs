@@ -406,8 +406,8 @@ async fn run_async(o: &Options) -> Result<Report> {
         if cols.len() < 2 {
             continue;
         }
-        // `raxe dlq list` prints `?` as the id column: the stored event is in the queue's
-        // compact form (`id`, not `event_id`). Take the id from the raw event instead.
+        // `raxe dlq list` prints `?` as the id column for a record it cannot decode (an
+        // old compact form keeps the id as `id`): take the id from the raw event instead.
         let mut id = cols[1].to_string();
         if id == "?" {
             if let Some(raw) = cols.get(3) {

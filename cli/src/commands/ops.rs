@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use raxe_adapters::event::ScanEvent;
-use raxe_engine::dead_letter::ops as dlq_ops;
+use raxe_adapters::event::{JsonEvent, ScanEvent};
+use raxe_engine::dead_letter::{ops as dlq_ops, DeadLetter};
 use raxe_storage::QueueStore;
 use serde_json::Value;
 
@@ -359,15 +359,7 @@ pub fn dlq_on(host: &Host, command: &DlqCommand, out: &mut dyn Write) -> Result<
             DlqCommand::List(f) => {
                 for letter in dlq_ops::list(store.as_ref(), &id, f.limit)? {
                     total += 1;
-                    let event_id = ScanEvent::from_queue_bytes(&letter.event)
-                        .map(|e| e.event_id)
-                        .unwrap_or_else(|_| "?".into());
-                    writeln!(
-                        out,
-                        "{id}\t{event_id}\t{}\t{}",
-                        letter.header.reason,
-                        String::from_utf8_lossy(&letter.event)
-                    )?;
+                    writeln!(out, "{id}\t{}", dead_letter_columns(&letter))?;
                 }
             }
             DlqCommand::Replay(_) => {
@@ -386,6 +378,33 @@ pub fn dlq_on(host: &Host, command: &DlqCommand, out: &mut dyn Write) -> Result<
         writeln!(out, "No dead letters.")?;
     }
     Ok(())
+}
+
+/// A dead letter as `event id ⇥ reason ⇥ event`, on one line: the event as the JSON
+/// object it was queued as; a record that does not decode (id `?`), as a JSON string of
+/// its bytes. Control characters in the SIEM's reason (a multi-line body) become spaces.
+fn dead_letter_columns(letter: &DeadLetter) -> String {
+    let reason: String = letter
+        .header
+        .reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let decoded = JsonEvent::from_record(bytes::Bytes::copy_from_slice(&letter.event))
+        .and_then(|json| Ok((json.event()?.event_id, json)));
+    match decoded {
+        Ok((event_id, json)) => {
+            format!(
+                "{event_id}\t{reason}\t{}",
+                String::from_utf8_lossy(json.json())
+            )
+        }
+        Err(_) => {
+            let raw =
+                serde_json::to_string(&String::from_utf8_lossy(&letter.event)).unwrap_or_default();
+            format!("?\t{reason}\t{raw}")
+        }
+    }
 }
 
 fn matches_filter(id: &str, filter: &crate::args::DlqFilter) -> bool {

@@ -343,8 +343,20 @@ fn apply_cef(cef: &mut CefOptions, args: &ConfigureArgs) -> Result<()> {
             other => bail!("--transport {other:?}: expected http, udp or tcp"),
         });
     }
-    if args.port.is_some() {
-        cef.port = args.port;
+    // One port: `--port`, or the URL's. A URL with a port replaces a `--port` given before.
+    let url_port = args
+        .url
+        .trim()
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.port_u16());
+    match (args.port, url_port) {
+        (Some(port), Some(in_url)) if port != in_url => {
+            bail!("--port {port} differs from the port in --url ({in_url}): give the port once")
+        }
+        (Some(port), _) => cef.port = Some(port),
+        (None, Some(_)) => cef.port = None,
+        (None, None) => {}
     }
     if args.tls {
         cef.tls = true;
