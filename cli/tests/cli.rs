@@ -445,3 +445,43 @@ fn cef_syslog_takes_its_port_once() {
         "the URL's port is the one used"
     );
 }
+
+/// With no service running, `stats` and `show` read the queues in a process that has sent
+/// nothing: the state they show is what the last run (here `drain`) found, not "ok".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_service_stats_and_show_keep_what_the_last_run_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    let out = configure_splunk(data, &hec.url(), "not-the-token");
+    assert!(out.status.success(), "{}", text(&out));
+    let input = data.join("events.jsonl");
+    fs::write(&input, event_line(1, "acme") + "\n").unwrap();
+    assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+        .status
+        .success());
+    let out = raxe_async(data, &["drain", "--timeout", "10"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("auth_failed"), "{}", text(&out));
+
+    let out = raxe(data, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dest = &stats["destinations"][0];
+    assert_eq!(dest["state"]["state"], "auth_failed", "{stats}");
+    assert!(
+        dest["marks"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{stats}"
+    );
+    assert_eq!(dest["queue"]["events"], 1, "{stats}");
+    let said = text(&raxe(data, &["stats"]));
+    assert!(said.contains("as its last run left them"), "{said}");
+    assert!(!said.contains(" ok"), "{said}");
+    let said = text(&raxe(
+        data,
+        &["customer", "siem", "show", "acme", "--mssp", "m1"],
+    ));
+    assert!(said.contains("auth"), "{said}");
+    assert!(said.contains("(as the last run left it"), "{said}");
+}

@@ -15,10 +15,16 @@ use crate::status;
 /// `status.json`. The flag says which.
 pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
     match Host::open(data.clone()) {
-        Ok(host) => Ok((
-            serde_json::to_value(host.dispatcher.stats())?,
-            Source::Queues,
-        )),
+        Ok(host) => {
+            let mut stats = serde_json::to_value(host.dispatcher.stats())?;
+            // A destination opened here has not sent anything yet: "ok" would say nothing.
+            // What the last run (the service, or `drain`) found is the news.
+            let last_run_ms_ago = status::read(data).ok().map(|(last, age_ms)| {
+                keep_last_states(&mut stats, &last);
+                age_ms
+            });
+            Ok((stats, Source::Queues { last_run_ms_ago }))
+        }
         Err(OpenError::InUse(_)) => {
             let (stats, age_ms) = status::read(data)?;
             Ok((stats, Source::Service { age_ms }))
@@ -27,16 +33,46 @@ pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
     }
 }
 
+/// Takes each destination's state and last delivery and error from `last` (the figures the
+/// last run published) into `stats` (read from the queues by a process that sent nothing).
+fn keep_last_states(stats: &mut Value, last: &Value) {
+    let Some(destinations) = stats["destinations"].as_array_mut() else {
+        return;
+    };
+    for dest in destinations {
+        let found = last["destinations"]
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["id"] == dest["id"]));
+        if let Some(found) = found {
+            dest["state"] = found["state"].clone();
+            dest["marks"] = found["marks"].clone();
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Source {
-    Queues,
-    Service { age_ms: u64 },
+    /// No service runs; states are those of the last run, if one published them.
+    Queues {
+        last_run_ms_ago: Option<u64>,
+    },
+    Service {
+        age_ms: u64,
+    },
 }
 
 impl Source {
     pub fn describe(self) -> String {
         match self {
-            Source::Queues => "read from the queues; no service running".into(),
+            Source::Queues {
+                last_run_ms_ago: None,
+            } => "read from the queues; no service running".into(),
+            Source::Queues {
+                last_run_ms_ago: Some(ms),
+            } => format!(
+                "read from the queues; no service running; states as its last run left them, {} ago",
+                human_age(ms as f64 / 1000.0)
+            ),
             Source::Service { age_ms } => {
                 format!(
                     "from the running service, {:.1} s ago",

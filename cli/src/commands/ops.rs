@@ -148,6 +148,9 @@ pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
             host.dispatcher
                 .shutdown_releasing_acks(Duration::from_secs(10))
                 .await;
+            // What this run found (a bad token, say) stays for `stats` and `show`.
+            let spool = crate::status::spool_dir(data);
+            crate::status::write(data, &host.dispatcher.stats(), false, &spool);
             let stats = serde_json::to_value(host.dispatcher.stats())?;
             finish_drain(&stats, drained)
         }

@@ -8,7 +8,7 @@ use raxe_adapters::config::SentinelApi;
 use serde_json::{json, Value};
 
 use super::existing;
-use crate::commands::{describe_queue, human_age, live_stats};
+use crate::commands::{describe_queue, human_age, live_stats, Source};
 use crate::config_store::{ConfigStore, Scope};
 use crate::data_dir::DataDir;
 
@@ -87,7 +87,19 @@ pub(super) fn show(
     );
     match report {
         Some(report) => {
-            println!("  State:         {}", describe_state(&report["state"]));
+            let when = match live.as_ref().map(|(_, source)| *source) {
+                Some(Source::Queues {
+                    last_run_ms_ago: Some(ms),
+                }) => format!(
+                    " (as the last run left it, {} ago)",
+                    human_age(ms as f64 / 1000.0)
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "  State:         {}{when}",
+                describe_state(&report["state"])
+            );
             println!("  Queue:         {}", describe_queue(&report["queue"]));
             println!(
                 "  Dead letters:  {}",
