@@ -13,6 +13,7 @@ mod service;
 mod spool;
 mod status;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -70,8 +71,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("RAXE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain text (NO_COLOR too).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

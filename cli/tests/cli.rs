@@ -463,6 +463,10 @@ async fn without_the_service_stats_and_show_keep_what_the_last_run_found() {
     let out = raxe_async(data, &["drain", "--timeout", "10"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("auth_failed"), "{}", text(&out));
+    // Its log (stderr, not a terminal here) is plain text: no colour escapes.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("WARN") || log.contains("ERROR"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
 
     let out = raxe(data, &["stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
