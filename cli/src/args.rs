@@ -259,12 +259,15 @@ pub struct ConfigureArgs {
     /// Splunk: turn indexer acknowledgement off again.
     #[arg(long, help_heading = "Splunk")]
     pub no_ack: bool,
-    /// Splunk: seconds between ack polls (default 10). While 64 requests wait for their
-    /// acks, polls come every second as long as they confirm requests.
-    #[arg(long, help_heading = "Splunk", value_name = "SECS")]
+    /// Splunk: seconds between ack polls, 1 to 3600 (default 10). While 64 requests wait
+    /// for their acks, polls come every second as long as they confirm requests.
+    #[arg(long, help_heading = "Splunk", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub ack_interval: Option<u64>,
-    /// Splunk: seconds an ack may stay pending before the events are resent (default 300).
-    #[arg(long, help_heading = "Splunk", value_name = "SECS")]
+    /// Splunk: seconds an ack may stay pending before the events are resent, 1 to 86400
+    /// (default 300).
+    #[arg(long, help_heading = "Splunk", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ack_timeout: Option<u64>,
 
     /// CrowdStrike LogScale: repository (sent as the HEC index).
@@ -330,17 +333,21 @@ pub struct ConfigureArgs {
     #[arg(long, help_heading = "CEF")]
     pub facility: Option<u8>,
 
-    /// Events per request (default 100).
-    #[arg(long, help_heading = "Batching")]
+    /// Events per request, 1 to 100000 (default 100).
+    #[arg(long, help_heading = "Batching",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub batch_size: Option<usize>,
-    /// Seconds to wait for a full batch before sending a partial one (default 10).
-    #[arg(long, help_heading = "Batching")]
+    /// Seconds to wait for a full batch before sending a partial one, 0 to 3600 (default 10).
+    #[arg(long, help_heading = "Batching",
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub flush_interval: Option<u64>,
-    /// Quick retries before a destination is marked degraded (default 3).
-    #[arg(long, help_heading = "Batching")]
+    /// Quick retries before a destination is marked degraded, 0 to 100 (default 3).
+    #[arg(long, help_heading = "Batching",
+          value_parser = clap::value_parser!(u32).range(0..=100))]
     pub retry_count: Option<u32>,
-    /// Seconds one request may take, end to end (default 30).
-    #[arg(long, help_heading = "Batching")]
+    /// Seconds one request may take, end to end, 1 to 3600 (default 30).
+    #[arg(long, help_heading = "Batching",
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub timeout: Option<u64>,
     /// Requests in flight at once, 1 to 64 (default 1, which delivers events in order;
     /// more help against a distant or slow SIEM, at the cost of ordering).

@@ -191,6 +191,60 @@ fn invalid_configurations_change_nothing() {
             ],
             "max-in-flight",
         ),
+        // Values that would stall a destination or never time out.
+        (
+            &[
+                "--type",
+                "splunk",
+                "--url",
+                "https://x/services/collector/event",
+                "--token",
+                "t",
+                "--flush-interval",
+                "18446744073709551615",
+            ],
+            "flush-interval",
+        ),
+        (
+            &[
+                "--type",
+                "splunk",
+                "--url",
+                "https://x/services/collector/event",
+                "--token",
+                "t",
+                "--batch-size",
+                "100000000",
+            ],
+            "batch-size",
+        ),
+        (
+            &[
+                "--type",
+                "splunk",
+                "--url",
+                "https://x/services/collector/event",
+                "--token",
+                "t",
+                "--timeout",
+                "99999999999",
+            ],
+            "timeout",
+        ),
+        (
+            &[
+                "--type",
+                "splunk",
+                "--url",
+                "https://x/services/collector/event",
+                "--token",
+                "t",
+                "--ack",
+                "--ack-timeout",
+                "0",
+            ],
+            "ack-timeout",
+        ),
     ];
     for (args, expect) in cases {
         let mut full = vec!["customer", "siem", "configure", "acme", "--mssp", "m1"];
