@@ -18,6 +18,12 @@ async fn configure_show_test_ingest_drain_stats() {
 
     let out = configure_splunk(data, &hec.url(), TOKEN);
     assert!(out.status.success(), "{}", text(&out));
+    // The test receiver is http://: the token would cross the network in clear.
+    assert!(
+        text(&out).contains("⚠ the URL is plain http://"),
+        "{}",
+        text(&out)
+    );
 
     let out = raxe(data, &["customer", "siem", "show", "acme", "--mssp", "m1"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -358,9 +364,13 @@ fn bad_ids_are_refused_and_a_new_siem_keeps_the_customer_disabled() {
     // Credentials in the URL (user info, Splunk's ?token=) are never shown.
     let secret_url =
         "https://svc:hunter2@splunk.example.com:8088/services/collector/event?token=sekrit";
-    assert!(configure_splunk_for(data, "globex", secret_url, TOKEN)
-        .status
-        .success());
+    let out = configure_splunk_for(data, "globex", secret_url, TOKEN);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("http://"),
+        "https: no warning: {}",
+        text(&out)
+    );
     for args in [
         &["customer", "siem", "show", "globex", "--mssp", "m1"][..],
         &[
@@ -488,6 +498,11 @@ fn cef_syslog_takes_its_port_once() {
     );
     let out = configure("syslog://127.0.0.1:17000", Some("17000"));
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("token"),
+        "CEF has none: {}",
+        text(&out)
+    );
     let out = configure("syslog://127.0.0.1", Some("18000"));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(port(), 18000);

@@ -286,7 +286,11 @@ impl SiemConfig {
 impl fmt::Display for SiemConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = self.redacted_url();
-        write!(f, "{} {} (token {})", self.siem_type, url, self.auth_token)?;
+        write!(f, "{} {}", self.siem_type, url)?;
+        // CEF has no credential: no "(token ***)" that suggests one.
+        if !self.auth_token.expose().is_empty() {
+            write!(f, " (token {})", self.auth_token)?;
+        }
         if !self.enabled {
             f.write_str(" [disabled]")?;
         }

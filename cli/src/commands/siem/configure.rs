@@ -52,7 +52,25 @@ pub(super) fn configure(configs: &ConfigStore, scope: Scope, args: &ConfigureArg
             "⚠ TLS certificate verification is OFF for this destination (--insecure-skip-verify)"
         );
     }
+    for what in cleartext_endpoints(&config) {
+        eprintln!("⚠ {what} is plain http://: credentials and events cross the network unencrypted; use https:// unless the network is trusted");
+    }
     Ok(0)
+}
+
+/// The destination's HTTP endpoints that are not encrypted (`http://`).
+fn cleartext_endpoints(config: &SiemConfig) -> Vec<&'static str> {
+    let plain = |url: &str| url.trim().to_ascii_lowercase().starts_with("http://");
+    let mut found = Vec::new();
+    if plain(&config.endpoint_url) {
+        found.push("the URL");
+    }
+    if let SiemOptions::Sentinel(o) = &config.extra {
+        if o.token_url.as_deref().is_some_and(plain) {
+            found.push("the token URL");
+        }
+    }
+    found
 }
 
 /// Builds and validates a configuration from the arguments, keeping the previous token and
