@@ -558,3 +558,79 @@ async fn without_the_service_stats_and_show_keep_what_the_last_run_found() {
     assert!(said.contains("auth"), "{said}");
     assert!(said.contains("(as the last run left it"), "{said}");
 }
+
+/// `siem test` says what it can know and no more: a refused token once (status, body), a
+/// plain-HTTP server behind an https:// URL, and for syslog no authentication and (UDP) no
+/// sign of delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siem_test_says_what_it_can_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+
+    assert!(
+        configure_splunk_for(data, "bad", &hec.url(), "not-the-token")
+            .status
+            .success()
+    );
+    let out = siem_test(data, "bad").await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("✗ Authentication failed (HTTP 403)"),
+        "{said}"
+    );
+    // The reason once: not "HTTP 403: HTTP 403: <body>", then the body again.
+    assert!(!said.contains("HTTP 403: HTTP 403"), "{said}");
+    assert_eq!(said.matches("Invalid token").count(), 1, "{said}");
+
+    let https = hec.url().replacen("http://", "https://", 1);
+    assert!(configure_splunk_for(data, "tls", &https, TOKEN)
+        .status
+        .success());
+    let said = text(&siem_test(data, "tls").await);
+    assert!(said.contains("does not speak TLS on this port"), "{said}");
+
+    let syslog = raxe_tests::syslog_tcp::SyslogTcpReceiver::start().await;
+    for (customer, transport, port) in [("udp", "udp", 9), ("tcp", "tcp", syslog.port())] {
+        let url = format!("syslog://127.0.0.1:{port}");
+        let out = raxe(
+            data,
+            &[
+                "customer",
+                "siem",
+                "configure",
+                customer,
+                "--mssp",
+                "m1",
+                "--type",
+                "cef",
+                "--url",
+                &url,
+                "--transport",
+                transport,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = siem_test(data, "udp").await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("✓ Test event sent over UDP"), "{said}");
+    assert!(said.contains("UDP confirms nothing"), "{said}");
+    assert!(!said.contains("Authentication"), "{said}");
+    let out = siem_test(data, "tcp").await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("✓ Test event written"), "{said}");
+    assert!(said.contains("no authentication"), "{said}");
+    assert!(!said.contains("Authentication valid"), "{said}");
+}
+
+async fn siem_test(data: &std::path::Path, customer: &str) -> std::process::Output {
+    raxe_async(
+        data,
+        &["customer", "siem", "test", customer, "--mssp", "m1"],
+    )
+    .await
+}

@@ -4,10 +4,11 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use raxe_adapters::config::{SentinelApi, SiemConfig};
+use raxe_adapters::config::{CefMode, SentinelApi, SiemConfig};
 use raxe_adapters::event::ScanEvent;
 use raxe_adapters::outcome::Outcome;
 use raxe_adapters::request::{Response, TransportError};
+use raxe_adapters::transport::SyslogProtocol;
 use serde_json::json;
 
 use super::existing;
@@ -45,7 +46,7 @@ pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
     let elapsed = started.elapsed();
     let (connected, detail) = match &answer {
         Ok(Response::Http(r)) => (format!("HTTP {}", r.status.as_u16()), excerpt(&r.body)),
-        Ok(Response::SyslogWritten) => ("syslog".to_string(), String::new()),
+        Ok(Response::SyslogWritten) => return Ok(syslog_written(&record.config, &event)),
         Err(e) => {
             println!("✗ Connection failed: {e}");
             println!("  hint: {}", connection_hint(e, &record.config));
@@ -56,6 +57,18 @@ pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
         "✓ Connection successful ({connected}, {} ms)",
         elapsed.as_millis()
     );
+    // An outcome's reason starts with the status and quotes the body: said once each.
+    let reason_of = |reason: &str| {
+        let reason = reason
+            .strip_prefix(&format!("{connected}: "))
+            .unwrap_or(reason)
+            .to_string();
+        if detail.is_empty() || reason.contains(detail.trim_end_matches('…')) {
+            (reason, String::new())
+        } else {
+            (reason, detail.clone())
+        }
+    };
     match outcome {
         Outcome::Delivered => {
             println!("✓ Authentication valid");
@@ -63,12 +76,14 @@ pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
             Ok(0)
         }
         Outcome::AuthFailed { reason } => {
+            let (reason, detail) = reason_of(&reason);
             println!("✗ Authentication failed ({connected}): {reason}");
             print_body(&detail);
             println!("  hint: check the token (--token, --token-file or --token-env) and that it is enabled");
             Ok(1)
         }
         Outcome::Misconfigured { reason } => {
+            let (reason, detail) = reason_of(&reason);
             println!("✓ Authentication valid");
             println!("✗ Test event not accepted ({connected}): {reason}");
             print_body(&detail);
@@ -76,18 +91,37 @@ pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
             Ok(1)
         }
         Outcome::Retry { reason, .. } => {
-            println!("? Authentication not confirmed: the SIEM is busy or failing ({reason})");
+            let (reason, detail) = reason_of(&reason);
+            println!("? Authentication not confirmed: the SIEM is busy or failing ({connected}: {reason})");
             print_body(&detail);
             println!("  hint: try again later; events stay queued and are retried");
             Ok(1)
         }
         Outcome::Rejected { reason, .. } | Outcome::TooLarge { reason } => {
+            let (reason, detail) = reason_of(&reason);
             println!("✓ Authentication valid");
             println!("✗ Test event rejected ({connected}): {reason}");
             print_body(&detail);
             Ok(1)
         }
     }
+}
+
+/// Syslog has no authentication and no receipt: say what was done, and no more. Over UDP
+/// not even a listener is known.
+fn syslog_written(config: &SiemConfig, event: &ScanEvent) -> i32 {
+    match config.cef_mode() {
+        Ok(CefMode::Syslog(SyslogProtocol::Udp)) => {
+            println!("✓ Test event sent over UDP (event_id {})", event.event_id);
+            println!("  note: UDP confirms nothing, not even that anything listens: check that the event arrived in the SIEM");
+        }
+        _ => {
+            println!("✓ Connection successful (syslog)");
+            println!("✓ Test event written (event_id {})", event.event_id);
+            println!("  note: syslog has no authentication and no receipt: check that the event arrived in the SIEM");
+        }
+    }
+    0
 }
 
 /// Sentinel Logs Ingestion: token, empty array, test event, one line per step.
@@ -103,6 +137,10 @@ async fn test_logs_ingestion(config: &SiemConfig, event: &ScanEvent) -> Result<i
 
 fn connection_hint(error: &TransportError, config: &SiemConfig) -> &'static str {
     match error {
+        // rustls reading a plain-HTTP answer as a TLS record.
+        TransportError::Tls(why) if why.contains("InvalidContentType") || why.contains("corrupt message") => {
+            "the server does not speak TLS on this port: use an http:// URL, or the port that serves https"
+        }
         TransportError::Tls(_) if config.tls.ca_cert.is_none() => {
             "the server's certificate is not trusted: pass its CA with --ca-cert (or fix the certificate)"
         }
