@@ -1,0 +1,187 @@
+//! What an operator reads: ports, states without the service, what `siem test` can know.
+
+use std::fs;
+
+use raxe_tests::hec::HecReceiver;
+
+use super::support::*;
+
+/// CEF over syslog takes its port once: `--port`, or the URL's. Both, and different, is an
+/// error (one of them was silently ignored); a URL with a port replaces an earlier `--port`.
+#[test]
+fn cef_syslog_takes_its_port_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let configure = |url: &str, port: Option<&str>| {
+        let mut args = vec![
+            "customer",
+            "siem",
+            "configure",
+            "u",
+            "--mssp",
+            "m",
+            "--type",
+            "cef",
+            "--transport",
+            "udp",
+            "--url",
+            url,
+        ];
+        if let Some(port) = port {
+            args.extend(["--port", port]);
+        }
+        raxe(data, &args)
+    };
+    let port = || {
+        let out = raxe(
+            data,
+            &["customer", "siem", "show", "u", "--mssp", "m", "--json"],
+        );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --json");
+        shown["options"]["port"].clone()
+    };
+    let out = configure("syslog://127.0.0.1:17000", Some("18000"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--port 18000 differs from the port in --url (17000)"),
+        "{}",
+        text(&out)
+    );
+    let out = configure("syslog://127.0.0.1:17000", Some("17000"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("token"),
+        "CEF has none: {}",
+        text(&out)
+    );
+    let out = configure("syslog://127.0.0.1", Some("18000"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(port(), 18000);
+    let out = configure("syslog://127.0.0.1:17000", None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        port(),
+        serde_json::Value::Null,
+        "the URL's port is the one used"
+    );
+}
+
+/// With no service running, `stats` and `show` read the queues in a process that has sent
+/// nothing: the state they show is what the last run (here `drain`) found, not "ok".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_service_stats_and_show_keep_what_the_last_run_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    let out = configure_splunk(data, &hec.url(), "not-the-token");
+    assert!(out.status.success(), "{}", text(&out));
+    let input = data.join("events.jsonl");
+    fs::write(&input, event_line(1, "acme") + "\n").unwrap();
+    assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+        .status
+        .success());
+    let out = raxe_async(data, &["drain", "--timeout", "10"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("auth_failed"), "{}", text(&out));
+    // Its log (stderr, not a terminal here) is plain text: no colour escapes.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("WARN") || log.contains("ERROR"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+
+    let out = raxe(data, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dest = &stats["destinations"][0];
+    assert_eq!(dest["state"]["state"], "auth_failed", "{stats}");
+    assert!(
+        dest["marks"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{stats}"
+    );
+    assert_eq!(dest["queue"]["events"], 1, "{stats}");
+    let said = text(&raxe(data, &["stats"]));
+    assert!(said.contains("as its last run left them"), "{said}");
+    assert!(!said.contains(" ok"), "{said}");
+    let said = text(&raxe(
+        data,
+        &["customer", "siem", "show", "acme", "--mssp", "m1"],
+    ));
+    assert!(said.contains("auth"), "{said}");
+    assert!(said.contains("(as the last run left it"), "{said}");
+}
+
+/// `siem test` says what it can know and no more: a refused token once (status, body), a
+/// plain-HTTP server behind an https:// URL, and for syslog no authentication and (UDP) no
+/// sign of delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siem_test_says_what_it_can_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+
+    assert!(
+        configure_splunk_for(data, "bad", &hec.url(), "not-the-token")
+            .status
+            .success()
+    );
+    let out = siem_test(data, "bad").await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("✗ Authentication failed (HTTP 403)"),
+        "{said}"
+    );
+    // The reason once: not "HTTP 403: HTTP 403: <body>", then the body again.
+    assert!(!said.contains("HTTP 403: HTTP 403"), "{said}");
+    assert_eq!(said.matches("Invalid token").count(), 1, "{said}");
+
+    let https = hec.url().replacen("http://", "https://", 1);
+    assert!(configure_splunk_for(data, "tls", &https, TOKEN)
+        .status
+        .success());
+    let said = text(&siem_test(data, "tls").await);
+    assert!(said.contains("does not speak TLS on this port"), "{said}");
+
+    let syslog = raxe_tests::syslog_tcp::SyslogTcpReceiver::start().await;
+    for (customer, transport, port) in [("udp", "udp", 9), ("tcp", "tcp", syslog.port())] {
+        let url = format!("syslog://127.0.0.1:{port}");
+        let out = raxe(
+            data,
+            &[
+                "customer",
+                "siem",
+                "configure",
+                customer,
+                "--mssp",
+                "m1",
+                "--type",
+                "cef",
+                "--url",
+                &url,
+                "--transport",
+                transport,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = siem_test(data, "udp").await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("✓ Test event sent over UDP"), "{said}");
+    assert!(said.contains("UDP confirms nothing"), "{said}");
+    assert!(!said.contains("Authentication"), "{said}");
+    let out = siem_test(data, "tcp").await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("✓ Test event written"), "{said}");
+    assert!(said.contains("no authentication"), "{said}");
+    assert!(!said.contains("Authentication valid"), "{said}");
+}
+
+async fn siem_test(data: &std::path::Path, customer: &str) -> std::process::Output {
+    raxe_async(
+        data,
+        &["customer", "siem", "test", customer, "--mssp", "m1"],
+    )
+    .await
+}
