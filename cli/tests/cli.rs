@@ -92,7 +92,11 @@ async fn configure_show_test_ingest_drain_stats() {
         "rejected lines make exit 1: {said}"
     );
     assert!(said.contains("accepted 500, rejected 2"), "{said}");
-    assert!(said.contains("line 501"), "{said}");
+    assert!(said.contains("line 501: rejected: "), "{said}");
+    assert!(
+        !said.contains("rejected: line 501"),
+        "the line named once: {said}"
+    );
     assert!(
         said.contains("line 502") && said.contains("severity"),
         "{said}"

@@ -67,6 +67,9 @@ fn for_each_line(
             Ok(event) => good(event, text)?,
             Err(reason) => {
                 rejected += 1;
+                // A parse error names its line already.
+                let prefix = format!("line {line_no}: ");
+                let reason = reason.strip_prefix(&prefix).unwrap_or(&reason);
                 eprintln!("line {line_no}: rejected: {reason}");
             }
         }
@@ -274,13 +277,13 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
     let row = |name: &str, c: &Value, queue: Option<&Value>, state: Option<&Value>| {
         let total = c["total_deliveries"].as_u64().unwrap_or(0);
         let ok = c["successful"].as_u64().unwrap_or(0);
-        let rate = if total == 0 {
-            100.0
-        } else {
-            ok as f64 * 100.0 / total as f64
+        // No request yet: no rate to show (100% would claim a success).
+        let rate = match total {
+            0 => "-".to_string(),
+            _ => format!("{:.1}%", ok as f64 * 100.0 / total as f64),
         };
         println!(
-            "{:<36} {:>9} {:>9} {:>7} {:>8} {:>7.1}% {:>10} {:>10}  {}",
+            "{:<36} {:>9} {:>9} {:>7} {:>8} {:>8} {:>10} {:>10}  {}",
             name,
             total,
             ok,
@@ -356,6 +359,10 @@ pub fn dlq_on(host: &Host, command: &DlqCommand, out: &mut dyn Write) -> Result<
         .filter_map(|q| raxe_engine::queue_names::dead_letters_of(&q).map(str::to_string))
         .filter(|id| matches_filter(id, filter))
         .collect();
+    if ids.is_empty() && !matches!(command, DlqCommand::List(_)) {
+        // Said, not silent: a mistyped --customer looks like this too.
+        writeln!(out, "No dead-letter queue matches; nothing to do.")?;
+    }
     let mut total = 0;
     for id in ids {
         match command {

@@ -80,6 +80,13 @@ async fn without_the_service_stats_and_show_keep_what_the_last_run_found() {
     assert!(raxe(data, &["ingest", input.to_str().unwrap()])
         .status
         .success());
+    // Nothing sent yet: no success rate to speak of (it said 100.0%).
+    let said = text(&raxe(data, &["stats"]));
+    let row = said
+        .lines()
+        .find(|l| l.starts_with("customer/m1/acme"))
+        .unwrap();
+    assert!(!row.contains('%'), "{said}");
     let out = raxe_async(data, &["drain", "--timeout", "10"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("auth_failed"), "{}", text(&out));
@@ -184,4 +191,24 @@ async fn siem_test(data: &std::path::Path, customer: &str) -> std::process::Outp
         &["customer", "siem", "test", customer, "--mssp", "m1"],
     )
     .await
+}
+
+/// `dlq replay` and `purge` for a destination with no dead-letter queue (a mistyped
+/// customer, say) say so instead of printing nothing.
+#[test]
+fn dlq_commands_for_no_destination_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    for command in ["replay", "purge"] {
+        let out = raxe(
+            data,
+            &["dlq", command, "--mssp", "m1", "--customer", "nonexistent"],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("No dead-letter queue matches"),
+            "{command}: {}",
+            text(&out)
+        );
+    }
 }
