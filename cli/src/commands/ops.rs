@@ -87,7 +87,9 @@ fn ingest_direct(host: &Host, input: Box<dyn BufRead>) -> Result<i32> {
         batch.clear();
         Ok(())
     };
+    let mut without_mssp = 0;
     let rejected = for_each_line(input, |event, raw| {
+        without_mssp += usize::from(event.mssp_id.is_none());
         step.add(&event.customer_id, event.mssp_id.as_deref(), raw.len());
         batch.push(event);
         if step.complete() {
@@ -100,6 +102,10 @@ fn ingest_direct(host: &Host, input: Box<dyn BufRead>) -> Result<i32> {
     println!("accepted {accepted}, rejected {rejected}");
     if unrouted > 0 {
         println!("{unrouted} of the accepted events have no destination yet: they are kept and delivered once their customer's SIEM is configured");
+        let without_mssp = without_mssp.min(unrouted);
+        if without_mssp > 0 {
+            println!("  {without_mssp} of them have no mssp_id: customer SIEMs belong to an MSSP, so only a global SIEM (`raxe global siem configure`) receives those");
+        }
     }
     Ok(if rejected > 0 { 1 } else { 0 })
 }

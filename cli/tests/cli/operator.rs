@@ -212,3 +212,26 @@ fn dlq_commands_for_no_destination_say_so() {
         );
     }
 }
+
+/// An event without `mssp_id` can only reach a global SIEM (customer SIEMs belong to an
+/// MSSP): `ingest` says so rather than promise "once their customer's SIEM is configured".
+#[test]
+fn ingest_says_where_events_without_an_mssp_can_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let input = data.join("events.jsonl");
+    fs::write(
+        &input,
+        "{\"customer_id\":\"a\"}\n{\"customer_id\":\"b\",\"mssp_id\":\"m\"}\n",
+    )
+    .unwrap();
+    let out = raxe(data, &["ingest", input.to_str().unwrap()]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("2 of the accepted events have no destination yet"),
+        "{said}"
+    );
+    assert!(said.contains("1 of them have no mssp_id"), "{said}");
+    assert!(said.contains("raxe global siem configure"), "{said}");
+}
