@@ -189,9 +189,10 @@ pub enum SiemCommand<T: Args> {
         #[arg(long)]
         drop_queue: bool,
     },
-    /// List destinations.
+    /// List destinations: customer ones (`customer siem list`) or global ones (`global
+    /// siem list`).
     List {
-        /// Only this MSSP's customers.
+        /// Only this MSSP's customers (customer destinations).
         #[arg(long)]
         mssp: Option<String>,
         #[arg(long)]

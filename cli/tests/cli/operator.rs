@@ -235,3 +235,44 @@ fn ingest_says_where_events_without_an_mssp_can_go() {
     assert!(said.contains("1 of them have no mssp_id"), "{said}");
     assert!(said.contains("raxe global siem configure"), "{said}");
 }
+
+/// `customer siem list` lists customer destinations (`--mssp` narrows them), `global siem
+/// list` global ones; `--mssp` under `global` is an error, not ignored.
+#[test]
+fn each_list_lists_its_own_destinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let url = "https://siem.example.com:8088/services/collector/event";
+    assert!(configure_splunk_for(data, "acme", url, TOKEN)
+        .status
+        .success());
+    configure_global_splunk(data, url);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let out = raxe(data, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&["customer", "siem", "list", "--json"]),
+        ["customer/m1/acme"]
+    );
+    assert_eq!(
+        ids(&["customer", "siem", "list", "--mssp", "m1", "--json"]),
+        ["customer/m1/acme"]
+    );
+    assert!(ids(&["customer", "siem", "list", "--mssp", "m2", "--json"]).is_empty());
+    assert_eq!(ids(&["global", "siem", "list", "--json"]), ["global/all"]);
+    let out = raxe(data, &["global", "siem", "list", "--mssp", "m1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--mssp picks customer destinations"),
+        "{}",
+        text(&out)
+    );
+}

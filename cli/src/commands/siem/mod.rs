@@ -18,23 +18,42 @@ use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
 
 pub trait Target {
+    /// Whether its destinations belong to an MSSP (`--mssp` means something).
+    const BY_MSSP: bool;
     fn scope(&self) -> Scope;
+    /// Whether `list` under this command shows `scope` (`mssp`: its `--mssp` filter).
+    fn lists(scope: &Scope, mssp: Option<&str>) -> bool;
 }
 
 impl Target for CustomerTarget {
+    const BY_MSSP: bool = true;
+
     fn scope(&self) -> Scope {
         Scope::Customer {
             mssp_id: self.mssp.clone(),
             customer_id: self.customer.clone(),
         }
     }
+
+    fn lists(scope: &Scope, mssp: Option<&str>) -> bool {
+        match scope {
+            Scope::Customer { mssp_id, .. } => mssp.is_none_or(|m| m == mssp_id),
+            Scope::Global { .. } => false,
+        }
+    }
 }
 
 impl Target for GlobalTarget {
+    const BY_MSSP: bool = false;
+
     fn scope(&self) -> Scope {
         Scope::Global {
             name: self.name.clone(),
         }
+    }
+
+    fn lists(scope: &Scope, _: Option<&str>) -> bool {
+        matches!(scope, Scope::Global { .. })
     }
 }
 
@@ -52,7 +71,15 @@ pub async fn run<T: Target + clap::Args>(data: &DataDir, command: SiemCommand<T>
         SiemCommand::Remove { target, drop_queue } => {
             remove(data, &configs, &target.scope(), drop_queue)
         }
-        SiemCommand::List { mssp, json } => show::list(data, &configs, mssp.as_deref(), json),
+        SiemCommand::List { mssp, json } => {
+            let mssp = mssp.as_deref();
+            if mssp.is_some() && !T::BY_MSSP {
+                anyhow::bail!(
+                    "--mssp picks customer destinations: use `raxe customer siem list --mssp M`"
+                );
+            }
+            show::list(data, &configs, |scope| T::lists(scope, mssp), json)
+        }
     }
 }
 

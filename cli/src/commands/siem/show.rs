@@ -153,21 +153,14 @@ pub fn mask(token: &str) -> String {
 pub(super) fn list(
     data: &DataDir,
     configs: &ConfigStore,
-    mssp: Option<&str>,
+    listed: impl Fn(&Scope) -> bool,
     json_out: bool,
 ) -> Result<i32> {
     let (records, problems) = configs.list()?;
     for problem in &problems {
         eprintln!("⚠ {problem}");
     }
-    let records: Vec<_> = records
-        .into_iter()
-        .filter(|r| match (&r.scope, mssp) {
-            (Scope::Customer { mssp_id, .. }, Some(m)) => mssp_id == m,
-            (Scope::Global { .. }, Some(_)) => false,
-            _ => true,
-        })
-        .collect();
+    let records: Vec<_> = records.into_iter().filter(|r| listed(&r.scope)).collect();
     let live = live_stats(data).ok().map(|(stats, _)| stats);
     let queued = |id: &str| -> Option<u64> {
         live.as_ref()?["destinations"]
