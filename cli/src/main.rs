@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::{Cli, Command, CustomerCommand, GlobalCommand, LogFormat};
+use crate::args::{Cli, Command, CustomerCommand, GlobalCommand, LogFormat, SiemCommand};
 use crate::data_dir::DataDir;
 
 fn main() -> ExitCode {
@@ -46,7 +46,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let data = DataDir::open(DataDir::resolve(cli.data_dir)?)?;
+    let root = DataDir::resolve(cli.data_dir)?;
+    if !creates_data_dir(&cli.command) && !root.exists() {
+        // A mistyped --data-dir must not become an empty, healthy-looking one.
+        anyhow::bail!(
+            "no data directory at {}: check --data-dir (or RAXE_DATA_DIR); `raxe customer siem configure`, `raxe ingest` and `raxe serve` create it",
+            root.display()
+        );
+    }
+    let data = DataDir::open(root)?;
     match cli.command {
         Command::Customer {
             command: CustomerCommand::Siem { command },
@@ -80,5 +88,20 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Whether the command sets something up, and so may create the data directory; the rest
+/// only look at or act on what is there.
+fn creates_data_dir(command: &Command) -> bool {
+    match command {
+        Command::Customer {
+            command: CustomerCommand::Siem { command },
+        } => matches!(command, SiemCommand::Configure { .. }),
+        Command::Global {
+            command: GlobalCommand::Siem { command },
+        } => matches!(command, SiemCommand::Configure { .. }),
+        Command::Ingest { .. } | Command::Serve(_) => true,
+        _ => false,
     }
 }

@@ -276,3 +276,32 @@ fn each_list_lists_its_own_destinations() {
         text(&out)
     );
 }
+
+/// A mistyped `--data-dir` is an error for commands that only look (it was created, empty,
+/// and `stats` showed nothing wrong); commands that set things up create it.
+#[test]
+fn a_missing_data_directory_is_created_only_by_commands_that_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("typo");
+    for args in [
+        &["stats"][..],
+        &["customer", "siem", "list"],
+        &["dlq", "list"],
+        &["drain", "--timeout", "1"],
+    ] {
+        let out = raxe(&data, args);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("no data directory at"),
+            "{}",
+            text(&out)
+        );
+        assert!(!data.exists(), "{args:?} created it");
+    }
+    let input = dir.path().join("e.jsonl");
+    fs::write(&input, event_line(1, "acme") + "\n").unwrap();
+    assert!(raxe(&data, &["ingest", input.to_str().unwrap()])
+        .status
+        .success());
+    assert!(data.exists());
+}
