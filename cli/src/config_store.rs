@@ -146,6 +146,16 @@ impl ConfigStore {
         ))
     }
 
+    /// When the destination's file last changed (ms since the epoch), if it exists.
+    pub fn changed_ms(&self, scope: &Scope) -> Option<u64> {
+        let modified = std::fs::metadata(self.path_of(scope))
+            .ok()?
+            .modified()
+            .ok()?;
+        let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+        u64::try_from(since.as_millis()).ok()
+    }
+
     pub fn get(&self, scope: &Scope) -> Result<Option<DestinationRecord>> {
         let path = self.path_of(scope);
         match fs::read(&path) {

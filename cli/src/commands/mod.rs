@@ -4,6 +4,8 @@ pub mod ops;
 pub mod repair;
 pub mod siem;
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use serde_json::Value;
 
@@ -20,7 +22,13 @@ pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
             // A destination opened here has not sent anything yet: "ok" would say nothing.
             // What the last run (the service, or `drain`) found is the news.
             let last_run_ms_ago = status::read(data).ok().map(|(last, age_ms)| {
-                keep_last_states(&mut stats, &last);
+                let (records, _) = host.configs.list().unwrap_or_default();
+                let changed: HashMap<String, u64> = records
+                    .iter()
+                    .filter_map(|r| Some((r.id(), host.configs.changed_ms(&r.scope)?)))
+                    .collect();
+                let as_of = raxe_engine::audit::now_ms().saturating_sub(age_ms);
+                keep_last_states(&mut stats, &last, as_of, |id| changed.get(id).copied());
                 age_ms
             });
             Ok((stats, Source::Queues { last_run_ms_ago }))
@@ -34,19 +42,33 @@ pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
 }
 
 /// Takes each destination's state and last delivery and error from `last` (the figures the
-/// last run published) into `stats` (read from the queues by a process that sent nothing).
-fn keep_last_states(stats: &mut Value, last: &Value) {
+/// last run published at `as_of`, ms since the epoch) into `stats` (read from the queues by
+/// a process that sent nothing), marked with `state_as_of_ms`. Not for a destination
+/// configured since (`changed`: when its file changed), nor to or from `disabled`, which
+/// the configuration says now.
+fn keep_last_states(
+    stats: &mut Value,
+    last: &Value,
+    as_of: u64,
+    changed: impl Fn(&str) -> Option<u64>,
+) {
     let Some(destinations) = stats["destinations"].as_array_mut() else {
         return;
     };
+    let disabled = |d: &Value| d["state"]["state"] == "disabled";
     for dest in destinations {
+        let id = dest["id"].as_str().unwrap_or_default();
         let found = last["destinations"]
             .as_array()
-            .and_then(|all| all.iter().find(|d| d["id"] == dest["id"]));
-        if let Some(found) = found {
-            dest["state"] = found["state"].clone();
-            dest["marks"] = found["marks"].clone();
+            .and_then(|all| all.iter().find(|d| d["id"] == id));
+        let Some(found) = found else { continue };
+        let configured_since = changed(id).is_none_or(|ms| ms >= as_of);
+        if configured_since || disabled(dest) || disabled(found) {
+            continue;
         }
+        dest["state"] = found["state"].clone();
+        dest["marks"] = found["marks"].clone();
+        dest["state_as_of_ms"] = as_of.into();
     }
 }
 
@@ -70,7 +92,7 @@ impl Source {
             Source::Queues {
                 last_run_ms_ago: Some(ms),
             } => format!(
-                "read from the queues; no service running; states as its last run left them, {} ago",
+                "read from the queues; no service running; a state marked (last run) is as its last run left it, {} ago",
                 human_age(ms as f64 / 1000.0)
             ),
             Source::Service { age_ms } => {

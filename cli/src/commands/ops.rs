@@ -280,7 +280,7 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
         return Ok(0);
     }
     println!("Delivery statistics ({})", source.describe());
-    let row = |name: &str, c: &Value, queue: Option<&Value>, state: Option<&Value>| {
+    let row = |name: &str, c: &Value, queue: Option<&Value>, state: Option<String>| {
         let total = c["total_deliveries"].as_u64().unwrap_or(0);
         let ok = c["successful"].as_u64().unwrap_or(0);
         // No request yet: no rate to show (100% would claim a success).
@@ -303,8 +303,16 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
                 .and_then(|q| q["oldest_age_seconds"].as_f64())
                 .map(super::human_age)
                 .unwrap_or_else(|| "-".into()),
-            state.map(describe_state).unwrap_or_default(),
+            state.unwrap_or_default(),
         );
+    };
+    // A state read from the last run's figures says so.
+    let state_of = |dest: &Value| {
+        let state = describe_state(&dest["state"]);
+        match dest["state_as_of_ms"].is_u64() {
+            true => format!("{state} (last run)"),
+            false => state,
+        }
     };
     println!(
         "{:<36} {:>9} {:>9} {:>7} {:>8} {:>8} {:>10} {:>10}  STATE",
@@ -315,7 +323,7 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
             dest["id"].as_str().unwrap_or("?"),
             &dest["counters"],
             Some(&dest["queue"]),
-            Some(&dest["state"]),
+            Some(state_of(dest)),
         );
     }
     row("TOTAL", &stats["total"], None, None);

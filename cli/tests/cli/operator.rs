@@ -106,15 +106,40 @@ async fn without_the_service_stats_and_show_keep_what_the_last_run_found() {
         "{stats}"
     );
     assert_eq!(dest["queue"]["events"], 1, "{stats}");
+    assert!(
+        dest["state_as_of_ms"].is_u64(),
+        "marked as old news: {stats}"
+    );
     let said = text(&raxe(data, &["stats"]));
-    assert!(said.contains("as its last run left them"), "{said}");
-    assert!(!said.contains(" ok"), "{said}");
+    assert!(said.contains("a state marked (last run)"), "{said}");
+    let row = said
+        .lines()
+        .find(|l| l.starts_with("customer/m1/acme"))
+        .unwrap();
+    assert!(
+        row.contains("auth_failed") && row.ends_with("(last run)"),
+        "{said}"
+    );
     let said = text(&raxe(
         data,
         &["customer", "siem", "show", "acme", "--mssp", "m1"],
     ));
     assert!(said.contains("auth"), "{said}");
     assert!(said.contains("(as the last run left it"), "{said}");
+
+    // What the configuration says now wins: disabled, then enabled again, then a new token.
+    let state = || {
+        let out = raxe(data, &["stats", "--json"]);
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        stats["destinations"][0]["state"]["state"].clone()
+    };
+    let toggle = |verb: &str| raxe(data, &["customer", "siem", verb, "acme", "--mssp", "m1"]);
+    assert!(toggle("disable").status.success());
+    assert_eq!(state(), "disabled");
+    assert!(toggle("enable").status.success());
+    assert_eq!(state(), "ok", "configured after the last run");
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    assert_eq!(state(), "ok", "a new token is not the old one's failure");
 }
 
 /// `siem test` says what it can know and no more: a refused token once (status, body), a

@@ -8,7 +8,7 @@ use raxe_adapters::config::SentinelApi;
 use serde_json::{json, Value};
 
 use super::existing;
-use crate::commands::{describe_queue, human_age, live_stats, Source};
+use crate::commands::{describe_queue, human_age, live_stats};
 use crate::config_store::{ConfigStore, Scope};
 use crate::data_dir::DataDir;
 
@@ -87,14 +87,15 @@ pub(super) fn show(
     );
     match report {
         Some(report) => {
-            let when = match live.as_ref().map(|(_, source)| *source) {
-                Some(Source::Queues {
-                    last_run_ms_ago: Some(ms),
-                }) => format!(
-                    " (as the last run left it, {} ago)",
-                    human_age(ms as f64 / 1000.0)
-                ),
-                _ => String::new(),
+            let when = match report["state_as_of_ms"].as_u64() {
+                Some(ms) => {
+                    let age = raxe_engine::audit::now_ms().saturating_sub(ms);
+                    format!(
+                        " (as the last run left it, {} ago)",
+                        human_age(age as f64 / 1000.0)
+                    )
+                }
+                None => String::new(),
             };
             println!(
                 "  State:         {}{when}",
