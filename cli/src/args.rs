@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use raxe_adapters::config::limits;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -263,12 +264,12 @@ pub struct ConfigureArgs {
     /// Splunk: seconds between ack polls, 1 to 3600 (default 10). While 64 requests wait
     /// for their acks, polls come every second as long as they confirm requests.
     #[arg(long, help_heading = "Splunk", value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+          value_parser = clap::value_parser!(u64).range(1..=limits::MAX_ACK_INTERVAL_SECONDS))]
     pub ack_interval: Option<u64>,
     /// Splunk: seconds an ack may stay pending before the events are resent, 1 to 86400
     /// (default 300).
     #[arg(long, help_heading = "Splunk", value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = clap::value_parser!(u64).range(1..=limits::MAX_ACK_TIMEOUT_SECONDS))]
     pub ack_timeout: Option<u64>,
 
     /// CrowdStrike LogScale: repository (sent as the HEC index).
@@ -336,19 +337,19 @@ pub struct ConfigureArgs {
 
     /// Events per request, 1 to 100000 (default 100).
     #[arg(long, help_heading = "Batching",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_BATCH_SIZE as u64))]
     pub batch_size: Option<usize>,
     /// Seconds to wait for a full batch before sending a partial one, 0 to 3600 (default 10).
     #[arg(long, help_heading = "Batching",
-          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+          value_parser = clap::value_parser!(u64).range(0..=limits::MAX_FLUSH_INTERVAL_SECONDS))]
     pub flush_interval: Option<u64>,
     /// Quick retries before a destination is marked degraded, 0 to 100 (default 3).
     #[arg(long, help_heading = "Batching",
-          value_parser = clap::value_parser!(u32).range(0..=100))]
+          value_parser = clap::value_parser!(u32).range(0..=limits::MAX_RETRY_COUNT as i64))]
     pub retry_count: Option<u32>,
     /// Seconds one request may take, end to end, 1 to 3600 (default 30).
     #[arg(long, help_heading = "Batching",
-          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+          value_parser = clap::value_parser!(u64).range(1..=limits::MAX_TIMEOUT_SECONDS))]
     pub timeout: Option<u64>,
     /// Requests in flight at once, 1 to 64 (default 1, which delivers events in order;
     /// more help against a distant or slow SIEM, at the cost of ordering).

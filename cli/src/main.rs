@@ -50,7 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     if !creates_data_dir(&cli.command) && !root.exists() {
         // A mistyped --data-dir must not become an empty, healthy-looking one.
         anyhow::bail!(
-            "no data directory at {}: check --data-dir (or RAXE_DATA_DIR); `raxe customer siem configure`, `raxe ingest` and `raxe serve` create it",
+            "no data directory at {}: check --data-dir (or RAXE_DATA_DIR); `raxe customer siem configure`, `raxe global siem configure`, `raxe ingest` and `raxe serve` create it",
             root.display()
         );
     }

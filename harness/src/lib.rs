@@ -410,8 +410,13 @@ async fn run_async(o: &Options) -> Result<Report> {
         // old compact form keeps the id as `id`): take the id from the raw event instead.
         let mut id = cols[1].to_string();
         if id == "?" {
-            if let Some(raw) = cols.get(3) {
-                let v: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+            // The record's bytes as a JSON string; the object in it starts at its first `{`.
+            let raw: String = cols
+                .get(3)
+                .and_then(|raw| serde_json::from_str(raw).ok())
+                .unwrap_or_default();
+            if let Some(object) = raw.find('{').map(|at| &raw[at..]) {
+                let v: serde_json::Value = serde_json::from_str(object).unwrap_or_default();
                 if let Some(found) = v["event_id"].as_str().or(v["id"].as_str()) {
                     id = found.to_string();
                     dlq_unnamed += 1;

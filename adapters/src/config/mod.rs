@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::options::*;
 pub use self::secret::Secret;
-pub use self::validate::{CefMode, ConfigError};
+pub use self::validate::{limits, CefMode, ConfigError};
 use crate::transport::TlsOptions;
 
 /// The kind of destination.

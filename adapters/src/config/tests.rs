@@ -320,3 +320,56 @@ fn shown_urls_carry_no_user_info_and_no_query() {
         );
     }
 }
+
+#[test]
+fn batching_and_timing_settings_are_bounded() {
+    let base = SiemConfig::splunk("https://h:8088", TOKEN).unwrap();
+    let check = |change: &dyn Fn(&mut SiemConfig), option: &str| {
+        let mut c = base.clone();
+        change(&mut c);
+        let said = c.validate().unwrap_err().to_string();
+        assert!(said.contains(option), "{option}: {said}");
+    };
+    check(
+        &|c| c.flush_interval_seconds = u64::MAX,
+        "flush_interval_seconds",
+    );
+    check(&|c| c.batch_size = limits::MAX_BATCH_SIZE + 1, "batch_size");
+    check(
+        &|c| c.timeout_seconds = limits::MAX_TIMEOUT_SECONDS + 1,
+        "timeout_seconds",
+    );
+    check(
+        &|c| c.retry_count = limits::MAX_RETRY_COUNT + 1,
+        "retry_count",
+    );
+    let with_ack = |interval: u64, timeout: u64| {
+        move |c: &mut SiemConfig| {
+            if let SiemOptions::Splunk(o) = &mut c.extra {
+                o.ack = true;
+                o.channel = Some("FE0ECFAD-13D5-401B-847D-77833BD77131".into());
+                o.ack_interval_seconds = interval;
+                o.ack_timeout_seconds = timeout;
+            }
+        }
+    };
+    check(
+        &with_ack(limits::MAX_ACK_INTERVAL_SECONDS + 1, 86_400),
+        "ack_interval_seconds",
+    );
+    check(
+        &with_ack(10, limits::MAX_ACK_TIMEOUT_SECONDS + 1),
+        "ack_timeout_seconds",
+    );
+    // The bounds themselves are fine.
+    let mut c = base.clone();
+    c.batch_size = limits::MAX_BATCH_SIZE;
+    c.flush_interval_seconds = limits::MAX_FLUSH_INTERVAL_SECONDS;
+    c.timeout_seconds = limits::MAX_TIMEOUT_SECONDS;
+    c.retry_count = limits::MAX_RETRY_COUNT;
+    with_ack(
+        limits::MAX_ACK_INTERVAL_SECONDS,
+        limits::MAX_ACK_TIMEOUT_SECONDS,
+    )(&mut c);
+    c.validate().unwrap();
+}

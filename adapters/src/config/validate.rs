@@ -42,6 +42,17 @@ pub enum ConfigError {
     Transport(#[from] TransportSetupError),
 }
 
+/// Upper bounds of the batching and timing settings. Past them a destination would stall
+/// without a word (a flush interval of `u64::MAX`) or hold absurd amounts in memory.
+pub mod limits {
+    pub const MAX_BATCH_SIZE: usize = 100_000;
+    pub const MAX_FLUSH_INTERVAL_SECONDS: u64 = 3_600;
+    pub const MAX_TIMEOUT_SECONDS: u64 = 3_600;
+    pub const MAX_RETRY_COUNT: u32 = 100;
+    pub const MAX_ACK_INTERVAL_SECONDS: u64 = 3_600;
+    pub const MAX_ACK_TIMEOUT_SECONDS: u64 = 86_400;
+}
+
 pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::InvalidOption {
         option,
@@ -68,11 +79,29 @@ impl SiemConfig {
         let uri = self.uri()?;
         let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
         let http = scheme == "http" || scheme == "https";
-        if self.batch_size == 0 {
-            return Err(invalid("batch_size", "must be at least 1"));
+        if !(1..=limits::MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(invalid(
+                "batch_size",
+                format!("must be 1 to {}", limits::MAX_BATCH_SIZE),
+            ));
         }
-        if self.timeout_seconds == 0 {
-            return Err(invalid("timeout_seconds", "must be at least 1"));
+        if !(1..=limits::MAX_TIMEOUT_SECONDS).contains(&self.timeout_seconds) {
+            return Err(invalid(
+                "timeout_seconds",
+                format!("must be 1 to {}", limits::MAX_TIMEOUT_SECONDS),
+            ));
+        }
+        if self.flush_interval_seconds > limits::MAX_FLUSH_INTERVAL_SECONDS {
+            return Err(invalid(
+                "flush_interval_seconds",
+                format!("must be 0 to {}", limits::MAX_FLUSH_INTERVAL_SECONDS),
+            ));
+        }
+        if self.retry_count > limits::MAX_RETRY_COUNT {
+            return Err(invalid(
+                "retry_count",
+                format!("must be 0 to {}", limits::MAX_RETRY_COUNT),
+            ));
         }
         let need_http = |expected| {
             if http {

@@ -85,8 +85,21 @@ pub fn validate_ack(o: &SplunkOptions) -> Result<(), ConfigError> {
             option: "channel (needed with ack; `raxe ... siem configure --ack` makes one)",
         });
     }
-    if o.ack_interval_seconds == 0 {
-        return Err(invalid("ack_interval_seconds", "must be at least 1"));
+    let limits = crate::config::limits::MAX_ACK_INTERVAL_SECONDS;
+    if !(1..=limits).contains(&o.ack_interval_seconds) {
+        return Err(invalid(
+            "ack_interval_seconds",
+            format!("must be 1 to {limits}"),
+        ));
+    }
+    if o.ack_timeout_seconds > crate::config::limits::MAX_ACK_TIMEOUT_SECONDS {
+        return Err(invalid(
+            "ack_timeout_seconds",
+            format!(
+                "must be at most {}",
+                crate::config::limits::MAX_ACK_TIMEOUT_SECONDS
+            ),
+        ));
     }
     if o.ack_timeout_seconds <= o.ack_interval_seconds {
         return Err(invalid(

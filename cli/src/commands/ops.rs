@@ -374,8 +374,11 @@ pub fn dlq_on(host: &Host, command: &DlqCommand, out: &mut dyn Write) -> Result<
         .filter(|id| matches_filter(id, filter))
         .collect();
     if ids.is_empty() && !matches!(command, DlqCommand::List(_)) {
-        // Said, not silent: a mistyped --customer looks like this too.
-        writeln!(out, "No dead-letter queue matches; nothing to do.")?;
+        // A named destination with no dead-letter queue is most likely a typo: an error.
+        if filter.mssp.is_some() {
+            bail!("no dead-letter queue matches --mssp/--customer: check the names (`raxe customer siem list`)");
+        }
+        writeln!(out, "No dead-letter queue; nothing to do.")?;
     }
     let mut total = 0;
     for id in ids {
@@ -418,6 +421,10 @@ fn dead_letter_columns(letter: &DeadLetter) -> String {
         .and_then(|json| Ok((json.event()?.event_id, json)));
     match decoded {
         Ok((event_id, json)) => {
+            let event_id: String = event_id
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
             format!(
                 "{event_id}\t{reason}\t{}",
                 String::from_utf8_lossy(json.json())

@@ -59,6 +59,12 @@ fn cef_syslog_takes_its_port_once() {
     assert_eq!(port(), 18000);
     let out = configure("syslog://127.0.0.1:17000", None);
     assert!(out.status.success(), "{}", text(&out));
+    // Said: the port used moves with the URL.
+    assert!(
+        text(&out).contains("syslog port 18000 → 17000"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(
         port(),
         serde_json::Value::Null,
@@ -219,7 +225,7 @@ async fn siem_test(data: &std::path::Path, customer: &str) -> std::process::Outp
 }
 
 /// `dlq replay` and `purge` for a destination with no dead-letter queue (a mistyped
-/// customer, say) say so instead of printing nothing.
+/// customer, say) fail and say so instead of printing nothing.
 #[test]
 fn dlq_commands_for_no_destination_say_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,13 +235,17 @@ fn dlq_commands_for_no_destination_say_so() {
             data,
             &["dlq", command, "--mssp", "m1", "--customer", "nonexistent"],
         );
-        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert!(
-            text(&out).contains("No dead-letter queue matches"),
+            text(&out).contains("no dead-letter queue matches --mssp/--customer"),
             "{command}: {}",
             text(&out)
         );
     }
+    // With nothing named and nothing there, there is just nothing to do.
+    let out = raxe(data, &["dlq", "replay"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing to do"), "{}", text(&out));
 }
 
 /// An event without `mssp_id` can only reach a global SIEM (customer SIEMs belong to an

@@ -4,8 +4,8 @@
 use anyhow::{bail, Context, Result};
 use raxe_adapters::config::Secret;
 use raxe_adapters::config::{
-    ArcsightOptions, CefOptions, CefTransport, Compression, CrowdstrikeOptions, SentinelApi,
-    SiemConfig, SiemOptions, SiemType, SplunkOptions,
+    ArcsightOptions, CefMode, CefOptions, CefTransport, Compression, CrowdstrikeOptions,
+    SentinelApi, SiemConfig, SiemOptions, SiemType, SplunkOptions,
 };
 use raxe_adapters::transport::TlsOptions;
 
@@ -52,10 +52,33 @@ pub(super) fn configure(configs: &ConfigStore, scope: Scope, args: &ConfigureArg
             "⚠ TLS certificate verification is OFF for this destination (--insecure-skip-verify)"
         );
     }
+    if let Some((was, now)) = previous
+        .as_ref()
+        .and_then(|p| syslog_port_change(&p.config, &config))
+    {
+        eprintln!(
+            "⚠ syslog port {was} → {now}: the port in --url replaces the --port given before"
+        );
+    }
     for what in cleartext_endpoints(&config) {
         eprintln!("⚠ {what} is plain http://: credentials and events cross the network unencrypted; use https:// unless the network is trusted");
     }
     Ok(0)
+}
+
+/// The syslog port used before and now, when a `--port` given before gave way to the URL's
+/// and the port changed with it (a reconfigure that did not mean to move it, say).
+fn syslog_port_change(before: &SiemConfig, after: &SiemConfig) -> Option<(u16, u16)> {
+    let explicit = |c: &SiemConfig| matches!(&c.extra, SiemOptions::Cef(o) if o.port.is_some());
+    if !explicit(before) || explicit(after) {
+        return None;
+    }
+    let port = |c: &SiemConfig| match c.cef_mode() {
+        Ok(CefMode::Syslog(protocol)) => Some(c.syslog_port(protocol)),
+        _ => None,
+    };
+    let (was, now) = (port(before)?, port(after)?);
+    (was != now).then_some((was, now))
 }
 
 /// The destination's HTTP endpoints that are not encrypted (`http://`).

@@ -92,7 +92,12 @@ pub(super) async fn test(configs: &ConfigStore, scope: &Scope) -> Result<i32> {
         }
         Outcome::Retry { reason, .. } => {
             let (reason, detail) = reason_of(&reason);
-            println!("? Authentication not confirmed: the SIEM is busy or failing ({connected}: {reason})");
+            let said = if reason.starts_with("HTTP ") {
+                reason
+            } else {
+                format!("{connected}: {reason}")
+            };
+            println!("? Authentication not confirmed: the SIEM is busy or failing ({said})");
             print_body(&detail);
             println!("  hint: try again later; events stay queued and are retried");
             Ok(1)
