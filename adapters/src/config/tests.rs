@@ -147,7 +147,7 @@ fn validation_errors() {
     c.batch_size = 0;
     assert_eq!(
         c.validate().unwrap_err().to_string(),
-        "option `batch_size` is invalid: must be at least 1"
+        "option `batch_size` is invalid: must be 1 to 100000"
     );
     c.batch_size = 1;
     c.siem_type = SiemType::Cef;
