@@ -411,31 +411,28 @@ pub fn dlq_on(host: &Host, command: &DlqCommand, out: &mut dyn Write) -> Result<
 /// object it was queued as; a record that does not decode (id `?`), as a JSON string of
 /// its bytes. Control characters in the SIEM's reason (a multi-line body) become spaces.
 fn dead_letter_columns(letter: &DeadLetter) -> String {
-    let reason: String = letter
-        .header
-        .reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let reason = one_column(&letter.header.reason);
     let decoded = JsonEvent::from_record(bytes::Bytes::copy_from_slice(&letter.event))
         .and_then(|json| Ok((json.event()?.event_id, json)));
     match decoded {
-        Ok((event_id, json)) => {
-            let event_id: String = event_id
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            format!(
-                "{event_id}\t{reason}\t{}",
-                String::from_utf8_lossy(json.json())
-            )
-        }
+        Ok((event_id, json)) => format!(
+            "{}\t{reason}\t{}",
+            one_column(&event_id),
+            String::from_utf8_lossy(json.json())
+        ),
         Err(_) => {
             let raw =
                 serde_json::to_string(&String::from_utf8_lossy(&letter.event)).unwrap_or_default();
             format!("?\t{reason}\t{raw}")
         }
     }
+}
+
+/// `text` with its control characters (tabs, newlines) as spaces: one column of one line.
+fn one_column(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn matches_filter(id: &str, filter: &crate::args::DlqFilter) -> bool {
