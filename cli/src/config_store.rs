@@ -196,7 +196,7 @@ impl ConfigStore {
 
     /// Every destination, sorted by id, plus a message for each file that cannot be used
     /// (it is skipped, never half-applied).
-    pub fn list(&self) -> Result<(Vec<DestinationRecord>, Vec<String>)> {
+    pub fn list(&self) -> Result<(Vec<DestinationRecord>, Vec<Unreadable>)> {
         let mut records = Vec::new();
         let mut problems = Vec::new();
         for path in self.files()? {
@@ -205,7 +205,12 @@ impl ConfigStore {
                 .and_then(|bytes| parse(&path, &bytes))
             {
                 Ok(record) => records.push(record),
-                Err(e) => problems.push(format!("{}: {e:#}", path.display())),
+                Err(e) => problems.push(Unreadable {
+                    id: path
+                        .file_stem()
+                        .and_then(|stem| decode_file_name(&stem.to_string_lossy())),
+                    problem: format!("{}: {e:#}", path.display()),
+                }),
             }
         }
         records.sort_by_key(|r| r.id());
@@ -257,6 +262,38 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<DestinationRecord> {
 }
 
 /// File-system-safe, reversible: keeps `[A-Za-z0-9_.-]`, percent-encodes the rest.
+/// A destination file that cannot be used (unreadable, not JSON, invalid).
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// The destination it is named for, if the name decodes.
+    pub id: Option<String>,
+    problem: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.problem)
+    }
+}
+
+/// The destination id a file name was made from ([`encode_file_name`] reversed).
+fn decode_file_name(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn encode_file_name(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
@@ -278,6 +315,10 @@ mod tests {
         assert_eq!(encode_file_name("customer/m1/acme"), "customer%2Fm1%2Facme");
         assert_ne!(encode_file_name("a/b"), encode_file_name("a%2Fb"));
         assert_eq!(encode_file_name("../x"), "..%2Fx");
+        for id in ["customer/m1/acme", "global/all", "a%2Fb", "ü é/x"] {
+            assert_eq!(decode_file_name(&encode_file_name(id)).as_deref(), Some(id));
+        }
+        assert_eq!(decode_file_name("bad%2"), None);
     }
 
     fn customer(mssp: &str, customer: &str) -> Scope {

@@ -64,12 +64,14 @@ impl Host {
     }
 
     /// Registers every configured destination (a changed one gets its new adapter; a
-    /// stopped one resumes). Returns the ids registered. Files that cannot be used are
-    /// logged and skipped.
-    pub fn apply_configs(&self) -> Result<Vec<String>> {
+    /// stopped one resumes). Returns the ids registered, and those of files that cannot be
+    /// used (logged and skipped: a destination already running keeps its configuration).
+    pub fn apply_configs(&self) -> Result<(Vec<String>, Vec<String>)> {
         let (records, problems) = self.configs.list()?;
+        let mut unreadable = Vec::new();
         for problem in problems {
             tracing::error!(%problem, "skipping destination configuration");
+            unreadable.extend(problem.id);
         }
         let mut ids = Vec::new();
         for record in records {
@@ -82,7 +84,7 @@ impl Host {
                 }
             }
         }
-        Ok(ids)
+        Ok((ids, unreadable))
     }
 }
 

@@ -170,13 +170,21 @@ fn registered_ids(host: &Host) -> BTreeSet<String> {
 }
 
 fn reload(host: &Host, registered: &mut BTreeSet<String>) {
-    let current: BTreeSet<String> = match host.apply_configs() {
-        Ok(ids) => ids.into_iter().collect(),
+    let (mut current, unreadable): (BTreeSet<String>, Vec<String>) = match host.apply_configs() {
+        Ok((ids, unreadable)) => (ids.into_iter().collect(), unreadable),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "cannot read the destination configuration; keeping the current one");
             return;
         }
     };
+    // A file caught half-written, or edited wrong, is not a removal: removed, the
+    // destination would miss its customer's events until the file is fixed.
+    for id in unreadable {
+        if registered.contains(&id) {
+            tracing::warn!(destination = %id, "its configuration file cannot be used; it keeps running with the last good one until the file is fixed");
+            current.insert(id);
+        }
+    }
     for gone in registered.difference(&current) {
         // The queue stays on disk: configuring the destination again resumes it.
         match host.dispatcher.remove_destination(gone, RemovePolicy::Keep) {

@@ -12,6 +12,8 @@ mod support;
 
 #[path = "serve/indexer_ack.rs"]
 mod indexer_ack;
+#[path = "serve/reload.rs"]
+mod reload;
 
 use raxe_tests::hec::HecReceiver;
 use support::*;

@@ -1,0 +1,47 @@
+//! Live reload with a destination file that cannot be used for a while (a configuration
+//! tool writing it in place, a wrong hand edit): the destination keeps its last good
+//! configuration, so its customer's events are not routed past it meanwhile.
+
+use std::fs;
+use std::time::Duration;
+
+use raxe_tests::hec::HecReceiver;
+
+use super::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_configuration_file_keeps_the_destination_it_was_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let customer = HecReceiver::start(TOKEN).await;
+    let global = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &customer.url(), TOKEN)
+        .status
+        .success());
+    configure_global_splunk(data, &global.url());
+    let file = data.join("config/destinations/customer%2Fm1%2Facme.json");
+    let good = fs::read(&file).expect("acme's configuration file");
+    let mut serve = spawn_serve(data);
+    // Running, with acme's destination registered.
+    write_spool_file(
+        &data.join("spool"),
+        "first.jsonl",
+        &[event_line(1000, "acme")],
+    );
+    assert!(customer.wait_for(1, Duration::from_secs(20)).await);
+
+    fs::write(&file, "{\"scope\": broken").unwrap();
+    // serve polls the configuration every 50 ms: it has seen the broken file by now.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let lines: Vec<String> = (0..100).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&data.join("spool"), "while-broken.jsonl", &lines);
+    assert!(global.wait_for(101, Duration::from_secs(20)).await);
+    fs::write(&file, &good).unwrap();
+    assert!(
+        customer.wait_for(101, Duration::from_secs(20)).await,
+        "acme's SIEM got {} of the 100 events sent while its file was broken",
+        customer.accepted_count() - 1
+    );
+    let status = terminate(&mut serve);
+    assert!(status.success(), "{status:?}");
+}
