@@ -21,7 +21,7 @@ use crate::destination::{Destination, DestinationOptions, DestinationState};
 use crate::error::EngineError;
 use crate::queue_names;
 use crate::routing::{CustomerKey, DestinationId, RouteTable};
-use crate::stats::{DestinationReport, EngineStats};
+use crate::stats::{DestinationReport, EngineStats, KeptQueue};
 use crate::worker::Worker;
 
 mod reroute;
@@ -476,7 +476,30 @@ impl SiemDispatcher {
             total: audit.total,
             destinations,
             unrouted: self.unrouted.stats(),
+            kept_queues: self.kept_queues(),
         }
+    }
+
+    /// The queues of destinations not registered (removed, their queue kept) that still
+    /// hold events.
+    fn kept_queues(&self) -> Vec<KeptQueue> {
+        let Ok(names) = self.store.list_queues() else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|name| {
+                let id = queue_names::destination_of(name)?;
+                if read(&self.destinations).contains_key(id) {
+                    return None;
+                }
+                let queue = self.store.open_queue(name).ok()?.stats();
+                (queue.len > 0).then(|| KeptQueue {
+                    id: id.to_string(),
+                    queue,
+                })
+            })
+            .collect()
     }
 
     /// The state of one destination.

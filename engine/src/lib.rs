@@ -49,4 +49,4 @@ pub use destination::{DestinationOptions, DestinationState};
 pub use dispatcher::{DispatchReport, RemovePolicy, SiemDispatcher};
 pub use error::EngineError;
 pub use routing::{CustomerKey, DestinationId};
-pub use stats::{DestinationReport, EngineStats};
+pub use stats::{DestinationReport, EngineStats, KeptQueue};

@@ -392,6 +392,7 @@ mod tests {
                 bytes: 0,
                 oldest_age: None,
             },
+            kept_queues: Vec::new(),
         };
         let page = m.render(&stats);
         let line = page

@@ -23,6 +23,15 @@ pub struct DestinationReport {
     pub counters: Counters,
 }
 
+/// The queue of a destination that is no longer configured (removed, its queue kept)
+/// and still holds events: nothing delivers them until it is configured again.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptQueue {
+    pub id: String,
+    #[serde(serialize_with = "queue_stats")]
+    pub queue: QueueStats,
+}
+
 /// Everything at once.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineStats {
@@ -30,6 +39,8 @@ pub struct EngineStats {
     pub destinations: Vec<DestinationReport>,
     #[serde(serialize_with = "queue_stats")]
     pub unrouted: QueueStats,
+    /// Kept queues with events (see [`KeptQueue`]).
+    pub kept_queues: Vec<KeptQueue>,
 }
 
 impl EngineStats {

@@ -243,12 +243,16 @@ fn finish_drain(stats: &Value, drained: bool) -> Result<i32> {
         eprintln!();
     }
     let unrouted = stats["unrouted"]["events"].as_u64().unwrap_or(0);
+    let kept = stats["kept_queues"].as_array().cloned().unwrap_or_default();
     if drained {
-        if unrouted == 0 {
+        if unrouted == 0 && kept.is_empty() {
             println!("✓ every queue is empty");
         } else {
             println!("✓ every destination's queue is empty");
-            println!("⚠ {unrouted} events have no destination yet (unrouted): they are delivered once their customer's SIEM is configured");
+            if unrouted > 0 {
+                println!("⚠ {unrouted} events have no destination yet (unrouted): they are delivered once their customer's SIEM is configured");
+            }
+            print_kept_queues(&kept);
         }
         return Ok(0);
     }
@@ -269,7 +273,19 @@ fn finish_drain(stats: &Value, drained: bool) -> Result<i32> {
             );
         }
     }
+    print_kept_queues(&kept);
     Ok(1)
+}
+
+/// Queues kept for removed destinations: nothing delivers their events until then.
+fn print_kept_queues(kept: &[Value]) {
+    for queue in kept {
+        println!(
+            "⚠ {} wait in the kept queue of {}, which is not configured: configure it again to deliver them, or remove it with --drop-queue",
+            describe_queue(&queue["queue"]),
+            queue["id"].as_str().unwrap_or("?"),
+        );
+    }
 }
 
 /// `raxe stats`.
@@ -327,6 +343,11 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
         );
     }
     row("TOTAL", &stats["total"], None, None);
+    print_kept_queues(
+        stats["kept_queues"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice),
+    );
     let unrouted = stats["unrouted"]["events"].as_u64().unwrap_or(0);
     if unrouted > 0 {
         println!(

@@ -340,3 +340,46 @@ fn a_missing_data_directory_is_created_only_by_commands_that_set_up() {
         .success());
     assert!(data.exists());
 }
+
+/// Events left in the queue of a removed destination (its queue kept) are shown by `stats`
+/// and `drain` (which said "every queue is empty"), until it is configured again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_queue_of_a_removed_destination_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // Nothing listens on port 9: the events stay queued.
+    let url = "http://127.0.0.1:9/services/collector/event";
+    assert!(configure_splunk(data, url, TOKEN).status.success());
+    let input = data.join("events.jsonl");
+    let lines: Vec<String> = (0..5).map(|n| event_line(n, "acme")).collect();
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+        .status
+        .success());
+    let out = raxe(
+        data,
+        &["customer", "siem", "remove", "acme", "--mssp", "m1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = raxe_async(data, &["drain", "--timeout", "2"]).await;
+    let said = text(&out);
+    assert!(!said.contains("every queue is empty"), "{said}");
+    assert!(
+        said.contains("5 events") && said.contains("kept queue of customer/m1/acme"),
+        "{said}"
+    );
+    let said = text(&raxe(data, &["stats"]));
+    assert!(said.contains("kept queue of customer/m1/acme"), "{said}");
+    let out = raxe(data, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["kept_queues"][0]["id"], "customer/m1/acme", "{stats}");
+    assert_eq!(stats["kept_queues"][0]["queue"]["events"], 5, "{stats}");
+
+    // Configured again, it is a destination's queue again.
+    assert!(configure_splunk(data, url, TOKEN).status.success());
+    let out = raxe(data, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["kept_queues"], serde_json::json!([]), "{stats}");
+    assert_eq!(stats["destinations"][0]["queue"]["events"], 5, "{stats}");
+}
