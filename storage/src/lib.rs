@@ -129,8 +129,8 @@
 //! a record held keeps its whole chunk (up to 20 KiB by default) in memory.
 //!
 //! # Disk size
-//! sled reuses space freed by acks but never truncates its file: `disk_bytes` does not
-//! shrink when queues drain. With scan events, expect ~0.6x the payload while records
+//! sled reuses space freed by acks and truncates its file only by free segments at its
+//! tail: `disk_bytes` mostly keeps its high-water mark when queues drain. With scan events, expect ~0.6x the payload while records
 //! are queued: chunks pack ~3x and sled's log structure and node rewrites add ~2x back
 //! (`queue_bench`, 1M queued: 255 bytes per 420-byte record). 8 KiB chunks stored plain
 //! took ~1.7x (707 bytes).

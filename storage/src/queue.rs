@@ -163,7 +163,8 @@ pub trait QueueStore: Send + Sync {
     fn list_queues(&self) -> Result<Vec<String>, QueueError>;
     /// Deletes a queue and its records.
     fn drop_queue(&self, name: &str) -> Result<(), QueueError>;
-    /// Bytes the store occupies on disk (sled reuses freed space but never shrinks its file).
+    /// Bytes the store occupies on disk (sled reuses freed space; its file shrinks only by
+    /// free segments at its tail).
     fn disk_bytes(&self) -> Result<u64, QueueError>;
 
     /// Appends to several queues (opening them if needed) and optionally sets a marker

@@ -572,8 +572,9 @@ impl QueueStore for SledStore {
         SledStore::remove_marker(self, key)
     }
 
-    /// Sum of the files in the data directory. sled reuses space freed by acks but never
-    /// truncates its data file, so this does not shrink when queues drain.
+    /// Sum of the files in the data directory. sled reuses space freed by acks and
+    /// truncates its data file only by free segments at its tail, so this mostly keeps its
+    /// high-water mark when queues drain.
     fn disk_bytes(&self) -> Result<u64, QueueError> {
         dir_bytes(&self.shared.dir).map_err(|source| QueueError::Io {
             path: self.shared.dir.clone(),
