@@ -486,11 +486,12 @@ impl SiemDispatcher {
         let Ok(names) = self.store.list_queues() else {
             return Vec::new();
         };
+        let registered: HashSet<DestinationId> = read(&self.destinations).keys().cloned().collect();
         names
             .iter()
             .filter_map(|name| {
                 let id = queue_names::destination_of(name)?;
-                if read(&self.destinations).contains_key(id) {
+                if registered.contains(id) {
                     return None;
                 }
                 let queue = self.store.open_queue(name).ok()?.stats();

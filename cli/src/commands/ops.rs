@@ -158,9 +158,10 @@ pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
                 .shutdown_releasing_acks(Duration::from_secs(10))
                 .await;
             // What this run found (a bad token, say) stays for `stats` and `show`.
+            let stats = host.dispatcher.stats();
             let spool = crate::status::spool_dir(data);
-            crate::status::write(data, &host.dispatcher.stats(), false, &spool);
-            let stats = serde_json::to_value(host.dispatcher.stats())?;
+            crate::status::write(data, &stats, false, &spool);
+            let stats = serde_json::to_value(&stats)?;
             finish_drain(&stats, drained)
         }
         Err(OpenError::InUse(_)) => drain_via_service(data, timeout).await,

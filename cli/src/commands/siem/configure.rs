@@ -123,6 +123,7 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     }
     apply_options(&mut options, args)?;
     let mut config = SiemConfig::unvalidated(&args.url, token, options);
+    settle_cef_port(&mut config, args.port)?;
     if let Some(p) = previous {
         config.batch_size = p.batch_size;
         config.flush_interval_seconds = p.flush_interval_seconds;
@@ -375,6 +376,24 @@ fn sentinel_api(args: &ConfigureArgs, previous: Option<SentinelApi>) -> Sentinel
     }
 }
 
+/// CEF takes its port once: `--port`, or the URL's. A URL with a port replaces a `--port`
+/// given before.
+fn settle_cef_port(config: &mut SiemConfig, port: Option<u16>) -> Result<()> {
+    let in_url = config.uri().ok().and_then(|uri| uri.port_u16());
+    let SiemOptions::Cef(cef) = &mut config.extra else {
+        return Ok(());
+    };
+    match (port, in_url) {
+        (Some(port), Some(in_url)) if port != in_url => {
+            bail!("--port {port} differs from the port in --url ({in_url}): give the port once")
+        }
+        (Some(port), _) => cef.port = Some(port),
+        (None, Some(_)) => cef.port = None,
+        (None, None) => {}
+    }
+    Ok(())
+}
+
 fn apply_cef(cef: &mut CefOptions, args: &ConfigureArgs) -> Result<()> {
     if let Some(transport) = &args.transport {
         cef.transport = Some(match transport.to_ascii_lowercase().as_str() {
@@ -383,21 +402,6 @@ fn apply_cef(cef: &mut CefOptions, args: &ConfigureArgs) -> Result<()> {
             "tcp" => CefTransport::Tcp,
             other => bail!("--transport {other:?}: expected http, udp or tcp"),
         });
-    }
-    // One port: `--port`, or the URL's. A URL with a port replaces a `--port` given before.
-    let url_port = args
-        .url
-        .trim()
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|uri| uri.port_u16());
-    match (args.port, url_port) {
-        (Some(port), Some(in_url)) if port != in_url => {
-            bail!("--port {port} differs from the port in --url ({in_url}): give the port once")
-        }
-        (Some(port), _) => cef.port = Some(port),
-        (None, Some(_)) => cef.port = None,
-        (None, None) => {}
     }
     if args.tls {
         cef.tls = true;
