@@ -374,15 +374,18 @@ fn byte_flipped_inside_a_log_message(
         });
         match &opened {
             // Harmless (a superseded copy sled skips or never reads at open): every
-            // queued record. The copy taken for the check stays: sled has lost a chunk
-            // after such an open had read every chunk back (it did, 1 run in ~5).
+            // queued record. A copy taken for the check stays: sled has lost a chunk
+            // after such an open had read every chunk back (it did, 1 run in ~5). No
+            // check, no copy: a flip past the end of the log in a reused segment, or
+            // below the replay floor, is in bytes sled does not read at open (CI saw
+            // one at 1 MiB into a 2 MiB segment; where sled's log ends varies by run).
             Ok(Ok(records)) => {
                 eprintln!("{case}: opened with {} records", records.len());
                 assert_eq!(records.len(), 15_000, "{case}: opened with records missing");
                 assert_eq!(
                     pre_open_copies(dir.path()).len(),
-                    1,
-                    "{case}: copy not kept"
+                    usize::from(damage.is_some()),
+                    "{case}: a copy is kept exactly when the check found damage"
                 );
                 continue;
             }
