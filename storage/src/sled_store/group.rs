@@ -128,7 +128,7 @@ impl SledStore {
             }
         }
         let mut trees: Vec<&sled::Tree> = queues.iter().map(|q| &q.tree).collect();
-        trees.push(&self.shared.markers);
+        trees.push(self.shared.markers());
         let n = queues.len();
         let res: Result<(), TransactionError<()>> = trees[..].transaction(|tx| {
             for (i, b) in batches.iter().enumerate() {

@@ -12,17 +12,16 @@ mod log_scan;
 mod open;
 mod ranges;
 mod salvage;
+mod shared;
 mod sled_queue;
 #[cfg(test)]
 mod staging_tests;
 mod tips;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use commit::{FsSyncer, Syncer};
@@ -31,9 +30,10 @@ pub use salvage::{scan_raw_chunks, scan_raw_records, DamagedChunk, Quarantined};
 pub use sled_queue::{SledQueue, MAX_RECORD_BYTES};
 
 use crate::error::QueueError;
-use crate::queue::{Queue, QueueStore, Seq};
-use commit::{Committer, Level};
-use journal::Journal;
+use crate::queue::{Queue, QueueStore};
+use commit::Level;
+pub(crate) use shared::Shared;
+use shared::{sled_err, sync_path, SledHandles};
 
 const QUEUE_TREE_PREFIX: &str = "q/";
 /// Lock file held (flock) for as long as the store is open.
@@ -109,245 +109,12 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
-/// State shared by the store and its queue handles. Field order matters: sled closes
-/// before the directory lock is released.
-pub(crate) struct Shared {
-    dir: PathBuf,
-    db_path: PathBuf,
-    db: sled::Db,
-    markers: sled::Tree,
-    /// Our own handle on sled's data file, for fdatasync.
-    db_file: File,
-    blobs_dir: PathBuf,
-    /// Blob files synced, with the length they had then.
-    synced_blobs: Mutex<HashMap<OsString, u64>>,
-    syncer: Arc<dyn Syncer>,
-    pub(crate) committer: Committer,
-    pub(crate) journal: Journal,
-    /// Every queue's durable next seq, outside sled (see `tips.rs`).
-    pub(crate) tips: tips::Tips,
-    pub(crate) chunk_bytes: usize,
-    pub(crate) pack_chunks: bool,
-    _lock: File,
-}
-
-impl Shared {
-    /// Maps a sled error; an I/O error also poisons the store: sled 0.34 remembers its
-    /// first I/O error and fails every later write with it until it is reopened.
-    pub(crate) fn db_err(&self, e: sled::Error) -> QueueError {
-        if let sled::Error::Io(io) = &e {
-            self.committer.poison(format!(
-                "sled I/O error on {}: {io}",
-                self.db_path.display()
-            ));
-        }
-        sled_err(&self.dir, &self.db_path, e)
-    }
-
-    /// Runs an append's sled write (see `unwind_guard` for panics). Any failure poisons
-    /// the store: sled may have applied part of the batch, so no append may take its seqs
-    /// again before a reopen has looked at what is there.
-    pub(crate) fn write_append(
-        &self,
-        what: &str,
-        write: impl FnOnce() -> Result<(), QueueError>,
-    ) -> Result<(), QueueError> {
-        let written = self.unwind_guard(what, || {
-            write_fault_point().map_err(|e| self.db_err(e))?;
-            write()
-        });
-        if let Err(e) = &written {
-            self.committer.poison(format!(
-                "{what} failed inside sled and may be partly applied: {e}"
-            ));
-        }
-        written
-    }
-
-    /// Runs a sled call, turning a panic inside sled into an error (see `unwind_guard`).
-    pub(crate) fn sled_call<T>(
-        &self,
-        what: &str,
-        call: impl FnOnce() -> sled::Result<T>,
-    ) -> Result<T, QueueError> {
-        self.unwind_guard(what, || call().map_err(|e| self.db_err(e)))
-    }
-
-    /// Runs storage work that calls into sled, turning a panic inside it into an error.
-    /// sled 0.34 panics on some trees rebuilt from a damaged log ("cannot find pid ... in
-    /// view_for_key"); its state is then not to be trusted, so the store is poisoned (no
-    /// more appends) and the caller gets `Corrupt`, which points to a restart or `raxe
-    /// repair`, not a crash. The panic's message is kept in the error: a bug of ours that
-    /// panics here reads as what it is. The caller's own locks are never unwound through,
-    /// so it can still undo what it had started.
-    pub(crate) fn unwind_guard<T>(
-        &self,
-        what: &str,
-        call: impl FnOnce() -> Result<T, QueueError>,
-    ) -> Result<T, QueueError> {
-        match catch_unwind(AssertUnwindSafe(call)) {
-            Ok(result) => result,
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("no message");
-                let detail = format!(
-                    "the storage engine panicked during {what} ({message}): its data file may \
-                     be damaged; restart to check it, or run `raxe repair`"
-                );
-                self.committer.poison(detail.clone());
-                Err(QueueError::Corrupt {
-                    path: self.db_path.clone(),
-                    detail,
-                })
-            }
-        }
-    }
-
-    pub(crate) fn corrupt(&self, queue: &str, detail: &str) -> QueueError {
-        QueueError::Corrupt {
-            path: self.db_path.clone(),
-            detail: format!("queue {queue:?}: {detail}"),
-        }
-    }
-
-    /// Fails once the store is poisoned: appends check it before their work and again
-    /// under the append lock.
-    pub(crate) fn check_not_poisoned(&self) -> Result<(), QueueError> {
-        match self.committer.poisoned() {
-            Some(detail) => Err(self.poisoned(detail)),
-            None => Ok(()),
-        }
-    }
-
-    pub(crate) fn poisoned(&self, detail: String) -> QueueError {
-        QueueError::Poisoned {
-            dir: self.dir.clone(),
-            detail,
-        }
-    }
-
-    /// Records queues' durable tips `(nonce, next seq)` after their append was synced,
-    /// with the data file's length now.
-    pub(crate) fn note_tips(&self, tips: &[(u64, Seq)]) {
-        let len = self.db_file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.tips.advance(tips, len);
-    }
-
-    /// Waits until `ticket` is durable at `level` (group commit).
-    pub(crate) fn commit(&self, ticket: u64, level: Level) -> Result<(), QueueError> {
-        self.committer
-            .wait(ticket, level, &|sync| self.flush(sync))
-            .map_err(|p| self.poisoned(p))
-    }
-
-    /// Rotates the ack journal: new file, a sled flush that started after the switch, then
-    /// the old file is deleted (see `journal.rs`). A failed flush keeps the old file.
-    pub(crate) fn rotate_journal(&self) {
-        if !self.journal.begin_rotation() {
-            return;
-        }
-        let t = self.committer.ticket();
-        let flushed = self.commit(t, Level::Flush).is_ok();
-        self.journal.end_rotation(flushed);
-    }
-
-    /// sled's flush writes its log buffer and calls sync_file_range, which survives a
-    /// process crash but not a power loss (no disk cache flush, no metadata). So for
-    /// `sync` we fdatasync the data file (and any blob files) ourselves.
-    fn flush(&self, sync: bool) -> Result<(), String> {
-        self.db
-            .flush()
-            .map_err(|e| format!("sled flush of {}: {e}", self.db_path.display()))?;
-        if sync {
-            self.sync_blobs()?;
-            self.syncer
-                .sync_data(&self.db_path, &self.db_file)
-                .map_err(|e| format!("fdatasync of {}: {e}", self.db_path.display()))?;
-        }
-        Ok(())
-    }
-
-    /// sled never syncs its blob files (values above its inline threshold). Chunks are
-    /// sized to avoid them; should any appear anyway, sync them and their directory.
-    fn sync_blobs(&self) -> Result<(), String> {
-        let rd = match fs::read_dir(&self.blobs_dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", self.blobs_dir.display())),
-        };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut present = HashMap::new();
-        let mut new_files = false;
-        for entry in rd {
-            let entry = entry.map_err(|e| format!("{}: {e}", self.blobs_dir.display()))?;
-            let name = entry.file_name();
-            let path = entry.path();
-            // Garbage-collected by sled meanwhile: nothing to sync.
-            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
-            // sled writes a blob on the appending thread, in several writes: a file seen
-            // while another append was still writing it is synced again once it grew. A
-            // stat, not an open, tells whether it did.
-            let len = match entry.metadata() {
-                Ok(meta) => meta.len(),
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(format!("{}: {e}", path.display())),
-            };
-            if synced.get(&name) != Some(&len) {
-                let file = match File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) if gone(&e) => continue,
-                    Err(e) => return Err(format!("{}: {e}", path.display())),
-                };
-                self.syncer
-                    .sync_data(&path, &file)
-                    .map_err(|e| format!("fdatasync of {}: {e}", path.display()))?;
-                new_files |= !synced.contains_key(&name);
-            }
-            present.insert(name, len);
-        }
-        if new_files {
-            sync_path(&*self.syncer, &self.blobs_dir).map_err(|e| e.to_string())?;
-        }
-        *synced = present;
-        Ok(())
-    }
-}
-
-fn sync_path(syncer: &dyn Syncer, path: &Path) -> Result<(), QueueError> {
-    let io_err = |source| QueueError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = File::open(path).map_err(io_err)?;
-    syncer.sync_data(path, &f).map_err(io_err)
-}
-
-fn sled_err(dir: &Path, db_path: &Path, e: sled::Error) -> QueueError {
-    match e {
-        sled::Error::Io(source) => QueueError::Io {
-            path: db_path.to_path_buf(),
-            source,
-        },
-        sled::Error::Corruption { at, .. } => QueueError::Corrupt {
-            path: db_path.to_path_buf(),
-            detail: format!("the storage engine found corruption at {at:?}"),
-        },
-        other => QueueError::Db {
-            path: dir.to_path_buf(),
-            detail: other.to_string(),
-        },
-    }
-}
-
 /// See [`SledStore::closed_signal`].
 #[derive(Clone)]
-pub struct ClosedSignal(std::sync::Weak<Shared>);
+pub struct ClosedSignal(std::sync::Weak<()>);
 
 impl ClosedSignal {
-    /// True once the store and all its queue handles were dropped.
+    /// True once the store and all its queue handles were dropped and the store has closed.
     pub fn is_closed(&self) -> bool {
         self.0.strong_count() == 0
     }
@@ -384,12 +151,12 @@ impl SledStore {
     /// only then are sled's files and the directory lock released, so a reopen in the same
     /// process waits for it.
     pub fn closed_signal(&self) -> ClosedSignal {
-        ClosedSignal(Arc::downgrade(&self.shared))
+        ClosedSignal(Arc::downgrade(&self.shared.alive))
     }
 
     /// The nonce stored in an existing queue tree, if it has a readable one.
     fn stored_nonce(&self, tree: &str) -> Option<u64> {
-        let db = &self.shared.db;
+        let db = self.shared.db();
         if !db.tree_names().iter().any(|t| &t[..] == tree.as_bytes()) {
             return None;
         }
@@ -410,7 +177,7 @@ impl SledStore {
         }
         let tree = self
             .shared
-            .db
+            .db()
             .open_tree(format!("{QUEUE_TREE_PREFIX}{name}"))
             .map_err(|e| self.shared.db_err(e))?;
         let q = Arc::new(SledQueue::load(
@@ -438,7 +205,7 @@ impl SledStore {
     pub fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(self
             .shared
-            .markers
+            .markers()
             .get(key)
             .map_err(|e| self.shared.db_err(e))?
             .map(|v| v.to_vec()))
@@ -447,7 +214,7 @@ impl SledStore {
     /// The keys of every marker that starts with `prefix`, in key order.
     pub fn marker_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, QueueError> {
         self.shared
-            .markers
+            .markers()
             .scan_prefix(prefix)
             .keys()
             .map(|key| key.map(|k| k.to_vec()).map_err(|e| self.shared.db_err(e)))
@@ -459,7 +226,7 @@ impl SledStore {
     pub fn remove_marker(&self, key: &[u8]) -> Result<bool, QueueError> {
         let old = self
             .shared
-            .markers
+            .markers()
             .remove(key)
             .map_err(|e| self.shared.db_err(e))?;
         let t = self.shared.committer.ticket();
@@ -506,7 +273,7 @@ impl QueueStore for SledStore {
     fn list_queues(&self) -> Result<Vec<String>, QueueError> {
         let mut names: Vec<String> = self
             .shared
-            .db
+            .db()
             .tree_names()
             .iter()
             .filter_map(|n| std::str::from_utf8(n).ok())
@@ -535,7 +302,7 @@ impl QueueStore for SledStore {
             None => self.stored_nonce(&tree),
         };
         self.shared
-            .db
+            .db()
             .drop_tree(&tree)
             .map_err(|e| self.shared.db_err(e))?;
         // Only once the tree is gone: a failed drop leaves the queue (and its nonce) to be

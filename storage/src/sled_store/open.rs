@@ -15,8 +15,8 @@ use fs2::FileExt;
 use super::commit::{Committer, Level};
 use super::journal::{self, Journal};
 use super::{
-    codec, log_scan, sled_err, sled_queue, sync_path, tips, Shared, SledStore, StoreOptions,
-    LOCK_FILE, QUEUE_TREE_PREFIX,
+    codec, log_scan, sled_err, sled_queue, sync_path, tips, Shared, SledHandles, SledStore,
+    StoreOptions, LOCK_FILE, QUEUE_TREE_PREFIX,
 };
 use crate::error::QueueError;
 use crate::queue::Seq;
@@ -232,8 +232,7 @@ impl SledStore {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             db_path,
-            db,
-            markers,
+            sled: Some(SledHandles { db, markers }),
             db_file,
             blobs_dir: dir.join("blobs"),
             synced_blobs: Mutex::new(HashMap::new()),
@@ -246,6 +245,7 @@ impl SledStore {
             chunk_bytes: opts.chunk_bytes.clamp(64, (opts.segment_size / 96).max(64)),
             pack_chunks: opts.pack_chunks,
             _lock: lock,
+            alive: Arc::new(()),
         });
         // Make the files sled just created (and the format marker, and the replayed acks)
         // durable once; then the journal files just replayed are redundant.
@@ -296,6 +296,9 @@ impl SledStore {
                 }
             }
         }
+        // sled may have shortened the file while it started (tail segments the last run's
+        // acks freed): a crash before the next append must not find it "shorter" then.
+        store.shared.tips.note_db_len(store.shared.db_len());
         Ok(store)
     }
 }

@@ -9,10 +9,14 @@
 //! only lowers the bar: it can miss a loss, never invent one. A torn or foreign file fails
 //! its CRC and is ignored the same way.
 //!
-//! The data file's length at the last synced append is kept too: a file found shorter at
+//! The data file's length as the store last saw it is kept too: a file found shorter at
 //! open may have been cut, and sled is about to rewrite it, so the store copies it aside
 //! first (see `SledStore::open_with`). sled also shortens its file itself (free segments at
-//! the tail), so a shorter file is a reason for that copy, never an error on its own.
+//! the tail, freed as acks supersede them), so the length is recorded at each synced
+//! append, after each flush that rotates the ack journal, and at a clean close once sled
+//! has let go of the file. After a clean stop the next start then finds the file as
+//! recorded; after a crash a shrink since the last record is possible, and a shorter file
+//! is a reason for that copy, never an error on its own.
 //!
 //! Layout: `RXT2` | count u32 | data file length u64 | (queue nonce u64, next seq u64)* |
 //! crc32 of all before, all little-endian.
@@ -87,7 +91,7 @@ impl Tips {
         self.at_open.get(&nonce).copied()
     }
 
-    /// The data file's length at the last synced append of the previous run.
+    /// The data file's length as the previous run last recorded it.
     pub(crate) fn db_len_at_open(&self) -> u64 {
         self.db_len_at_open
     }
@@ -113,6 +117,16 @@ impl Tips {
             }
         }
         if changed {
+            live.db_len = db_len;
+            write(&mut live, &self.path);
+        }
+    }
+
+    /// Records the data file's length as seen now (sled shortened it, or it grew by a
+    /// flush); writes only if it changed.
+    pub(crate) fn note_db_len(&self, db_len: u64) {
+        let mut live = self.lock();
+        if live.db_len != db_len {
             live.db_len = db_len;
             write(&mut live, &self.path);
         }
@@ -228,6 +242,63 @@ mod tests {
         assert_eq!(again.expected(4), Some(2));
         tips.forget(4);
         assert!(!Tips::open(dir.path()).any_records());
+    }
+
+    /// sled shortens its file after the last append recorded a length: while it starts
+    /// (segments at the tail that the last run's acks freed) and while it runs. The store
+    /// records the length again once a start has finished and at a clean close, so the
+    /// next start does not take a file sled shortened for a cut one (and copy it aside and
+    /// read every chunk back).
+    #[test]
+    fn the_recorded_length_follows_what_sled_leaves() {
+        use crate::queue::Queue;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let len = || std::fs::metadata(&db).unwrap().len();
+        let recorded = || Tips::open(dir.path()).db_len_at_open();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut shrank_at_start, mut closed_at) = (false, 0);
+        // Until a start has shortened the file (1 start in ~4 does).
+        for run in 0..30 {
+            if shrank_at_start {
+                break;
+            }
+            let store = super::super::SledStore::open(dir.path()).unwrap();
+            shrank_at_start = len() < closed_at;
+            assert_eq!(recorded(), len(), "run {run}, once open");
+            let q = store.queue("q").unwrap();
+            // Scan-event-like records (they pack ~3x); all but the first 5,000 acked.
+            for round in 0..300 {
+                let recs: Vec<Vec<u8>> = (0..100)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        format!(r#"{{"event_id":"{x:016x}","pad":"{}"}}"#, "y".repeat(300))
+                            .into_bytes()
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+                q.append(&refs).unwrap();
+                if round >= 50 {
+                    q.ack(q.lease(100, usize::MAX).unwrap().unwrap()).unwrap();
+                }
+            }
+            // Every other run ends drained.
+            if run % 2 == 1 {
+                while let Some(lease) = q.lease(1_000, usize::MAX).unwrap() {
+                    q.ack(lease).unwrap();
+                }
+            }
+            drop(q);
+            drop(store);
+            closed_at = len();
+            assert_eq!(recorded(), closed_at, "run {run}, closed");
+        }
+        assert!(
+            shrank_at_start,
+            "sled never shortened its file while starting"
+        );
     }
 
     /// A queue dropped in a run that never opened it takes its tip with it too.
