@@ -235,7 +235,7 @@ pub struct ConfigureArgs {
     /// --token-file or --token-env: a command line is visible to other users.
     #[arg(long, group = "token_source")]
     pub token: Option<String>,
-    /// Read the credential from this file (trailing newline ignored).
+    /// Read the credential from this file (spaces and line ends around it are ignored).
     #[arg(long, group = "token_source", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Read the credential from this environment variable.

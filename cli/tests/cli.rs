@@ -170,7 +170,7 @@ fn invalid_configurations_change_nothing() {
                 "--log-type",
                 "Raxe",
                 "--token",
-                "not base64!!",
+                "not-base64!!",
             ],
             "base64",
         ),

@@ -383,3 +383,57 @@ async fn a_kept_queue_of_a_removed_destination_is_shown() {
     assert_eq!(stats["kept_queues"], serde_json::json!([]), "{stats}");
     assert_eq!(stats["destinations"][0]["queue"]["events"], 5, "{stats}");
 }
+
+/// A token file as editors and `echo` write it (spaces, a line end) gives the token itself:
+/// the SIEM accepts it. A file holding two lines is refused, without showing them.
+#[tokio::test]
+async fn a_token_file_gives_the_token_without_the_spaces_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    let file = data.join("token");
+    let configure = |token_file: &std::path::Path| {
+        raxe(
+            data,
+            &[
+                "customer",
+                "siem",
+                "configure",
+                "acme",
+                "--mssp",
+                "m1",
+                "--type",
+                "splunk",
+                "--url",
+                &hec.url(),
+                "--token-file",
+                token_file.to_str().unwrap(),
+            ],
+        )
+    };
+    fs::write(&file, format!("  {TOKEN} \r\n")).unwrap();
+    let out = configure(&file);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = siem_test(data, "acme").await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("✓ Authentication valid"), "{said}");
+    assert_eq!(hec.accepted_count(), 1);
+
+    fs::write(&file, format!("{TOKEN}\nsecond-secret\n")).unwrap();
+    let out = configure(&file);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("spaces or control characters inside"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(TOKEN) && !said.contains("second-secret"),
+        "{said}"
+    );
+    fs::write(&file, " \n").unwrap();
+    let out = configure(&file);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is empty"), "{}", text(&out));
+}

@@ -166,27 +166,38 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
 }
 
 fn read_token(args: &ConfigureArgs) -> Result<Option<Secret>> {
-    if let Some(token) = &args.token {
-        return Ok(Some(Secret::new(token.clone())));
-    }
-    if let Some(path) = &args.token_file {
+    let (text, from) = if let Some(token) = &args.token {
+        (token.clone(), "--token".to_string())
+    } else if let Some(path) = &args.token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the token file {}", path.display()))?;
-        let token = text.trim_end_matches(['\n', '\r']).to_string();
-        if token.is_empty() {
-            bail!("the token file {} is empty", path.display());
-        }
-        return Ok(Some(Secret::new(token)));
-    }
-    if let Some(var) = &args.token_env {
-        let token = std::env::var(var)
+        (text, format!("the token file {}", path.display()))
+    } else if let Some(var) = &args.token_env {
+        let text = std::env::var(var)
             .with_context(|| format!("the environment variable {var} is not set"))?;
-        if token.is_empty() {
-            bail!("the environment variable {var} is empty");
-        }
-        return Ok(Some(Secret::new(token)));
+        (text, format!("the environment variable {var}"))
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Secret::new(clean_token(&text, &from)?)))
+}
+
+/// A token as a SIEM issues it: without the spaces and line ends around it (a file saved by
+/// an editor, `echo "$T " >`), refused if empty or with spaces or control characters inside:
+/// no SIEM issues such a token, and it would be refused as a wrong one. The error never
+/// shows the token.
+fn clean_token(text: &str, from: &str) -> Result<String> {
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("{from} is empty");
     }
-    Ok(None)
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(
+            "{from} holds spaces or control characters inside the token (two lines, or more \
+             than the token?)"
+        );
+    }
+    Ok(token.to_string())
 }
 
 /// Options of another destination type are a mistake worth saying, not ignoring.
