@@ -1,7 +1,9 @@
 //! Destination configuration on disk: one JSON file per destination under
 //! `config/destinations/`, replaced atomically, 0600 (it holds the SIEM credential).
 //! The running service polls a fingerprint of the directory and reloads on change, so
-//! every `raxe customer siem ...` command works while `raxe serve` runs.
+//! every `raxe customer siem ...` command works while `raxe serve` runs. `.last-good/`
+//! keeps a copy of each configuration a destination ran with, for a start that finds its
+//! file unusable.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -16,6 +18,10 @@ use raxe_engine::CustomerKey;
 use serde::{Deserialize, Serialize};
 
 use crate::data_dir::write_atomic;
+
+/// Inside the configuration directory: what each destination last ran with (a dot-name,
+/// so it is never taken for a destination file).
+const LAST_GOOD_DIR: &str = ".last-good";
 
 /// Who a destination serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,14 +190,51 @@ impl ConfigStore {
         write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// Deletes a destination's configuration; false when there was none.
+    /// Deletes a destination's configuration (and the one it last ran with); false when
+    /// there was none.
     pub fn remove(&self, scope: &Scope) -> Result<bool> {
+        let kept = self.last_good_path(&scope.destination_id());
+        match fs::remove_file(&kept) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", kept.display()))
+            }
+            _ => {}
+        }
         let path = self.path_of(scope);
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
         }
+    }
+
+    fn last_good_path(&self, id: &str) -> PathBuf {
+        self.dir
+            .join(LAST_GOOD_DIR)
+            .join(format!("{}.json", encode_file_name(id)))
+    }
+
+    /// Keeps `record` as the configuration its destination last ran with. A start that
+    /// finds the destination's file unusable (caught half-written, edited wrong) runs it
+    /// with this one, as a reload keeps the running one: dropped instead, the destination
+    /// would miss its customer's events until the file is fixed. Writes only on a change.
+    pub fn keep_as_last_good(&self, record: &DestinationRecord) -> Result<()> {
+        let path = self.last_good_path(&record.id());
+        let bytes = serde_json::to_vec_pretty(record)?;
+        if fs::read(&path).is_ok_and(|kept| kept == bytes) {
+            return Ok(());
+        }
+        let dir = self.dir.join(LAST_GOOD_DIR);
+        crate::data_dir::create_private_dir(&dir)
+            .and_then(|()| write_atomic(&path, &bytes))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The configuration destination `id` last ran with, if one is kept and usable.
+    pub fn last_good(&self, id: &str) -> Option<DestinationRecord> {
+        let path = self.last_good_path(id);
+        let record = parse(&path, &fs::read(&path).ok()?).ok()?;
+        (record.id() == id).then_some(record)
     }
 
     /// Every destination, sorted by id, plus a message for each file that cannot be used
@@ -261,7 +304,6 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<DestinationRecord> {
     Ok(record)
 }
 
-/// File-system-safe, reversible: keeps `[A-Za-z0-9_.-]`, percent-encodes the rest.
 /// A destination file that cannot be used (unreadable, not JSON, invalid).
 #[derive(Debug, Clone)]
 pub struct Unreadable {
@@ -294,6 +336,7 @@ fn decode_file_name(name: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// File-system-safe, reversible: keeps `[A-Za-z0-9_.-]`, percent-encodes the rest.
 fn encode_file_name(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {

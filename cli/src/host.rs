@@ -64,19 +64,40 @@ impl Host {
     }
 
     /// Registers every configured destination (a changed one gets its new adapter; a
-    /// stopped one resumes). Returns the ids registered, and those of files that cannot be
-    /// used (logged and skipped: a destination already running keeps its configuration).
+    /// stopped one resumes) and keeps each configuration as the one it last ran with. A
+    /// file that cannot be used is logged; a destination not running yet starts with the
+    /// configuration it last ran with, if one is kept. Returns the ids registered, and
+    /// those of the other files that cannot be used (a destination already running keeps
+    /// its configuration: see the service's reload).
     pub fn apply_configs(&self) -> Result<(Vec<String>, Vec<String>)> {
-        let (records, problems) = self.configs.list()?;
+        let (mut records, problems) = self.configs.list()?;
         let mut unreadable = Vec::new();
+        let mut last_good = Vec::new();
         for problem in problems {
-            tracing::error!(%problem, "skipping destination configuration");
-            unreadable.extend(problem.id);
+            tracing::error!(%problem, "cannot use a destination configuration file");
+            let Some(id) = problem.id else { continue };
+            // Not running yet (a start): it runs as it last did, if that is known.
+            let running = self.dispatcher.state(&id).is_ok();
+            match self.configs.last_good(&id).filter(|_| !running) {
+                Some(record) => {
+                    tracing::warn!(destination = %id, "starting it with the configuration it last ran with, until its file is fixed");
+                    last_good.push(id);
+                    records.push(record);
+                }
+                None => unreadable.push(id),
+            }
         }
         let mut ids = Vec::new();
         for record in records {
             match register(&self.dispatcher, &record) {
-                Ok(()) => ids.push(record.id()),
+                Ok(()) => {
+                    if !last_good.contains(&record.id()) {
+                        if let Err(e) = self.configs.keep_as_last_good(&record) {
+                            tracing::warn!(destination = %record.id(), error = %format!("{e:#}"), "cannot keep the configuration it runs with");
+                        }
+                    }
+                    ids.push(record.id());
+                }
                 // All queues share one data file: one that is damaged makes all suspect.
                 Err(e) if damaged_store(&e) => return Err(e),
                 Err(e) => {

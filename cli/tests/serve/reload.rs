@@ -45,3 +45,51 @@ async fn a_broken_configuration_file_keeps_the_destination_it_was_for() {
     let status = terminate(&mut serve);
     assert!(status.success(), "{status:?}");
 }
+
+/// The same at a start: a destination whose file cannot be used when `raxe serve` starts
+/// runs with the configuration it last ran with (kept beside the files, private, as they
+/// are). Before, it was not started, and its customer's events went to the global SIEM
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_file_broken_before_a_start_runs_as_it_last_did() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let customer = HecReceiver::start(TOKEN).await;
+    let global = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &customer.url(), TOKEN)
+        .status
+        .success());
+    configure_global_splunk(data, &global.url());
+    let mut serve = spawn_serve(data);
+    write_spool_file(
+        &data.join("spool"),
+        "first.jsonl",
+        &[event_line(1000, "acme")],
+    );
+    assert!(customer.wait_for(1, Duration::from_secs(20)).await);
+    assert!(terminate(&mut serve).success());
+    let kept = data.join("config/destinations/.last-good/customer%2Fm1%2Facme.json");
+    let mode = fs::metadata(&kept).expect("kept").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}: it holds the token");
+
+    let file = data.join("config/destinations/customer%2Fm1%2Facme.json");
+    fs::write(&file, "{\"scope\": broken").unwrap();
+    let mut serve = spawn_serve(data);
+    let lines: Vec<String> = (0..100).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&data.join("spool"), "while-broken.jsonl", &lines);
+    assert!(global.wait_for(101, Duration::from_secs(20)).await);
+    assert!(
+        customer.wait_for(101, Duration::from_secs(20)).await,
+        "acme's SIEM got {} of the 100 events sent while its file was broken",
+        customer.accepted_count() - 1
+    );
+    assert!(terminate(&mut serve).success());
+    // Removing the destination forgets what it ran with.
+    let out = raxe(
+        data,
+        &["customer", "siem", "remove", "acme", "--mssp", "m1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!kept.exists());
+}

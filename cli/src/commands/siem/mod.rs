@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 pub use show::describe_state;
 
 use crate::args::{CustomerTarget, GlobalTarget, SiemCommand};
-use crate::config_store::{ConfigStore, DestinationRecord, Scope};
+use crate::config_store::{ConfigStore, DestinationRecord, OtherScope, Scope};
 use crate::control;
 use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
@@ -84,16 +84,18 @@ pub async fn run<T: Target + clap::Args>(data: &DataDir, command: SiemCommand<T>
 }
 
 fn existing(configs: &ConfigStore, scope: &Scope) -> Result<DestinationRecord> {
-    configs.get(scope)?.with_context(|| {
-        format!(
-            "no SIEM is configured for {}; configure one with `raxe {} siem configure`",
-            scope.describe(),
-            match scope {
-                Scope::Customer { .. } => "customer",
-                Scope::Global { .. } => "global",
-            }
-        )
-    })
+    configs.get(scope)?.ok_or_else(|| not_configured(scope))
+}
+
+fn not_configured(scope: &Scope) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no SIEM is configured for {}; configure one with `raxe {} siem configure`",
+        scope.describe(),
+        match scope {
+            Scope::Customer { .. } => "customer",
+            Scope::Global { .. } => "global",
+        }
+    )
 }
 
 fn set_enabled(configs: &ConfigStore, scope: &Scope, enabled: bool) -> Result<i32> {
@@ -113,10 +115,18 @@ fn set_enabled(configs: &ConfigStore, scope: &Scope, enabled: bool) -> Result<i3
 }
 
 fn remove(data: &DataDir, configs: &ConfigStore, scope: &Scope, drop_queue: bool) -> Result<i32> {
-    let record = existing(configs, scope)?;
+    let id = match configs.get(scope) {
+        Ok(Some(record)) => record.id(),
+        Ok(None) => return Err(not_configured(scope)),
+        Err(e) if e.is::<OtherScope>() => return Err(e),
+        // A damaged file must not stop its own removal.
+        Err(e) => {
+            eprintln!("⚠ its configuration cannot be read ({e:#}); removing it anyway");
+            scope.destination_id()
+        }
+    };
     if drop_queue {
         // Dropping needs the queues: open them, or ask the service that holds them.
-        let id = record.id();
         match Host::open(data.clone()) {
             Ok(host) => {
                 configs.remove(scope)?;
