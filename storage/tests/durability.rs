@@ -191,6 +191,7 @@ fn failed_sync_poisons_the_store() {
     assert!(matches!(q.append(&[&r]), Err(QueueError::Poisoned { .. })));
     // The owner reopens only once every handle is gone (sled and the lock are released).
     let closed = store.closed_signal();
+    let tips = std::fs::read(dir.path().join("tips")).unwrap();
     drop(store);
     assert!(
         !closed.is_closed(),
@@ -198,6 +199,8 @@ fn failed_sync_poisons_the_store() {
     );
     drop(q);
     assert!(closed.is_closed());
+    // A poisoned store's close records nothing: its file is what the next open checks.
+    assert!(std::fs::read(dir.path().join("tips")).unwrap() == tips);
     let store = open(dir.path(), &rec);
     assert!(store.health().is_ok());
     let q = store.queue("q").unwrap();

@@ -177,7 +177,15 @@ fn damage_inside_sled_is_an_error_or_harmless_never_silent_loss() {
             std::fs::write(&db, &bytes).unwrap();
             let intact: HashSet<Vec<u8>> = scan_raw_records(&bytes).into_iter().collect();
             let case = if truncate { "truncated" } else { "flipped" };
-            let opened = SledStore::open(dir.path()).and_then(|store| {
+            let tips = std::fs::read(dir.path().join("tips")).unwrap();
+            let store = SledStore::open(dir.path());
+            let refused_at_open = store.is_err();
+            if refused_at_open {
+                // What the next open checks the file against is left as it was.
+                let now = std::fs::read(dir.path().join("tips")).unwrap();
+                assert!(now == tips, "{case} at {at}: a refused open rewrote `tips`");
+            }
+            let opened = store.and_then(|store| {
                 let q = store.queue("dest")?;
                 Ok(q.stats().len)
             });
@@ -197,6 +205,17 @@ fn damage_inside_sled_is_an_error_or_harmless_never_silent_loss() {
                     assert_eq!(
                         lost, 0,
                         "{case} at {at}: opening destroyed {lost} records: {text}"
+                    );
+                    // Refused it stays (a service restarted in a loop): opened again,
+                    // the store, its queue or a lease of every record fails, loudly.
+                    let again = SledStore::open(dir.path()).and_then(|store| {
+                        let q = store.queue("dest")?;
+                        q.lease(20_000, usize::MAX).map(|_| ())
+                    });
+                    assert!(
+                        again.is_err(),
+                        "{case} at {at}: refused once ({}), then opened and read silently",
+                        if refused_at_open { "open" } else { "queue" }
                     );
                 }
                 Err(other) => panic!("{case} at {at}: unexpected {other}"),

@@ -33,7 +33,7 @@ use crate::error::QueueError;
 use crate::queue::{Queue, QueueStore};
 use commit::Level;
 pub(crate) use shared::Shared;
-use shared::{sled_err, sync_path, SledHandles};
+use shared::{sled_err, sled_let_go, sync_path, SledHandles};
 
 const QUEUE_TREE_PREFIX: &str = "q/";
 /// Lock file held (flock) for as long as the store is open.

@@ -8,15 +8,17 @@ use std::io;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fs2::FileExt;
 
 use super::commit::{Committer, Level};
 use super::journal::{self, Journal};
 use super::{
-    codec, log_scan, sled_err, sled_queue, sync_path, tips, Shared, SledHandles, SledStore,
-    StoreOptions, LOCK_FILE, QUEUE_TREE_PREFIX,
+    codec, log_scan, sled_err, sled_let_go, sled_queue, sync_path, tips, Shared, SledHandles,
+    SledStore, StoreOptions, LOCK_FILE, QUEUE_TREE_PREFIX,
 };
 use crate::error::QueueError;
 use crate::queue::Seq;
@@ -92,7 +94,7 @@ impl SledStore {
         } else {
             None
         };
-        // Shorter than at the last synced append (perhaps cut), or damaged inside: sled
+        // Shorter than the store last recorded it (perhaps cut), or damaged inside: sled
         // rewrites such a file while opening it. Keep a copy until every queue has loaded
         // and checked out.
         let short = preexisting > 0 && preexisting < tips.db_len_at_open();
@@ -113,7 +115,7 @@ impl SledStore {
                     bytes = preexisting,
                     was = tips.db_len_at_open(),
                     copy = %copy.display(),
-                    "the data file is shorter than at the last append; checking it, with a copy kept"
+                    "the data file is shorter than the store last recorded it; checking it, with a copy kept"
                 ),
             }
             Some(copy)
@@ -141,7 +143,7 @@ impl SledStore {
             .segment_size(opts.segment_size)
             .flush_every_ms(opts.flush_every_ms);
         // sled may panic on some kinds of garbage; report it as a damaged file instead.
-        let db = match open_sled(&config) {
+        let db = match open_sled(&db_path, &config) {
             Ok(Ok(db)) => db,
             // Bad options, or options that differ from the ones in `conf`.
             Ok(Err(sled::Error::Unsupported(detail))) => {
@@ -244,6 +246,7 @@ impl SledStore {
             // the whole leaf must stay under the blob threshold (segment_size / 4).
             chunk_bytes: opts.chunk_bytes.clamp(64, (opts.segment_size / 96).max(64)),
             pack_chunks: opts.pack_chunks,
+            opened: AtomicBool::new(false),
             _lock: lock,
             alive: Arc::new(()),
         });
@@ -289,7 +292,7 @@ impl SledStore {
                      later report damaged records, `raxe repair` reads it too. Delete it \
                      once the queues have drained"
                 ),
-                // Only shorter than at the last synced append, and nothing missing: sled
+                // Only shorter than last recorded, and nothing missing: sled
                 // cut a torn tail, and the copy holds nothing more.
                 None => {
                     let _ = fs::remove_file(copy);
@@ -298,25 +301,18 @@ impl SledStore {
         }
         // sled may have shortened the file while it started (tail segments the last run's
         // acks freed): a crash before the next append must not find it "shorter" then.
-        store.shared.tips.note_db_len(store.shared.db_len());
+        // Only now, past every check, and so too the close (see `Shared::drop`).
+        store.shared.tips.note_db_len(|| store.shared.db_len());
+        store.shared.opened.store(true, Ordering::Release);
         Ok(store)
     }
 }
 
-/// Opens sled, waiting out its own lock on `db`: we hold the directory lock, so whoever
-/// still holds sled's is a closing handle (sled's IO threads keep the file open briefly
-/// after the last `Db` is dropped).
-fn open_sled(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let res = catch_unwind(AssertUnwindSafe(|| config.open()));
-        let busy = matches!(&res, Ok(Err(sled::Error::Io(e)))
-            if e.to_string().contains("could not acquire lock"));
-        if !busy || std::time::Instant::now() >= deadline {
-            return res;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+/// Opens sled, waiting out its own lock on `db` first: we hold the directory lock, so
+/// whoever still holds sled's is a closing handle of this process.
+fn open_sled(db_path: &Path, config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
+    sled_let_go(db_path, Duration::from_secs(5));
+    catch_unwind(AssertUnwindSafe(|| config.open()))
 }
 
 /// Merges journaled acks into the persisted ack state of the queues they name (by nonce;

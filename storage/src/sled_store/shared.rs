@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,9 @@ pub(crate) struct Shared {
     pub(crate) tips: tips::Tips,
     pub(crate) chunk_bytes: usize,
     pub(crate) pack_chunks: bool,
+    /// Set once an open has passed every check: only then does the close record the
+    /// data file's length (a refused open must leave the next one its checks).
+    pub(super) opened: AtomicBool,
     pub(super) _lock: File,
     /// Dropped last: [`super::ClosedSignal`] watches it.
     pub(super) alive: Arc<()>,
@@ -55,33 +59,41 @@ impl Drop for Shared {
     /// aside and reads every chunk back. So a clean close records the length sled left. A
     /// poisoned store records nothing: its file is what the next start must check.
     fn drop(&mut self) {
-        let clean = self.committer.poisoned().is_none();
+        let clean = self.committer.poisoned().is_none() && *self.opened.get_mut();
         drop(self.sled.take());
         if clean && sled_let_go(&self.db_path, CLOSE_WAIT) {
-            if let Ok(meta) = fs::metadata(&self.db_path) {
-                self.tips.note_db_len(meta.len());
-            }
+            self.tips
+                .note_db_len(|| fs::metadata(&self.db_path).ok().map(|m| m.len()));
         }
     }
 }
 
-/// Waits until no one holds sled's lock on `db_path` (sled's last handle on the file is
-/// closed, with any truncation it had started); false if that takes longer than `wait`.
-fn sled_let_go(db_path: &Path, wait: Duration) -> bool {
+/// Waits until no one holds sled's lock on `db_path`: sled's last handle on the file is
+/// closed, with any truncation it had started (sled's threads keep it open a few
+/// milliseconds after the last `Db` is dropped). True too when there is no file; false if
+/// that takes longer than `wait`, or the lock cannot be tested.
+pub(super) fn sled_let_go(db_path: &Path, wait: Duration) -> bool {
     use fs2::FileExt;
-    let Ok(file) = File::open(db_path) else {
-        return false;
+    let file = match fs::OpenOptions::new().read(true).write(true).open(db_path) {
+        Ok(file) => file,
+        Err(e) => return e.kind() == io::ErrorKind::NotFound,
     };
+    let contended = fs2::lock_contended_error().raw_os_error();
     let deadline = Instant::now() + wait;
     loop {
-        if file.try_lock_exclusive().is_ok() {
-            let _ = FileExt::unlock(&file);
-            return true;
+        match file.try_lock_exclusive() {
+            Ok(()) => {
+                let _ = FileExt::unlock(&file);
+                return true;
+            }
+            Err(e)
+                if (e.raw_os_error() == contended || e.kind() == io::ErrorKind::WouldBlock)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return false,
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -200,7 +212,7 @@ impl Shared {
     /// Records queues' durable tips `(nonce, next seq)` after their append was synced,
     /// with the data file's length now.
     pub(crate) fn note_tips(&self, tips: &[(u64, Seq)]) {
-        self.tips.advance(tips, self.db_len());
+        self.tips.advance(tips, || self.db_len());
     }
 
     /// Waits until `ticket` is durable at `level` (group commit).
@@ -221,12 +233,12 @@ impl Shared {
         self.journal.end_rotation(flushed);
         // sled may have shortened its file since the last append (tips.rs).
         if flushed {
-            self.tips.note_db_len(self.db_len());
+            self.tips.note_db_len(|| self.db_len());
         }
     }
 
-    pub(crate) fn db_len(&self) -> u64 {
-        self.db_file.metadata().map(|m| m.len()).unwrap_or(0)
+    pub(crate) fn db_len(&self) -> Option<u64> {
+        self.db_file.metadata().ok().map(|m| m.len())
     }
 
     /// sled's flush writes its log buffer and calls sync_file_range, which survives a

@@ -94,6 +94,8 @@ pub struct SledQueue {
     pub(super) name: String,
     /// Names this incarnation of the queue in the ack journal.
     pub(super) nonce: u64,
+    /// Before `shared`: fields drop in order, and the store's close (`Shared::drop`)
+    /// waits for sled to let go of its file, which this handle on sled would hold.
     pub(crate) tree: sled::Tree,
     pub(super) shared: Arc<Shared>,
     pub(super) state: Mutex<QState>,

@@ -102,9 +102,11 @@ impl Tips {
     }
 
     /// Records that each queue's appends are durable up to its `next` (call after the
-    /// sync), with the data file's length then: one write for the whole group.
-    pub(crate) fn advance(&self, tips: &[(u64, Seq)], db_len: u64) {
+    /// sync), with the data file's length then: one write for the whole group. The length
+    /// is read under the lock, so records of it land in the order they were read.
+    pub(crate) fn advance(&self, tips: &[(u64, Seq)], db_len: impl FnOnce() -> Option<u64>) {
         let mut live = self.lock();
+        let db_len = db_len().unwrap_or(live.db_len);
         let mut changed = live.db_len != db_len;
         for &(nonce, next) in tips {
             if live.forgotten.contains(&nonce) {
@@ -122,10 +124,14 @@ impl Tips {
         }
     }
 
-    /// Records the data file's length as seen now (sled shortened it, or it grew by a
-    /// flush); writes only if it changed.
-    pub(crate) fn note_db_len(&self, db_len: u64) {
+    /// Records the data file's length as `db_len` reads it now, under the lock (sled
+    /// shortened it, or it grew by a flush); writes only if it changed, nothing if the
+    /// length cannot be read.
+    pub(crate) fn note_db_len(&self, db_len: impl FnOnce() -> Option<u64>) {
         let mut live = self.lock();
+        let Some(db_len) = db_len() else {
+            return;
+        };
         if live.db_len != db_len {
             live.db_len = db_len;
             write(&mut live, &self.path);
@@ -217,9 +223,9 @@ mod tests {
     fn advance_persists_and_never_goes_back() {
         let dir = tempfile::tempdir().unwrap();
         let tips = Tips::open(dir.path());
-        tips.advance(&[(1, 10)], 100);
-        tips.advance(&[(1, 5)], 200);
-        tips.advance(&[(2, 3)], 200);
+        tips.advance(&[(1, 10)], || Some(100));
+        tips.advance(&[(1, 5)], || Some(200));
+        tips.advance(&[(2, 3)], || Some(200));
         tips.forget(2);
         let again = Tips::open(dir.path());
         assert_eq!(again.expected(1), Some(10));
@@ -234,9 +240,9 @@ mod tests {
     fn a_tip_advanced_after_its_queue_was_dropped_stays_gone() {
         let dir = tempfile::tempdir().unwrap();
         let tips = Tips::open(dir.path());
-        tips.advance(&[(3, 10)], 100);
+        tips.advance(&[(3, 10)], || Some(100));
         tips.forget(3);
-        tips.advance(&[(3, 15), (4, 2)], 150);
+        tips.advance(&[(3, 15), (4, 2)], || Some(150));
         let again = Tips::open(dir.path());
         assert_eq!(again.expected(3), None);
         assert_eq!(again.expected(4), Some(2));
