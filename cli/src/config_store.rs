@@ -193,19 +193,10 @@ impl ConfigStore {
     /// Deletes a destination's configuration (and the one it last ran with); false when
     /// there was none.
     pub fn remove(&self, scope: &Scope) -> Result<bool> {
-        let kept = self.last_good_path(&scope.destination_id());
-        match fs::remove_file(&kept) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", kept.display()))
-            }
-            _ => {}
-        }
-        let path = self.path_of(scope);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
-        }
+        // The file first: a reload between the two sees it gone and keeps no copy.
+        let removed = remove_if_present(&self.path_of(scope))?;
+        remove_if_present(&self.last_good_path(&scope.destination_id()))?;
+        Ok(removed)
     }
 
     fn last_good_path(&self, id: &str) -> PathBuf {
@@ -228,6 +219,30 @@ impl ConfigStore {
         crate::data_dir::create_private_dir(&dir)
             .and_then(|()| write_atomic(&path, &bytes))
             .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Deletes the kept configurations of every destination not in `ids` (best effort:
+    /// a failure is logged, and tried again on the next call).
+    pub fn forget_last_good_except(&self, ids: &std::collections::HashSet<String>) {
+        let Ok(entries) = fs::read_dir(self.dir.join(LAST_GOOD_DIR)) else {
+            return;
+        };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(".json"))
+                .and_then(decode_file_name);
+            if id.is_some_and(|id| !ids.contains(&id)) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(file = %path.display(), "its destination is gone: forgot the configuration it last ran with")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot delete a kept configuration of a destination that is gone")
+                    }
+                }
+            }
+        }
     }
 
     /// The configuration destination `id` last ran with, if one is kept and usable.
@@ -292,6 +307,15 @@ impl ConfigStore {
             .collect();
         files.sort();
         Ok(files)
+    }
+}
+
+/// False when there was no such file.
+fn remove_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Opening the engine on a data directory: the sled store (exclusive), the audit log, and
 //! a dispatcher with every configured destination registered.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -16,6 +17,9 @@ pub struct Host {
     pub store: Arc<SledStore>,
     pub dispatcher: Arc<SiemDispatcher>,
     pub configs: ConfigStore,
+    /// Whether this process delivers (`serve`, `drain`): only then is each configuration
+    /// applied kept as the one its destination last ran with.
+    delivers: bool,
 }
 
 /// Why the engine could not be opened.
@@ -26,8 +30,19 @@ pub enum OpenError {
 }
 
 impl Host {
-    /// Opens the store and registers every configured destination (not started).
+    /// Opens the store and registers every configured destination (not started), for a
+    /// command that does not deliver.
     pub fn open(data: DataDir) -> Result<Host, OpenError> {
+        Self::open_as(data, false)
+    }
+
+    /// As [`Host::open`], for `serve` and `drain`, which deliver: the configurations they
+    /// run with are kept (see [`ConfigStore::keep_as_last_good`]).
+    pub fn open_to_deliver(data: DataDir) -> Result<Host, OpenError> {
+        Self::open_as(data, true)
+    }
+
+    fn open_as(data: DataDir, delivers: bool) -> Result<Host, OpenError> {
         let store = match SledStore::open(data.queues_dir()) {
             Ok(store) => Arc::new(store),
             Err(e @ QueueError::InUse { .. }) => return Err(OpenError::InUse(e.to_string())),
@@ -56,6 +71,7 @@ impl Host {
                 store,
                 dispatcher,
                 configs,
+                delivers,
             };
             host.apply_configs()?;
             Ok::<_, anyhow::Error>(host)
@@ -64,13 +80,24 @@ impl Host {
     }
 
     /// Registers every configured destination (a changed one gets its new adapter; a
-    /// stopped one resumes) and keeps each configuration as the one it last ran with. A
-    /// file that cannot be used is logged; a destination not running yet starts with the
+    /// stopped one resumes); in a process that delivers, keeps each configuration as the
+    /// one it last ran with, and forgets those of destinations whose file is gone. A file
+    /// that cannot be used is logged; a destination not running yet starts with the
     /// configuration it last ran with, if one is kept. Returns the ids registered, and
     /// those of the other files that cannot be used (a destination already running keeps
     /// its configuration: see the service's reload).
     pub fn apply_configs(&self) -> Result<(Vec<String>, Vec<String>)> {
         let (mut records, problems) = self.configs.list()?;
+        if self.delivers {
+            // A destination whose file is gone (deleted by hand, say) is gone for good: its
+            // kept configuration, token and all, goes too.
+            let files: HashSet<String> = records
+                .iter()
+                .map(|r| r.id())
+                .chain(problems.iter().filter_map(|p| p.id.clone()))
+                .collect();
+            self.configs.forget_last_good_except(&files);
+        }
         let mut unreadable = Vec::new();
         let mut last_good = Vec::new();
         for problem in problems {
@@ -91,7 +118,7 @@ impl Host {
         for record in records {
             match register(&self.dispatcher, &record) {
                 Ok(()) => {
-                    if !last_good.contains(&record.id()) {
+                    if self.delivers && !last_good.contains(&record.id()) {
                         if let Err(e) = self.configs.keep_as_last_good(&record) {
                             tracing::warn!(destination = %record.id(), error = %format!("{e:#}"), "cannot keep the configuration it runs with");
                         }

@@ -64,7 +64,7 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
         // Nothing has used the pool yet, so this cannot fail.
         let _ = raxe_engine::storage_pool::set_limit(usize::from(threads));
     }
-    let mut host = match Host::open(data.clone()) {
+    let mut host = match Host::open_to_deliver(data.clone()) {
         Ok(host) => Arc::new(host),
         Err(OpenError::InUse(msg)) => bail!("{msg}; is `raxe serve` already running?"),
         Err(OpenError::Other(e)) => return Err(e),
@@ -230,7 +230,7 @@ async fn reopen(
             let data = data.clone();
             move || {
                 probe_write(&probe_dir)?;
-                Host::open(data).map_err(|e| match e {
+                Host::open_to_deliver(data).map_err(|e| match e {
                     OpenError::InUse(msg) => anyhow::anyhow!(msg),
                     OpenError::Other(e) => e,
                 })

@@ -147,7 +147,7 @@ fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
 
 /// Delivers everything queued; exit 0 when every queue is empty.
 pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
-    match Host::open(data.clone()) {
+    match Host::open_to_deliver(data.clone()) {
         Ok(host) => {
             host.dispatcher.start()?;
             let progress = tokio::spawn(progress_bar(host.dispatcher.clone()));

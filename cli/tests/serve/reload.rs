@@ -61,6 +61,10 @@ async fn a_configuration_file_broken_before_a_start_runs_as_it_last_did() {
         .status
         .success());
     configure_global_splunk(data, &global.url());
+    let kept_dir = data.join("config/destinations/.last-good");
+    // Commands that do not deliver keep nothing.
+    assert!(raxe(data, &["stats"]).status.success());
+    assert!(!kept_dir.exists());
     let mut serve = spawn_serve(data);
     write_spool_file(
         &data.join("spool"),
@@ -69,7 +73,7 @@ async fn a_configuration_file_broken_before_a_start_runs_as_it_last_did() {
     );
     assert!(customer.wait_for(1, Duration::from_secs(20)).await);
     assert!(terminate(&mut serve).success());
-    let kept = data.join("config/destinations/.last-good/customer%2Fm1%2Facme.json");
+    let kept = kept_dir.join("customer%2Fm1%2Facme.json");
     let mode = fs::metadata(&kept).expect("kept").permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}: it holds the token");
 
@@ -85,11 +89,18 @@ async fn a_configuration_file_broken_before_a_start_runs_as_it_last_did() {
         customer.accepted_count() - 1
     );
     assert!(terminate(&mut serve).success());
-    // Removing the destination forgets what it ran with.
-    let out = raxe(
-        data,
-        &["customer", "siem", "remove", "acme", "--mssp", "m1"],
-    );
+
+    // A file deleted by hand: the next run that delivers forgets its copy, token and all.
+    fs::remove_file(&file).unwrap();
+    let out = raxe(data, &["drain", "--timeout", "20"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!kept.exists());
+    // `remove` takes a broken file, and the copy with it.
+    let global_kept = kept_dir.join("global%2Fall.json");
+    assert!(global_kept.exists());
+    fs::write(data.join("config/destinations/global%2Fall.json"), "{").unwrap();
+    let out = raxe(data, &["global", "siem", "remove", "all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("cannot be read"), "{}", text(&out));
+    assert!(!global_kept.exists());
 }
