@@ -19,6 +19,7 @@ use crate::audit::AuditLog;
 use crate::backoff::BackoffPolicy;
 use crate::destination::{Destination, DestinationOptions, DestinationState};
 use crate::error::EngineError;
+use crate::indexer_ack::AckTracker;
 use crate::queue_names;
 use crate::routing::{CustomerKey, DestinationId, RouteTable};
 use crate::stats::{DestinationReport, EngineStats, KeptQueue};
@@ -149,6 +150,7 @@ impl SiemDispatcher {
         let existing = read(&self.destinations).get(id).cloned();
         match existing {
             Some(dest) if dest.customer == customer && dest.options == options => {
+                dest.acks.set_cap(ack_window(adapter.as_ref()));
                 dest.adapter.send_replace(adapter);
                 dest.enabled.send_replace(enabled);
             }
@@ -195,6 +197,7 @@ impl SiemDispatcher {
         options: DestinationOptions,
     ) {
         let enabled = adapter.config().enabled;
+        let acks = AckTracker::new(ack_window(adapter.as_ref()));
         let predecessor = match read(&self.destinations).get(id) {
             Some(old) => Some(old.lanes.subscribe()),
             None => lock(&self.removed_lanes).remove(id),
@@ -217,7 +220,7 @@ impl SiemDispatcher {
             marks: Mutex::default(),
             flush_now: self.flush_now.clone(),
             retired: AtomicBool::new(false),
-            acks: Default::default(),
+            acks,
             lanes: watch::channel(0).0,
             predecessor,
         });
@@ -566,4 +569,13 @@ impl From<QueueError> for EngineError {
     fn from(e: QueueError) -> Self {
         EngineError::Queue(e)
     }
+}
+
+/// How many requests of a destination may wait for their indexer ack.
+fn ack_window(adapter: &dyn SiemAdapter) -> usize {
+    adapter
+        .indexer_ack()
+        .map_or(crate::indexer_ack::DEFAULT_MAX_PENDING, |ack| {
+            ack.max_pending()
+        })
 }

@@ -40,6 +40,7 @@
 //!   released, never acked.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,8 +50,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::delivery::Halt;
 
-/// Default number of leases that may wait for their ack at once (per destination).
-pub const DEFAULT_MAX_PENDING: usize = 64;
+/// Leases that may wait for their ack at once (per destination) until the adapter says
+/// (its `max_pending`, set by the workers).
+pub const DEFAULT_MAX_PENDING: usize = raxe_adapters::config::DEFAULT_ACK_MAX_PENDING;
 
 /// How often the poller looks again when it has nothing to poll or no ack adapter.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
@@ -162,7 +164,7 @@ pub(crate) struct AckTracker {
     /// Counts the times acks worked again after they failed (paused workers go on). A
     /// watch, so a worker that subscribes before it checks misses none.
     recoveries: watch::Sender<u64>,
-    cap: usize,
+    cap: AtomicUsize,
 }
 
 impl Default for AckTracker {
@@ -178,7 +180,16 @@ impl AckTracker {
             room: Notify::new(),
             added: Notify::new(),
             recoveries: watch::Sender::new(0),
-            cap: cap.max(1),
+            cap: AtomicUsize::new(cap.max(1)),
+        }
+    }
+
+    /// How many leases may wait (the adapter's `max_pending`; a reload may change it).
+    /// More room wakes the workers waiting for it.
+    pub fn set_cap(&self, cap: usize) {
+        let cap = cap.max(1);
+        if self.cap.swap(cap, Ordering::Relaxed) < cap {
+            self.room.notify_waiters();
         }
     }
 
@@ -280,7 +291,7 @@ impl AckTracker {
 
     /// True when `cap` leases are pending or being acked: workers wait for room.
     fn full(&self) -> bool {
-        self.lock().held() >= self.cap
+        self.lock().held() >= self.cap.load(Ordering::Relaxed)
     }
 
     /// Waits until fewer than `cap` leases are pending or being acked (or shutdown).

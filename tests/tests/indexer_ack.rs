@@ -320,7 +320,8 @@ async fn pending_acks_are_capped_so_the_worker_waits() {
     let engine = Engine::new();
     let hec = HecAckReceiver::start(TOKEN, AckMode::Never).await;
     // One event per request, so every request is one pending lease.
-    add(&engine, "d", ack_config(&hec, &new_channel(), 60, 1), 1);
+    let channel = new_channel();
+    add(&engine, "d", ack_config(&hec, &channel, 60, 1), 1);
     let batch = events("m", "c", 0..100);
     engine.dispatch(batch.clone()).await;
     engine.dispatcher.start().unwrap();
@@ -332,6 +333,17 @@ async fn pending_acks_are_capped_so_the_worker_waits() {
         "no more than 64 requests wait for acks"
     );
     assert_eq!(queued(&engine), 100);
+
+    // A reload with a wider window (`--ack-max-pending 80`) makes room for 16 more at
+    // once, keeping the 64 (same channel).
+    let mut wider = ack_config(&hec, &channel, 60, 1);
+    if let SiemOptions::Splunk(o) = &mut wider.extra {
+        o.ack_max_pending = 80;
+    }
+    add(&engine, "d", wider, 1);
+    assert!(hec.wait_for(80, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hec.accepted().len(), 80, "80 requests wait for acks");
 
     hec.set_mode(AckMode::After(Duration::ZERO));
     assert!(engine.dispatcher.drain(WAIT).await);

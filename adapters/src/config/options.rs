@@ -68,6 +68,11 @@ pub struct SplunkOptions {
     /// A request whose ack id is still `false` after this long is sent again.
     #[serde(default = "ack_timeout")]
     pub ack_timeout_seconds: u64,
+    /// Requests that may wait for their ack at once; workers wait for room beyond that.
+    /// It bounds throughput (this many requests per indexing delay) and the requests a
+    /// crash sends again.
+    #[serde(default = "ack_max_pending")]
+    pub ack_max_pending: usize,
     /// The HEC channel GUID, made once at configure time and kept in the config file so
     /// that it survives restarts.
     pub channel: Option<String>,
@@ -77,6 +82,12 @@ pub struct SplunkOptions {
 pub const DEFAULT_ACK_INTERVAL_SECONDS: u64 = 10;
 /// Default `ack_timeout_seconds` (Splunk's "resend after ~5 min").
 pub const DEFAULT_ACK_TIMEOUT_SECONDS: u64 = 300;
+/// Default `ack_max_pending`: 64 requests of 100 events, 6,400 events a crash may send
+/// again, and at most 6,400 events per indexing delay.
+pub const DEFAULT_ACK_MAX_PENDING: usize = 64;
+fn ack_max_pending() -> usize {
+    DEFAULT_ACK_MAX_PENDING
+}
 fn ack_interval() -> u64 {
     DEFAULT_ACK_INTERVAL_SECONDS
 }
@@ -96,6 +107,7 @@ impl Default for SplunkOptions {
             ack: false,
             ack_interval_seconds: DEFAULT_ACK_INTERVAL_SECONDS,
             ack_timeout_seconds: DEFAULT_ACK_TIMEOUT_SECONDS,
+            ack_max_pending: DEFAULT_ACK_MAX_PENDING,
             channel: None,
         }
     }

@@ -361,6 +361,19 @@ fn batching_and_timing_settings_are_bounded() {
         &with_ack(10, limits::MAX_ACK_TIMEOUT_SECONDS + 1),
         "ack_timeout_seconds",
     );
+    let with_window = |window: usize| {
+        move |c: &mut SiemConfig| {
+            with_ack(10, 300)(c);
+            if let SiemOptions::Splunk(o) = &mut c.extra {
+                o.ack_max_pending = window;
+            }
+        }
+    };
+    check(&with_window(0), "ack_max_pending");
+    check(
+        &with_window(limits::MAX_ACK_MAX_PENDING + 1),
+        "ack_max_pending",
+    );
     // The bounds themselves are fine.
     let mut c = base.clone();
     c.batch_size = limits::MAX_BATCH_SIZE;
@@ -371,5 +384,7 @@ fn batching_and_timing_settings_are_bounded() {
         limits::MAX_ACK_INTERVAL_SECONDS,
         limits::MAX_ACK_TIMEOUT_SECONDS,
     )(&mut c);
+    c.validate().unwrap();
+    with_window(limits::MAX_ACK_MAX_PENDING)(&mut c);
     c.validate().unwrap();
 }

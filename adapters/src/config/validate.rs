@@ -51,6 +51,7 @@ pub mod limits {
     pub const MAX_RETRY_COUNT: u32 = 100;
     pub const MAX_ACK_INTERVAL_SECONDS: u64 = 3_600;
     pub const MAX_ACK_TIMEOUT_SECONDS: u64 = 86_400;
+    pub const MAX_ACK_MAX_PENDING: usize = 100_000;
 }
 
 pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {

@@ -47,6 +47,9 @@ pub trait IndexerAck: Send + Sync {
 
     /// How long an id may stay `false` before its request is sent again.
     fn timeout(&self) -> Duration;
+
+    /// How many requests may wait for their ack at once.
+    fn max_pending(&self) -> usize;
 }
 
 /// A fresh channel id (a random GUID), made once per destination at configure time.
@@ -100,6 +103,10 @@ pub fn validate_ack(o: &SplunkOptions) -> Result<(), ConfigError> {
                 crate::config::limits::MAX_ACK_TIMEOUT_SECONDS
             ),
         ));
+    }
+    let most = crate::config::limits::MAX_ACK_MAX_PENDING;
+    if !(1..=most).contains(&o.ack_max_pending) {
+        return Err(invalid("ack_max_pending", format!("must be 1 to {most}")));
     }
     if o.ack_timeout_seconds <= o.ack_interval_seconds {
         return Err(invalid(
@@ -237,6 +244,7 @@ pub(crate) struct AckSettings {
     pub uri: Uri,
     pub interval: Duration,
     pub timeout: Duration,
+    pub max_pending: usize,
 }
 
 impl IndexerAck for super::HecAdapter {
@@ -276,5 +284,9 @@ impl IndexerAck for super::HecAdapter {
 
     fn timeout(&self) -> Duration {
         self.ack.as_ref().map_or(Duration::ZERO, |s| s.timeout)
+    }
+
+    fn max_pending(&self) -> usize {
+        self.ack.as_ref().map_or(1, |s| s.max_pending)
     }
 }

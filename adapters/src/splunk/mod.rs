@@ -79,6 +79,7 @@ impl HecAdapter {
                         })?,
                         interval: std::time::Duration::from_secs(o.ack_interval_seconds),
                         timeout: std::time::Duration::from_secs(o.ack_timeout_seconds),
+                        max_pending: o.ack_max_pending,
                     });
                 }
                 (

@@ -41,7 +41,15 @@ fn main() {
     for destinations in [1, 10, 100] {
         runtime.block_on(end_to_end(events, destinations));
     }
-    runtime.block_on(with_indexer_acks(events.min(50_000)));
+    runtime.block_on(with_indexer_acks(events.min(50_000), Duration::ZERO, 64));
+    // A real indexer takes seconds: then the window (--ack-max-pending) sets the pace.
+    for window in [64, 512] {
+        runtime.block_on(with_indexer_acks(
+            events.min(200_000),
+            Duration::from_secs(2),
+            window,
+        ));
+    }
     runtime.block_on(pending_acks_memory(20));
 }
 
@@ -103,12 +111,15 @@ fn indexer_ack_config(url: &str) -> SiemConfig {
 }
 
 /// Events/s to one destination with indexer acks while its ack tracker is full (workers
-/// wait for room): until all but the last 64 requests' events are indexed. The rest wait
-/// for the interval's poll, which is latency, not rate.
-async fn with_indexer_acks(events: usize) {
+/// wait for room): until all but the last `window` requests' events are indexed. The rest
+/// wait for the interval's poll, which is latency, not rate.
+async fn with_indexer_acks(events: usize, indexing: Duration, window: usize) {
     let (_dir, dispatcher) = fresh_dispatcher();
-    let receiver = HecAckReceiver::start("bench", AckMode::After(Duration::ZERO)).await;
-    let config = indexer_ack_config(&receiver.url());
+    let receiver = HecAckReceiver::start("bench", AckMode::After(indexing)).await;
+    let mut config = indexer_ack_config(&receiver.url());
+    if let raxe_adapters::config::SiemOptions::Splunk(o) = &mut config.extra {
+        o.ack_max_pending = window;
+    }
     let interval = match &config.extra {
         raxe_adapters::config::SiemOptions::Splunk(o) => o.ack_interval_seconds,
         _ => unreachable!("a Splunk config"),
@@ -121,7 +132,7 @@ async fn with_indexer_acks(events: usize) {
     dispatcher.dispatch_batch(&batch).expect("dispatch");
     dispatcher.start().expect("start");
     let started = Instant::now();
-    let busy = events.saturating_sub(64 * 100);
+    let busy = events.saturating_sub(window * 100);
     let deadline = started + Duration::from_secs(600);
     while receiver.indexed().len() < busy && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -132,7 +143,8 @@ async fn with_indexer_acks(events: usize) {
         println!("indexer acks: only {indexed} of {busy} events indexed in {elapsed:.0} s");
     } else {
         println!(
-            "indexer acks (ack interval {interval} s, indexed at once): {busy} of {events} events indexed at {:.0} events/s, {} polls",
+            "indexer acks (ack interval {interval} s, indexed after {:.1} s, {window} requests may wait): {busy} of {events} events indexed at {:.0} events/s, {} polls",
+            indexing.as_secs_f64(),
             busy as f64 / elapsed,
             receiver.polls()
         );

@@ -437,3 +437,72 @@ async fn a_token_file_gives_the_token_without_the_spaces_around_it() {
     assert!(!out.status.success());
     assert!(text(&out).contains("is empty"), "{}", text(&out));
 }
+
+/// `--ack-max-pending` sets how many Splunk requests may wait for their indexer ack: kept
+/// across reconfigurations, shown, bounded, and refused for other types.
+#[test]
+fn the_ack_window_is_configured_shown_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let configure = |extra: &[&str]| {
+        let mut args = vec![
+            "customer",
+            "siem",
+            "configure",
+            "acme",
+            "--mssp",
+            "m1",
+            "--type",
+            "splunk",
+            "--url",
+            "https://splunk.example:8088",
+            "--token",
+            TOKEN,
+        ];
+        args.extend_from_slice(extra);
+        raxe(data, &args)
+    };
+    let shown = || {
+        let out = raxe(
+            data,
+            &["customer", "siem", "show", "acme", "--mssp", "m1", "--json"],
+        );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --json");
+        shown["options"]["ack_max_pending"].clone()
+    };
+    assert!(configure(&["--ack"]).status.success());
+    assert_eq!(shown(), 64);
+    assert!(configure(&["--ack-max-pending", "512"]).status.success());
+    assert_eq!(shown(), 512);
+    // Kept when not given again.
+    assert!(configure(&["--ack-interval", "5"]).status.success());
+    assert_eq!(shown(), 512);
+    for bad in ["0", "100001"] {
+        let out = configure(&["--ack-max-pending", bad]);
+        assert!(!out.status.success(), "{bad}");
+    }
+    assert_eq!(shown(), 512);
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "ls",
+            "--type",
+            "crowdstrike",
+            "--url",
+            "https://logscale.example",
+            "--token",
+            TOKEN,
+            "--ack-max-pending",
+            "8",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--ack-max-pending does not apply"),
+        "{}",
+        text(&out)
+    );
+}

@@ -213,6 +213,7 @@ fn check_options_fit(siem_type: SiemType, args: &ConfigureArgs) -> Result<()> {
                 given("--no-ack", args.no_ack),
                 given("--ack-interval", args.ack_interval.is_some()),
                 given("--ack-timeout", args.ack_timeout.is_some()),
+                given("--ack-max-pending", args.ack_max_pending.is_some()),
             ],
         ),
         (
@@ -292,6 +293,7 @@ fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> 
             ack,
             ack_interval_seconds,
             ack_timeout_seconds,
+            ack_max_pending,
             channel,
             compression,
             ..
@@ -310,6 +312,9 @@ fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> 
             set(ack_interval_seconds, &args.ack_interval);
             set(compression, &compression_arg(args));
             set(ack_timeout_seconds, &args.ack_timeout);
+            if let Some(n) = args.ack_max_pending {
+                *ack_max_pending = n as usize;
+            }
             // The channel is made once and kept across reconfigurations and restarts:
             // Splunk ties ack ids (and load-balancer stickiness) to it.
             if *ack && channel.is_none() {
