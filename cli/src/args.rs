@@ -56,8 +56,8 @@ pub enum Command {
     },
     /// Run the delivery service: watch the spool, deliver queued events, reload on change.
     Serve(ServeArgs),
-    /// Deliver everything queued now; exit 0 when every queue is empty. With `raxe serve`
-    /// running, the service does it, after taking in the files waiting in its spool.
+    /// Take in the files waiting in the spool, then deliver everything queued; exit 0 when
+    /// the spool and every queue are empty. With `raxe serve` running, the service does it.
     Drain {
         /// Give up after this many seconds (exit 1 with a per-destination summary).
         #[arg(long, default_value_t = 300)]

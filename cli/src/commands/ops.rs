@@ -149,6 +149,17 @@ fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
 pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
     match Host::open_to_deliver(data.clone()) {
         Ok(host) => {
+            // Spool files hold events not queued yet (a crash may have left one half taken
+            // in): take them in first, as the service would.
+            let spool = crate::status::spool_dir(data);
+            if spool.is_dir() {
+                let intake = crate::spool::Spool::open(spool.clone())?;
+                let (dispatcher, store) = (host.dispatcher.clone(), host.store.clone());
+                raxe_engine::storage_pool::spawn(move || {
+                    intake.ingest_pending(&dispatcher, &store)
+                })
+                .await?;
+            }
             host.dispatcher.start()?;
             let progress = tokio::spawn(progress_bar(host.dispatcher.clone()));
             let drained = host.dispatcher.drain(timeout).await;
@@ -159,10 +170,21 @@ pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
                 .await;
             // What this run found (a bad token, say) stays for `stats` and `show`.
             let stats = host.dispatcher.stats();
-            let spool = crate::status::spool_dir(data);
             crate::status::write(data, &stats, false, &spool);
             let stats = serde_json::to_value(&stats)?;
-            finish_drain(&stats, drained)
+            // A file that could not be taken in (logged) is not drained.
+            let left = if spool.is_dir() {
+                spool_backlog(&spool)?
+            } else {
+                0
+            };
+            if left > 0 {
+                println!(
+                    "{left} spool file(s) in {} could not be taken in (see the log)",
+                    spool.display()
+                );
+            }
+            finish_drain(&stats, drained && left == 0)
         }
         Err(OpenError::InUse(_)) => drain_via_service(data, timeout).await,
         Err(OpenError::Other(e)) => Err(e),

@@ -506,3 +506,50 @@ fn the_ack_window_is_configured_shown_and_bounded() {
         text(&out)
     );
 }
+
+/// `drain` without the service takes in the spool first: a file waiting there, and one a
+/// killed service had half taken in (`spool/ingesting/`). Before, it said "every queue is
+/// empty" and left their events unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_drain_takes_in_the_spool_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = data.join("spool");
+    fs::create_dir_all(spool.join("ingesting")).unwrap();
+    let lines = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|n| event_line(n, "acme")).collect()
+    };
+    write_spool_file(&spool, "waiting.jsonl", &lines(0..30));
+    fs::write(
+        spool.join("ingesting/claimed.jsonl"),
+        lines(30..50).join("\n") + "\n",
+    )
+    .unwrap();
+    let out = raxe_async(data, &["drain", "--timeout", "20"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("every queue is empty"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(hec.accepted_count(), 50);
+    assert!(spool_is_empty(&spool));
+}
+
+fn spool_is_empty(spool: &std::path::Path) -> bool {
+    let jsonl = |dir: std::path::PathBuf| {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".jsonl")
+            })
+            .count()
+    };
+    jsonl(spool.to_path_buf()) == 0 && jsonl(spool.join("ingesting")) == 0
+}
