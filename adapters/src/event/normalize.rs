@@ -40,12 +40,19 @@ impl ScanEvent {
     }
 
     /// [`ScanEvent::parse_line`] then [`ScanEvent::to_queue_bytes`]: the same bytes and
-    /// the same errors, in one pass when the line allows it.
+    /// the same errors, in one pass when the line allows it. The intake of an agent's
+    /// line: a blank `event_id` is replaced by a fresh one, as a missing one is (decoding a
+    /// queued record keeps the id it has, so resends carry the same one).
     pub fn encode_line(line: &[u8], line_no: usize) -> Result<EncodedEvent, super::EventError> {
         if let Some(encoded) = encode_line_fast(line) {
             return Ok(encoded);
         }
-        ScanEvent::parse_line(line, line_no).map(|event| event.to_encoded())
+        ScanEvent::parse_line(line, line_no).map(|mut event| {
+            if blank_id(&event.event_id) {
+                event.event_id = uuid::Uuid::now_v7().to_string();
+            }
+            event.to_encoded()
+        })
     }
 }
 
@@ -157,8 +164,8 @@ impl Fast<'_> {
             return None;
         }
         let event_id = match self.event_id.take() {
-            Some(id) => id,
-            None => Cow::Owned(uuid::Uuid::now_v7().to_string()),
+            Some(id) if !blank_id(&id) => id,
+            _ => Cow::Owned(uuid::Uuid::now_v7().to_string()),
         };
         let timestamp_ms = self.timestamp_ms.unwrap_or_else(now_ms);
 
@@ -421,4 +428,11 @@ impl<'de> Visitor<'de> for ExtraVisitor {
         let d = serde::de::value::MapAccessDeserializer::new(map);
         Value::deserialize(d).map(Extra::Other)
     }
+}
+
+/// An `event_id` that identifies nothing (empty or spaces): at intake the event gets a
+/// fresh id, as one without `event_id` does; kept, a SIEM would take every such event for
+/// one.
+fn blank_id(id: &str) -> bool {
+    id.trim().is_empty()
 }

@@ -141,6 +141,27 @@ fn missing_id_and_time_are_generated_on_the_fast_pass_too() {
     assert_eq!(a.record, event.to_queue_bytes());
 }
 
+/// An empty or blank `event_id` would make a SIEM take every such event for one: at
+/// intake it gets a fresh id, as a missing one does, on both passes (the second line takes
+/// the full one). A queued record keeps whatever id it has: every decode gives the same.
+#[test]
+fn a_blank_id_is_replaced_at_intake_like_a_missing_one() {
+    for line in [
+        r#"{"customer_id":"c","event_id":""}"#,
+        r#"{"customer_id":"c","event_id":"  ","x":1,"x":2}"#,
+    ] {
+        let full_pass = line.contains(r#""x":2"#);
+        assert_eq!(encode_line_fast(line.as_bytes()).is_none(), full_pass);
+        let a = ScanEvent::encode_line(line.as_bytes(), 1).unwrap();
+        let event = ScanEvent::from_queue_bytes(&a.record).unwrap();
+        assert!(uuid::Uuid::parse_str(&event.event_id).is_ok(), "{line}");
+        assert_eq!(ScanEvent::from_queue_bytes(&a.record).unwrap(), event);
+    }
+    let queued = ScanEvent::parse_line(br#"{"customer_id":"c","event_id":""}"#, 1).unwrap();
+    let record = queued.to_queue_bytes();
+    assert_eq!(ScanEvent::from_queue_bytes(&record).unwrap().event_id, "");
+}
+
 /// xorshift: a value below `n`.
 fn next(x: &mut u64, n: u64) -> u64 {
     *x ^= *x << 13;
