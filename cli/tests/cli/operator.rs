@@ -553,3 +553,48 @@ fn spool_is_empty(spool: &std::path::Path) -> bool {
     };
     jsonl(spool.to_path_buf()) == 0 && jsonl(spool.join("ingesting")) == 0
 }
+
+/// The queue kept when a destination was removed can be deleted as `stats` and `drain`
+/// say (`remove --drop-queue`); before, that failed with "no SIEM is configured".
+#[test]
+fn remove_drop_queue_deletes_a_kept_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(configure_splunk(data, "https://splunk.invalid:8088", TOKEN)
+        .status
+        .success());
+    let input = data.join("events.jsonl");
+    let lines: Vec<String> = (0..5).map(|n| event_line(n, "acme")).collect();
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+        .status
+        .success());
+    let remove = |extra: &[&str]| {
+        let mut args = vec!["customer", "siem", "remove", "acme", "--mssp", "m1"];
+        args.extend_from_slice(extra);
+        raxe(data, &args)
+    };
+    assert!(remove(&[]).status.success());
+    let kept = || {
+        let out = raxe(data, &["stats", "--json"]);
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats --json");
+        stats["kept_queues"].as_array().cloned().unwrap_or_default()
+    };
+    assert_eq!(kept().len(), 1, "{:?}", kept());
+    let out = remove(&["--drop-queue"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Deleted the kept queue"),
+        "{}",
+        text(&out)
+    );
+    assert!(kept().is_empty(), "{:?}", kept());
+    // Nothing configured and nothing kept: still an error.
+    let out = remove(&["--drop-queue"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no SIEM is configured"),
+        "{}",
+        text(&out)
+    );
+}

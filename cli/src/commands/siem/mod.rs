@@ -115,8 +115,14 @@ fn set_enabled(configs: &ConfigStore, scope: &Scope, enabled: bool) -> Result<i3
 }
 
 fn remove(data: &DataDir, configs: &ConfigStore, scope: &Scope, drop_queue: bool) -> Result<i32> {
+    let mut kept_only = false;
     let id = match configs.get(scope) {
         Ok(Some(record)) => record.id(),
+        // Removed before, its queue kept: `--drop-queue` is how `stats` says to delete it.
+        Ok(None) if drop_queue && has_kept_queue(data, &scope.destination_id()) => {
+            kept_only = true;
+            scope.destination_id()
+        }
         Ok(None) => return Err(not_configured(scope)),
         Err(e) if e.is::<OtherScope>() => return Err(e),
         // A damaged file must not stop its own removal.
@@ -141,10 +147,14 @@ fn remove(data: &DataDir, configs: &ConfigStore, scope: &Scope, drop_queue: bool
             }
             Err(OpenError::Other(e)) => return Err(e),
         }
-        println!(
-            "✓ Removed the SIEM for {} and deleted its queued events",
-            scope.describe()
-        );
+        if kept_only {
+            println!("✓ Deleted the kept queue of {}", scope.describe());
+        } else {
+            println!(
+                "✓ Removed the SIEM for {} and deleted its queued events",
+                scope.describe()
+            );
+        }
     } else {
         configs.remove(scope)?;
         println!(
@@ -153,4 +163,13 @@ fn remove(data: &DataDir, configs: &ConfigStore, scope: &Scope, drop_queue: bool
         );
     }
     Ok(0)
+}
+
+/// Whether a destination removed before (no configuration) still has its queue kept.
+fn has_kept_queue(data: &DataDir, id: &str) -> bool {
+    crate::commands::live_stats(data).is_ok_and(|(stats, _)| {
+        stats["kept_queues"]
+            .as_array()
+            .is_some_and(|kept| kept.iter().any(|k| k["id"] == id))
+    })
 }
