@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use raxe_engine::{queue_names, EngineError, RemovePolicy};
@@ -28,6 +28,8 @@ use crate::host::Host;
 const MAX_REQUEST_BYTES: u64 = 64 << 10;
 /// A replay of many dead letters can take a while; the client waits this long.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a drain waits for the service to apply the configuration its client sees.
+const CONFIG_WAIT: Duration = Duration::from_secs(5);
 
 /// What a command asks of the running service.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,7 +41,13 @@ pub enum Request {
     DropQueue { destination: String },
     /// `raxe drain`: deliver every queue (partial batches too) within the time given. The
     /// output is `{"drained": bool, "stats": ...}`.
-    Drain { timeout_ms: u64 },
+    Drain {
+        timeout_ms: u64,
+        /// The configuration the client sees (`ConfigStore::fingerprint`): the service
+        /// applies it first, so a drain right after `enable` or `configure` drains with it.
+        #[serde(default)]
+        config: Option<u64>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -126,11 +134,16 @@ async fn run(request: Request, slot: HostSlot) -> Response {
         );
     };
     tracing::info!(?request, "control request");
-    if let Request::Drain { timeout_ms } = request {
-        let drained = host
-            .dispatcher
-            .drain(Duration::from_millis(timeout_ms))
-            .await;
+    if let Request::Drain { timeout_ms, config } = request {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        // The service applies a changed configuration at its next poll.
+        while config.is_some_and(|wanted| host.applied_config() != wanted)
+            && Instant::now() < deadline.min(Instant::now() + CONFIG_WAIT)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let drained = host.dispatcher.drain(left).await;
         let answer = serde_json::json!({"drained": drained, "stats": host.dispatcher.stats()});
         return Response {
             output: answer.to_string(),
@@ -198,7 +211,7 @@ pub fn call(data: &DataDir, request: &Request) -> Result<String> {
         )
     })?;
     let wait = match request {
-        Request::Drain { timeout_ms } => Duration::from_millis(*timeout_ms) + CLIENT_TIMEOUT,
+        Request::Drain { timeout_ms, .. } => Duration::from_millis(*timeout_ms) + CLIENT_TIMEOUT,
         _ => CLIENT_TIMEOUT,
     };
     stream.set_read_timeout(Some(wait))?;

@@ -2,6 +2,7 @@
 //! a dispatcher with every configured destination registered.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -20,6 +21,8 @@ pub struct Host {
     /// Whether this process delivers (`serve`, `drain`): only then is each configuration
     /// applied kept as the one its destination last ran with.
     delivers: bool,
+    /// The fingerprint of the configuration last applied (see `ConfigStore::fingerprint`).
+    applied_config: AtomicU64,
 }
 
 /// Why the engine could not be opened.
@@ -30,6 +33,11 @@ pub enum OpenError {
 }
 
 impl Host {
+    /// The fingerprint of the configuration last applied.
+    pub fn applied_config(&self) -> u64 {
+        self.applied_config.load(Ordering::Acquire)
+    }
+
     /// Opens the store and registers every configured destination (not started), for a
     /// command that does not deliver.
     pub fn open(data: DataDir) -> Result<Host, OpenError> {
@@ -72,6 +80,7 @@ impl Host {
                 dispatcher,
                 configs,
                 delivers,
+                applied_config: AtomicU64::new(0),
             };
             host.apply_configs()?;
             Ok::<_, anyhow::Error>(host)
@@ -87,6 +96,8 @@ impl Host {
     /// those of the other files that cannot be used (a destination already running keeps
     /// its configuration: see the service's reload).
     pub fn apply_configs(&self) -> Result<(Vec<String>, Vec<String>)> {
+        // Read before the files: a change made while they are read shows as not applied.
+        let fingerprint = self.configs.fingerprint();
         let (mut records, problems) = self.configs.list()?;
         if self.delivers {
             // A destination whose file is gone (deleted by hand, say) is gone for good: its
@@ -132,6 +143,7 @@ impl Host {
                 }
             }
         }
+        self.applied_config.store(fingerprint, Ordering::Release);
         Ok((ids, unreadable))
     }
 }

@@ -203,6 +203,9 @@ async fn drain_via_service(data: &DataDir, timeout: Duration) -> Result<i32> {
             let left = deadline.saturating_duration_since(Instant::now());
             let request = control::Request::Drain {
                 timeout_ms: left.as_millis() as u64,
+                config: Some(
+                    crate::config_store::ConfigStore::new(data.config_dir()).fingerprint(),
+                ),
             };
             let target = data.clone();
             let answer =

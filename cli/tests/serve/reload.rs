@@ -104,3 +104,42 @@ async fn a_configuration_file_broken_before_a_start_runs_as_it_last_did() {
     assert!(text(&out).contains("cannot be read"), "{}", text(&out));
     assert!(!global_kept.exists());
 }
+
+/// `drain` right after `enable` drains with the destination enabled: the service applies
+/// the configuration its client sees before it drains. Before, the drain ran on the old
+/// state ("not drained … disabled", 3 times in 3) until the service's next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_right_after_enable_drains_with_it_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let toggle = |what: &str| raxe(data, &["customer", "siem", what, "acme", "--mssp", "m1"]);
+    assert!(toggle("disable").status.success());
+    // Polls a second apart: the change is seen late unless the drain asks for it.
+    let mut serve = std::process::Command::new(RAXE)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--poll-interval-ms", "1000"])
+        .env("RAXE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Up (answering on its socket): the drains below go through it.
+    assert!(
+        wait_for(Duration::from_secs(10), || data
+            .join("control.sock")
+            .exists())
+        .await
+    );
+    let lines: Vec<String> = (0..50).map(|n| event_line(n, "acme")).collect();
+    write_spool_file(&data.join("spool"), "a.jsonl", &lines);
+    let out = raxe_async(data, &["drain", "--timeout", "3"]).await;
+    assert!(!out.status.success(), "disabled: {}", text(&out));
+    assert!(toggle("enable").status.success());
+    let out = raxe_async(data, &["drain", "--timeout", "20"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(hec.accepted_count(), 50);
+    assert!(terminate(&mut serve).success());
+}
