@@ -107,7 +107,14 @@ async fn answer(
                     .destinations
                     .iter()
                     .filter(|d| {
-                        !matches!(d.state, DestinationState::Ok | DestinationState::Disabled)
+                        // Retrying is delivering late, not failing: health does not flap
+                        // with every 429; spent retries turn it degraded.
+                        !matches!(
+                            d.state,
+                            DestinationState::Ok
+                                | DestinationState::Retrying(_)
+                                | DestinationState::Disabled
+                        )
                     })
                     .map(|d| {
                         json!({
@@ -163,6 +170,7 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 fn reason(state: &DestinationState) -> &str {
     match state {
         DestinationState::Degraded(why)
+        | DestinationState::Retrying(why)
         | DestinationState::AuthFailed(why)
         | DestinationState::Misconfigured(why) => why,
         DestinationState::Ok | DestinationState::Disabled => "",

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use crate::audit::{now_ms, AttemptOutcome, AuditKind, AuditLog};
 use crate::backoff::Backoff;
 use crate::dead_letter::{DeadLetter, DeadLetterHeader};
-use crate::destination::Destination;
+use crate::destination::{Destination, DestinationState};
 
 mod settle;
 
@@ -376,6 +376,9 @@ impl<'a> Delivery<'a> {
                 }
                 Outcome::Retry { after, reason } => {
                     self.dest.mark_error(reason.clone());
+                    // Shown while it lasts (a retry may wait a minute); not over a worse state.
+                    self.dest
+                        .replace_delivering_state(DestinationState::Retrying(reason.clone()));
                     if retries >= retry_count {
                         return Err(Halt::Retry { after, reason });
                     }

@@ -16,6 +16,10 @@ use crate::routing::{CustomerKey, DestinationId};
 pub enum DestinationState {
     /// Delivering (or idle with nothing to deliver).
     Ok,
+    /// A request failed and is being tried again (its retry count is not spent yet):
+    /// throttled (429), a SIEM not ready (a Logs Ingestion 403), a 5xx. Events wait; the
+    /// next delivery makes it `Ok` again, spent retries make it `Degraded`.
+    Retrying(String),
     /// Retries exhausted; still retrying on a capped schedule.
     Degraded(String),
     /// The SIEM refused the credentials. Nothing is sent until the configuration changes.
@@ -119,11 +123,31 @@ impl Destination {
         }
     }
 
+    /// Sets `state` if the destination is delivering (`Ok`, or only retrying a request):
+    /// a stop or another halt stays.
+    pub fn replace_delivering_state(&self, state: DestinationState) {
+        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(
+            *current,
+            DestinationState::Ok | DestinationState::Retrying(_)
+        ) {
+            self.change_state(&mut current, state);
+        }
+    }
+
     /// Logs a change of state and makes it.
     fn change_state(&self, current: &mut DestinationState, state: DestinationState) {
         if *current != state {
+            // Retrying and back is the SIEM's weather (a 429 now and then): debug only.
+            let weather = matches!(current, DestinationState::Retrying(_));
             match &state {
+                DestinationState::Ok if weather => {
+                    tracing::debug!(destination = %self.id, "delivering again")
+                }
                 DestinationState::Ok => tracing::info!(destination = %self.id, "delivering"),
+                DestinationState::Retrying(reason) => {
+                    tracing::debug!(destination = %self.id, %reason, "retrying a request")
+                }
                 DestinationState::Degraded(reason) => {
                     tracing::warn!(destination = %self.id, %reason, "destination degraded, events stay queued")
                 }

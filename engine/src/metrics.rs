@@ -369,6 +369,7 @@ fn outcome_label(outcome: AttemptOutcome) -> &'static str {
 pub fn state_label(state: &DestinationState) -> &'static str {
     match state {
         DestinationState::Ok => "ok",
+        DestinationState::Retrying(_) => "retrying",
         DestinationState::Degraded(_) => "degraded",
         DestinationState::AuthFailed(_) => "auth_failed",
         DestinationState::Misconfigured(_) => "misconfigured",

@@ -311,9 +311,9 @@ async fn poll_once(
         });
         // The state says it at once, even with no worker sending (the sled store counts a
         // failed ack's records as acked in memory: the queue may look empty). Only from Ok
-        // and back: a stop or another halt a worker set stays.
+        // (or retrying) and back: a stop or another halt a worker set stays.
         dest.acks.acked(count, all_held, |failing| match failing {
-            Some(true) => dest.replace_state(&DestinationState::Ok, ack_failure_state()),
+            Some(true) => dest.replace_delivering_state(ack_failure_state()),
             Some(false) => dest.replace_state(&ack_failure_state(), DestinationState::Ok),
             None => {}
         });
