@@ -221,7 +221,7 @@ impl Metrics {
         );
         registry.register(
             "destination_state",
-            "1 for the state a destination is in (ok, degraded, auth_failed, misconfigured, disabled)",
+            "1 for the state a destination is in (ok, retrying, degraded, auth_failed, misconfigured, disabled)",
             m.state.clone(),
         );
         registry.register(
