@@ -71,6 +71,21 @@ impl Scope {
         }
     }
 
+    /// The scope a destination id was made from ([`Scope::destination_id`] reversed).
+    pub fn from_destination_id(id: &str) -> Option<Scope> {
+        let parts: Vec<&str> = id.split('/').collect();
+        match parts[..] {
+            ["customer", mssp_id, customer_id] => Some(Scope::Customer {
+                mssp_id: mssp_id.to_string(),
+                customer_id: customer_id.to_string(),
+            }),
+            ["global", name] => Some(Scope::Global {
+                name: name.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn customer_key(&self) -> Option<CustomerKey> {
         match self {
             Scope::Customer {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::siem::describe_state;
 use super::{describe_queue, live_stats, Source};
 use crate::args::DlqCommand;
-use crate::config_store::Scope;
+use crate::config_store::{ConfigStore, Scope};
 use crate::control;
 use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
@@ -375,10 +375,15 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
             .map_or(&[][..], Vec::as_slice),
     );
     let unrouted = stats["unrouted"]["events"].as_u64().unwrap_or(0);
+    // A broken file's destination runs as it last ran, or not at all: say which files.
+    let (_, broken) = ConfigStore::new(data.config_dir()).list()?;
     if unrouted > 0 {
         println!(
             "{unrouted} events wait for a destination (their customer has no SIEM configured)"
         );
+    }
+    for problem in &broken {
+        println!("⚠ {problem}; its destination runs with the configuration it last ran with, if `raxe serve` kept one, or not at all");
     }
     if matches!(source, Source::Service { age_ms } if age_ms > 10_000) {
         println!("⚠ these figures are stale: is raxe serve still running?");

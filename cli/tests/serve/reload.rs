@@ -88,6 +88,20 @@ async fn a_configuration_file_broken_before_a_start_runs_as_it_last_did() {
         "acme's SIEM got {} of the 100 events sent while its file was broken",
         customer.accepted_count() - 1
     );
+    // The operator sees the broken file: `list` names its destination (it said "No SIEM
+    // destinations configured" when it was the only customer one), `stats` warns.
+    let out = raxe(data, &["customer", "siem", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains("customer/m1/acme") && listed.contains("cannot be used"),
+        "{listed}"
+    );
+    let out = raxe(data, &["stats"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("customer%2Fm1%2Facme.json") && said.contains("last ran with"),
+        "{said}"
+    );
     assert!(terminate(&mut serve).success());
 
     // A file deleted by hand: the next run that delivers forgets its copy, token and all.

@@ -162,6 +162,13 @@ pub(super) fn list(
         eprintln!("⚠ {problem}");
     }
     let records: Vec<_> = records.into_iter().filter(|r| listed(&r.scope)).collect();
+    // Files that cannot be used still name a destination (which may run on the
+    // configuration it last ran with): listed as such, never as "nothing configured".
+    let broken: Vec<String> = problems
+        .iter()
+        .filter_map(|p| p.id.clone())
+        .filter(|id| Scope::from_destination_id(id).is_some_and(|s| listed(&s)))
+        .collect();
     let live = live_stats(data).ok().map(|(stats, _)| stats);
     let queued = |id: &str| -> Option<u64> {
         live.as_ref()?["destinations"]
@@ -183,11 +190,18 @@ pub(super) fn list(
                     "queued": queued(&r.id()),
                 })
             })
+            .chain(broken.iter().map(|id| {
+                json!({
+                    "id": id,
+                    "queued": queued(id),
+                    "error": "its configuration file cannot be used",
+                })
+            }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    if records.is_empty() {
+    if records.is_empty() && broken.is_empty() {
         println!("No SIEM destinations configured.");
         return Ok(0);
     }
@@ -208,6 +222,17 @@ pub(super) fn list(
             r.config.siem_type.to_string(),
             if r.config.enabled { "yes" } else { "no" },
             queued(&r.id())
+                .map(|q| q.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    for id in &broken {
+        println!(
+            "{:<36} {:<12} {:<8} {:>9}  (its configuration file cannot be used: see above)",
+            id,
+            "?",
+            "?",
+            queued(id)
                 .map(|q| q.to_string())
                 .unwrap_or_else(|| "-".into()),
         );
