@@ -83,9 +83,28 @@ impl Host {
                 applied_config: AtomicU64::new(0),
             };
             host.apply_configs()?;
+            if delivers {
+                host.restore_last_deliveries();
+            }
             Ok::<_, anyhow::Error>(host)
         })();
         host.map_err(OpenError::Other)
+    }
+
+    /// When each destination last delivered, as the last run (the service, or a drain)
+    /// published it: "never" after a restart would be wrong.
+    fn restore_last_deliveries(&self) {
+        let Ok((stats, _)) = crate::status::read(&self.data) else {
+            return;
+        };
+        for dest in stats["destinations"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(ms)) = (
+                dest["id"].as_str(),
+                dest["marks"]["last_delivery_ms"].as_u64(),
+            ) {
+                let _ = self.dispatcher.restore_last_delivery(id, ms);
+            }
+        }
     }
 
     /// Registers every configured destination (a changed one gets its new adapter; a
@@ -118,7 +137,7 @@ impl Host {
             let running = self.dispatcher.state(&id).is_ok();
             match self.configs.last_good(&id).filter(|_| !running) {
                 Some(record) => {
-                    tracing::warn!(destination = %id, "starting it with the configuration it last ran with, until its file is fixed");
+                    tracing::warn!(destination = %id, "using the configuration it last ran with until its file is fixed");
                     last_good.push(id);
                     records.push(record);
                 }

@@ -511,6 +511,16 @@ impl SiemDispatcher {
         Ok(self.destination(id)?.state())
     }
 
+    /// Carries over when the SIEM last accepted a request of `id` (ms since the epoch) from
+    /// an earlier run, unless this run has delivered since: a restart is no news about
+    /// the SIEM.
+    pub fn restore_last_delivery(&self, id: &str, time_ms: u64) -> Result<(), EngineError> {
+        let dest = self.destination(id)?;
+        let mut marks = dest.marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.last_delivery_ms = Some(marks.last_delivery_ms.unwrap_or(0).max(time_ms));
+        Ok(())
+    }
+
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
     }

@@ -598,3 +598,46 @@ fn remove_drop_queue_deletes_a_kept_queue() {
         text(&out)
     );
 }
+
+/// When a destination last delivered survives a restart: a run that delivers nothing (its
+/// SIEM down) said "Last delivery: never" for a destination that had delivered 35,000
+/// events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_delivery_survives_a_run_that_delivers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let ingest = |from: usize| {
+        let input = data.join("events.jsonl");
+        let lines: Vec<String> = (from..from + 5).map(|n| event_line(n, "acme")).collect();
+        fs::write(&input, lines.join("\n") + "\n").unwrap();
+        assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+            .status
+            .success());
+    };
+    let last_delivery = || {
+        let status: serde_json::Value =
+            serde_json::from_slice(&fs::read(data.join("status.json")).unwrap()).unwrap();
+        status["stats"]["destinations"][0]["marks"]["last_delivery_ms"].as_u64()
+    };
+    ingest(0);
+    assert!(raxe_async(data, &["drain", "--timeout", "20"])
+        .await
+        .status
+        .success());
+    assert_eq!(hec.accepted_count(), 5);
+    let delivered_at = last_delivery().expect("a delivery time");
+    // The SIEM goes away (a port nothing listens on): the next run delivers nothing.
+    assert!(configure_splunk(data, "http://127.0.0.1:1", TOKEN)
+        .status
+        .success());
+    ingest(5);
+    assert!(!raxe_async(data, &["drain", "--timeout", "2"])
+        .await
+        .status
+        .success());
+    assert_eq!(last_delivery(), Some(delivered_at));
+    let out = raxe(data, &["customer", "siem", "show", "acme", "--mssp", "m1"]);
+    assert!(!text(&out).contains("never"), "{}", text(&out));
+}
