@@ -9,6 +9,8 @@ mod support;
 
 #[path = "cli/operator.rs"]
 mod operator;
+#[path = "cli/runs.rs"]
+mod runs;
 
 use raxe_tests::hec::HecReceiver;
 use support::*;

@@ -1,0 +1,143 @@
+//! Runs seen across restarts: what a drain takes in, what a removed destination leaves,
+//! what a run that delivers nothing keeps of the last one.
+
+use std::fs;
+
+use raxe_tests::hec::HecReceiver;
+
+use super::support::*;
+
+/// `drain` without the service takes in the spool first: a file waiting there, and one a
+/// killed service had half taken in (`spool/ingesting/`). Before, it said "every queue is
+/// empty" and left their events unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_drain_takes_in_the_spool_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let spool = data.join("spool");
+    fs::create_dir_all(spool.join("ingesting")).unwrap();
+    let lines = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|n| event_line(n, "acme")).collect()
+    };
+    write_spool_file(&spool, "waiting.jsonl", &lines(0..30));
+    fs::write(
+        spool.join("ingesting/claimed.jsonl"),
+        lines(30..50).join("\n") + "\n",
+    )
+    .unwrap();
+    let out = raxe_async(data, &["drain", "--timeout", "20"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("every queue is empty"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(hec.accepted_count(), 50);
+    assert!(spool_is_empty(&spool));
+}
+
+fn spool_is_empty(spool: &std::path::Path) -> bool {
+    let jsonl = |dir: std::path::PathBuf| {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".jsonl")
+            })
+            .count()
+    };
+    jsonl(spool.to_path_buf()) == 0 && jsonl(spool.join("ingesting")) == 0
+}
+
+/// The queue kept when a destination was removed can be deleted as `stats` and `drain`
+/// say (`remove --drop-queue`); before, that failed with "no SIEM is configured".
+#[test]
+fn remove_drop_queue_deletes_a_kept_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(configure_splunk(data, "https://splunk.invalid:8088", TOKEN)
+        .status
+        .success());
+    let input = data.join("events.jsonl");
+    let lines: Vec<String> = (0..5).map(|n| event_line(n, "acme")).collect();
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+        .status
+        .success());
+    let remove = |extra: &[&str]| {
+        let mut args = vec!["customer", "siem", "remove", "acme", "--mssp", "m1"];
+        args.extend_from_slice(extra);
+        raxe(data, &args)
+    };
+    assert!(remove(&[]).status.success());
+    let kept = || {
+        let out = raxe(data, &["stats", "--json"]);
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats --json");
+        stats["kept_queues"].as_array().cloned().unwrap_or_default()
+    };
+    assert_eq!(kept().len(), 1, "{:?}", kept());
+    let out = remove(&["--drop-queue"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Deleted the kept queue"),
+        "{}",
+        text(&out)
+    );
+    assert!(kept().is_empty(), "{:?}", kept());
+    // Nothing configured and nothing kept: still an error.
+    let out = remove(&["--drop-queue"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no SIEM is configured"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// When a destination last delivered survives a restart: a run that delivers nothing (its
+/// SIEM down) said "Last delivery: never" for a destination that had delivered 35,000
+/// events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_delivery_survives_a_run_that_delivers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let ingest = |from: usize| {
+        let input = data.join("events.jsonl");
+        let lines: Vec<String> = (from..from + 5).map(|n| event_line(n, "acme")).collect();
+        fs::write(&input, lines.join("\n") + "\n").unwrap();
+        assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+            .status
+            .success());
+    };
+    let last_delivery = || {
+        let status: serde_json::Value =
+            serde_json::from_slice(&fs::read(data.join("status.json")).unwrap()).unwrap();
+        status["stats"]["destinations"][0]["marks"]["last_delivery_ms"].as_u64()
+    };
+    ingest(0);
+    assert!(raxe_async(data, &["drain", "--timeout", "20"])
+        .await
+        .status
+        .success());
+    assert_eq!(hec.accepted_count(), 5);
+    let delivered_at = last_delivery().expect("a delivery time");
+    // The SIEM goes away (a port nothing listens on): the next run delivers nothing.
+    assert!(configure_splunk(data, "http://127.0.0.1:1", TOKEN)
+        .status
+        .success());
+    ingest(5);
+    assert!(!raxe_async(data, &["drain", "--timeout", "2"])
+        .await
+        .status
+        .success());
+    assert_eq!(last_delivery(), Some(delivered_at));
+    let out = raxe(data, &["customer", "siem", "show", "acme", "--mssp", "m1"]);
+    assert!(!text(&out).contains("never"), "{}", text(&out));
+}
