@@ -205,10 +205,17 @@ pub fn drop_queue(host: &Host, destination: &str) -> Result<()> {
 pub fn call(data: &DataDir, request: &Request) -> Result<String> {
     let path = data.control_socket();
     let mut stream = UnixStream::connect(&path).with_context(|| {
-        format!(
-            "raxe serve holds the data directory but does not answer on {}",
-            path.display()
-        )
+        match crate::status::publisher(data) {
+            // A drain holds the queues and has no control socket.
+            Some((role, true)) if role == "drain" => {
+                "a `raxe drain` holds the data directory; try again once it ends".to_string()
+            }
+            _ => format!(
+                "another raxe process holds the data directory (`raxe serve` answers on {}; \
+                 it does not)",
+                path.display()
+            ),
+        }
     })?;
     let wait = match request {
         Request::Drain { timeout_ms, .. } => Duration::from_millis(*timeout_ms) + CLIENT_TIMEOUT,

@@ -92,7 +92,13 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
         None => None,
     };
     // At once, so that `raxe ingest` and `raxe drain` find this run's spool.
-    status::write(&host.data, &host.dispatcher.stats(), true, spool.dir());
+    status::write(
+        &host.data,
+        &host.dispatcher.stats(),
+        status::Role::Serve,
+        true,
+        spool.dir(),
+    );
     let mut registered = registered_ids(&host);
     tracing::info!(
         data_dir = %data.root().display(),
@@ -144,7 +150,7 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
                     }
                 }
                 if last_status.elapsed() >= Duration::from_millis(500) {
-                    status::write(&host.data, &host.dispatcher.stats(), true, spool.dir());
+                    status::write(&host.data, &host.dispatcher.stats(), status::Role::Serve, true, spool.dir());
                     last_status = Instant::now();
                 }
             }
@@ -155,7 +161,13 @@ pub async fn serve(data: DataDir, args: ServeArgs) -> Result<()> {
     host.dispatcher
         .shutdown(Duration::from_secs(args.shutdown_timeout))
         .await;
-    status::write(&host.data, &host.dispatcher.stats(), false, spool.dir());
+    status::write(
+        &host.data,
+        &host.dispatcher.stats(),
+        status::Role::Serve,
+        false,
+        spool.dir(),
+    );
     tracing::info!("stopped; undelivered events stay queued");
     Ok(())
 }

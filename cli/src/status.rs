@@ -9,11 +9,28 @@ use serde_json::{json, Value};
 
 use crate::data_dir::{write_replace, DataDir};
 
+/// Who publishes: the service, or a `raxe drain` that holds the queues without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Drain,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Drain => "drain",
+        }
+    }
+}
+
 /// Publishes the figures and the spool the service reads (best effort: a failure is
-/// logged, never fatal).
-pub fn write(data: &DataDir, stats: &EngineStats, running: bool, spool: &Path) {
+/// logged, never fatal). `running`: the publisher still holds the queues.
+pub fn write(data: &DataDir, stats: &EngineStats, role: Role, running: bool, spool: &Path) {
     let body = json!({
         "pid": std::process::id(),
+        "role": role.name(),
         "running": running,
         "updated_ms": raxe_engine::audit::now_ms(),
         "spool": spool.to_string_lossy(),
@@ -34,6 +51,15 @@ fn load(data: &DataDir) -> Result<Value> {
         )
     })?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// What the process holding the queues last published: "serve" or "drain", and whether
+/// it still ran then (`None` without a readable file).
+pub fn publisher(data: &DataDir) -> Option<(String, bool)> {
+    let status = load(data).ok()?;
+    // Before `role` was published, only the service published while it ran.
+    let role = status["role"].as_str().unwrap_or("serve").to_string();
+    Some((role, status["running"].as_bool().unwrap_or(false)))
 }
 
 /// The service's last published figures (`stats` part), and how old they are in ms.

@@ -35,7 +35,16 @@ pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
         }
         Err(OpenError::InUse(_)) => {
             let (stats, age_ms) = status::read(data)?;
-            Ok((stats, Source::Service { age_ms }))
+            let (role, running) = status::publisher(data).unwrap_or_default();
+            let drain = role == "drain";
+            Ok((
+                stats,
+                Source::Service {
+                    age_ms,
+                    drain,
+                    running,
+                },
+            ))
         }
         Err(OpenError::Other(e)) => Err(e),
     }
@@ -75,11 +84,13 @@ fn keep_last_states(
 #[derive(Debug, Clone, Copy)]
 pub enum Source {
     /// No service runs; states are those of the last run, if one published them.
-    Queues {
-        last_run_ms_ago: Option<u64>,
-    },
+    Queues { last_run_ms_ago: Option<u64> },
+    /// The process that holds the queues published these (`serve`, or a `drain`); one
+    /// that has not published yet (`running` false) left the last run's.
     Service {
         age_ms: u64,
+        drain: bool,
+        running: bool,
     },
 }
 
@@ -95,12 +106,23 @@ impl Source {
                 "read from the queues; no service running; a state marked (last run) is as its last run left it, {} ago",
                 human_age(ms as f64 / 1000.0)
             ),
-            Source::Service { age_ms } => {
-                format!(
-                    "from the running service, {:.1} s ago",
-                    age_ms as f64 / 1000.0
-                )
-            }
+            Source::Service {
+                age_ms,
+                drain,
+                running: true,
+            } => format!(
+                "from the running {}, {:.1} s ago",
+                if drain { "`raxe drain`" } else { "service" },
+                age_ms as f64 / 1000.0
+            ),
+            Source::Service {
+                age_ms,
+                running: false,
+                ..
+            } => format!(
+                "another raxe process holds the queues and has not published its figures yet; these are the last run's, {} ago",
+                human_age(age_ms as f64 / 1000.0)
+            ),
         }
     }
 }

@@ -148,47 +148,55 @@ fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
 /// Delivers everything queued; exit 0 when every queue is empty.
 pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
     match Host::open_to_deliver(data.clone()) {
-        Ok(host) => {
-            // Spool files hold events not queued yet (a crash may have left one half taken
-            // in): take them in first, as the service would.
-            let spool = crate::status::spool_dir(data);
-            if spool.is_dir() {
-                let intake = crate::spool::Spool::open(spool.clone())?;
-                let (dispatcher, store) = (host.dispatcher.clone(), host.store.clone());
-                raxe_engine::storage_pool::spawn(move || {
-                    intake.ingest_pending(&dispatcher, &store)
-                })
-                .await?;
-            }
-            host.dispatcher.start()?;
-            let progress = tokio::spawn(progress_bar(host.dispatcher.clone()));
-            let drained = host.dispatcher.drain(timeout).await;
-            progress.abort();
-            // Drained, nothing waits for an indexer ack; timed out, `--timeout` is spent.
-            host.dispatcher
-                .shutdown_releasing_acks(Duration::from_secs(10))
-                .await;
-            // What this run found (a bad token, say) stays for `stats` and `show`.
-            let stats = host.dispatcher.stats();
-            crate::status::write(data, &stats, false, &spool);
-            let stats = serde_json::to_value(&stats)?;
-            // A file that could not be taken in (logged) is not drained.
-            let left = if spool.is_dir() {
-                spool_backlog(&spool)?
-            } else {
-                0
-            };
-            if left > 0 {
-                println!(
-                    "{left} spool file(s) in {} could not be taken in (see the log)",
-                    spool.display()
-                );
-            }
-            finish_drain(&stats, drained && left == 0)
-        }
+        Ok(host) => drain_here(&host, data, timeout).await,
         Err(OpenError::InUse(_)) => drain_via_service(data, timeout).await,
         Err(OpenError::Other(e)) => Err(e),
     }
+}
+
+/// `drain` with no service running: this process takes in the spool, delivers, and
+/// publishes its figures meanwhile, as the service would.
+async fn drain_here(host: &Host, data: &DataDir, timeout: Duration) -> Result<i32> {
+    let spool = crate::status::spool_dir(data);
+    let publishing = tokio::spawn(publish_while_draining(
+        data.clone(),
+        host.dispatcher.clone(),
+        spool.clone(),
+    ));
+    // Spool files hold events not queued yet (a crash may have left one half taken in):
+    // take them in first.
+    if spool.is_dir() {
+        let intake = crate::spool::Spool::open(spool.clone())?;
+        let (dispatcher, store) = (host.dispatcher.clone(), host.store.clone());
+        raxe_engine::storage_pool::spawn(move || intake.ingest_pending(&dispatcher, &store))
+            .await?;
+    }
+    host.dispatcher.start()?;
+    let progress = tokio::spawn(progress_bar(host.dispatcher.clone()));
+    let drained = host.dispatcher.drain(timeout).await;
+    progress.abort();
+    publishing.abort();
+    // Drained, nothing waits for an indexer ack; timed out, `--timeout` is spent.
+    host.dispatcher
+        .shutdown_releasing_acks(Duration::from_secs(10))
+        .await;
+    // What this run found (a bad token, say) stays for `stats` and `show`.
+    let stats = host.dispatcher.stats();
+    crate::status::write(data, &stats, crate::status::Role::Drain, false, &spool);
+    let stats = serde_json::to_value(&stats)?;
+    // A file that could not be taken in (logged) is not drained.
+    let left = if spool.is_dir() {
+        spool_backlog(&spool)?
+    } else {
+        0
+    };
+    if left > 0 {
+        println!(
+            "{left} spool file(s) in {} could not be taken in (see the log)",
+            spool.display()
+        );
+    }
+    finish_drain(&stats, drained && left == 0)
 }
 
 /// The service owns the queues. Events still in spool files are not queued yet: wait
@@ -243,6 +251,19 @@ fn spool_backlog(spool: &Path) -> Result<usize> {
         0
     };
     Ok(waiting + claimed)
+}
+
+/// Publishes the drain's figures as the service would, for `stats` meanwhile.
+async fn publish_while_draining(
+    data: DataDir,
+    dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>,
+    spool: std::path::PathBuf,
+) {
+    let role = crate::status::Role::Drain;
+    loop {
+        crate::status::write(&data, &dispatcher.stats(), role, true, &spool);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn progress_bar(dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>) {
@@ -385,7 +406,7 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
     for problem in &broken {
         println!("⚠ {problem}; its destination runs with the configuration it last ran with, if `raxe serve` kept one, or not at all");
     }
-    if matches!(source, Source::Service { age_ms } if age_ms > 10_000) {
+    if matches!(source, Source::Service { age_ms, running: true, .. } if age_ms > 10_000) {
         println!("⚠ these figures are stale: is raxe serve still running?");
     }
     Ok(0)

@@ -141,3 +141,49 @@ async fn the_last_delivery_survives_a_run_that_delivers_nothing() {
     let out = raxe(data, &["customer", "siem", "show", "acme", "--mssp", "m1"]);
     assert!(!text(&out).contains("never"), "{}", text(&out));
 }
+
+/// While a `drain` holds the queues (no service), `stats` shows the drain's own figures and
+/// says so, and `dlq` says a drain holds the directory. Before, `stats` showed the last
+/// run's figures as "from the running service" (0 queued while 500 were), and `dlq` said
+/// that `raxe serve` did not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_beside_a_drain_say_it_is_a_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // Nothing listens there: the drain keeps trying until its timeout.
+    assert!(configure_splunk(data, "http://127.0.0.1:1", TOKEN)
+        .status
+        .success());
+    let input = data.join("events.jsonl");
+    let lines: Vec<String> = (0..40).map(|n| event_line(n, "acme")).collect();
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    assert!(raxe(data, &["ingest", input.to_str().unwrap()])
+        .status
+        .success());
+    let mut drain = std::process::Command::new(RAXE)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["drain", "--timeout", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let published = wait_for(std::time::Duration::from_secs(3), || {
+        fs::read_to_string(data.join("status.json"))
+            .is_ok_and(|s| s.contains(r#""role":"drain""#) && s.contains(r#""running":true"#))
+    })
+    .await;
+    assert!(published);
+    let out = raxe(data, &["stats"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("from the running `raxe drain`"), "{said}");
+    assert!(said.contains(" 40 "), "the 40 queued events: {said}");
+    let out = raxe(data, &["dlq", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("a `raxe drain` holds"),
+        "{}",
+        text(&out)
+    );
+    assert!(!drain.wait().unwrap().success());
+}
