@@ -506,3 +506,33 @@ fn the_ack_window_is_configured_shown_and_bounded() {
         text(&out)
     );
 }
+
+/// TLS options on a destination that does not use TLS are a mistake worth saying: CEF over
+/// plain TCP with --insecure-skip-verify was accepted with a warning about a verification
+/// that never happens.
+#[test]
+fn tls_options_need_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let configure = |extra: &[&str]| {
+        let mut args = vec![
+            "global",
+            "siem",
+            "configure",
+            "c",
+            "--type",
+            "cef",
+            "--url",
+            "syslog://127.0.0.1:6514",
+            "--transport",
+            "tcp",
+        ];
+        args.extend_from_slice(extra);
+        raxe(data, &args)
+    };
+    let out = configure(&["--insecure-skip-verify"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("apply to TLS"), "{}", text(&out));
+    let out = configure(&["--tls", "--insecure-skip-verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -7,7 +7,7 @@ use raxe_adapters::config::{
     ArcsightOptions, CefMode, CefOptions, CefTransport, Compression, CrowdstrikeOptions,
     SentinelApi, SiemConfig, SiemOptions, SiemType, SplunkOptions,
 };
-use raxe_adapters::transport::TlsOptions;
+use raxe_adapters::transport::{SyslogProtocol, TlsOptions};
 
 use crate::args::{CompressionArg, ConfigureArgs, SentinelApiArg, SiemTypeArg};
 use crate::config_store::{ConfigStore, DestinationRecord, OtherScope, Scope};
@@ -160,9 +160,39 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     }
     config.tls = tls;
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tls_given = args.insecure_skip_verify
+        || args.ca_cert.is_some()
+        || args.client_cert.is_some()
+        || args.client_key.is_some();
+    if tls_given && !speaks_tls(&config) {
+        bail!(
+            "--insecure-skip-verify, --ca-cert, --client-cert and --client-key apply to TLS, \
+             which this destination does not use: give an https:// URL, or --tls for CEF over \
+             syslog"
+        );
+    }
     // Building the adapter checks what validation cannot: certificates, keys, the syslog target.
     raxe_adapters::create_siem_adapter(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(config)
+}
+
+/// Whether the destination talks TLS anywhere: CEF over syslog with `tls`, or an https://
+/// URL (Sentinel's token URL counts).
+fn speaks_tls(config: &SiemConfig) -> bool {
+    let https = |url: &str| {
+        url.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    };
+    match config.cef_mode() {
+        Ok(CefMode::Syslog(protocol)) => protocol == SyslogProtocol::Tls,
+        _ => {
+            let token_url = match &config.extra {
+                SiemOptions::Sentinel(o) => o.token_url.as_deref(),
+                _ => None,
+            };
+            https(&config.endpoint_url) || token_url.is_some_and(https)
+        }
+    }
 }
 
 fn read_token(args: &ConfigureArgs) -> Result<Option<Secret>> {
