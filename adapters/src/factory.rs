@@ -87,8 +87,15 @@ mod tests {
             SiemConfig::splunk("https://h:8088", "t").unwrap(),
             SiemConfig::crowdstrike("https://h", "t").unwrap(),
             SiemConfig::sentinel("https://h", "ws", "Raxe", "AAAA").unwrap(),
-            SiemConfig::sentinel_logs_ingestion("https://h", "t", "c", "dcr-1", "Custom-X_CL", "s")
-                .unwrap(),
+            SiemConfig::sentinel_logs_ingestion(
+                "https://h",
+                "t",
+                "c",
+                "dcr-00112233445566778899aabbccddeeff",
+                "Custom-X_CL",
+                "s",
+            )
+            .unwrap(),
             SiemConfig::arcsight("https://h", "c", "t").unwrap(),
             SiemConfig::cef("https://h", "", CefOptions::default()).unwrap(),
             SiemConfig::cef("syslog://h", "", CefOptions::default()).unwrap(),

@@ -113,6 +113,20 @@ pub fn validate_options(o: &SentinelOptions) -> Result<(), ConfigError> {
             return Err(invalid(option, why));
         }
     }
+    // Azure answers 404 for any other form: say so before a single event waits on it.
+    let hex = o.dcr_id.strip_prefix("dcr-").unwrap_or_default();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "dcr_id",
+            "the DCR immutable id is dcr- and 32 hex digits (the DCR's JSON view, immutableId)",
+        ));
+    }
+    if !(o.stream.starts_with("Custom-") || o.stream.starts_with("Microsoft-")) {
+        return Err(invalid(
+            "stream",
+            "a DCR stream is Custom-<name> (a custom table) or Microsoft-<table>",
+        ));
+    }
     if let Some(url) = &o.token_url {
         token_uri(url).map_err(|why| invalid("token_url", &why))?;
     }

@@ -287,7 +287,16 @@ fn validation_and_secrets() {
     let c = config();
     let shown = format!("{c:?} {c} {:?}", adapter());
     assert!(!shown.contains("s3cr3t"), "{shown}");
-    for (field, value) in [("dcr_id", "dcr/../x"), ("stream", ""), ("tenant_id", "a b")] {
+    for (field, value) in [
+        ("dcr_id", "dcr/../x"),
+        // Forms Azure answers 404 for: refused at configure time.
+        ("dcr_id", "abc"),
+        ("dcr_id", "dcr-0011223344556677"),
+        ("dcr_id", "dcr-00112233445566778899aabbccddeexx"),
+        ("stream", ""),
+        ("stream", "RaxeEvents_CL"),
+        ("tenant_id", "a b"),
+    ] {
         let mut bad = config();
         if let SiemOptions::Sentinel(o) = &mut bad.extra {
             match field {

@@ -511,7 +511,7 @@ fn the_ack_window_is_configured_shown_and_bounded() {
 /// plain TCP with --insecure-skip-verify was accepted with a warning about a verification
 /// that never happens.
 #[test]
-fn tls_options_need_tls() {
+fn tls_options_and_a_token_need_a_use() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let configure = |extra: &[&str]| {
@@ -535,4 +535,79 @@ fn tls_options_need_tls() {
     assert!(text(&out).contains("apply to TLS"), "{}", text(&out));
     let out = configure(&["--tls", "--insecure-skip-verify"]);
     assert!(out.status.success(), "{}", text(&out));
+    // Nor does syslog take a credential (it was kept and shown as ****).
+    let out = configure(&["--tls", "--token", "unused-secret"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no credential"), "{}", text(&out));
+    assert!(!text(&out).contains("unused-secret"), "{}", text(&out));
+}
+
+/// Forms Azure would not take, or not as meant: a log type ending in _CL gets a second
+/// _CL (said), a DCR id or stream in another form is refused (Azure answers 404).
+#[test]
+fn sentinel_names_are_checked_as_azure_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "dc",
+            "--type",
+            "sentinel",
+            "--api",
+            "data-collector",
+            "--url",
+            "https://ws.ods.opinsights.azure.com",
+            "--workspace-id",
+            "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+            "--log-type",
+            "Raxe_CL",
+            "--token",
+            "AAAA",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("the table is Raxe_CL_CL"),
+        "{}",
+        text(&out)
+    );
+    let logs_ingestion = |dcr: &str, stream: &str| {
+        raxe(
+            data,
+            &[
+                "global",
+                "siem",
+                "configure",
+                "li",
+                "--type",
+                "sentinel",
+                "--api",
+                "logs-ingestion",
+                "--url",
+                "https://dce.example",
+                "--tenant-id",
+                "t",
+                "--client-id",
+                "c",
+                "--dcr-id",
+                dcr,
+                "--stream",
+                stream,
+                "--token",
+                "s",
+            ],
+        )
+    };
+    let good = "dcr-00112233445566778899aabbccddeeff";
+    assert!(logs_ingestion(good, "Custom-Raxe_CL").status.success());
+    let out = logs_ingestion("abc", "Custom-Raxe_CL");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("dcr_id"), "{}", text(&out));
+    let out = logs_ingestion(good, "Raxe_CL");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("Custom-"), "{}", text(&out));
 }

@@ -47,6 +47,15 @@ pub(super) fn configure(configs: &ConfigStore, scope: Scope, args: &ConfigureArg
         if updating { "Updated" } else { "Configured" },
         scope.describe()
     );
+    if let SiemOptions::Sentinel(o) = &config.extra {
+        let data_collector = o.api == SentinelApi::DataCollector;
+        if data_collector && o.log_type.to_ascii_lowercase().ends_with("_cl") {
+            eprintln!(
+                "⚠ Azure adds _CL to the log type: the table is {}_CL (give the name without _CL)",
+                o.log_type
+            );
+        }
+    }
     if config.tls.insecure_skip_verify {
         eprintln!(
             "⚠ TLS certificate verification is OFF for this destination (--insecure-skip-verify)"
@@ -111,7 +120,9 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     let enabled = previous.is_none_or(|p| p.enabled);
     let previous = previous.filter(|p| p.siem_type == siem_type);
     check_options_fit(siem_type, args)?;
-    let token = match read_token(args)? {
+    let given_token = read_token(args)?;
+    let token_given = given_token.is_some();
+    let token = match given_token {
         Some(token) => token,
         None => previous.map(|p| p.auth_token.clone()).unwrap_or_default(),
     };
@@ -160,6 +171,11 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     }
     config.tls = tls;
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if token_given && matches!(config.cef_mode(), Ok(CefMode::Syslog(_))) {
+        bail!(
+            "CEF over syslog has no credential: --token, --token-file and --token-env are not used"
+        );
+    }
     let tls_given = args.insecure_skip_verify
         || args.ca_cert.is_some()
         || args.client_cert.is_some()
