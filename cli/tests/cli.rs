@@ -7,6 +7,8 @@ use std::io::Write;
 
 mod support;
 
+#[path = "cli/configure.rs"]
+mod configure;
 #[path = "cli/operator.rs"]
 mod operator;
 #[path = "cli/runs.rs"]
