@@ -113,20 +113,6 @@ pub fn validate_options(o: &SentinelOptions) -> Result<(), ConfigError> {
             return Err(invalid(option, why));
         }
     }
-    // Azure answers 404 for any other form: say so before a single event waits on it.
-    let hex = o.dcr_id.strip_prefix("dcr-").unwrap_or_default();
-    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid(
-            "dcr_id",
-            "the DCR immutable id is dcr- and 32 hex digits (the DCR's JSON view, immutableId)",
-        ));
-    }
-    if !(o.stream.starts_with("Custom-") || o.stream.starts_with("Microsoft-")) {
-        return Err(invalid(
-            "stream",
-            "a DCR stream is Custom-<name> (a custom table) or Microsoft-<table>",
-        ));
-    }
     if let Some(url) = &o.token_url {
         token_uri(url).map_err(|why| invalid("token_url", &why))?;
     }
@@ -409,4 +395,26 @@ impl SiemAdapter for LogsIngestionAdapter {
             Err(e) => classify_transport_error(e),
         }
     }
+}
+
+/// Forms Azure answers 404 for: a DCR immutable id that is not `dcr-` and 32 hex digits, a
+/// stream that is neither `Custom-…` nor `Microsoft-…`. `configure` refuses them; a file
+/// that has them still loads (a destination that cannot deliver keeps its events queued
+/// and says why, where one refused at load would not even take them).
+pub fn check_azure_names(o: &SentinelOptions) -> Result<(), ConfigError> {
+    use crate::config::invalid;
+    let hex = o.dcr_id.strip_prefix("dcr-").unwrap_or_default();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "dcr_id",
+            "the DCR immutable id is dcr- and 32 hex digits (the DCR's JSON view, immutableId)",
+        ));
+    }
+    if !(o.stream.starts_with("Custom-") || o.stream.starts_with("Microsoft-")) {
+        return Err(invalid(
+            "stream",
+            "a DCR stream is Custom-<name> (a custom table) or Microsoft-<table>",
+        ));
+    }
+    Ok(())
 }

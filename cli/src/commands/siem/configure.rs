@@ -171,6 +171,12 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     }
     config.tls = tls;
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let SiemOptions::Sentinel(o) = &config.extra {
+        if o.api == SentinelApi::LogsIngestion {
+            raxe_adapters::sentinel_ingestion::check_azure_names(o)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
     if token_given && matches!(config.cef_mode(), Ok(CefMode::Syslog(_))) {
         bail!(
             "CEF over syslog has no credential: --token, --token-file and --token-env are not used"
