@@ -136,9 +136,11 @@ async fn run(request: Request, slot: HostSlot) -> Response {
     tracing::info!(?request, "control request");
     if let Request::Drain { timeout_ms, config } = request {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        // The service applies a changed configuration at its next poll.
+        // The service applies a changed configuration at its next poll (another change
+        // meanwhile, or a reload that failed, would never match: not past CONFIG_WAIT).
+        let config_by = deadline.min(Instant::now() + CONFIG_WAIT);
         while config.is_some_and(|wanted| host.applied_config() != wanted)
-            && Instant::now() < deadline.min(Instant::now() + CONFIG_WAIT)
+            && Instant::now() < config_by
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -157,3 +157,38 @@ async fn a_drain_right_after_enable_drains_with_it_enabled() {
     assert_eq!(hec.accepted_count(), 50);
     assert!(terminate(&mut serve).success());
 }
+
+/// A drain that names a configuration the service never applies (another change landed
+/// meanwhile, or a reload failed) waits for it a few seconds, not its whole timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_waits_a_little_for_a_configuration_it_never_sees() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let mut serve = spawn_serve(data);
+    let socket = data.join("control.sock");
+    assert!(wait_for(Duration::from_secs(10), || socket.exists()).await);
+    let started = std::time::Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        stream
+            .write_all(b"{\"op\":\"drain\",\"timeout_ms\":30000,\"config\":1}\n")
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(answer.contains("drained"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered after {:?} of the drain's 30 s",
+        started.elapsed()
+    );
+    assert!(terminate(&mut serve).success());
+}

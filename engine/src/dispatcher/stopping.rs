@@ -10,6 +10,10 @@ use crate::destination::DestinationState;
 /// (a fifth of it when that is less).
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
 
+/// How long a drain waits for workers to take a configuration change before it takes a
+/// disabled or stopped destination for one that cannot deliver.
+const WORKERS_TAKE_CHANGES: Duration = Duration::from_millis(200);
+
 /// The longest a stop polls for indexer acks, however long its deadline (an `Instant` a
 /// huge `--shutdown-timeout` ahead would overflow).
 const SETTLE_AT_MOST: Duration = Duration::from_secs(3_600);
@@ -23,6 +27,9 @@ impl SiemDispatcher {
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.flush_now.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
+        // Since when nothing queued could be delivered. A worker takes a new configuration
+        // (enabled again, a new token) when it wakes: give it that moment.
+        let mut stuck_since: Option<Instant> = None;
         let drained = loop {
             let (mut queued, mut deliverable) = (0, 0);
             for dest in read(&self.destinations).values() {
@@ -37,7 +44,13 @@ impl SiemDispatcher {
             if queued == 0 {
                 break true;
             }
-            if deliverable == 0 || Instant::now() >= deadline {
+            let now = Instant::now();
+            let stuck =
+                deliverable == 0 && *stuck_since.get_or_insert(now) + WORKERS_TAKE_CHANGES <= now;
+            if deliverable > 0 {
+                stuck_since = None;
+            }
+            if stuck || now >= deadline {
                 break false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
