@@ -64,7 +64,10 @@ fn for_each_line(
             ScanEvent::parse_line(text, line_no).map_err(|e| e.to_string())
         };
         match parsed {
-            Ok(event) => good(event, text)?,
+            Ok(mut event) => {
+                event.fill_blank_id();
+                good(event, text)?
+            }
             Err(reason) => {
                 rejected += 1;
                 // A parse error names its line already.

@@ -187,3 +187,31 @@ async fn commands_beside_a_drain_say_it_is_a_drain() {
     );
     assert!(!drain.wait().unwrap().success());
 }
+
+/// `raxe ingest` without the service gives a blank `event_id` a fresh one, as the spool
+/// intake does (it kept "" and sent it as is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_ingest_fills_a_blank_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let input = data.join("events.jsonl");
+    fs::write(
+        &input,
+        "{\"customer_id\":\"acme\",\"mssp_id\":\"m1\",\"event_id\":\"\"}\n\
+         {\"customer_id\":\"acme\",\"mssp_id\":\"m1\",\"event_id\":\"  \"}\n",
+    )
+    .unwrap();
+    let out = raxe(data, &["ingest", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(raxe_async(data, &["drain", "--timeout", "20"])
+        .await
+        .status
+        .success());
+    let ids = hec.accepted();
+    assert_eq!(ids.len(), 2);
+    // Fresh ids: 36-character UUIDs, one per event.
+    assert!(ids.iter().all(|id| id.len() == 36), "{ids:?}");
+    assert_ne!(ids[0], ids[1]);
+}
