@@ -67,7 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Serve(args) => service::serve(data, args).await.map(|()| 0),
         Command::Drain { timeout } => {
-            commands::ops::drain(&data, Duration::from_secs(timeout)).await
+            commands::drain::drain(&data, Duration::from_secs(timeout)).await
         }
         Command::Stats { json } => commands::ops::stats(&data, json),
         Command::Dlq { command } => commands::ops::dlq(&data, command),

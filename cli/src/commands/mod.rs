@@ -1,5 +1,6 @@
 //! The commands. Each opens what it needs and prints for humans (or `--json`).
 
+pub mod drain;
 pub mod ops;
 pub mod repair;
 pub mod siem;

@@ -1,10 +1,8 @@
-//! `raxe ingest`, `drain`, `stats` and `dlq`.
+//! `raxe ingest`, `stats` and `dlq`.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use raxe_adapters::event::{JsonEvent, ScanEvent};
@@ -13,7 +11,7 @@ use raxe_storage::QueueStore;
 use serde_json::Value;
 
 use super::siem::describe_state;
-use super::{describe_queue, live_stats, Source};
+use super::{live_stats, Source};
 use crate::args::DlqCommand;
 use crate::config_store::{ConfigStore, Scope};
 use crate::control;
@@ -144,198 +142,12 @@ fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
         fs::rename(&tmp, spool.join(&name))?;
         File::open(&spool)?.sync_all()?;
     }
-    println!("accepted {accepted}, rejected {rejected} (handed to the running service through its spool)");
+    let holder = match crate::status::publisher(data) {
+        Some((role, true)) if role == "drain" => "the running `raxe drain`",
+        _ => "the running service",
+    };
+    println!("accepted {accepted}, rejected {rejected} (handed to {holder} through its spool)");
     Ok(if rejected > 0 { 1 } else { 0 })
-}
-
-/// Delivers everything queued; exit 0 when every queue is empty.
-pub async fn drain(data: &DataDir, timeout: Duration) -> Result<i32> {
-    match Host::open_to_deliver(data.clone()) {
-        Ok(host) => drain_here(&host, data, timeout).await,
-        Err(OpenError::InUse(_)) => drain_via_service(data, timeout).await,
-        Err(OpenError::Other(e)) => Err(e),
-    }
-}
-
-/// `drain` with no service running: this process takes in the spool, delivers, and
-/// publishes its figures meanwhile, as the service would.
-async fn drain_here(host: &Host, data: &DataDir, timeout: Duration) -> Result<i32> {
-    let spool = crate::status::spool_dir(data);
-    let publishing = tokio::spawn(publish_while_draining(
-        data.clone(),
-        host.dispatcher.clone(),
-        spool.clone(),
-    ));
-    // Spool files hold events not queued yet (a crash may have left one half taken in):
-    // take them in first.
-    if spool.is_dir() {
-        let intake = crate::spool::Spool::open(spool.clone())?;
-        let (dispatcher, store) = (host.dispatcher.clone(), host.store.clone());
-        raxe_engine::storage_pool::spawn(move || intake.ingest_pending(&dispatcher, &store))
-            .await?;
-    }
-    host.dispatcher.start()?;
-    let progress = tokio::spawn(progress_bar(host.dispatcher.clone()));
-    let drained = host.dispatcher.drain(timeout).await;
-    progress.abort();
-    publishing.abort();
-    // Drained, nothing waits for an indexer ack; timed out, `--timeout` is spent.
-    host.dispatcher
-        .shutdown_releasing_acks(Duration::from_secs(10))
-        .await;
-    // What this run found (a bad token, say) stays for `stats` and `show`.
-    let stats = host.dispatcher.stats();
-    crate::status::write(data, &stats, crate::status::Role::Drain, false, &spool);
-    let stats = serde_json::to_value(&stats)?;
-    // A file that could not be taken in (logged) is not drained.
-    let left = if spool.is_dir() {
-        spool_backlog(&spool)?
-    } else {
-        0
-    };
-    if left > 0 {
-        println!(
-            "{left} spool file(s) in {} could not be taken in (see the log)",
-            spool.display()
-        );
-    }
-    finish_drain(&stats, drained && left == 0)
-}
-
-/// The service owns the queues. Events still in spool files are not queued yet: wait
-/// until its spool is empty, then have it drain (its published figures can be up to half a
-/// second old, and would call a queue empty before the spool's events reach it).
-async fn drain_via_service(data: &DataDir, timeout: Duration) -> Result<i32> {
-    let deadline = Instant::now() + timeout;
-    let spool = crate::status::spool_dir(data);
-    loop {
-        let waiting = spool_backlog(&spool)?;
-        if waiting == 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let request = control::Request::Drain {
-                timeout_ms: left.as_millis() as u64,
-                config: Some(
-                    crate::config_store::ConfigStore::new(data.config_dir()).fingerprint(),
-                ),
-            };
-            let target = data.clone();
-            let answer =
-                tokio::task::spawn_blocking(move || control::call(&target, &request)).await??;
-            let answer: Value = serde_json::from_str(&answer)
-                .with_context(|| format!("unexpected drain answer from raxe serve: {answer}"))?;
-            let drained = answer["drained"].as_bool().unwrap_or(false);
-            // Spool files that arrived meanwhile are not delivered yet: go round again.
-            let arrived = spool_backlog(&spool)? > 0;
-            if !drained || !arrived || Instant::now() >= deadline {
-                return finish_drain(&answer["stats"], drained && !arrived);
-            }
-        } else if Instant::now() >= deadline {
-            println!(
-                "{waiting} spool file(s) in {} not ingested yet",
-                spool.display()
-            );
-            let (stats, _) = live_stats(data)?;
-            return finish_drain(&stats, false);
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Spool files not ingested yet: complete ones waiting, and ones being read. The spool
-/// is listed before `ingesting/`: a file only moves from the first to the second, and
-/// leaves the second once its events are queued, so no file slips between the listings.
-fn spool_backlog(spool: &Path) -> Result<usize> {
-    let waiting = crate::spool::pending_files(spool)?.len();
-    let claimed = spool.join(crate::spool::INGESTING_DIR);
-    let claimed = if claimed.exists() {
-        crate::spool::pending_files(&claimed)?.len()
-    } else {
-        0
-    };
-    Ok(waiting + claimed)
-}
-
-/// Publishes the drain's figures as the service would, for `stats` meanwhile.
-async fn publish_while_draining(
-    data: DataDir,
-    dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>,
-    spool: std::path::PathBuf,
-) {
-    let role = crate::status::Role::Drain;
-    loop {
-        crate::status::write(&data, &dispatcher.stats(), role, true, &spool);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn progress_bar(dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>) {
-    if !io::stderr().is_terminal() {
-        return;
-    }
-    let total = dispatcher.stats().queued().max(1);
-    loop {
-        let left = dispatcher.stats().queued();
-        let done = total.saturating_sub(left);
-        let width = 30;
-        let filled = (done * width / total) as usize;
-        eprint!(
-            "\r[{}{}] {done}/{total} delivered",
-            "#".repeat(filled),
-            " ".repeat(width as usize - filled)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn finish_drain(stats: &Value, drained: bool) -> Result<i32> {
-    if io::stderr().is_terminal() {
-        eprintln!();
-    }
-    let unrouted = stats["unrouted"]["events"].as_u64().unwrap_or(0);
-    let kept = stats["kept_queues"].as_array().cloned().unwrap_or_default();
-    if drained {
-        if unrouted == 0 && kept.is_empty() {
-            println!("✓ every queue is empty");
-        } else {
-            println!("✓ every destination's queue is empty");
-            if unrouted > 0 {
-                println!("⚠ {unrouted} events have no destination yet (unrouted): they are delivered once their customer's SIEM is configured");
-            }
-            print_kept_queues(&kept);
-        }
-        return Ok(0);
-    }
-    println!("✗ not drained; per destination:");
-    if unrouted > 0 {
-        println!(
-            "  {:<36} {unrouted} events — their customer has no SIEM configured yet",
-            "(unrouted)"
-        );
-    }
-    for dest in stats["destinations"].as_array().into_iter().flatten() {
-        if dest["queue"]["events"].as_u64().unwrap_or(0) > 0 {
-            println!(
-                "  {:<36} {} — {}",
-                dest["id"].as_str().unwrap_or("?"),
-                describe_queue(&dest["queue"]),
-                describe_state(&dest["state"])
-            );
-        }
-    }
-    print_kept_queues(&kept);
-    Ok(1)
-}
-
-/// Queues kept for removed destinations: nothing delivers their events until then.
-fn print_kept_queues(kept: &[Value]) {
-    for queue in kept {
-        println!(
-            "⚠ {} wait in the kept queue of {}, which is not configured: configure it again to deliver them, or remove it with --drop-queue",
-            describe_queue(&queue["queue"]),
-            queue["id"].as_str().unwrap_or("?"),
-        );
-    }
 }
 
 /// `raxe stats`.
@@ -393,7 +205,7 @@ pub fn stats(data: &DataDir, json_out: bool) -> Result<i32> {
         );
     }
     row("TOTAL", &stats["total"], None, None);
-    print_kept_queues(
+    super::drain::print_kept_queues(
         stats["kept_queues"]
             .as_array()
             .map_or(&[][..], Vec::as_slice),

@@ -215,3 +215,38 @@ async fn an_offline_ingest_fills_a_blank_event_id() {
     assert!(ids.iter().all(|id| id.len() == 36), "{ids:?}");
     assert_ne!(ids[0], ids[1]);
 }
+
+/// Spool files that arrive while an offline drain runs (`raxe ingest` hands them to the
+/// spool then) are taken in and delivered by it too; it said they "could not be taken in".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_drain_takes_in_files_that_arrive_meanwhile() {
+    use raxe_tests::hec::Fault;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    // Slow answers keep the drain busy for a few seconds.
+    for _ in 0..3 {
+        hec.push_fault(Fault::Slow(std::time::Duration::from_millis(800)));
+    }
+    let spool = data.join("spool");
+    fs::create_dir_all(&spool).unwrap();
+    let lines = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|n| event_line(n, "acme")).collect()
+    };
+    write_spool_file(&spool, "first.jsonl", &lines(0..300));
+    let drain = tokio::spawn({
+        let data = data.to_path_buf();
+        async move { raxe_async(&data, &["drain", "--timeout", "30"]).await }
+    });
+    // Once the drain holds the queues, a file arrives (as `raxe ingest` would hand it).
+    let holds = wait_for(std::time::Duration::from_secs(10), || {
+        fs::read_to_string(data.join("status.json")).is_ok_and(|s| s.contains(r#""role":"drain""#))
+    })
+    .await;
+    assert!(holds);
+    write_spool_file(&spool, "later.jsonl", &lines(300..350));
+    let out = drain.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(hec.accepted_count(), 350);
+}
