@@ -92,16 +92,24 @@ impl Host {
     }
 
     /// When each destination last delivered, as the last run (the service, or a drain)
-    /// published it: "never" after a restart would be wrong.
+    /// published it: "never" after a restart would be wrong. Not for a destination
+    /// configured since (another SIEM, perhaps).
     fn restore_last_deliveries(&self) {
-        let Ok((stats, _)) = crate::status::read(&self.data) else {
+        let Ok((stats, age_ms)) = crate::status::read(&self.data) else {
             return;
         };
+        let published_ms = raxe_engine::audit::now_ms().saturating_sub(age_ms);
         for dest in stats["destinations"].as_array().into_iter().flatten() {
-            if let (Some(id), Some(ms)) = (
+            let (Some(id), Some(ms)) = (
                 dest["id"].as_str(),
                 dest["marks"]["last_delivery_ms"].as_u64(),
-            ) {
+            ) else {
+                continue;
+            };
+            let unchanged = crate::config_store::Scope::from_destination_id(id)
+                .and_then(|scope| self.configs.changed_ms(&scope))
+                .is_some_and(|changed| changed < published_ms);
+            if unchanged {
                 let _ = self.dispatcher.restore_last_delivery(id, ms);
             }
         }

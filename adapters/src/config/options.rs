@@ -71,7 +71,12 @@ pub struct SplunkOptions {
     /// Requests that may wait for their ack at once; workers wait for room beyond that.
     /// It bounds throughput (this many requests per indexing delay) and the requests a
     /// crash sends again.
-    #[serde(default = "ack_max_pending")]
+    /// Written only when not the default, so a file an older version reads (it refuses
+    /// unknown fields) stays readable unless the option is used.
+    #[serde(
+        default = "ack_max_pending",
+        skip_serializing_if = "is_default_ack_max_pending"
+    )]
     pub ack_max_pending: usize,
     /// The HEC channel GUID, made once at configure time and kept in the config file so
     /// that it survives restarts.
@@ -87,6 +92,9 @@ pub const DEFAULT_ACK_TIMEOUT_SECONDS: u64 = 300;
 pub const DEFAULT_ACK_MAX_PENDING: usize = 64;
 fn ack_max_pending() -> usize {
     DEFAULT_ACK_MAX_PENDING
+}
+fn is_default_ack_max_pending(n: &usize) -> bool {
+    *n == DEFAULT_ACK_MAX_PENDING
 }
 fn ack_interval() -> u64 {
     DEFAULT_ACK_INTERVAL_SECONDS
@@ -336,6 +344,16 @@ impl SiemOptions {
             SiemOptions::Arcsight(_) => T::Arcsight,
             SiemOptions::Cef(_) => T::Cef,
         }
+    }
+
+    /// The options as a JSON object, for display: [`SiemOptions::to_json`] with the
+    /// options a file leaves out at their default too.
+    pub fn to_shown_json(&self) -> serde_json::Value {
+        let mut v = self.to_json();
+        if let SiemOptions::Splunk(o) = self {
+            v["ack_max_pending"] = o.ack_max_pending.into();
+        }
+        v
     }
 
     /// The options as a JSON object (what `extra` serializes to).

@@ -96,6 +96,12 @@ fn the_ack_window_is_configured_shown_and_bounded() {
     };
     assert!(configure(&["--ack"]).status.success());
     assert_eq!(shown(), 64);
+    // At its default the file leaves it out: an older version (which refuses unknown
+    // fields) still reads the file after a downgrade.
+    let file = data.join("config/destinations/customer%2Fm1%2Facme.json");
+    assert!(!fs::read_to_string(&file)
+        .unwrap()
+        .contains("ack_max_pending"));
     assert!(configure(&["--ack-max-pending", "512"]).status.success());
     assert_eq!(shown(), 512);
     // Kept when not given again.
@@ -234,4 +240,49 @@ fn sentinel_names_are_checked_as_azure_reads_them() {
     let out = logs_ingestion(good, "Raxe_CL");
     assert!(!out.status.success());
     assert!(text(&out).contains("Custom-"), "{}", text(&out));
+    // Only names given now are checked, and not when the URL names DCR and stream itself:
+    // a destination stored with other forms can still be updated.
+    let full_url = format!("https://dce.example/dataCollectionRules/{good}/streams/Custom-R_CL");
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "url",
+            "--type",
+            "sentinel",
+            "--api",
+            "logs-ingestion",
+            "--url",
+            &full_url,
+            "--tenant-id",
+            "t",
+            "--client-id",
+            "c",
+            "--dcr-id",
+            "x",
+            "--stream",
+            "y",
+            "--token",
+            "s",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "url",
+            "--type",
+            "sentinel",
+            "--url",
+            &full_url,
+            "--batch-size",
+            "200",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -128,10 +128,8 @@ async fn the_last_delivery_survives_a_run_that_delivers_nothing() {
         .success());
     assert_eq!(hec.accepted_count(), 5);
     let delivered_at = last_delivery().expect("a delivery time");
-    // The SIEM goes away (a port nothing listens on): the next run delivers nothing.
-    assert!(configure_splunk(data, "http://127.0.0.1:1", TOKEN)
-        .status
-        .success());
+    // The SIEM refuses the token now: the next run delivers nothing.
+    hec.set_token("another");
     ingest(5);
     assert!(!raxe_async(data, &["drain", "--timeout", "2"])
         .await
@@ -140,6 +138,15 @@ async fn the_last_delivery_survives_a_run_that_delivers_nothing() {
     assert_eq!(last_delivery(), Some(delivered_at));
     let out = raxe(data, &["customer", "siem", "show", "acme", "--mssp", "m1"]);
     assert!(!text(&out).contains("never"), "{}", text(&out));
+    // Configured since (another SIEM, perhaps): its history is not this one's.
+    assert!(configure_splunk(data, "http://127.0.0.1:1", TOKEN)
+        .status
+        .success());
+    assert!(!raxe_async(data, &["drain", "--timeout", "2"])
+        .await
+        .status
+        .success());
+    assert_eq!(last_delivery(), None);
 }
 
 /// While a `drain` holds the queues (no service), `stats` shows the drain's own figures and

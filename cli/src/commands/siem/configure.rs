@@ -171,8 +171,12 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     }
     config.tls = tls;
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The names given now (a file with other forms keeps them: see check_azure_names),
+    // unless the URL names the DCR and stream itself.
     if let SiemOptions::Sentinel(o) = &config.extra {
-        if o.api == SentinelApi::LogsIngestion {
+        let named_by_url = config.endpoint_url.contains("/dataCollectionRules/");
+        let given = args.dcr_id.is_some() || args.stream.is_some();
+        if o.api == SentinelApi::LogsIngestion && given && !named_by_url {
             raxe_adapters::sentinel_ingestion::check_azure_names(o)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }

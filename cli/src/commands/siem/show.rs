@@ -27,7 +27,7 @@ pub(super) fn show(
             .and_then(|all| all.iter().find(|d| d["id"] == id.as_str()).cloned())
     });
     let config = &record.config;
-    let options = config.extra.to_json();
+    let options = config.extra.to_shown_json();
     if json_out {
         let out = json!({
             "id": id,
