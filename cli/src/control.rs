@@ -207,16 +207,15 @@ pub fn drop_queue(host: &Host, destination: &str) -> Result<()> {
 pub fn call(data: &DataDir, request: &Request) -> Result<String> {
     let path = data.control_socket();
     let mut stream = UnixStream::connect(&path).with_context(|| {
-        match crate::status::publisher(data) {
+        if crate::status::drain_holds(data) {
             // A drain holds the queues and has no control socket.
-            Some((role, true)) if role == "drain" => {
-                "a `raxe drain` holds the data directory; try again once it ends".to_string()
-            }
-            _ => format!(
+            "a `raxe drain` holds the data directory; try again once it ends".to_string()
+        } else {
+            format!(
                 "another raxe process holds the data directory (`raxe serve` answers on {}; \
                  it does not)",
                 path.display()
-            ),
+            )
         }
     })?;
     let wait = match request {

@@ -95,11 +95,11 @@ impl Host {
     /// published it: "never" after a restart would be wrong. Not for a destination
     /// configured since (another SIEM, perhaps).
     fn restore_last_deliveries(&self) {
-        let Ok((stats, age_ms)) = crate::status::read(&self.data) else {
+        let Ok(last) = crate::status::read(&self.data) else {
             return;
         };
-        let published_ms = raxe_engine::audit::now_ms().saturating_sub(age_ms);
-        for dest in stats["destinations"].as_array().into_iter().flatten() {
+        let published_ms = raxe_engine::audit::now_ms().saturating_sub(last.age_ms);
+        for dest in last.stats["destinations"].as_array().into_iter().flatten() {
             let (Some(id), Some(ms)) = (
                 dest["id"].as_str(),
                 dest["marks"]["last_delivery_ms"].as_u64(),

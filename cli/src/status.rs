@@ -1,5 +1,6 @@
-//! `status.json`: the running service's live figures, for commands that cannot open the
-//! queues while `raxe serve` holds them.
+//! `status.json`: the live figures of the process that holds the queues (`raxe serve`, or
+//! a `raxe drain` without it), for commands that cannot open them meanwhile; after it
+//! ends, what its run left (states, last deliveries).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,17 @@ impl Role {
     }
 }
 
+/// What the last publisher wrote, read at once.
+pub struct Published {
+    /// The figures (`EngineStats` as JSON).
+    pub stats: Value,
+    /// How long ago they were written, in ms.
+    pub age_ms: u64,
+    pub role: Role,
+    /// Whether the publisher still held the queues when it wrote them.
+    pub running: bool,
+}
+
 /// Publishes the figures and the spool the service reads (best effort: a failure is
 /// logged, never fatal). `running`: the publisher still holds the queues.
 pub fn write(data: &DataDir, stats: &EngineStats, role: Role, running: bool, spool: &Path) {
@@ -41,33 +53,37 @@ pub fn write(data: &DataDir, stats: &EngineStats, role: Role, running: bool, spo
     }
 }
 
-/// `status.json` as the service last published it.
+/// `status.json` as the service (or a drain) last published it.
 fn load(data: &DataDir) -> Result<Value> {
     let path = data.status_file();
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
-            "the service holds the queues and has not published {} yet",
+            "another raxe process (the service, or a drain) holds the queues and has not published {} yet",
             path.display()
         )
     })?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
-/// What the process holding the queues last published: "serve" or "drain", and whether
-/// it still ran then (`None` without a readable file).
-pub fn publisher(data: &DataDir) -> Option<(String, bool)> {
-    let status = load(data).ok()?;
-    // Before `role` was published, only the service published while it ran.
-    let role = status["role"].as_str().unwrap_or("serve").to_string();
-    Some((role, status["running"].as_bool().unwrap_or(false)))
-}
-
-/// The service's last published figures (`stats` part), and how old they are in ms.
-pub fn read(data: &DataDir) -> Result<(Value, u64)> {
+/// What the process holding the queues (or the last one) published.
+pub fn read(data: &DataDir) -> Result<Published> {
     let status = load(data)?;
     let updated = status["updated_ms"].as_u64().unwrap_or(0);
-    let age = raxe_engine::audit::now_ms().saturating_sub(updated);
-    Ok((status["stats"].clone(), age))
+    Ok(Published {
+        age_ms: raxe_engine::audit::now_ms().saturating_sub(updated),
+        // Before `role` was published, only the service published.
+        role: match status["role"].as_str() {
+            Some("drain") => Role::Drain,
+            _ => Role::Serve,
+        },
+        running: status["running"].as_bool().unwrap_or(false),
+        stats: status["stats"].clone(),
+    })
+}
+
+/// Whether a `raxe drain` (not the service) holds the queues, as it last published.
+pub fn drain_holds(data: &DataDir) -> bool {
+    read(data).is_ok_and(|p| p.role == Role::Drain && p.running)
 }
 
 /// The spool the running service reads (`serve --spool`), as it published it; else the

@@ -287,6 +287,8 @@ impl IndexerAck for super::HecAdapter {
     }
 
     fn max_pending(&self) -> usize {
-        self.ack.as_ref().map_or(1, |s| s.max_pending)
+        self.ack
+            .as_ref()
+            .map_or(crate::config::DEFAULT_ACK_MAX_PENDING, |s| s.max_pending)
     }
 }

@@ -22,7 +22,8 @@ pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
             let mut stats = serde_json::to_value(host.dispatcher.stats())?;
             // A destination opened here has not sent anything yet: "ok" would say nothing.
             // What the last run (the service, or `drain`) found is the news.
-            let last_run_ms_ago = status::read(data).ok().map(|(last, age_ms)| {
+            let last_run_ms_ago = status::read(data).ok().map(|published| {
+                let (last, age_ms) = (published.stats, published.age_ms);
                 let (records, _) = host.configs.list().unwrap_or_default();
                 let changed: HashMap<String, u64> = records
                     .iter()
@@ -35,15 +36,13 @@ pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
             Ok((stats, Source::Queues { last_run_ms_ago }))
         }
         Err(OpenError::InUse(_)) => {
-            let (stats, age_ms) = status::read(data)?;
-            let (role, running) = status::publisher(data).unwrap_or_default();
-            let drain = role == "drain";
+            let published = status::read(data)?;
             Ok((
-                stats,
+                published.stats,
                 Source::Service {
-                    age_ms,
-                    drain,
-                    running,
+                    age_ms: published.age_ms,
+                    drain: published.role == status::Role::Drain,
+                    running: published.running,
                 },
             ))
         }

@@ -142,9 +142,9 @@ fn ingest_via_spool(data: &DataDir, input: Box<dyn BufRead>) -> Result<i32> {
         fs::rename(&tmp, spool.join(&name))?;
         File::open(&spool)?.sync_all()?;
     }
-    let holder = match crate::status::publisher(data) {
-        Some((role, true)) if role == "drain" => "the running `raxe drain`",
-        _ => "the running service",
+    let holder = match crate::status::drain_holds(data) {
+        true => "the running `raxe drain`",
+        false => "the running service",
     };
     println!("accepted {accepted}, rejected {rejected} (handed to {holder} through its spool)");
     Ok(if rejected > 0 { 1 } else { 0 })

@@ -170,12 +170,12 @@ async fn commands_beside_a_drain_say_it_is_a_drain() {
     let mut drain = std::process::Command::new(RAXE)
         .arg("--data-dir")
         .arg(data)
-        .args(["drain", "--timeout", "4"])
+        .args(["drain", "--timeout", "60"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let published = wait_for(std::time::Duration::from_secs(3), || {
+    let published = wait_for(std::time::Duration::from_secs(20), || {
         fs::read_to_string(data.join("status.json"))
             .is_ok_and(|s| s.contains(r#""role":"drain""#) && s.contains(r#""running":true"#))
     })
@@ -192,7 +192,9 @@ async fn commands_beside_a_drain_say_it_is_a_drain() {
         "{}",
         text(&out)
     );
-    assert!(!drain.wait().unwrap().success());
+    // Its deadline is far off: stop it.
+    drain.kill().unwrap();
+    drain.wait().unwrap();
 }
 
 /// `raxe ingest` without the service gives a blank `event_id` a fresh one, as the spool
