@@ -276,8 +276,9 @@ pub struct ConfigureArgs {
     /// Throughput is at most this many batches per indexing delay (64 x 100 events per
     /// 2 s: 3,200 events/s); a crash sends them all again (duplicates).
     #[arg(long, help_heading = "Splunk", value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=limits::MAX_ACK_MAX_PENDING as u64))]
-    pub ack_max_pending: Option<u64>,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=limits::MAX_ACK_MAX_PENDING as u64))]
+    pub ack_max_pending: Option<usize>,
 
     /// CrowdStrike LogScale: repository (sent as the HEC index).
     #[arg(long, help_heading = "CrowdStrike")]

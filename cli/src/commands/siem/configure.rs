@@ -171,6 +171,19 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
     }
     config.tls = tls;
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    check_what_is_given_has_a_use(&config, args, token_given)?;
+    // Building the adapter checks what validation cannot: certificates, keys, the syslog target.
+    raxe_adapters::create_siem_adapter(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(config)
+}
+
+/// What `configure` refuses though the file would load: names Azure answers 404 for, a
+/// token CEF over syslog never sends, TLS options without TLS.
+fn check_what_is_given_has_a_use(
+    config: &SiemConfig,
+    args: &ConfigureArgs,
+    token_given: bool,
+) -> Result<()> {
     // The names given now (a file with other forms keeps them: see check_azure_names),
     // unless the URL names the DCR and stream itself.
     if let SiemOptions::Sentinel(o) = &config.extra {
@@ -190,16 +203,14 @@ pub fn build_config(args: &ConfigureArgs, previous: Option<&SiemConfig>) -> Resu
         || args.ca_cert.is_some()
         || args.client_cert.is_some()
         || args.client_key.is_some();
-    if tls_given && !speaks_tls(&config) {
+    if tls_given && !speaks_tls(config) {
         bail!(
             "--insecure-skip-verify, --ca-cert, --client-cert and --client-key apply to TLS, \
              which this destination does not use: give an https:// URL, or --tls for CEF over \
              syslog"
         );
     }
-    // Building the adapter checks what validation cannot: certificates, keys, the syslog target.
-    raxe_adapters::create_siem_adapter(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(config)
+    Ok(())
 }
 
 /// Whether the destination talks TLS anywhere: CEF over syslog with `tls`, or an https://
@@ -368,9 +379,7 @@ fn apply_options(options: &mut SiemOptions, args: &ConfigureArgs) -> Result<()> 
             set(ack_interval_seconds, &args.ack_interval);
             set(compression, &compression_arg(args));
             set(ack_timeout_seconds, &args.ack_timeout);
-            if let Some(n) = args.ack_max_pending {
-                *ack_max_pending = n as usize;
-            }
+            set(ack_max_pending, &args.ack_max_pending);
             // The channel is made once and kept across reconfigurations and restarts:
             // Splunk ties ack ids (and load-balancer stickiness) to it.
             if *ack && channel.is_none() {

@@ -221,9 +221,7 @@ pub(super) fn list(
             r.id(),
             r.config.siem_type.to_string(),
             if r.config.enabled { "yes" } else { "no" },
-            queued(&r.id())
-                .map(|q| q.to_string())
-                .unwrap_or_else(|| "-".into()),
+            cell(queued(&r.id())),
         );
     }
     for id in &broken {
@@ -232,10 +230,13 @@ pub(super) fn list(
             id,
             "?",
             "?",
-            queued(id)
-                .map(|q| q.to_string())
-                .unwrap_or_else(|| "-".into()),
+            cell(queued(id)),
         );
     }
     Ok(0)
+}
+
+/// A count for a table cell; "-" when not known.
+fn cell(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
 }
