@@ -177,6 +177,8 @@ impl Host {
 
 /// Builds the adapter for a record and registers it with the dispatcher.
 pub fn register(dispatcher: &SiemDispatcher, record: &DestinationRecord) -> Result<()> {
+    // What building the adapter logs (TLS verification off, say) names its destination.
+    let _destination = tracing::info_span!("destination", id = %record.id()).entered();
     let adapter = raxe_adapters::create_siem_adapter(record.config.clone())
         .with_context(|| format!("destination {}", record.id()))?;
     dispatcher.register_destination(

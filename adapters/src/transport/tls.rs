@@ -58,7 +58,8 @@ pub fn client_config(tls: &TlsOptions) -> Result<ClientConfig, TransportSetupErr
         .map_err(|e| TransportSetupError::Tls(e.to_string()))?;
 
     let builder = if tls.insecure_skip_verify {
-        tracing::warn!(
+        // The factory warns once per adapter; a transport is built per adapter too.
+        tracing::debug!(
             "TLS certificate verification is DISABLED (insecure_skip_verify = true): \
              any server certificate is accepted"
         );
