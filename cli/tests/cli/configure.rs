@@ -190,7 +190,7 @@ fn sentinel_names_are_checked_as_azure_reads_them() {
             "--api",
             "data-collector",
             "--url",
-            "https://ws.ods.opinsights.azure.com",
+            "https://3f2504e0-4f89-41d3-9a0c-0305e82c3301.ods.opinsights.azure.com",
             "--workspace-id",
             "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
             "--log-type",
@@ -205,6 +205,22 @@ fn sentinel_names_are_checked_as_azure_reads_them() {
         "{}",
         text(&out)
     );
+    // Another workspace's host would refuse the signature for good.
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "dc",
+            "--type",
+            "sentinel",
+            "--url",
+            "https://ws9.ods.opinsights.azure.com",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("workspace ws9's"), "{}", text(&out));
     let logs_ingestion = |dcr: &str, stream: &str| {
         raxe(
             data,

@@ -194,6 +194,26 @@ fn check_what_is_given_has_a_use(
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
+    // Azure's Data Collector host is the workspace's own: another one's would refuse the
+    // signature (403) for good.
+    if let SiemOptions::Sentinel(o) = &config.extra {
+        let host = config
+            .uri()
+            .ok()
+            .and_then(|u| u.host().map(str::to_ascii_lowercase));
+        let workspace_of_host = host
+            .as_deref()
+            .and_then(|h| h.strip_suffix(".ods.opinsights.azure.com"));
+        if o.api == SentinelApi::DataCollector
+            && workspace_of_host.is_some_and(|w| !w.eq_ignore_ascii_case(&o.workspace_id))
+        {
+            bail!(
+                "the URL's host is workspace {}'s, not --workspace-id {}'s",
+                workspace_of_host.unwrap_or_default(),
+                o.workspace_id
+            );
+        }
+    }
     if token_given && matches!(config.cef_mode(), Ok(CefMode::Syslog(_))) {
         bail!(
             "CEF over syslog has no credential: --token, --token-file and --token-env are not used"
