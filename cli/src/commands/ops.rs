@@ -17,7 +17,7 @@ use crate::config_store::{ConfigStore, Scope};
 use crate::control;
 use crate::data_dir::DataDir;
 use crate::host::{Host, OpenError};
-use crate::spool::{read_line_bounded, Step};
+use crate::spool::{line_text, read_line_bounded, Step};
 
 /// Reads JSON lines, queues the good ones durably (or hands them to the running service
 /// through its spool) and reports bad lines on stderr. Exit 1 when any line was rejected.
@@ -51,7 +51,7 @@ fn for_each_line(
             return Ok(rejected);
         }
         line_no += 1;
-        let text = line.trim_ascii();
+        let text = line_text(&line, line_no);
         // A line over the limit is rejected even if all that was kept of it is blanks.
         if text.is_empty() && !too_long {
             continue;

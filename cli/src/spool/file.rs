@@ -11,7 +11,7 @@ use raxe_adapters::event::{EncodedEvent, ScanEvent};
 use raxe_engine::SiemDispatcher;
 use raxe_storage::SledStore;
 
-use super::steps::{read_line_bounded, Step, STEP_EVENTS};
+use super::steps::{line_text, read_line_bounded, Step, STEP_EVENTS};
 use super::MARKER_PREFIX;
 
 /// Longest line read (an event's limit); longer ones are rejected without being held in
@@ -82,7 +82,7 @@ pub fn ingest_file(
         }
         offset += consumed as u64;
         line_no += 1;
-        let text = line.trim_ascii();
+        let text = line_text(&line, line_no);
         // A line over the limit is rejected even if all that was kept of it is blanks.
         if too_long || !text.is_empty() {
             let encoded = if too_long {

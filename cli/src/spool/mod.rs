@@ -32,7 +32,7 @@ use raxe_engine::SiemDispatcher;
 use raxe_storage::SledStore;
 
 pub use file::ingest_file;
-pub(crate) use steps::{read_line_bounded, Step};
+pub(crate) use steps::{line_text, read_line_bounded, Step};
 
 /// Where claimed files are read from, inside the spool.
 pub const INGESTING_DIR: &str = "ingesting";

@@ -259,3 +259,37 @@ async fn an_offline_drain_takes_in_files_that_arrive_meanwhile() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(hec.accepted_count(), 350);
 }
+
+/// A file that starts with a UTF-8 byte order mark (PowerShell 5.1 writes one by default),
+/// with CRLF line ends: every event is taken, by `ingest` and by the spool. The first one
+/// was rejected as "invalid JSON … column 1".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_does_not_cost_the_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hec = HecReceiver::start(TOKEN).await;
+    assert!(configure_splunk(data, &hec.url(), TOKEN).status.success());
+    let with_bom = |from: usize| {
+        let lines: Vec<String> = (from..from + 3).map(|n| event_line(n, "acme")).collect();
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend_from_slice((lines.join("\r\n") + "\r\n").as_bytes());
+        bytes
+    };
+    let input = data.join("windows.jsonl");
+    fs::write(&input, with_bom(0)).unwrap();
+    let out = raxe(data, &["ingest", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("accepted 3, rejected 0"),
+        "{}",
+        text(&out)
+    );
+    let spool = data.join("spool");
+    fs::create_dir_all(&spool).unwrap();
+    fs::write(spool.join("windows.jsonl.tmp"), with_bom(3)).unwrap();
+    fs::rename(spool.join("windows.jsonl.tmp"), spool.join("windows.jsonl")).unwrap();
+    let out = raxe_async(data, &["drain", "--timeout", "20"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(hec.accepted_count(), 6);
+    assert!(!spool.join("rejected/windows.jsonl.rejected").exists());
+}
