@@ -10,6 +10,8 @@ use std::time::Duration;
 
 mod support;
 
+#[path = "serve/drain.rs"]
+mod drain;
 #[path = "serve/indexer_ack.rs"]
 mod indexer_ack;
 #[path = "serve/reload.rs"]

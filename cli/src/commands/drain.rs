@@ -155,6 +155,7 @@ async fn drain_via_service(data: &DataDir, timeout: Duration) -> Result<i32> {
             // Spool files that arrived meanwhile are not delivered yet: go round again.
             let arrived = spool_backlog(&spool)? > 0;
             if !drained || !arrived || Instant::now() >= deadline {
+                wait_for_figures_after(data, raxe_engine::audit::now_ms()).await;
                 return finish_drain(&answer["stats"], drained && !arrived);
             }
         } else if Instant::now() >= deadline {
@@ -167,6 +168,21 @@ async fn drain_via_service(data: &DataDir, timeout: Duration) -> Result<i32> {
         } else {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Waits (a second at most) until the service has published figures newer than `ms`, so
+/// `stats` and `show` right after the drain say what it did, not the state before it (the
+/// service publishes every half second).
+async fn wait_for_figures_after(data: &DataDir, ms: u64) {
+    let give_up = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < give_up {
+        let published = crate::status::read(data)
+            .is_ok_and(|p| raxe_engine::audit::now_ms().saturating_sub(p.age_ms) > ms);
+        if published {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
