@@ -112,6 +112,11 @@ fn the_ack_window_is_configured_shown_and_bounded() {
         assert!(!out.status.success(), "{bad}");
     }
     assert_eq!(shown(), 512);
+    // With acks off, their settings are not shown (the switch is).
+    assert!(configure(&["--no-ack"]).status.success());
+    let out = raxe(data, &["customer", "siem", "show", "acme", "--mssp", "m1"]);
+    assert!(text(&out).contains("Ack:"), "{}", text(&out));
+    assert!(!text(&out).contains("Ack Max Pending"), "{}", text(&out));
     let out = raxe(
         data,
         &[
@@ -163,6 +168,24 @@ fn tls_options_and_a_token_need_a_use() {
     let out = configure(&["--insecure-skip-verify"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("apply to TLS"), "{}", text(&out));
+    // A ':' with no port (it would mean the scheme's default) is refused.
+    let out = raxe(
+        data,
+        &[
+            "global",
+            "siem",
+            "configure",
+            "h",
+            "--type",
+            "splunk",
+            "--url",
+            "http://127.0.0.1:/services/collector/event",
+            "--token",
+            "t",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no port after it"), "{}", text(&out));
     let out = configure(&["--tls", "--insecure-skip-verify"]);
     assert!(out.status.success(), "{}", text(&out));
     // Nor does syslog take a credential (it was kept and shown as ****).

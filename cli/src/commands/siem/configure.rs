@@ -194,6 +194,13 @@ fn check_what_is_given_has_a_use(
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
+    // "host:" with no port means the scheme's default, which is rarely what was meant.
+    if config
+        .uri()
+        .is_ok_and(|u| u.authority().is_some_and(|a| a.as_str().ends_with(':')))
+    {
+        bail!("the URL has a ':' but no port after it; give the port, or leave out the ':'");
+    }
     // Azure's Data Collector host is the workspace's own: another one's would refuse the
     // signature (403) for good.
     if let SiemOptions::Sentinel(o) = &config.extra {

@@ -53,7 +53,12 @@ pub(super) fn show(
     println!("  URL:           {}", config.redacted_url());
     println!("  Token:         {}", mask(config.auth_token.expose()));
     if let Value::Object(map) = &options {
+        // Indexer-ack settings say nothing while acks are off.
+        let acks_off = map.get("ack") == Some(&Value::Bool(false));
         for (key, value) in map {
+            if acks_off && key.starts_with("ack_") {
+                continue;
+            }
             let shown = match value {
                 Value::String(s) => s.clone(),
                 // Splunk indexer acknowledgement reads better as a switch.
