@@ -87,7 +87,8 @@ pub(crate) async fn run(
             continue;
         }
         let now = Instant::now();
-        let due = if dest.acks.full() {
+        // Full, or drained (`raxe drain` waits for these acks): not held to the interval.
+        let due = if dest.acks.full() || dest.flushing() {
             next_poll.min(last_poll + full_step)
         } else {
             next_poll

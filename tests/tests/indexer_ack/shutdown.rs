@@ -111,3 +111,21 @@ async fn a_stop_does_not_wait_for_requests_of_a_channel_it_left() {
         "waited {took:?} for ids no poll asks about"
     );
 }
+
+/// A drain waits for the acks of what it sent: the poller polls every second meanwhile,
+/// not at the interval (30 s here; a standalone `raxe drain` took the 10 s default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_polls_for_its_acks_without_waiting_for_the_interval() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::After(Duration::from_millis(300))).await;
+    add(&engine, "d", rarely_polled(&hec), 1);
+    let batch = events("m", "c", 0..100);
+    engine.dispatch(batch.clone()).await;
+    engine.dispatcher.start().unwrap();
+    let started = std::time::Instant::now();
+    assert!(engine.dispatcher.drain(Duration::from_secs(25)).await);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "the drain took {took:?}");
+    assert_eq!(as_set(&hec.indexed()), ids(&batch));
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
