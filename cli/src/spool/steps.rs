@@ -71,9 +71,6 @@ impl Step {
     }
 }
 
-/// Reads one line (up to and including `\n`, or to EOF) into `out`, keeping at most
-/// `max + 2` bytes of it. Returns (bytes consumed, whether the line without its `\n` is
-/// longer than `max`).
 /// A line's event text: without the blanks around it and, on a file's first line, without
 /// a UTF-8 byte order mark (Windows tools write one: PowerShell 5.1 by default), which
 /// would make the first event of such a file invalid JSON.
@@ -85,6 +82,9 @@ pub fn line_text(line: &[u8], line_no: usize) -> &[u8] {
     line.trim_ascii()
 }
 
+/// Reads one line (up to and including `\n`, or to EOF) into `out`, keeping at most
+/// `max + 2` bytes of it. Returns (bytes consumed, whether the line without its `\n` is
+/// longer than `max`).
 pub fn read_line_bounded(
     reader: &mut impl BufRead,
     out: &mut Vec<u8>,
