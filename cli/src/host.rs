@@ -98,7 +98,7 @@ impl Host {
         let Ok(last) = crate::status::read(&self.data) else {
             return;
         };
-        let published_ms = raxe_engine::audit::now_ms().saturating_sub(last.age_ms);
+        let published_ms = last.updated_ms;
         for dest in last.stats["destinations"].as_array().into_iter().flatten() {
             let (Some(id), Some(ms)) = (
                 dest["id"].as_str(),

@@ -109,12 +109,7 @@ async fn answer(
                     .filter(|d| {
                         // Retrying is delivering late, not failing: health does not flap
                         // with every 429; spent retries turn it degraded.
-                        !matches!(
-                            d.state,
-                            DestinationState::Ok
-                                | DestinationState::Retrying(_)
-                                | DestinationState::Disabled
-                        )
+                        !(d.state.is_delivering() || d.state == DestinationState::Disabled)
                     })
                     .map(|d| {
                         json!({

@@ -30,11 +30,18 @@ impl Role {
 pub struct Published {
     /// The figures (`EngineStats` as JSON).
     pub stats: Value,
-    /// How long ago they were written, in ms.
-    pub age_ms: u64,
+    /// When they were written (ms since the epoch).
+    pub updated_ms: u64,
     pub role: Role,
     /// Whether the publisher still held the queues when it wrote them.
     pub running: bool,
+}
+
+impl Published {
+    /// How long ago the figures were written, in ms.
+    pub fn age_ms(&self) -> u64 {
+        raxe_engine::audit::now_ms().saturating_sub(self.updated_ms)
+    }
 }
 
 /// Publishes the figures and the spool the service reads (best effort: a failure is
@@ -70,7 +77,7 @@ pub fn read(data: &DataDir) -> Result<Published> {
     let status = load(data)?;
     let updated = status["updated_ms"].as_u64().unwrap_or(0);
     Ok(Published {
-        age_ms: raxe_engine::audit::now_ms().saturating_sub(updated),
+        updated_ms: updated,
         // Before `role` was published, only the service published.
         role: match status["role"].as_str() {
             Some("drain") => Role::Drain,

@@ -377,8 +377,10 @@ impl<'a> Delivery<'a> {
                 Outcome::Retry { after, reason } => {
                     self.dest.mark_error(reason.clone());
                     // Shown while it lasts (a retry may wait a minute); not over a worse state.
-                    self.dest
-                        .replace_delivering_state(DestinationState::Retrying(reason.clone()));
+                    self.dest.replace_state_if(
+                        DestinationState::is_delivering,
+                        DestinationState::Retrying(reason.clone()),
+                    );
                     if retries >= retry_count {
                         return Err(Halt::Retry { after, reason });
                     }

@@ -31,6 +31,12 @@ pub enum DestinationState {
 }
 
 impl DestinationState {
+    /// Delivering: `Ok`, or only retrying a request (a stop or another halt is worse news,
+    /// which these do not overwrite).
+    pub fn is_delivering(&self) -> bool {
+        matches!(self, DestinationState::Ok | DestinationState::Retrying(_))
+    }
+
     /// True when the destination needs an operator (bad token, wrong URL).
     pub fn is_stopped(&self) -> bool {
         matches!(
@@ -114,23 +120,15 @@ impl Destination {
         self.change_state(&mut current, state);
     }
 
-    /// Sets `state` only if the current one is `expected` (one lock: a state another task
-    /// sets meanwhile is not overwritten).
-    pub fn replace_state(&self, expected: &DestinationState, state: DestinationState) {
+    /// Sets `state` only if the current one passes `replaces` (one lock: a state another
+    /// task sets meanwhile is not overwritten).
+    pub fn replace_state_if(
+        &self,
+        replaces: impl FnOnce(&DestinationState) -> bool,
+        state: DestinationState,
+    ) {
         let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if *current == *expected {
-            self.change_state(&mut current, state);
-        }
-    }
-
-    /// Sets `state` if the destination is delivering (`Ok`, or only retrying a request):
-    /// a stop or another halt stays.
-    pub fn replace_delivering_state(&self, state: DestinationState) {
-        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(
-            *current,
-            DestinationState::Ok | DestinationState::Retrying(_)
-        ) {
+        if replaces(&current) {
             self.change_state(&mut current, state);
         }
     }

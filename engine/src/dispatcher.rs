@@ -506,6 +506,15 @@ impl SiemDispatcher {
             .collect()
     }
 
+    /// Events waiting in the destinations' queues (what [`EngineStats::queued`] sums),
+    /// without the rest of the figures: cheap enough for a progress bar.
+    pub fn queued(&self) -> u64 {
+        read(&self.destinations)
+            .values()
+            .map(|dest| dest.queue.stats().len)
+            .sum()
+    }
+
     /// The state of one destination.
     pub fn state(&self, id: &str) -> Result<DestinationState, EngineError> {
         Ok(self.destination(id)?.state())
@@ -585,7 +594,7 @@ impl From<QueueError> for EngineError {
 fn ack_window(adapter: &dyn SiemAdapter) -> usize {
     adapter
         .indexer_ack()
-        .map_or(crate::indexer_ack::DEFAULT_MAX_PENDING, |ack| {
+        .map_or(raxe_adapters::config::DEFAULT_ACK_MAX_PENDING, |ack| {
             ack.max_pending()
         })
 }

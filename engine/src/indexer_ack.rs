@@ -50,10 +50,6 @@ use tokio::sync::{watch, Notify};
 
 use crate::delivery::Halt;
 
-/// Leases that may wait for their ack at once (per destination) until the adapter says
-/// (its `max_pending`, set by the workers).
-pub const DEFAULT_MAX_PENDING: usize = raxe_adapters::config::DEFAULT_ACK_MAX_PENDING;
-
 /// How often the poller looks again when it has nothing to poll or no ack adapter.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 
@@ -167,9 +163,10 @@ pub(crate) struct AckTracker {
     cap: AtomicUsize,
 }
 
+#[cfg(test)]
 impl Default for AckTracker {
     fn default() -> Self {
-        AckTracker::new(DEFAULT_MAX_PENDING)
+        AckTracker::new(raxe_adapters::config::DEFAULT_ACK_MAX_PENDING)
     }
 }
 

@@ -177,8 +177,7 @@ async fn drain_via_service(data: &DataDir, timeout: Duration) -> Result<i32> {
 async fn wait_for_figures_after(data: &DataDir, ms: u64) {
     let give_up = Instant::now() + Duration::from_secs(1);
     while Instant::now() < give_up {
-        let published = crate::status::read(data)
-            .is_ok_and(|p| raxe_engine::audit::now_ms().saturating_sub(p.age_ms) > ms);
+        let published = crate::status::read(data).is_ok_and(|p| p.updated_ms > ms);
         if published {
             return;
         }
@@ -204,9 +203,9 @@ async fn progress_bar(dispatcher: std::sync::Arc<raxe_engine::SiemDispatcher>) {
     if !io::stderr().is_terminal() {
         return;
     }
-    let total = dispatcher.stats().queued().max(1);
+    let total = dispatcher.queued().max(1);
     loop {
-        let left = dispatcher.stats().queued();
+        let left = dispatcher.queued();
         let done = total.saturating_sub(left);
         let width = 30;
         let filled = (done * width / total) as usize;

@@ -23,28 +23,27 @@ pub fn live_stats(data: &DataDir) -> Result<(Value, Source)> {
             // A destination opened here has not sent anything yet: "ok" would say nothing.
             // What the last run (the service, or `drain`) found is the news.
             let last_run_ms_ago = status::read(data).ok().map(|published| {
-                let (last, age_ms) = (published.stats, published.age_ms);
+                let (age_ms, as_of) = (published.age_ms(), published.updated_ms);
                 let (records, _) = host.configs.list().unwrap_or_default();
                 let changed: HashMap<String, u64> = records
                     .iter()
                     .filter_map(|r| Some((r.id(), host.configs.changed_ms(&r.scope)?)))
                     .collect();
-                let as_of = raxe_engine::audit::now_ms().saturating_sub(age_ms);
-                keep_last_states(&mut stats, &last, as_of, |id| changed.get(id).copied());
+                keep_last_states(&mut stats, &published.stats, as_of, |id| {
+                    changed.get(id).copied()
+                });
                 age_ms
             });
             Ok((stats, Source::Queues { last_run_ms_ago }))
         }
         Err(OpenError::InUse(_)) => {
             let published = status::read(data)?;
-            Ok((
-                published.stats,
-                Source::Service {
-                    age_ms: published.age_ms,
-                    drain: published.role == status::Role::Drain,
-                    running: published.running,
-                },
-            ))
+            let source = Source::Service {
+                age_ms: published.age_ms(),
+                drain: published.role == status::Role::Drain,
+                running: published.running,
+            };
+            Ok((published.stats, source))
         }
         Err(OpenError::Other(e)) => Err(e),
     }

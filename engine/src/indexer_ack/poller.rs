@@ -314,8 +314,12 @@ async fn poll_once(
         // failed ack's records as acked in memory: the queue may look empty). Only from Ok
         // (or retrying) and back: a stop or another halt a worker set stays.
         dest.acks.acked(count, all_held, |failing| match failing {
-            Some(true) => dest.replace_delivering_state(ack_failure_state()),
-            Some(false) => dest.replace_state(&ack_failure_state(), DestinationState::Ok),
+            Some(true) => {
+                dest.replace_state_if(DestinationState::is_delivering, ack_failure_state())
+            }
+            Some(false) => {
+                dest.replace_state_if(|s| *s == ack_failure_state(), DestinationState::Ok)
+            }
             None => {}
         });
     }
@@ -342,7 +346,7 @@ pub(crate) fn acks_work_again(dest: &Destination, seen_rounds: Option<u64>) {
         return;
     }
     if std::mem::take(&mut inner.acks_failing) {
-        dest.replace_state(&ack_failure_state(), DestinationState::Ok);
+        dest.replace_state_if(|s| *s == ack_failure_state(), DestinationState::Ok);
         drop(inner);
         dest.acks.recovered();
     }

@@ -62,8 +62,7 @@ impl Drop for Shared {
         let clean = self.committer.poisoned().is_none() && *self.opened.get_mut();
         drop(self.sled.take());
         if clean && sled_let_go(&self.db_path, CLOSE_WAIT) {
-            self.tips
-                .note_db_len(|| fs::metadata(&self.db_path).ok().map(|m| m.len()));
+            self.tips.note_db_len(|| self.db_len());
         }
     }
 }

@@ -128,14 +128,7 @@ impl Tips {
     /// shortened it, or it grew by a flush); writes only if it changed, nothing if the
     /// length cannot be read.
     pub(crate) fn note_db_len(&self, db_len: impl FnOnce() -> Option<u64>) {
-        let mut live = self.lock();
-        let Some(db_len) = db_len() else {
-            return;
-        };
-        if live.db_len != db_len {
-            live.db_len = db_len;
-            write(&mut live, &self.path);
-        }
+        self.advance(&[], db_len);
     }
 
     /// A dropped queue: its nonce never comes back, and a later `advance` for it (an append

@@ -90,19 +90,30 @@ fn syslog_port_change(before: &SiemConfig, after: &SiemConfig) -> Option<(u16, u
     (was != now).then_some((was, now))
 }
 
+/// The destination's URLs, named as the operator gave them: the URL, and Sentinel's token
+/// URL when one is set.
+fn endpoints(config: &SiemConfig) -> Vec<(&'static str, &str)> {
+    let mut urls = vec![("the URL", config.endpoint_url.as_str())];
+    if let SiemOptions::Sentinel(o) = &config.extra {
+        urls.extend(o.token_url.as_deref().map(|url| ("the token URL", url)));
+    }
+    urls
+}
+
+/// Whether `url` starts with `scheme` (as `http://`), whatever its case.
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.trim()
+        .get(..scheme.len())
+        .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+}
+
 /// The destination's HTTP endpoints that are not encrypted (`http://`).
 fn cleartext_endpoints(config: &SiemConfig) -> Vec<&'static str> {
-    let plain = |url: &str| url.trim().to_ascii_lowercase().starts_with("http://");
-    let mut found = Vec::new();
-    if plain(&config.endpoint_url) {
-        found.push("the URL");
-    }
-    if let SiemOptions::Sentinel(o) = &config.extra {
-        if o.token_url.as_deref().is_some_and(plain) {
-            found.push("the token URL");
-        }
-    }
-    found
+    endpoints(config)
+        .into_iter()
+        .filter(|(_, url)| has_scheme(url, "http://"))
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// Builds and validates a configuration from the arguments, keeping the previous token and
@@ -194,20 +205,16 @@ fn check_what_is_given_has_a_use(
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
+    let uri = config.uri().ok();
     // "host:" with no port means the scheme's default, which is rarely what was meant.
-    if config
-        .uri()
-        .is_ok_and(|u| u.authority().is_some_and(|a| a.as_str().ends_with(':')))
-    {
+    let authority = uri.as_ref().and_then(|u| u.authority());
+    if authority.is_some_and(|a| a.as_str().ends_with(':')) {
         bail!("the URL has a ':' but no port after it; give the port, or leave out the ':'");
     }
     // Azure's Data Collector host is the workspace's own: another one's would refuse the
     // signature (403) for good.
     if let SiemOptions::Sentinel(o) = &config.extra {
-        let host = config
-            .uri()
-            .ok()
-            .and_then(|u| u.host().map(str::to_ascii_lowercase));
+        let host = authority.map(|a| a.host().to_ascii_lowercase());
         let workspace_of_host = host
             .as_deref()
             .and_then(|h| h.strip_suffix(".ods.opinsights.azure.com"));
@@ -243,19 +250,11 @@ fn check_what_is_given_has_a_use(
 /// Whether the destination talks TLS anywhere: CEF over syslog with `tls`, or an https://
 /// URL (Sentinel's token URL counts).
 fn speaks_tls(config: &SiemConfig) -> bool {
-    let https = |url: &str| {
-        url.get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-    };
     match config.cef_mode() {
         Ok(CefMode::Syslog(protocol)) => protocol == SyslogProtocol::Tls,
-        _ => {
-            let token_url = match &config.extra {
-                SiemOptions::Sentinel(o) => o.token_url.as_deref(),
-                _ => None,
-            };
-            https(&config.endpoint_url) || token_url.is_some_and(https)
-        }
+        _ => endpoints(config)
+            .iter()
+            .any(|(_, url)| has_scheme(url, "https://")),
     }
 }
 
