@@ -139,10 +139,8 @@ async fn run(request: Request, slot: HostSlot) -> Response {
         // The service applies a changed configuration at its next poll (another change
         // meanwhile, or a reload that failed, would never match: not past CONFIG_WAIT).
         let config_by = deadline.min(Instant::now() + CONFIG_WAIT);
-        while config.is_some_and(|wanted| host.applied_config() != wanted)
-            && Instant::now() < config_by
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(wanted) = config {
+            host.config_applied(wanted, config_by).await;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let drained = host.dispatcher.drain(left).await;

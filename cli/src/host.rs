@@ -2,12 +2,13 @@
 //! a dispatcher with every configured destination registered.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use raxe_engine::{AuditLog, DestinationOptions, EngineError, SiemDispatcher};
 use raxe_storage::{QueueError, QueueStore, SledStore};
+use tokio::sync::watch;
 
 use crate::config_store::{ConfigStore, DestinationRecord};
 use crate::data_dir::DataDir;
@@ -22,7 +23,7 @@ pub struct Host {
     /// applied kept as the one its destination last ran with.
     delivers: bool,
     /// The fingerprint of the configuration last applied (see `ConfigStore::fingerprint`).
-    applied_config: AtomicU64,
+    applied_config: watch::Sender<u64>,
 }
 
 /// Why the engine could not be opened.
@@ -33,9 +34,13 @@ pub enum OpenError {
 }
 
 impl Host {
-    /// The fingerprint of the configuration last applied.
-    pub fn applied_config(&self) -> u64 {
-        self.applied_config.load(Ordering::Acquire)
+    /// Waits until the configuration with fingerprint `wanted` is applied, until `by` at
+    /// most; false if it was not by then.
+    pub async fn config_applied(&self, wanted: u64, by: Instant) -> bool {
+        let mut applied = self.applied_config.subscribe();
+        tokio::time::timeout_at(by.into(), applied.wait_for(|now| *now == wanted))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     /// Opens the store and registers every configured destination (not started), for a
@@ -80,7 +85,7 @@ impl Host {
                 dispatcher,
                 configs,
                 delivers,
-                applied_config: AtomicU64::new(0),
+                applied_config: watch::Sender::new(0),
             };
             host.apply_configs()?;
             if delivers {
@@ -170,7 +175,7 @@ impl Host {
                 }
             }
         }
-        self.applied_config.store(fingerprint, Ordering::Release);
+        self.applied_config.send_replace(fingerprint);
         Ok((ids, unreadable))
     }
 }
