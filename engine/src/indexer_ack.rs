@@ -198,6 +198,11 @@ impl AckTracker {
         self.lock().pending.len()
     }
 
+    /// When the request that has waited longest was handed over.
+    fn oldest_since(&self) -> Option<Instant> {
+        self.lock().pending.iter().map(|p| p.since).min()
+    }
+
     /// Takes over leases whose requests were accepted with these ack ids, keeping only
     /// what their ack or release needs: the lease's id (see `Lease::without_records`). A
     /// record's bytes are a slice of its whole decoded chunk, so 64 waiting leases held

@@ -380,9 +380,9 @@ async fn a_full_tracker_is_polled_every_second_whatever_the_interval() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-/// ...but not while its polls confirm nothing (a stuck or slow indexer): then the step
-/// doubles back to the interval (about 1, 3, 7 s after the tracker filled, against a poll
-/// a second).
+/// ...and while its polls confirm nothing (a slow or stuck indexer), a second apart for the
+/// first four seconds of the wait (an indexer that takes 1.5 s is seen at 2 s), then a
+/// quarter of the wait apart: about 5.1, 6.3, 7.9, 9.9, 12.4, 15.5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_tracker_whose_polls_confirm_nothing_is_polled_less_and_less() {
     let engine = Engine::new();
@@ -395,12 +395,27 @@ async fn a_full_tracker_whose_polls_confirm_nothing_is_polled_less_and_less() {
     engine.dispatch(events("m", "c", 0..100)).await;
     engine.dispatcher.start().unwrap();
     assert!(hec.wait_for(64, WAIT).await);
+    // The first look, a second into the wait.
     assert!(wait_until(WAIT, || hec.polls() >= 1).await);
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let polls = hec.polls();
+    let first = std::time::Instant::now();
+    let polls_by = |after: Duration| {
+        let hec = &hec;
+        async move {
+            tokio::time::sleep_until((first + after).into()).await;
+            hec.polls()
+        }
+    };
+    let early = polls_by(Duration::from_millis(3_500)).await;
     assert!(
-        (2..=4).contains(&polls),
-        "{polls} polls in ~9 s of a full tracker whose polls confirm nothing"
+        early >= 4,
+        "{early} polls by 4.5 s into the wait: not a second apart"
+    );
+    let before = polls_by(Duration::from_millis(7_500)).await;
+    let after = polls_by(Duration::from_millis(13_500)).await;
+    assert!(
+        (1..=3).contains(&(after - before)),
+        "{} polls from 8.5 to 14.5 s into a wait that confirmed nothing",
+        after - before
     );
     assert_eq!(hec.accepted().len(), 64, "no more room, nothing resent");
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;

@@ -16,12 +16,20 @@ use crate::audit::{AuditKind, AuditLog};
 use crate::delivery::Halt;
 use crate::destination::{Destination, DestinationState};
 
-/// How soon the poller polls again while the tracker is full (workers wait for room) and
-/// polls confirm requests: otherwise a busy destination could send no more than `cap`
-/// requests per ack interval (64 of 100 events per 10 s by default: 640 events/s). A poll
-/// that confirms nothing doubles the step, up to the interval: a slow or stuck indexer is
-/// not polled more often than the user asked for long.
-const POLL_WHEN_FULL: Duration = Duration::from_secs(1);
+/// While the tracker is full (workers wait for room) or a drain waits for acks, polls are
+/// not held to the ack interval: otherwise a busy destination could send no more than
+/// `cap` requests per interval (64 of 100 events per 10 s by default: 640 events/s). They
+/// follow how long the requests have waited since the last poll that confirmed anything:
+/// at 1, 2, 3 and 4 s, then each a quarter later than the one before, and never more than
+/// the interval apart. An indexer that takes 1.5 s is confirmed at the 2 s look (with a
+/// step that doubled after each empty poll, at 3 s), and a stuck one is polled less and
+/// less (see [`full_poll_due`]).
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+/// Looks a [`FIRST_LOOK`] apart up to this many; then a quarter of the wait apart.
+const EVEN_LOOKS: u32 = 4;
+/// Never two polls closer than this (a poll's answer may come late, or the oldest request
+/// may change).
+const MIN_POLL_GAP: Duration = Duration::from_millis(250);
 
 /// How often the poller polls while the service stops and requests wait for their ack.
 const POLL_WHEN_STOPPING: Duration = Duration::from_millis(500);
@@ -41,7 +49,8 @@ pub(crate) async fn run(
     let first_interval = adapter_rx.borrow().indexer_ack().map(|a| a.interval());
     let mut next_poll = Instant::now() + first_interval.unwrap_or(IDLE_CHECK);
     let mut last_poll = Instant::now();
-    let mut full_step = POLL_WHEN_FULL;
+    // The last poll that confirmed something, or the start of a busy spell.
+    let mut last_progress = last_poll;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() || dest.is_retired() {
             break;
@@ -74,11 +83,11 @@ pub(crate) async fn run(
             tokio::select! {
                 _ = dest.acks.added.notified() => {
                     // An id just issued is not indexed yet: first look one interval later
-                    // (or, should the tracker fill up, a second later: a new busy spell
-                    // starts from the short step).
+                    // (or, should the tracker fill up, at the first look: a new busy spell
+                    // starts its wait here).
                     next_poll = next_poll.max(Instant::now() + interval);
                     last_poll = Instant::now();
-                    full_step = POLL_WHEN_FULL;
+                    last_progress = last_poll;
                 }
                 _ = shutdown.changed() => {}
                 _ = enabled_rx.changed() => {}
@@ -89,7 +98,12 @@ pub(crate) async fn run(
         let now = Instant::now();
         // Full, or drained (`raxe drain` waits for these acks): not held to the interval.
         let due = if dest.acks.full() || dest.flushing() {
-            next_poll.min(last_poll + full_step)
+            let oldest = dest.acks.oldest_since().unwrap_or(now);
+            next_poll.min(full_poll_due(
+                last_progress.max(oldest),
+                last_poll,
+                interval,
+            ))
         } else {
             next_poll
         };
@@ -106,13 +120,11 @@ pub(crate) async fn run(
         }
         next_poll = now + interval;
         let confirmed = poll_once(&dest, &audit, &adapter, &mut shutdown, None).await;
-        // From the answer: a poll as slow as the step is not followed by another at once.
+        // From the answer: a slow poll is not followed by another at once.
         last_poll = Instant::now();
-        full_step = if confirmed {
-            POLL_WHEN_FULL
-        } else {
-            (full_step * 2).min(interval)
-        };
+        if confirmed {
+            last_progress = last_poll;
+        }
     }
     if *shutdown.borrow_and_update() && !dest.is_retired() {
         let until = *settle_by.borrow();
@@ -126,6 +138,28 @@ pub(crate) async fn run(
         tracing::warn!(destination = %dest.id, requests = left.len(), "stopping before the indexer confirmed these requests: their events are sent again on the next start");
     }
     release(&dest, left, "stopping").await;
+}
+
+/// When a full tracker is polled next, for requests waiting since `waiting_since` (the
+/// later of the oldest hand-over and the last poll that confirmed anything) and a last
+/// poll answered at `last_poll`: the first look (a [`FIRST_LOOK`] step while the wait is
+/// short, a quarter of the wait after that) past the wait at the last poll, at least
+/// [`MIN_POLL_GAP`] and at most `interval` after it.
+fn full_poll_due(waiting_since: Instant, last_poll: Instant, interval: Duration) -> Instant {
+    // A look scheduled at 2 s is answered a little later: that poll was the 2 s look.
+    const SLACK: Duration = Duration::from_millis(50);
+    let waited = last_poll.saturating_duration_since(waiting_since) + SLACK;
+    let next_look = if waited < FIRST_LOOK * EVEN_LOOKS {
+        let looks_done = (waited.as_nanos() / FIRST_LOOK.as_nanos()) as u32;
+        FIRST_LOOK * (looks_done + 1)
+    } else {
+        waited + waited / 4
+    };
+    let due = waiting_since + next_look;
+    due.clamp(
+        last_poll + MIN_POLL_GAP,
+        last_poll + interval.max(MIN_POLL_GAP),
+    )
 }
 
 /// On shutdown, polls every [`POLL_WHEN_STOPPING`] until `until` while requests wait for
@@ -396,4 +430,46 @@ pub(crate) async fn release_leases(queue: Arc<dyn Queue>, leases: Vec<Lease>) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// When the next poll comes, as seconds after `waiting_since`, for a last poll answered
+    /// `answered` after it.
+    fn due_after(answered: Duration, interval: Duration) -> f64 {
+        let t0 = Instant::now();
+        (full_poll_due(t0, t0 + answered, interval) - t0).as_secs_f64()
+    }
+
+    #[test]
+    fn a_full_tracker_is_looked_at_each_second_then_a_quarter_of_its_wait_apart() {
+        let ten = 10 * S;
+        // A poll at each second of the first four, each answered a little late.
+        assert_eq!(due_after(Duration::ZERO, ten), 1.0);
+        assert_eq!(due_after(1020 * MS, ten), 2.0);
+        assert_eq!(due_after(2 * S, ten), 3.0);
+        assert_eq!(due_after(3010 * MS, ten), 4.0);
+        // Then a quarter of the wait later.
+        assert!((due_after(4 * S, ten) - 5.0625).abs() < 1e-9);
+        assert!((due_after(8 * S, ten) - 10.0625).abs() < 1e-9);
+        // Never more than the interval apart...
+        assert_eq!(due_after(60 * S, ten), 70.0);
+        assert_eq!(due_after(60 * S, 3 * S), 63.0);
+        // An answer that came just before a look stands for it...
+        assert_eq!(due_after(980 * MS, ten), 2.0);
+        // ...and one that came earlier leaves at least the minimum gap.
+        assert!((due_after(900 * MS, ten) - 1.15).abs() < 1e-9);
+    }
+
+    #[test]
+    fn requests_handed_over_after_the_last_poll_wait_their_first_look() {
+        let t0 = Instant::now();
+        let since = t0 + 700 * MS;
+        assert_eq!(full_poll_due(since, t0, 10 * S), since + S);
+    }
 }
