@@ -49,15 +49,9 @@ async fn configure_show_test_ingest_drain_stats() {
     assert_eq!(hec.envelopes()[0]["event"]["event_type"], "test");
 
     // Four requests in flight; configure again updates only what it is given.
-    let out = raxe(
+    let out = configure_acme(
         data,
         &[
-            "customer",
-            "siem",
-            "configure",
-            "acme",
-            "--mssp",
-            "m1",
             "--type",
             "splunk",
             "--url",
@@ -348,21 +342,7 @@ fn bad_ids_are_refused_and_a_new_siem_keeps_the_customer_disabled() {
         &["customer", "siem", "disable", "acme", "--mssp", "m1"],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let out = raxe(
-        data,
-        &[
-            "customer",
-            "siem",
-            "configure",
-            "acme",
-            "--mssp",
-            "m1",
-            "--type",
-            "cef",
-            "--url",
-            "syslog://127.0.0.1:6514",
-        ],
-    );
+    let out = configure_acme(data, &["--type", "cef", "--url", "syslog://127.0.0.1:6514"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = raxe(
         data,

@@ -17,15 +17,9 @@ async fn a_token_file_gives_the_token_without_the_spaces_around_it() {
     let hec = HecReceiver::start(TOKEN).await;
     let file = data.join("token");
     let configure = |token_file: &std::path::Path| {
-        raxe(
+        configure_acme(
             data,
             &[
-                "customer",
-                "siem",
-                "configure",
-                "acme",
-                "--mssp",
-                "m1",
                 "--type",
                 "splunk",
                 "--url",

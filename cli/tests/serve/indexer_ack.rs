@@ -16,15 +16,9 @@ async fn sigterm_waits_for_pending_indexer_acks() {
     let data = dir.path();
     let hec = HecAckReceiver::start(TOKEN, AckMode::After(Duration::from_millis(300))).await;
     let url = hec.url();
-    let out = raxe(
+    let out = configure_acme(
         data,
         &[
-            "customer",
-            "siem",
-            "configure",
-            "acme",
-            "--mssp",
-            "m1",
             "--type",
             "splunk",
             "--url",

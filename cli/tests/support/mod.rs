@@ -64,6 +64,13 @@ pub fn event_line(n: usize, customer: &str) -> String {
     )
 }
 
+/// `raxe customer siem configure acme --mssp m1` with `args` after it.
+pub fn configure_acme(data: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["customer", "siem", "configure", "acme", "--mssp", "m1"];
+    all.extend_from_slice(args);
+    raxe(data, &all)
+}
+
 pub fn configure_splunk(data: &Path, url: &str, token: &str) -> Output {
     configure_splunk_for(data, "acme", url, token)
 }

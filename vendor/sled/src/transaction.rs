@@ -349,7 +349,10 @@ impl TransactionalTree {
     }
 
     fn unstage(&self) {
-        unimplemented!()
+        // raxe-siem: upstream panicked here (not implemented). Nothing is staged per tree:
+        // `TransactionalTrees::stage` only takes the global write lock, which is released
+        // by dropping it, so there is nothing to undo. (The path is unreachable anyway:
+        // `stage` and `validate` never fail.)
     }
 
     const fn validate(&self) -> bool {
