@@ -10,9 +10,6 @@
 //! Values are escaped, trailing spaces trimmed (receivers cannot tell them apart from
 //! the separator), truncated to the dictionary lengths; empty values are left out.
 
-use std::borrow::Cow;
-use std::fmt::{Display, Write};
-
 use super::escape::{escape_header, escape_value, truncate_chars};
 use crate::config::CefSrcField;
 use crate::event::ScanEvent;
@@ -40,19 +37,19 @@ impl Default for CefSettings {
     }
 }
 
-/// Threat family code → readable name for the CEF Name.
-pub fn family_name(code: &str) -> Option<&'static str> {
+/// Threat family code → the CEF Name of an event with that family.
+fn detected_name(code: &str) -> Option<&'static str> {
     const NAMES: [(&str, &str); 10] = [
-        ("PI", "Prompt Injection"),
-        ("JB", "Jailbreak"),
-        ("PII", "PII Exposure"),
-        ("CMD", "Command Injection"),
-        ("ENC", "Encoding Attack"),
-        ("RAG", "RAG Poisoning"),
-        ("HC", "Harmful Content"),
-        ("SEC", "Secret Exposure"),
-        ("QUAL", "Quality Issue"),
-        ("TOOL", "Tool Abuse"),
+        ("PI", "Prompt Injection Detected"),
+        ("JB", "Jailbreak Detected"),
+        ("PII", "PII Exposure Detected"),
+        ("CMD", "Command Injection Detected"),
+        ("ENC", "Encoding Attack Detected"),
+        ("RAG", "RAG Poisoning Detected"),
+        ("HC", "Harmful Content Detected"),
+        ("SEC", "Secret Exposure Detected"),
+        ("QUAL", "Quality Issue Detected"),
+        ("TOOL", "Tool Abuse Detected"),
     ];
     NAMES
         .iter()
@@ -62,14 +59,15 @@ pub fn family_name(code: &str) -> Option<&'static str> {
 
 /// The CEF Name: `"<Family> Detected"` for the first known family, `"Threat Detected"`
 /// for a threat without a known family, `"Scan Clean"` when no threat was found.
-pub fn event_name(event: &ScanEvent) -> Cow<'static, str> {
+pub fn event_name(event: &ScanEvent) -> &'static str {
     if !event.threat_detected {
-        return "Scan Clean".into();
+        return "Scan Clean";
     }
-    match event.families.iter().find_map(|f| family_name(f)) {
-        Some(name) => format!("{name} Detected").into(),
-        None => "Threat Detected".into(),
-    }
+    event
+        .families
+        .iter()
+        .find_map(|f| detected_name(f))
+        .unwrap_or("Threat Detected")
 }
 
 /// The CEF header severity (0 when the event has none).
@@ -189,13 +187,13 @@ fn write_with(settings: &CefSettings, event: &ScanEvent, limits: &Limits, out: &
     let sig = Some(truncate_chars(sig, limits.signature)).filter(|s| !s.is_empty());
     escape_header(sig.unwrap_or("scan"), out);
     out.push('|');
-    escape_header(truncate_chars(&event_name(event), 512), out);
+    escape_header(event_name(event), out);
     out.push('|');
-    let _ = write!(out, "{}", cef_severity(event));
+    out.push_str(itoa::Buffer::new().format(cef_severity(event)));
     out.push('|');
 
     let mut ext = Ext { out, first: true };
-    ext.raw("rt", event.timestamp_ms);
+    ext.integer("rt", event.timestamp_ms);
     let src_key = match settings.src_field {
         CefSrcField::Src => "src",
         CefSrcField::DeviceExternalId => "deviceExternalId",
@@ -209,13 +207,8 @@ fn write_with(settings: &CefSettings, event: &ScanEvent, limits: &Limits, out: &
     if let Some(v) = &event.prompt_hash {
         ext.labelled("cs1", v, "PromptHash", limits.cs1);
     }
-    ext.labelled("cs2", &event.rule_ids.join(","), "RuleIDs", limits.cs2);
-    ext.labelled(
-        "cs3",
-        &event.families.join(","),
-        "ThreatFamilies",
-        limits.cs3,
-    );
+    ext.labelled_list("cs2", &event.rule_ids, "RuleIDs", limits.cs2);
+    ext.labelled_list("cs3", &event.families, "ThreatFamilies", limits.cs3);
     ext.labelled("cs4", &event.event_id, "EventId", 4000);
     if let Some(v) = &event.mssp_id {
         ext.labelled("cs5", v, "MsspId", 4000);
@@ -254,10 +247,10 @@ impl Ext<'_> {
         self.out.push('=');
     }
 
-    /// A value that needs no escaping (numbers).
-    fn raw(&mut self, key: &str, v: impl Display) {
+    /// An integer (needs no escaping).
+    fn integer(&mut self, key: &str, v: i64) {
         self.key(key);
-        let _ = write!(self.out, "{v}");
+        self.out.push_str(itoa::Buffer::new().format(v));
     }
 
     /// `<key>Label=<label>` (labels are fixed words, no escaping).
@@ -270,12 +263,37 @@ impl Ext<'_> {
 
     /// Returns false (and writes nothing) for a value that is empty once trimmed.
     fn value(&mut self, key: &str, v: &str, max: usize) -> bool {
-        let v = truncate_chars(v, max).trim_end_matches(' ');
-        if v.is_empty() {
+        self.joined(key, std::slice::from_ref(&v), max)
+    }
+
+    /// `parts` joined with commas as one value, cut at `max` characters, escaped, trailing
+    /// spaces trimmed, written without joining them first. Returns false (and writes
+    /// nothing) when that leaves nothing.
+    fn joined(&mut self, key: &str, parts: &[impl AsRef<str>], max: usize) -> bool {
+        let (mark, first) = (self.out.len(), self.first);
+        self.key(key);
+        let start = self.out.len();
+        let mut left = max;
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                if left == 0 {
+                    break;
+                }
+                self.out.push(',');
+                left -= 1;
+            }
+            let part = truncate_chars(part.as_ref(), left);
+            left -= part.chars().count();
+            escape_value(part, self.out);
+        }
+        // No escape sequence ends in a space: trimming the escaped value trims the value.
+        let kept = self.out[start..].trim_end_matches(' ').len();
+        self.out.truncate(start + kept);
+        if kept == 0 {
+            self.out.truncate(mark);
+            self.first = first;
             return false;
         }
-        self.key(key);
-        escape_value(v, self.out);
         true
     }
 
@@ -285,9 +303,65 @@ impl Ext<'_> {
         }
     }
 
+    fn labelled_list(&mut self, key: &str, values: &[String], label: &str, max: usize) {
+        if self.joined(key, values, max) {
+            self.label(key, label);
+        }
+    }
+
     fn number(&mut self, key: &str, v: i128, label: &str) {
-        let v = v.clamp(i64::MIN as i128, i64::MAX as i128);
-        self.raw(key, v);
+        let v = v.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        self.integer(key, v);
         self.label(key, label);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Ext::joined` writes what joining, cutting, trimming and escaping would.
+    #[test]
+    fn a_list_is_written_as_its_joined_cut_trimmed_escaped_value() {
+        let lists: [&[&str]; 8] = [
+            &[],
+            &[""],
+            &["", ""],
+            &["pi-001", "pi-003"],
+            &["a ", " b", "c  "],
+            &["é=ü", "x\\y", "😀\n"],
+            &["  ", " "],
+            &["long value with spaces", "=", "tail "],
+        ];
+        for parts in lists {
+            for max in 0..40 {
+                let expected = {
+                    let joined = parts.join(",");
+                    let value = truncate_chars(&joined, max).trim_end_matches(' ');
+                    (!value.is_empty()).then(|| format!("k={}", super::super::escape::value(value)))
+                };
+                let mut out = String::from("x=1");
+                let mut ext = Ext {
+                    out: &mut out,
+                    first: false,
+                };
+                let written = ext.joined("k", parts, max);
+                assert_eq!(written, expected.is_some(), "{parts:?} {max}");
+                let expected = match expected {
+                    Some(kv) => format!("x=1 {kv}"),
+                    None => "x=1".to_string(),
+                };
+                assert_eq!(out, expected, "{parts:?} {max}");
+            }
+        }
+        // A value left out leaves the next key first.
+        let mut out = String::new();
+        let mut ext = Ext {
+            out: &mut out,
+            first: true,
+        };
+        assert!(!ext.joined("k", &["  "], 10));
+        ext.integer("n", -5);
+        assert_eq!(out, "n=-5");
     }
 }

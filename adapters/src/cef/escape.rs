@@ -24,9 +24,16 @@ pub fn escape_value(s: &str, out: &mut String) {
 }
 
 /// Copies `s` into `out` with the bytes `replace` names replaced, run by run. Every byte
-/// replaced is ASCII, so every cut falls on a character boundary.
+/// replaced is ASCII, so every cut falls on a character boundary. Most values have no
+/// byte to replace: a first scan without early exit (which the compiler vectorises) finds
+/// that at a fraction of the run-by-run loop's cost.
 #[inline]
 fn escape_with(s: &str, out: &mut String, replace: impl Fn(u8) -> Option<&'static str>) {
+    let special = |b: u8| replace(b).is_some();
+    if !s.as_bytes().iter().fold(false, |any, &b| any | special(b)) {
+        out.push_str(s);
+        return;
+    }
     out.reserve(s.len());
     let mut run = 0;
     for (i, &b) in s.as_bytes().iter().enumerate() {

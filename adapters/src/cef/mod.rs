@@ -19,14 +19,14 @@ use http::{HeaderMap, Uri};
 
 use crate::adapter::{BoxFuture, EncodedBatch, SiemAdapter};
 use crate::config::{CefMode, CefOptions, ConfigError, SiemConfig, SiemOptions, SyslogFormat};
-use crate::event::ScanEvent;
+use crate::event::{Rfc3339Ms, ScanEvent};
 use crate::http_common::{
     classify_syslog_transport_error, classify_transport_error, pack_with, post, secret_header,
     CONCAT,
 };
 use crate::outcome::Outcome;
 use crate::request::{EncodedRequest, Payload, Response, TransportError};
-use crate::syslog::{format_rfc3164, format_rfc5424, pri, rfc5424_timestamp, Rfc5424};
+use crate::syslog::{pri, write_rfc3164, write_rfc5424, Rfc5424};
 use crate::transport::{HttpTransport, SyslogTarget, SyslogTransport};
 
 pub use self::encoder::{cef_line, write_cef, CefSettings, DEVICE_VERSION};
@@ -88,44 +88,60 @@ static SHORTENED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 impl CefSyslogFormatter {
     /// One unframed syslog message carrying the event's CEF line.
     pub fn message(&self, event: &ScanEvent) -> Vec<u8> {
-        let mut cef = cef_line(&self.settings, event);
-        let msg = self.wrap(event, &cef);
-        let Some(max) = self.max_message.filter(|max| msg.len() > *max) else {
-            return msg;
+        let mut out = Vec::with_capacity(512);
+        self.write_message(event, &mut String::with_capacity(384), &mut out);
+        out
+    }
+
+    /// [`CefSyslogFormatter::message`] appended to `out`; `cef` is scratch space for the
+    /// line, so that a batch's messages cost no allocation each.
+    pub fn write_message(&self, event: &ScanEvent, cef: &mut String, out: &mut Vec<u8>) {
+        let start = out.len();
+        cef.clear();
+        write_cef(&self.settings, event, cef);
+        self.wrap(event, cef, out);
+        let len = out.len() - start;
+        let Some(max) = self.max_message.filter(|max| len > *max) else {
+            return;
         };
-        let header = msg.len() - cef.len();
+        let header = len - cef.len();
         cef.clear();
         let fits =
-            encoder::write_cef_within(&self.settings, event, max.saturating_sub(header), &mut cef);
+            encoder::write_cef_within(&self.settings, event, max.saturating_sub(header), cef);
         if !SHORTENED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(event_id = %event.event_id, max_bytes = max, fits, "a CEF syslog message was over the datagram limit: rule ids, families and other long values were shortened to fit (logged once; raise max_datagram or use TCP/TLS to keep them whole)");
         } else {
             tracing::debug!(event_id = %event.event_id, max_bytes = max, fits, "CEF syslog message shortened to fit the datagram limit");
         }
-        self.wrap(event, &cef)
+        out.truncate(start);
+        self.wrap(event, cef, out);
     }
 
-    fn wrap(&self, event: &ScanEvent, cef: &str) -> Vec<u8> {
+    fn wrap(&self, event: &ScanEvent, cef: &str, out: &mut Vec<u8>) {
         let pri = pri(self.facility, event.severity.map_or(6, |s| s.syslog()));
         match self.format {
-            SyslogFormat::Rfc5424 => format_rfc5424(&Rfc5424 {
-                pri,
-                timestamp: &rfc5424_timestamp(event.timestamp_ms),
-                hostname: &self.hostname,
-                app_name: &self.app_name,
-                procid: "-",
-                msgid: "-",
-                structured_data: &[],
-                msg: cef.as_bytes(),
-                bom: false,
-            }),
-            SyslogFormat::Rfc3164 => format_rfc3164(
+            SyslogFormat::Rfc5424 => write_rfc5424(
+                &Rfc5424 {
+                    pri,
+                    timestamp: Rfc3339Ms::new(event.timestamp_ms).as_str(),
+                    hostname: &self.hostname,
+                    app_name: &self.app_name,
+                    procid: "-",
+                    msgid: "-",
+                    structured_data: &[],
+                    msg: cef.as_bytes(),
+                    bom: false,
+                },
+                out,
+            ),
+            SyslogFormat::Rfc3164 => write_rfc3164(
                 pri,
                 event.datetime(),
                 &self.hostname,
                 &self.app_name,
                 None,
                 cef.as_bytes(),
+                out,
             ),
         }
     }
@@ -238,14 +254,20 @@ impl SiemAdapter for CefAdapter {
             Mode::Syslog { formatter, .. } => {
                 let mut out = EncodedBatch::default();
                 if !batch.is_empty() {
+                    // The batch's messages in one buffer, handed out as slices of it.
+                    let mut buf = Vec::with_capacity(batch.len() * 512);
+                    let mut ends = Vec::with_capacity(batch.len());
+                    let mut cef = String::with_capacity(384);
+                    for event in batch {
+                        formatter.write_message(event, &mut cef, &mut buf);
+                        ends.push(buf.len());
+                    }
+                    let buf = Bytes::from(buf);
+                    let starts = std::iter::once(0).chain(ends.iter().copied());
+                    let messages = starts.zip(&ends).map(|(a, &b)| buf.slice(a..b)).collect();
                     out.requests.push(EncodedRequest {
                         events: 0..batch.len(),
-                        payload: Payload::Syslog(
-                            batch
-                                .iter()
-                                .map(|e| Bytes::from(formatter.message(e)))
-                                .collect(),
-                        ),
+                        payload: Payload::Syslog(messages),
                     });
                 }
                 out

@@ -39,26 +39,34 @@ pub struct Rfc5424<'a> {
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD [SP [BOM]MSG]`.
 pub fn format_rfc5424(m: &Rfc5424<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + m.msg.len());
-    out.extend_from_slice(format!("<{}>1 ", m.pri).as_bytes());
-    header_field(m.timestamp, 64, &mut out);
+    write_rfc5424(m, &mut out);
+    out
+}
+
+/// [`format_rfc5424`] appended to `out` (a batch's messages can share one buffer).
+pub fn write_rfc5424(m: &Rfc5424<'_>, out: &mut Vec<u8>) {
+    out.push(b'<');
+    write_pri(m.pri, out);
+    out.extend_from_slice(b">1 ");
+    header_field(m.timestamp, 64, out);
     out.push(b' ');
-    header_field(m.hostname, 255, &mut out);
+    header_field(m.hostname, 255, out);
     out.push(b' ');
-    header_field(m.app_name, 48, &mut out);
+    header_field(m.app_name, 48, out);
     out.push(b' ');
-    header_field(m.procid, 128, &mut out);
+    header_field(m.procid, 128, out);
     out.push(b' ');
-    header_field(m.msgid, 32, &mut out);
+    header_field(m.msgid, 32, out);
     out.push(b' ');
     if m.structured_data.is_empty() {
         out.push(b'-');
     } else {
         for sd in m.structured_data {
             out.push(b'[');
-            sd_name(&sd.id, &mut out);
+            sd_name(&sd.id, out);
             for (name, value) in &sd.params {
                 out.push(b' ');
-                sd_name(name, &mut out);
+                sd_name(name, out);
                 out.extend_from_slice(b"=\"");
                 for c in value.chars() {
                     if matches!(c, '"' | '\\' | ']') {
@@ -79,7 +87,6 @@ pub fn format_rfc5424(m: &Rfc5424<'_>) -> Vec<u8> {
         }
         out.extend_from_slice(m.msg);
     }
-    out
 }
 
 /// `<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG` (RFC 3164). `time` is written as given
@@ -93,44 +100,86 @@ pub fn format_rfc3164(
     msg: &[u8],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + msg.len());
-    out.extend_from_slice(format!("<{pri}>{} ", rfc3164_timestamp(time)).as_bytes());
+    write_rfc3164(pri, time, hostname, tag, pid, msg, &mut out);
+    out
+}
+
+/// [`format_rfc3164`] appended to `out` (a batch's messages can share one buffer).
+pub fn write_rfc3164(
+    pri: u8,
+    time: OffsetDateTime,
+    hostname: &str,
+    tag: &str,
+    pid: Option<&str>,
+    msg: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.push(b'<');
+    write_pri(pri, out);
+    out.push(b'>');
+    write_rfc3164_timestamp(time, out);
+    out.push(b' ');
     // No domain part in 3164; an IP address is kept whole (it is allowed as is).
     let host = if hostname.parse::<std::net::IpAddr>().is_ok() {
         hostname
     } else {
         hostname.split('.').next().unwrap_or_default()
     };
-    header_field(host, 255, &mut out);
+    header_field(host, 255, out);
     out.push(b' ');
-    let tag: String = tag
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(32)
-        .collect();
-    out.extend_from_slice(if tag.is_empty() { "raxe" } else { &tag }.as_bytes());
+    let tag_start = out.len();
+    out.extend(tag.bytes().filter(u8::is_ascii_alphanumeric).take(32));
+    if out.len() == tag_start {
+        out.extend_from_slice(b"raxe");
+    }
     if let Some(pid) = pid {
         out.push(b'[');
-        header_field(pid, 16, &mut out);
+        header_field(pid, 16, out);
         out.push(b']');
     }
     out.extend_from_slice(b": ");
     out.extend_from_slice(msg);
-    out
 }
 
 /// `Mmm dd hh:mm:ss` with a space-padded day (`Jul  1 12:00:02`).
 pub fn rfc3164_timestamp(t: OffsetDateTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    let mut out = Vec::with_capacity(15);
+    write_rfc3164_timestamp(t, &mut out);
+    String::from_utf8(out).expect("ASCII")
+}
+
+fn write_rfc3164_timestamp(t: OffsetDateTime, out: &mut Vec<u8>) {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
     ];
-    format!(
-        "{} {:>2} {:02}:{:02}:{:02}",
-        MONTHS[u8::from(t.month()) as usize - 1],
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let two = |n: u8| [b'0' + n / 10, b'0' + n % 10];
+    out.extend_from_slice(MONTHS[u8::from(t.month()) as usize - 1]);
+    let day = two(t.day());
+    out.extend_from_slice(&[
+        b' ',
+        if day[0] == b'0' { b' ' } else { day[0] },
+        day[1],
+        b' ',
+    ]);
+    for (i, n) in [t.hour(), t.minute(), t.second()].into_iter().enumerate() {
+        if i > 0 {
+            out.push(b':');
+        }
+        out.extend_from_slice(&two(n));
+    }
+}
+
+/// PRI's decimal digits (0–191; no leading zeros), by hand: `format!` cost an allocation
+/// per message.
+fn write_pri(pri: u8, out: &mut Vec<u8>) {
+    if pri >= 100 {
+        out.push(b'0' + pri / 100);
+    }
+    if pri >= 10 {
+        out.push(b'0' + pri / 10 % 10);
+    }
+    out.push(b'0' + pri % 10);
 }
 
 /// RFC 5424 timestamp for epoch ms: UTC with milliseconds, `2025-07-01T12:00:00.123Z`.

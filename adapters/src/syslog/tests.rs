@@ -131,3 +131,52 @@ fn rfc3164_keeps_an_ip_address_whole_and_cuts_a_domain() {
         );
     }
 }
+
+#[test]
+fn every_pri_and_time_is_written_as_format_would() {
+    for pri in 0..=191u8 {
+        let mut out = Vec::new();
+        write_pri(pri, &mut out);
+        assert_eq!(out, pri.to_string().as_bytes());
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let start = datetime!(2025-01-01 00:00:00 UTC);
+    // Every month, days 1-31 of them and both halves of the clock.
+    for step in 0..800 {
+        let t = start + time::Duration::seconds(step * 40_000 + step % 60);
+        let expected = format!(
+            "{} {:>2} {:02}:{:02}:{:02}",
+            MONTHS[u8::from(t.month()) as usize - 1],
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        assert_eq!(rfc3164_timestamp(t), expected);
+    }
+}
+
+#[test]
+fn rfc3164_tags_keep_alphanumerics_only() {
+    let at = datetime!(2025-12-31 23:59:59 UTC);
+    let cases = [
+        ("raxe-siem", "raxesiem"),
+        ("-_-", "raxe"),
+        ("", "raxe"),
+        ("é1", "1"),
+        (
+            "abcdefghijklmnopqrstuvwxyz0123456789",
+            "abcdefghijklmnopqrstuvwxyz012345",
+        ),
+    ];
+    for (tag, shown) in cases {
+        let msg = format_rfc3164(pri(23, 7), at, "h", tag, Some("42"), b"m");
+        assert_eq!(
+            String::from_utf8(msg).unwrap(),
+            format!("<191>Dec 31 23:59:59 h {shown}[42]: m"),
+            "{tag}"
+        );
+    }
+}

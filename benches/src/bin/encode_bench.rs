@@ -2,7 +2,8 @@
 //! gzip on and off where it applies, from queue records as a delivery worker gets them
 //! (decoded only as far as the destination needs). Pure CPU: no network, no runtime.
 //!
-//! `cargo run --release -p raxe-benches --bin encode_bench [seconds per case]`
+//! `cargo run --release -p raxe-benches --bin encode_bench [seconds per case] [only cases
+//! whose name contains this]` (the filter makes a profile of one case easy to read)
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.5);
     let budget = Duration::from_secs_f64(secs);
+    let filter = std::env::args().nth(2).unwrap_or_default();
     let batch: Vec<ScanEvent> = (0..BATCH).map(sample).collect();
     let records: Vec<bytes::Bytes> = batch.iter().map(|e| e.to_queue_bytes().into()).collect();
     let avg_in: usize = (0..BATCH).map(|n| line(n).len()).sum::<usize>() / BATCH;
@@ -183,6 +185,9 @@ fn main() {
         "destination", "events/s", "MB/s out", "wire/out"
     );
     for (name, config) in cases {
+        if !name.contains(filter.as_str()) {
+            continue;
+        }
         let adapter = create_siem_adapter(config).expect("adapter");
         let r = run(adapter.as_ref(), &records, budget);
         println!(
@@ -195,6 +200,9 @@ fn main() {
     let lines: Vec<String> = (0..BATCH).map(line).collect();
     let queued: Vec<Vec<u8>> = batch.iter().map(ScanEvent::to_queue_bytes).collect();
     let per = |label: &str, bytes: usize, f: &mut dyn FnMut()| {
+        if !label.contains(filter.as_str()) {
+            return;
+        }
         let start = Instant::now();
         let mut n = 0usize;
         while start.elapsed() < budget {
