@@ -38,7 +38,8 @@ fn check(line: &str) -> bool {
             let event = ScanEvent::from_queue_bytes(&b).unwrap();
             // Both one-pass readers of a record, where they take it, give the same event.
             let json = &b[9..];
-            let scanned = super::scan::scan(json).and_then(|f| f.into_event(event.timestamp_ms));
+            let scanned = super::scan::scan_record(json, event.timestamp_ms)
+                .and_then(|f| f.into_event(event.timestamp_ms));
             let serde = serde_json::from_slice::<super::normalize::Fast<'_>>(json)
                 .ok()
                 .and_then(|f| f.into_event(event.timestamp_ms));
@@ -92,6 +93,7 @@ fn typical_agent_lines_take_the_fast_pass_with_identical_bytes() {
     // The queued form of the usual shape is read back by the scanner too.
     let record = reference(&typical[0]).unwrap();
     assert!(super::scan::scan(&record[9..]).is_some());
+    assert!(super::scan::scan_record(&record[9..], 0).is_some());
 }
 
 #[test]

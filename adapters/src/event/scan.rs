@@ -15,11 +15,22 @@ use super::Severity;
 
 /// Scans one line (valid UTF-8 is checked here) into its fields.
 pub(crate) fn scan(line: &[u8]) -> Option<Fast<'_>> {
+    scan_with(line, None)
+}
+
+/// [`scan`] for the JSON of a queue record, whose time (`timestamp_ms`) its header holds:
+/// the JSON's copy of it is skipped, not parsed again.
+pub(crate) fn scan_record(json: &[u8], timestamp_ms: i64) -> Option<Fast<'_>> {
+    scan_with(json, Some(timestamp_ms))
+}
+
+fn scan_with(line: &[u8], known_time: Option<i64>) -> Option<Fast<'_>> {
     let text = std::str::from_utf8(line).ok()?;
     let mut s = Scanner {
         b: text.as_bytes(),
         text,
         at: 0,
+        known_time,
     };
     let mut f = Fast::default();
     s.ws();
@@ -53,6 +64,8 @@ struct Scanner<'a> {
     b: &'a [u8],
     text: &'a str,
     at: usize,
+    /// The event's time when it is known already (see [`scan_record`]).
+    known_time: Option<i64>,
 }
 
 impl<'a> Scanner<'a> {
@@ -147,11 +160,14 @@ impl<'a> Scanner<'a> {
         match key {
             "event_id" => set(&mut f.event_id, s(self)?),
             "timestamp" => {
-                let ms = match self.peek()? {
-                    b'"' => timestamp_str(self.string()?),
-                    _ => timestamp(number_value(self.number()?)?),
+                let text = self.peek()? == b'"';
+                let token = if text { self.string()? } else { self.number()? };
+                let ms = match self.known_time {
+                    Some(ms) => ms,
+                    None if text => timestamp_str(token).ok()?,
+                    None => timestamp(number_value(token)?).ok()?,
                 };
-                set(&mut f.timestamp_ms, ms.ok()?)
+                set(&mut f.timestamp_ms, ms)
             }
             "event_type" => set(&mut f.event_type, s(self)?),
             "threat_detected" => set(&mut f.threat_detected, self.bool()?),

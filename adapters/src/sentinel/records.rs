@@ -145,13 +145,17 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// Writes `"name":`, after a comma unless it is the first column.
+    /// Writes `"name":`, after a comma unless it is the first column. Names need no JSON
+    /// escaping: ours are words, and a pass-through one is ASCII letters and digits
+    /// ([`pascal_case`]).
     fn name(&mut self, name: Cow<'a, str>) {
+        debug_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric()), "{name}");
         if !self.names.is_empty() {
             self.out.push(b',');
         }
-        json_string(&name, self.out);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.names.push(name);
     }
 
