@@ -23,7 +23,8 @@ use crate::destination::{Destination, DestinationState};
 /// at 1, 2, 3 and 4 s, then each a quarter later than the one before, and never more than
 /// the interval apart. An indexer that takes 1.5 s is confirmed at the 2 s look (with a
 /// step that doubled after each empty poll, at 3 s), and a stuck one is polled less and
-/// less (see [`full_poll_due`]).
+/// less (see [`full_poll_due`]). Once a poll confirmed some, the rest of the window is also
+/// looked at when it has waited as long as they had (see [`indexed_due`]).
 const FIRST_LOOK: Duration = Duration::from_secs(1);
 /// Looks a [`FIRST_LOOK`] apart up to this many; then a quarter of the wait apart.
 const EVEN_LOOKS: u32 = 4;
@@ -51,6 +52,10 @@ pub(crate) async fn run(
     let mut last_poll = Instant::now();
     // The last poll that confirmed something, or the start of a busy spell.
     let mut last_progress = last_poll;
+    // How long the youngest request that poll confirmed had waited (see `indexed_due`),
+    // and when the last poll was sent.
+    let mut indexed_within: Option<Duration> = None;
+    let mut last_asked = last_poll;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() || dest.is_retired() {
             break;
@@ -99,11 +104,9 @@ pub(crate) async fn run(
         // Full, or drained (`raxe drain` waits for these acks): not held to the interval.
         let due = if dest.acks.full() || dest.flushing() {
             let oldest = dest.acks.oldest_since().unwrap_or(now);
-            next_poll.min(full_poll_due(
-                last_progress.max(oldest),
-                last_poll,
-                interval,
-            ))
+            let due = full_poll_due(last_progress.max(oldest), last_poll, interval);
+            let indexed = indexed_due(oldest, indexed_within, last_asked, last_poll);
+            next_poll.min(indexed.map_or(due, |d| d.min(due)))
         } else {
             next_poll
         };
@@ -119,11 +122,13 @@ pub(crate) async fn run(
             continue;
         }
         next_poll = now + interval;
+        last_asked = now;
         let confirmed = poll_once(&dest, &audit, &adapter, &mut shutdown, None).await;
         // From the answer: a slow poll is not followed by another at once.
         last_poll = Instant::now();
-        if confirmed {
+        if confirmed.is_some() {
             last_progress = last_poll;
+            indexed_within = confirmed;
         }
     }
     if *shutdown.borrow_and_update() && !dest.is_retired() {
@@ -138,6 +143,24 @@ pub(crate) async fn run(
         tracing::warn!(destination = %dest.id, requests = left.len(), "stopping before the indexer confirmed these requests: their events are sent again on the next start");
     }
     release(&dest, left, "stopping").await;
+}
+
+/// When a full tracker should be polled to see its oldest request (handed over at
+/// `oldest`) confirmed, if it takes as long as the youngest one the last confirming poll
+/// confirmed had waited (`indexed_within`): a window is handed over over some tens of
+/// milliseconds, so a look at a whole second of wait sees only its first requests
+/// indexed, and the rest, a few milliseconds short, would wait a whole second more. Not
+/// when that request had waited so long already when the last poll was sent
+/// (`last_asked`) and was not confirmed: then the schedule of [`full_poll_due`] alone
+/// holds. Never less than [`MIN_POLL_GAP`] after the last poll's answer (`last_poll`).
+fn indexed_due(
+    oldest: Instant,
+    indexed_within: Option<Duration>,
+    last_asked: Instant,
+    last_poll: Instant,
+) -> Option<Instant> {
+    let due = oldest + indexed_within?;
+    (due > last_asked).then(|| due.max(last_poll + MIN_POLL_GAP))
 }
 
 /// When a full tracker is polled next, for requests waiting since `waiting_since` (the
@@ -247,17 +270,16 @@ async fn release_unpollable(dest: &Arc<Destination>, target: Option<&str>, enabl
 }
 
 /// One poll of every pending id of `adapter`: acks the confirmed leases, releases the
-/// timed-out ones. True when it confirmed any.
+/// timed-out ones. When it confirmed any: how long the youngest of them had waited when
+/// the poll was sent.
 async fn poll_once(
     dest: &Arc<Destination>,
     audit: &AuditLog,
     adapter: &Arc<dyn SiemAdapter>,
     shutdown: &mut watch::Receiver<bool>,
     give_up_at: Option<tokio::time::Instant>,
-) -> bool {
-    let Some(ack) = adapter.indexer_ack() else {
-        return false;
-    };
+) -> Option<Duration> {
+    let ack = adapter.indexer_ack()?;
     // Only ids of this adapter's channel: another channel's ids are other requests.
     let target = ack.ack_target();
     let ours = |p: &Pending| p.target == target;
@@ -271,8 +293,9 @@ async fn poll_once(
         )
     };
     if ids.is_empty() {
-        return false;
+        return None;
     }
+    let asked_at = Instant::now();
     let give_up = async {
         match give_up_at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -283,8 +306,8 @@ async fn poll_once(
         answer = ack.poll(&ids) => answer,
         // A poll may take up to the request timeout; shutdown does not wait for it
         // (nothing was taken out of `pending` yet, so the caller releases everything).
-        _ = shutdown.changed() => return false,
-        _ = give_up => return false,
+        _ = shutdown.changed() => return None,
+        _ = give_up => return None,
     };
     let done = match answer {
         Ok(done) => done,
@@ -296,16 +319,16 @@ async fn poll_once(
         }
         Err(Outcome::AuthFailed { reason }) => {
             stop(dest, adapter, Halt::AuthFailed(reason)).await;
-            return false;
+            return None;
         }
         Err(Outcome::Misconfigured { reason }) => {
             stop(dest, adapter, Halt::Misconfigured(reason)).await;
-            return false;
+            return None;
         }
         Err(other) => {
             let reason = format!("unexpected ack poll outcome: {other:?}");
             stop(dest, adapter, Halt::Misconfigured(reason)).await;
-            return false;
+            return None;
         }
     };
     let timeout = ack.timeout();
@@ -316,8 +339,13 @@ async fn poll_once(
         .acks
         .take_for_ack(|p| asked.contains(&p.serial) && done.contains(&p.ack_id));
     let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
-    let confirmed = !acked.is_empty();
-    if confirmed {
+    // The wait of the youngest request confirmed.
+    let confirmed = acked
+        .iter()
+        .map(|p| p.since)
+        .max()
+        .map(|since| asked_at.saturating_duration_since(since));
+    if confirmed.is_some() {
         let events: usize = acked.iter().map(|p| p.events).sum();
         tracing::debug!(destination = %dest.id, requests = acked.len(), events, "indexer acknowledged");
         audit.record(
@@ -471,5 +499,26 @@ mod tests {
         let t0 = Instant::now();
         let since = t0 + 700 * MS;
         assert_eq!(full_poll_due(since, t0, 10 * S), since + S);
+    }
+
+    #[test]
+    fn the_rest_of_a_window_is_looked_at_when_it_has_waited_what_sufficed_before() {
+        let t0 = Instant::now();
+        // The last poll, sent at t0 + 2.000 s and answered 5 ms later, confirmed the first
+        // requests of a window, the youngest after 2.000 s; the oldest left was handed
+        // over 3 ms after the first (so it is due before the answer came).
+        let (asked, answered) = (t0 + 2 * S, t0 + 2005 * MS);
+        let oldest_left = t0 + 3 * MS;
+        let due = |within| indexed_due(oldest_left, within, asked, answered);
+        // Due 3 ms after the last poll was sent: at the minimum gap after its answer.
+        assert_eq!(due(Some(2 * S)), Some(answered + MIN_POLL_GAP));
+        // A wait that sufficed for a later request: its own time.
+        assert_eq!(due(Some(2500 * MS)), Some(oldest_left + 2500 * MS));
+        // Nothing confirmed yet: the schedule of full_poll_due alone.
+        assert_eq!(due(None), None);
+        // The oldest had waited that long when the last poll was sent and was not
+        // confirmed: the indexer is slower now (or lost it), so no early look.
+        assert_eq!(due(Some(1997 * MS)), None);
+        assert_eq!(due(Some(1500 * MS)), None);
     }
 }
