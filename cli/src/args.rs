@@ -263,8 +263,8 @@ pub struct ConfigureArgs {
     pub no_ack: bool,
     /// Splunk: seconds between ack polls, 1 to 3600 (default 10). While --ack-max-pending
     /// requests wait for their acks, polls come sooner: 1, 2, 3 and 4 s into the wait, then
-    /// a quarter of the wait apart, and when the requests left have waited as long as the
-    /// last poll's confirmed ones had.
+    /// a quarter of the wait apart; and when the requests left have waited as long as the
+    /// youngest one the last confirming poll confirmed had.
     #[arg(long, help_heading = "Splunk", value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=limits::MAX_ACK_INTERVAL_SECONDS))]
     pub ack_interval: Option<u64>,

@@ -421,6 +421,44 @@ async fn a_full_tracker_whose_polls_confirm_nothing_is_polled_less_and_less() {
     engine.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
+/// ...and once a poll confirmed some of a full window, the rest is looked at when it has
+/// waited as long as the youngest one confirmed had, not a whole look later: of four
+/// requests sent 0.15 s apart and indexed 1.6 s after arrival, with more queued behind
+/// them, the first three are confirmed at the 2 s look and the last at the next poll,
+/// 250 ms later, where a look a second later would see it at 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_a_full_window_is_polled_when_it_has_waited_what_sufficed() {
+    let engine = Engine::new();
+    let hec = HecAckReceiver::start(TOKEN, AckMode::After(Duration::from_millis(1_600))).await;
+    let mut config = ack_config(&hec, &new_channel(), 60, 10);
+    if let SiemOptions::Splunk(o) = &mut config.extra {
+        o.ack_interval_seconds = 10;
+        o.ack_max_pending = 4;
+    }
+    add(&engine, "d", config, 1);
+    engine.dispatcher.start().unwrap();
+    let started = std::time::Instant::now();
+    for request in 0..4 {
+        engine
+            .dispatch(events("m", "c", request * 10..request * 10 + 10))
+            .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // A backlog keeps the window full once the first requests are confirmed.
+    engine.dispatch(events("m", "c", 40..100)).await;
+    let first_window = ids(&events("m", "c", 0..40));
+    let confirmed = || as_set(&hec.indexed()).is_superset(&first_window);
+    assert!(wait_until(WAIT, confirmed).await);
+    let all_confirmed = started.elapsed();
+    assert!(
+        all_confirmed < Duration::from_millis(2_650),
+        "the first window was confirmed {all_confirmed:?} after its first request was sent"
+    );
+    assert!(engine.dispatcher.drain(WAIT).await);
+    assert_eq!(hec.accepted().len(), 100, "nothing resent");
+    engine.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_pending_acks_but_a_new_channel_resends() {
     let engine = Engine::new();

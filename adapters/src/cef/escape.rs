@@ -1,4 +1,5 @@
-//! CEF escaping (protocols.md §4.2). Backslashes first, then the rest, in one pass.
+//! CEF escaping (protocols.md §4.2): each special byte replaced in one pass, so a backslash
+//! the escaping adds is never escaped again; a scan first checks whether there is any.
 
 /// Header field (Vendor, Product, Version, Class ID, Name): `\` → `\\`, `|` → `\|`;
 /// CR and LF are not allowed and become a space.

@@ -179,6 +179,16 @@ fn golden_cef_over_syslog_5424_and_3164() {
         String::from_utf8(a.transform_event(&clean_event())).unwrap(),
         format!("<134>Jul  1 12:00:00 raxe-agent-01 raxe: {}", line_clean())
     );
+    // A batch's messages share one buffer: each is still its event's own message.
+    let batch = a.encode(&[event(1), clean_event(), event(1)]);
+    let Payload::Syslog(msgs) = &batch.requests[0].payload else {
+        panic!()
+    };
+    let one = a.transform_event(&event(1));
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(&msgs[0][..], &one[..]);
+    assert_eq!(&msgs[1][..], &a.transform_event(&clean_event())[..]);
+    assert_eq!(&msgs[2][..], &one[..]);
 }
 
 fn kind(o: &Outcome) -> &'static str {
@@ -337,6 +347,14 @@ fn udp_messages_fit_the_datagram_and_keep_the_event_id() {
         msg.contains("cs4=evt-7") && msg.contains("cs6=cust_acme"),
         "{msg}"
     );
+    // Shortened the same after other messages in a batch's buffer.
+    let batch = a.encode(&[event(1), long_event(), event(1)]);
+    let Payload::Syslog(msgs) = &batch.requests[0].payload else {
+        panic!()
+    };
+    assert_eq!(msgs[1], msg.as_bytes());
+    assert_eq!(msgs[0], msgs[2]);
+    assert_eq!(msgs[0], a.transform_event(&event(1)));
     // Over TCP nothing is shortened.
     let whole =
         String::from_utf8(syslog_adapter(SyslogFormat::Rfc5424).transform_event(&long_event()))

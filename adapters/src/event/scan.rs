@@ -19,7 +19,7 @@ pub(crate) fn scan(line: &[u8]) -> Option<Fast<'_>> {
 }
 
 /// [`scan`] for the JSON of a queue record, whose time (`timestamp_ms`) its header holds:
-/// the JSON's copy of it is skipped, not parsed again.
+/// the JSON's copy of it (text, as records are written) is skipped, not parsed again.
 pub(crate) fn scan_record(json: &[u8], timestamp_ms: i64) -> Option<Fast<'_>> {
     scan_with(json, Some(timestamp_ms))
 }
@@ -162,10 +162,11 @@ impl<'a> Scanner<'a> {
             "timestamp" => {
                 let text = self.peek()? == b'"';
                 let token = if text { self.string()? } else { self.number()? };
+                // A record's time is text (`Rfc3339Ms`); anything else is read as before.
                 let ms = match self.known_time {
-                    Some(ms) => ms,
-                    None if text => timestamp_str(token).ok()?,
-                    None => timestamp(number_value(token)?).ok()?,
+                    Some(ms) if text => ms,
+                    _ if text => timestamp_str(token).ok()?,
+                    _ => timestamp(number_value(token)?).ok()?,
                 };
                 set(&mut f.timestamp_ms, ms)
             }

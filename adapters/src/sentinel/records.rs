@@ -44,7 +44,7 @@ pub fn write_record(event: &ScanEvent, out: &mut Vec<u8>) {
 /// and limit (see `crate::sentinel_ingestion`).
 pub fn write_record_as(
     event: &ScanEvent,
-    time_field: &str,
+    time_field: &'static str,
     reserved: &[&str],
     max_field: usize,
     out: &mut Vec<u8>,
@@ -146,8 +146,8 @@ impl<'a> Record<'a> {
     }
 
     /// Writes `"name":`, after a comma unless it is the first column. Names need no JSON
-    /// escaping: ours are words, and a pass-through one is ASCII letters and digits
-    /// ([`pascal_case`]).
+    /// escaping: ours are words (the time field's is a constant too), and a pass-through
+    /// one is ASCII letters and digits ([`pascal_case`]).
     fn name(&mut self, name: Cow<'a, str>) {
         debug_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric()), "{name}");
         if !self.names.is_empty() {

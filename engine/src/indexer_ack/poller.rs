@@ -52,15 +52,17 @@ pub(crate) async fn run(
     let mut last_poll = Instant::now();
     // The last poll that confirmed something, or the start of a busy spell.
     let mut last_progress = last_poll;
-    // How long the youngest request that poll confirmed had waited (see `indexed_due`),
-    // and when the last poll was sent.
-    let mut indexed_within: Option<Duration> = None;
+    // How long the youngest request that poll confirmed had waited when it was sent (see
+    // `indexed_due`), for this adapter; and when the last poll was sent.
+    let mut indexed_within: Option<(Duration, Arc<dyn SiemAdapter>)> = None;
     let mut last_asked = last_poll;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() || dest.is_retired() {
             break;
         }
         let adapter: Arc<dyn SiemAdapter> = adapter_rx.borrow_and_update().clone();
+        // Another server or indexer may take another time.
+        indexed_within.take_if(|(_, learned_for)| !Arc::ptr_eq(learned_for, &adapter));
         let enabled = *enabled_rx.borrow_and_update();
         let target = adapter.indexer_ack().map(|a| a.ack_target());
         release_unpollable(&dest, target.as_deref(), enabled).await;
@@ -105,7 +107,8 @@ pub(crate) async fn run(
         let due = if dest.acks.full() || dest.flushing() {
             let oldest = dest.acks.oldest_since().unwrap_or(now);
             let due = full_poll_due(last_progress.max(oldest), last_poll, interval);
-            let indexed = indexed_due(oldest, indexed_within, last_asked, last_poll);
+            let within = indexed_within.as_ref().map(|(within, _)| *within);
+            let indexed = indexed_due(oldest, within, last_asked, last_poll);
             next_poll.min(indexed.map_or(due, |d| d.min(due)))
         } else {
             next_poll
@@ -126,9 +129,9 @@ pub(crate) async fn run(
         let confirmed = poll_once(&dest, &audit, &adapter, &mut shutdown, None).await;
         // From the answer: a slow poll is not followed by another at once.
         last_poll = Instant::now();
-        if confirmed.is_some() {
+        if let Some(youngest) = confirmed {
             last_progress = last_poll;
-            indexed_within = confirmed;
+            indexed_within = Some((now.saturating_duration_since(youngest), adapter));
         }
     }
     if *shutdown.borrow_and_update() && !dest.is_retired() {
@@ -270,15 +273,14 @@ async fn release_unpollable(dest: &Arc<Destination>, target: Option<&str>, enabl
 }
 
 /// One poll of every pending id of `adapter`: acks the confirmed leases, releases the
-/// timed-out ones. When it confirmed any: how long the youngest of them had waited when
-/// the poll was sent.
+/// timed-out ones. When it confirmed any: when the youngest of them was handed over.
 async fn poll_once(
     dest: &Arc<Destination>,
     audit: &AuditLog,
     adapter: &Arc<dyn SiemAdapter>,
     shutdown: &mut watch::Receiver<bool>,
     give_up_at: Option<tokio::time::Instant>,
-) -> Option<Duration> {
+) -> Option<Instant> {
     let ack = adapter.indexer_ack()?;
     // Only ids of this adapter's channel: another channel's ids are other requests.
     let target = ack.ack_target();
@@ -295,7 +297,6 @@ async fn poll_once(
     if ids.is_empty() {
         return None;
     }
-    let asked_at = Instant::now();
     let give_up = async {
         match give_up_at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -339,12 +340,8 @@ async fn poll_once(
         .acks
         .take_for_ack(|p| asked.contains(&p.serial) && done.contains(&p.ack_id));
     let expired = dest.acks.take(|p| p.since.elapsed() >= timeout);
-    // The wait of the youngest request confirmed.
-    let confirmed = acked
-        .iter()
-        .map(|p| p.since)
-        .max()
-        .map(|since| asked_at.saturating_duration_since(since));
+    // When the youngest request confirmed was handed over.
+    let confirmed = acked.iter().map(|p| p.since).max();
     if confirmed.is_some() {
         let events: usize = acked.iter().map(|p| p.events).sum();
         tracing::debug!(destination = %dest.id, requests = acked.len(), events, "indexer acknowledged");

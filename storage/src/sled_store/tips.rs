@@ -259,9 +259,10 @@ mod tests {
         let (mut shrank_at_start, mut closed_at) = (false, 0);
         // Until a start has shortened the file. Whether one does depends on where sled's IO
         // threads left its pages (a start shortens the file when the tail segment holds no
-        // live page), so it is a search: in 11 trials here the first came at run 3 to 25,
-        // then one every 3 to 16 runs, and one trial under load found none in 30 (the bound
-        // then). The assertions on each run are the test; this makes sure the case came up.
+        // live page), so it is a search: in 11 trials here (run on past the first) the first
+        // came at run 3 to 25, then one every 3 to 16 runs, and one trial under load found
+        // none in 30 (the bound then). The assertions on each run are the test; this makes
+        // sure the case came up.
         for run in 0..80 {
             if shrank_at_start {
                 break;
