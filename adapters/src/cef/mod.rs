@@ -26,7 +26,7 @@ use crate::http_common::{
 };
 use crate::outcome::Outcome;
 use crate::request::{EncodedRequest, Payload, Response, TransportError};
-use crate::syslog::{pri, write_rfc3164, write_rfc5424, Rfc5424};
+use crate::syslog::{pri, write_rfc3164, write_rfc5424, Rfc3164, Rfc5424};
 use crate::transport::{HttpTransport, SyslogTarget, SyslogTransport};
 
 pub use self::encoder::{cef_line, write_cef, CefSettings, DEVICE_VERSION};
@@ -135,12 +135,14 @@ impl CefSyslogFormatter {
                 out,
             ),
             SyslogFormat::Rfc3164 => write_rfc3164(
-                pri,
-                event.datetime(),
-                &self.hostname,
-                &self.app_name,
-                None,
-                cef.as_bytes(),
+                &Rfc3164 {
+                    pri,
+                    time: event.datetime(),
+                    hostname: &self.hostname,
+                    tag: &self.app_name,
+                    pid: None,
+                    msg: cef.as_bytes(),
+                },
                 out,
             ),
         }

@@ -89,31 +89,36 @@ pub fn write_rfc5424(m: &Rfc5424<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// `<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG` (RFC 3164). `time` is written as given
-/// (we pass UTC: the format has no zone). TAG is cut at 32 alphanumerics.
-pub fn format_rfc3164(
-    pri: u8,
-    time: OffsetDateTime,
-    hostname: &str,
-    tag: &str,
-    pid: Option<&str>,
-    msg: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + msg.len());
-    write_rfc3164(pri, time, hostname, tag, pid, msg, &mut out);
+/// The parts of an RFC 3164 message: `<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG`. `time`
+/// is written as given (we pass UTC: the format has no zone); TAG is cut at 32
+/// alphanumerics.
+#[derive(Debug, Clone)]
+pub struct Rfc3164<'a> {
+    pub pri: u8,
+    pub time: OffsetDateTime,
+    pub hostname: &'a str,
+    pub tag: &'a str,
+    pub pid: Option<&'a str>,
+    pub msg: &'a [u8],
+}
+
+/// The message `m` describes.
+pub fn format_rfc3164(m: &Rfc3164<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + m.msg.len());
+    write_rfc3164(m, &mut out);
     out
 }
 
 /// [`format_rfc3164`] appended to `out` (a batch's messages can share one buffer).
-pub fn write_rfc3164(
-    pri: u8,
-    time: OffsetDateTime,
-    hostname: &str,
-    tag: &str,
-    pid: Option<&str>,
-    msg: &[u8],
-    out: &mut Vec<u8>,
-) {
+pub fn write_rfc3164(m: &Rfc3164<'_>, out: &mut Vec<u8>) {
+    let Rfc3164 {
+        pri,
+        time,
+        hostname,
+        tag,
+        pid,
+        msg,
+    } = *m;
     out.push(b'<');
     write_pri(pri, out);
     out.push(b'>');

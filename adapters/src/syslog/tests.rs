@@ -71,14 +71,14 @@ fn example_2_structured_data_bom_newline() {
 #[test]
 fn example_3_rfc3164_with_cef() {
     let cef = "CEF:0|Acme\\|Labs|Vuln Scanner|2.1|SCAN-1001|Critical finding: C:\\\\tmp|10|rt=1751371200000 suser=alice cs1Label=query cs1=a\\=b c\\\\d\\nnext cn1Label=cvss_x10 cn1=98 msg=Path C:\\\\x|y";
-    let msg = format_rfc3164(
-        pri(16, 4),
-        datetime!(2025-07-01 12:00:02 UTC),
-        "scanner01",
-        "vulnscan",
-        None,
-        cef.as_bytes(),
-    );
+    let msg = format_rfc3164(&Rfc3164 {
+        pri: pri(16, 4),
+        time: datetime!(2025-07-01 12:00:02 UTC),
+        hostname: "scanner01",
+        tag: "vulnscan",
+        pid: None,
+        msg: cef.as_bytes(),
+    });
     assert_eq!(msg.len(), 219);
     assert_eq!(
         String::from_utf8(msg).unwrap(),
@@ -122,7 +122,14 @@ fn rfc3164_keeps_an_ip_address_whole_and_cuts_a_domain() {
         ("2001:db8::1", "2001:db8::1"),
         ("scanner01.corp.example", "scanner01"),
     ] {
-        let msg = format_rfc3164(pri(16, 4), at, host, "raxe", None, b"x");
+        let msg = format_rfc3164(&Rfc3164 {
+            pri: pri(16, 4),
+            time: at,
+            hostname: host,
+            tag: "raxe",
+            pid: None,
+            msg: b"x",
+        });
         let text = String::from_utf8(msg).unwrap();
         assert_eq!(
             text,
@@ -172,7 +179,14 @@ fn rfc3164_tags_keep_alphanumerics_only() {
         ),
     ];
     for (tag, shown) in cases {
-        let msg = format_rfc3164(pri(23, 7), at, "h", tag, Some("42"), b"m");
+        let msg = format_rfc3164(&Rfc3164 {
+            pri: pri(23, 7),
+            time: at,
+            hostname: "h",
+            tag,
+            pid: Some("42"),
+            msg: b"m",
+        });
         assert_eq!(
             String::from_utf8(msg).unwrap(),
             format!("<191>Dec 31 23:59:59 h {shown}[42]: m"),
