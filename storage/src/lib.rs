@@ -136,14 +136,15 @@
 //! took ~1.7x (707 bytes).
 //!
 //! # Memory
-//! sled keeps the leaves it touched in memory until its LRU pages them out. The LRU has 256
-//! shards (by page id) and never evicts a shard's last page, so at least ~256 leaves stay
-//! resident whatever `cache_capacity` says; a chunk leaf holds 8-17 chunks, so that floor is
-//! ~20 MiB with 8 KiB plain chunks (heaptrack, 250k and 1M records queued alike). Chunks of
-//! scan events pack ~3x, so the default 20 KiB chunks (~7 KiB stored) give about the same
-//! floor. `queue_bench`'s RSS with 1M queued: 31 MiB (20 KiB packed), 22 MiB (8 KiB
-//! packed), 38 MiB (8 KiB plain). Above it, memory grows with the queue only through the
-//! chunk index here and sled's page table: ~6 MiB per million records.
+//! sled keeps the leaves it touched in memory until its LRU pages them out. The LRU is
+//! sharded by page id and a shard never evicts the page it just admitted; upstream's 256
+//! shards of the 8 MiB cache (32 KiB each) were smaller than one leaf of chunks (8-17
+//! chunks, ~100 KiB), so every shard kept one and ~256 leaves (~20 MiB) stayed resident
+//! whatever `cache_capacity` said. The vendored sled has 16 shards (`vendor/README.md`),
+//! and the capacity holds: a queue growing by 300,000 scan-like records adds ~5 MiB of
+//! RSS, against ~20 MiB before (`tests/sled_cache_bound.rs`). Above the cache, memory
+//! grows with the queue only through the chunk index here and sled's page table: ~6 MiB
+//! per million records.
 
 mod crc;
 pub mod error;
