@@ -126,7 +126,7 @@
 //! The in-memory index is a map of chunk metadata plus range sets (available, acked): it
 //! grows with the chunk count (~50 bytes per chunk), not with the payload. The last decoded
 //! chunk is cached so consecutive leases read it once; leased records are slices of it, so
-//! a record held keeps its whole chunk (up to 20 KiB by default) in memory.
+//! a record held keeps its whole chunk (up to 50 KiB of records by default) in memory.
 //!
 //! # Disk size
 //! sled reuses space freed by acks and truncates its file only by free segments at its

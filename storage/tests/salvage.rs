@@ -351,8 +351,9 @@ fn byte_flipped_inside_a_packed_chunk_loses_at_most_its_chunk() {
                     .filter(|(r, _)| r.contains(&offset))
                     .flat_map(|(_, recs)| recs.iter().cloned())
                     .collect();
-                // One chunk's worth: as many records as fit the chunk target.
-                let per_chunk = StoreOptions::default().chunk_bytes / (big(0).len() + 4);
+                // One chunk's worth: as many records as a packed chunk takes, up to 2.5
+                // times the chunk cap of plain records (`cut_chunks`).
+                let per_chunk = StoreOptions::default().chunk_bytes * 5 / 2 / (big(0).len() + 4);
                 assert!(
                     !hit.is_empty() && hit.len() <= per_chunk,
                     "{} records hit, {per_chunk} fit a chunk",

@@ -30,6 +30,48 @@ pub(crate) fn chunk_size_of(payload: usize, count: usize) -> usize {
     CHUNK_HEADER + payload + count * LEN_PREFIX
 }
 
+/// How many bytes of plain records a packed chunk may take, as a multiple of the stored
+/// cap: scan events pack ~3x, so 2.5x fills a chunk without its packed form often passing
+/// the cap (fewer, bigger chunks: fewer sled items per record; see `StoreOptions::chunk_bytes`).
+const PACKED_REACH: (usize, usize) = (5, 2);
+
+/// Cuts `records` into chunks in order and encodes them unsealed: value, record count and
+/// payload bytes of each. No value is over `cap` bytes unless it holds a single record
+/// bigger than that. With `pack`, a chunk takes up to [`PACKED_REACH`] times `cap` of plain
+/// records; one whose packed form is still over `cap` is cut again at what its own ratio
+/// allows (each try at least an eighth shorter, and at `cap` a plain chunk fits).
+pub(crate) fn cut_chunks(records: &[&[u8]], cap: usize, pack: bool) -> Vec<(Vec<u8>, u32, u64)> {
+    let reach = if pack {
+        cap * PACKED_REACH.0 / PACKED_REACH.1
+    } else {
+        cap
+    };
+    let mut chunks = Vec::new();
+    let mut i = 0;
+    while i < records.len() {
+        let mut limit = reach;
+        loop {
+            // As many records as fit `limit` in plain form (at least one).
+            let mut j = i + 1;
+            let mut payload = records[i].len();
+            while j < records.len() && chunk_size_of(payload + records[j].len(), j + 1 - i) <= limit
+            {
+                payload += records[j].len();
+                j += 1;
+            }
+            let value = encode_unsealed(&records[i..j], pack);
+            if value.len() <= cap || j == i + 1 || limit <= cap {
+                chunks.push((value, (j - i) as u32, payload as u64));
+                i = j;
+                break;
+            }
+            let plain = chunk_size_of(payload, j - i);
+            limit = (plain / 8 * 7 * cap / value.len()).max(cap);
+        }
+    }
+    chunks
+}
+
 /// One chunk value holding `records` (layouts in the module doc). The crc covers the
 /// first seq (so a value under the wrong key is caught), the count, and everything after
 /// the crc. The packed length is redundant inside sled; it lets a raw scan of the file
@@ -309,6 +351,89 @@ mod tests {
                 .into_bytes()
             })
             .collect()
+    }
+
+    /// Cuts `records` with `cut_chunks`, checks every value against the cap and that the
+    /// chunks hold the records in order, and returns the record counts.
+    fn cut_and_check(records: &[Vec<u8>], cap: usize, pack: bool) -> Vec<u32> {
+        let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+        let chunks = cut_chunks(&refs, cap, pack);
+        let mut next = 0usize;
+        for (value, count, payload) in &chunks {
+            let count = *count as usize;
+            assert!(
+                value.len() <= cap || count == 1,
+                "{} bytes over {cap}",
+                value.len()
+            );
+            let held = &records[next..next + count];
+            assert_eq!(*payload as usize, held.iter().map(Vec::len).sum::<usize>());
+            let mut sealed = value.clone();
+            seal(next as Seq, &mut sealed);
+            let d = decode_chunk(next as Seq, sealed.into()).unwrap();
+            for (k, r) in held.iter().enumerate() {
+                assert_eq!(d.get((next + k) as Seq).as_deref(), Some(&r[..]));
+            }
+            next += count;
+        }
+        assert_eq!(next, records.len());
+        chunks.iter().map(|c| c.1).collect()
+    }
+
+    #[test]
+    fn packed_chunks_hold_more_records_and_stay_under_the_cap() {
+        let cap = 20 << 10;
+        let scan_like = events(3_000);
+        // Plain, a chunk takes what fits the cap in plain form.
+        let plain = cut_and_check(&scan_like, cap, false);
+        let per_plain = scan_like[0].len() + LEN_PREFIX;
+        assert!(plain
+            .iter()
+            .all(|&n| n as usize * per_plain <= cap + per_plain));
+        // Packed, each takes up to 2.5 times that, and its stored value still fits the cap.
+        let packed = cut_and_check(&scan_like, cap, true);
+        assert!(
+            packed.len() * 2 < plain.len(),
+            "{} packed chunks against {} plain",
+            packed.len(),
+            plain.len()
+        );
+        // Records that do not pack are cut at the cap, as plain ones.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let random: Vec<Vec<u8>> = (0..600).map(|_| noise(400)).collect();
+        assert_eq!(
+            cut_and_check(&random, cap, true),
+            cut_and_check(&random, cap, false)
+        );
+        // Records that pack ~2x: the first try at 2.5x is over the cap and is cut again.
+        let half: Vec<Vec<u8>> = (0..2_000)
+            .map(|_| {
+                let mut r = noise(200);
+                r.extend_from_slice(&[b'y'; 200]);
+                r
+            })
+            .collect();
+        let retried = cut_and_check(&half, cap, true);
+        let plain = cut_and_check(&half, cap, false);
+        assert!(
+            retried.len() < plain.len(),
+            "{} against {}",
+            retried.len(),
+            plain.len()
+        );
+        // A record bigger than the cap gets a chunk of its own.
+        let big = vec![vec![b'a'; 10], noise(30_000), vec![b'b'; 10]];
+        assert_eq!(cut_and_check(&big, cap, true), vec![1, 1, 1]);
     }
 
     #[test]

@@ -43,24 +43,25 @@ const MAX_NAME_BYTES: usize = 200;
 /// Tuning and hooks for [`SledStore::open_with`].
 #[derive(Clone)]
 pub struct StoreOptions {
-    /// sled's page cache. sled's default (1 GiB) lets RSS grow with the queue. Below ~256
+    /// sled's page cache. sled's default (1 GiB) lets RSS grow with the queue. Below 16
     /// leaves (one per LRU shard; see the crate's Memory notes) a smaller value saves nothing.
     pub cache_capacity: u64,
-    /// Target size of one chunk's plain encoding (many records per sled value; packing
-    /// only shrinks it). Capped at `segment_size / 96` (21 KiB with the default segment):
-    /// sled rewrites a whole leaf (up to ~20 values) as one log item, and items above a
-    /// quarter segment go to unsynced blob files. Fewer, bigger chunks mean fewer sled
-    /// items per record, and sled's per-item work dominates: against 8 KiB, the default
-    /// 20 KiB measured (packed scan events) +33% durable appends of 100, lease + ack of 100
-    /// in 52 instead of 84 µs, -6% CPU per event end to end; it holds ~9 MiB more RSS with
-    /// 1M records queued in `queue_bench` (sled's LRU floor, below), none measurable end to
-    /// end.
+    /// Largest stored value of one chunk (many records per sled value), packed or plain.
+    /// Capped at `segment_size / 96` (21 KiB with the default segment): sled rewrites a
+    /// whole leaf (up to ~20 values) as one log item, and items above a quarter segment go
+    /// to unsynced blob files. With `pack_chunks` a chunk takes up to 2.5 times this of
+    /// plain records, and one that does not pack under it is cut shorter (`cut_chunks`).
+    /// Fewer, bigger chunks mean fewer sled items per record, and sled's per-item work
+    /// dominates: against 8 KiB, 20 KiB of plain records measured (packed scan events)
+    /// +33% durable appends of 100, lease + ack of 100 in 52 instead of 84 µs, -6% CPU per
+    /// event end to end; 2.5 times that per packed chunk (~117 scan events, ~17 KiB stored)
+    /// another 8% less CPU end to end to one HEC destination (3 A/B pairs).
     pub chunk_bytes: usize,
     /// Store chunks LZ4-packed when that saves at least an eighth (on by default). Scan
     /// events pack ~3x, so sled writes, rewrites and caches a third of the bytes: end to
     /// end (one HEC destination) 6% less CPU per event and 30% less peak RSS. The cost: a
-    /// byte damaged inside a packed value spoils its whole chunk for `raxe repair`'s raw
-    /// scan, where a plain chunk loses only the record it hit. Either setting reads both
+    /// byte damaged inside a packed value spoils its whole chunk (up to ~117 scan events)
+    /// for `raxe repair`'s raw scan, where a plain chunk loses only the record it hit. Either setting reads both
     /// kinds of chunk.
     pub pack_chunks: bool,
     /// sled's segment (IO buffer) size; fixed when the directory is created (sled refuses

@@ -215,8 +215,8 @@ impl SledQueue {
     }
 
     /// Cuts `records` into chunks and encodes them, holding no lock. Each chunk's encoded
-    /// value stays under the chunk target (sled writes values above ~64 KiB to separate
-    /// blob files); an oversized record gets a chunk of its own.
+    /// value stays under the chunk cap (see [`chunk::cut_chunks`]); an oversized record gets
+    /// a chunk of its own.
     pub(crate) fn plan(&self, records: &[&[u8]]) -> Result<Planned, QueueError> {
         let mut bytes = 0u64;
         for r in records {
@@ -229,22 +229,7 @@ impl SledQueue {
             }
             bytes += r.len() as u64;
         }
-        let target = self.shared.chunk_bytes;
-        let mut chunks = Vec::new();
-        let mut i = 0;
-        while i < records.len() {
-            let mut j = i + 1;
-            let mut payload = records[i].len();
-            while j < records.len()
-                && chunk::chunk_size_of(payload + records[j].len(), j + 1 - i) <= target
-            {
-                payload += records[j].len();
-                j += 1;
-            }
-            let value = chunk::encode_unsealed(&records[i..j], self.shared.pack_chunks);
-            chunks.push((value, (j - i) as u32, payload as u64));
-            i = j;
-        }
+        let chunks = chunk::cut_chunks(records, self.shared.chunk_bytes, self.shared.pack_chunks);
         Ok(Planned { chunks, bytes })
     }
 
