@@ -139,10 +139,10 @@
 //! sled keeps the leaves it touched in memory until its LRU pages them out. The LRU is
 //! sharded by page id and a shard never evicts the page it just admitted; upstream's 256
 //! shards of the 8 MiB cache (32 KiB each) were smaller than one leaf of chunks (8-17
-//! chunks, ~100 KiB), so every shard kept one and ~256 leaves (~20 MiB) stayed resident
+//! chunks, 100-300 KiB), so every shard kept one and up to ~256 leaves stayed resident
 //! whatever `cache_capacity` said. The vendored sled has 16 shards (`vendor/README.md`),
 //! and the capacity holds: a queue growing by 300,000 scan-like records adds ~5 MiB of
-//! RSS, against ~20 MiB before (`tests/sled_cache_bound.rs`). Above the cache, memory
+//! RSS, against ~32 MiB with 256 shards (`tests/sled_cache_bound.rs`). Above the cache, memory
 //! grows with the queue only through the chunk index here and sled's page table: ~6 MiB
 //! per million records.
 

@@ -1,6 +1,6 @@
 //! sled's page cache, patched in `vendor/sled` to keep 16 LRU shards instead of 256: a
 //! shard never evicts the page it just admitted, and with 256 shards of an 8 MiB cache
-//! (32 KiB each) every shard held one whole leaf of chunks (~100 KiB) whatever the
+//! (32 KiB each) every shard held one whole leaf of chunks (100-300 KiB) whatever the
 //! capacity said, so ~256 leaves stayed resident as a queue grew (`vendor/README.md`).
 //!
 //! Its own test binary: it reads the process's resident memory.
@@ -27,8 +27,8 @@ fn a_growing_queue_keeps_no_more_leaves_resident_than_the_cache_holds() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let store = SledStore::open(dir.path()).unwrap();
     let q = store.queue("grows").unwrap();
-    // Scan-event-like records (~430 bytes, pack ~2.5x): 1,000 per append, ~46 per chunk,
-    // 8-17 chunks per leaf: 320,000 records make ~7,000 chunks in 400-900 leaves.
+    // Scan-event-like records (~430 bytes, pack ~2.5x): 1,000 per append, ~115 per chunk,
+    // 8-17 chunks per leaf: 320,000 records make ~2,800 chunks in 160-350 leaves.
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut append_some = |n: usize| {
         for _ in 0..n {
@@ -62,7 +62,7 @@ fn a_growing_queue_keeps_no_more_leaves_resident_than_the_cache_holds() {
     append_some(300);
     let grown = rss().saturating_sub(before);
 
-    // Measured here: 4.8-6.1 MiB with the patch, 19.6-21.5 MiB without. What may grow
+    // Measured here: 5.0-5.2 MiB with the patch, 31-33 MiB without. What may grow
     // besides the cache (8 MiB): the chunk index (~50 bytes per chunk) and sled's page
     // table.
     let mib = grown as f64 / (1 << 20) as f64;

@@ -23,7 +23,7 @@ const MAX_QUEUE_ITEMS: usize = 64;
 const N_SHARDS: usize = 2;
 
 // raxe-siem: 16 shards, not 256. A shard never evicts the page it just admitted, and a
-// leaf of chunks (~100 KiB) is bigger than a 256th of the cache (32 KiB of 8 MiB): every
+// leaf of chunks (100-300 KiB) is bigger than a 256th of the cache (32 KiB of 8 MiB): every
 // shard kept one whole leaf, ~256 leaves whatever the capacity said. With 16 shards of
 // 512 KiB the capacity holds (`e2e_bench` peak RSS: one HEC destination 51 -> 36-41 MiB,
 // 1,000,000 queued 53 -> 44 MiB; CPU unchanged).
