@@ -298,13 +298,12 @@ impl Ext<'_> {
     }
 
     fn labelled(&mut self, key: &str, v: &str, label: &str, max: usize) {
-        if self.value(key, v, max) {
-            self.label(key, label);
-        }
+        self.labelled_list(key, std::slice::from_ref(&v), label, max);
     }
 
-    fn labelled_list(&mut self, key: &str, values: &[String], label: &str, max: usize) {
-        if self.joined(key, values, max) {
+    /// `parts` as one value ([`Ext::joined`]), then its label when it was written.
+    fn labelled_list(&mut self, key: &str, parts: &[impl AsRef<str>], label: &str, max: usize) {
+        if self.joined(key, parts, max) {
             self.label(key, label);
         }
     }
