@@ -290,6 +290,12 @@ impl ConfigStore {
         Ok((records, problems))
     }
 
+    /// How many destination configuration files there are (readable or not), without
+    /// reading them.
+    pub fn count(&self) -> usize {
+        self.files().map_or(0, |files| files.len())
+    }
+
     /// Changes whenever a configuration file is added, removed or rewritten.
     pub fn fingerprint(&self) -> u64 {
         let mut hasher = DefaultHasher::new();

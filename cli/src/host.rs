@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use raxe_engine::{AuditLog, DestinationOptions, EngineError, SiemDispatcher};
-use raxe_storage::{QueueError, QueueStore, SledStore};
+use raxe_storage::{QueueError, QueueStore, SledStore, StoreOptions};
 use tokio::sync::watch;
 
 use crate::config_store::{ConfigStore, DestinationRecord};
@@ -56,7 +56,15 @@ impl Host {
     }
 
     fn open_as(data: DataDir, delivers: bool) -> Result<Host, OpenError> {
-        let store = match SledStore::open(data.queues_dir()) {
+        // sled's cache is sized once, here: for the destinations configured now (one added
+        // later shares it until the next start).
+        let destinations = ConfigStore::new(data.config_dir()).count();
+        let cache = StoreOptions::cache_for_queues(destinations);
+        let opts = StoreOptions {
+            cache_capacity: cache,
+            ..StoreOptions::default()
+        };
+        let store = match SledStore::open_with(data.queues_dir(), opts) {
             Ok(store) => Arc::new(store),
             Err(e @ QueueError::InUse { .. }) => return Err(OpenError::InUse(e.to_string())),
             Err(e) => {
@@ -65,6 +73,13 @@ impl Host {
                 ))
             }
         };
+        // sled's page cache, in MiB.
+        let cache_mib = (cache as f64 / f64::from(1 << 20) * 10.0).round() / 10.0;
+        if delivers {
+            tracing::info!(destinations, cache_mib, "event queues open");
+        } else {
+            tracing::debug!(destinations, cache_mib, "event queues open");
+        }
         let host = (|| {
             let audit = AuditLog::open(
                 &data.audit_dir(),

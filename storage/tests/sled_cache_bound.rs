@@ -9,6 +9,8 @@ use std::fs;
 
 use raxe_storage::{Queue, SledStore};
 
+mod common;
+
 /// The process's resident set, in bytes.
 fn rss() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap();
@@ -32,26 +34,7 @@ fn a_growing_queue_keeps_no_more_leaves_resident_than_the_cache_holds() {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut append_some = |n: usize| {
         for _ in 0..n {
-            let records: Vec<Vec<u8>> = (0..1_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let h = |k: u32| x.rotate_left(k).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    format!(
-                        r#"{{"event_id":"evt-{:016x}","timestamp":"2026-01-30T10:30:00.123Z","event_type":"scan","threat_detected":true,"severity":"high","rule_ids":["pi-001","pi-003"],"families":["PI"],"prompt_hash":"sha256:{:016x}{:016x}{:016x}{:016x}","prompt_length":{},"customer_id":"cust_acme","agent_id":"agent_{:06}","installation_id":"inst_{:08x}"}}"#,
-                        h(1),
-                        h(2),
-                        h(3),
-                        h(4),
-                        h(5),
-                        x % 10_000,
-                        x % 1_000_000,
-                        h(6) as u32
-                    )
-                    .into_bytes()
-                })
-                .collect();
+            let records = common::scan_like_records(&mut x, 1_000);
             let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
             q.append(&refs).unwrap();
         }

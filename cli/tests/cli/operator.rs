@@ -383,3 +383,38 @@ async fn a_kept_queue_of_a_removed_destination_is_shown() {
     assert_eq!(stats["kept_queues"], serde_json::json!([]), "{stats}");
     assert_eq!(stats["destinations"][0]["queue"]["events"], 5, "{stats}");
 }
+
+/// sled's page cache is sized for the destinations configured when the queues open: many
+/// busy queues each keep a leaf or two in it (`StoreOptions::cache_for_queues`).
+#[test]
+fn the_queues_cache_is_sized_for_the_configured_destinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let opened = |data: &std::path::Path| {
+        let out = raxe_env(
+            data,
+            &["--log-format", "json", "customer", "siem", "list"],
+            &[("RAXE_LOG", "raxe=debug")],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "event queues open")
+            .map(|v| v["fields"].clone())
+            .unwrap_or_else(|| panic!("no 'event queues open' line in:\n{stderr}"))
+    };
+    let mib = |queues: usize| {
+        let bytes = raxe_storage::StoreOptions::cache_for_queues(queues) as f64;
+        (bytes / f64::from(1 << 20) * 10.0).round() / 10.0
+    };
+    for customer in ["c1", "c2", "c3"] {
+        let out = configure_splunk_for(data, customer, "https://splunk.example.com:8088", TOKEN);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let fields = opened(data);
+    assert_eq!(fields["destinations"], 3, "{fields}");
+    assert_eq!(fields["cache_mib"].as_f64(), Some(mib(3)), "{fields}");
+    assert!(mib(3) > mib(0), "each destination adds to the cache");
+}
