@@ -85,10 +85,14 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// The default page cache (8 MiB, enough for one queue however long).
     pub const BASE_CACHE: u64 = 8 << 20;
-    /// What each busy queue adds: the leaf its appends go to and the one its leases and
-    /// acks work on (8-16 chunks each, ~200 KiB of scan events).
+    /// What each busy queue adds. A queue works on one or two leaves (the one its appends
+    /// go to, the one its leases and acks work on; 8-16 chunks, up to ~270 KiB of scan
+    /// events each), and most of the time they are the same leaf: 160 KiB a queue is
+    /// where the gain in the measurements below levels off.
     pub const CACHE_PER_QUEUE: u64 = 160 << 10;
-    /// The most [`StoreOptions::cache_for_queues`] asks for, however many queues.
+    /// The most [`StoreOptions::cache_for_queues`] asks for, however many queues (250 busy
+    /// ones): it keeps the cache well inside the 64 MiB peak-RSS target. More busy queues
+    /// than that cost CPU re-reading leaves, never data.
     pub const MAX_CACHE: u64 = 48 << 20;
 
     /// A page cache that holds the working leaves of `queues` busy queues: the base cache
@@ -98,9 +102,12 @@ impl StoreOptions {
     /// the leaves of the queues in use do not fit, every turn of the round over them pages
     /// each one out and reads it back (a pread and a decode of ~200 KiB), and the memory
     /// churn raises RSS as well. Measured (`e2e_bench` hec100, 100 destinations, 3 runs
-    /// each): 8 MiB 3.25-3.48 CPU-s/M and 56-63 MiB peak RSS; 16 MiB 2.95-3.14 and 52-57;
-    /// 24 MiB 2.95-3.00 and 54-57; 32 MiB 2.91-2.98 and 55-57. Idle queues' leaves are never read, so they cost nothing:
-    /// the capacity is a bound, not an allocation.
+    /// each): 8 MiB 3.25-3.48 CPU-s/M, 16 MiB 2.95-3.14, 24 MiB 2.95-3.00, 32 MiB
+    /// 2.91-2.98, 48 MiB 2.95-3.10; this sizing (23.6 MiB) against 8 MiB, 4 pairs: 2.93
+    /// against 3.33 (lower in 4 of 4), peak RSS 52-55 against 59-66 MiB. Idle queues'
+    /// leaves are never read, so they cost nothing: the capacity is a bound, not an
+    /// allocation. A backlog on every queue at once keeps two leaves each busy, which
+    /// this does not hold (`tests/sled_cache_queues.rs`): then the cost is CPU, not data.
     pub fn cache_for_queues(queues: usize) -> u64 {
         let queues = u64::try_from(queues).unwrap_or(u64::MAX);
         Self::BASE_CACHE
