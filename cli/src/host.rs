@@ -58,7 +58,8 @@ impl Host {
     fn open_as(data: DataDir, delivers: bool) -> Result<Host, OpenError> {
         // sled's cache is sized once, here: for the destinations configured now (one added
         // later shares it until the next start).
-        let destinations = ConfigStore::new(data.config_dir()).count();
+        let configs = ConfigStore::new(data.config_dir());
+        let destinations = configs.count();
         let cache = StoreOptions::cache_for_queues(destinations);
         let opts = StoreOptions {
             cache_capacity: cache,
@@ -93,7 +94,6 @@ impl Host {
             })?;
             let dyn_store: Arc<dyn QueueStore> = store.clone();
             let dispatcher = Arc::new(SiemDispatcher::new(dyn_store, Arc::new(audit))?);
-            let configs = ConfigStore::new(data.config_dir());
             let host = Host {
                 data,
                 store,
