@@ -8,6 +8,7 @@ pub mod crash;
 pub mod feed;
 pub mod limits;
 pub mod peer;
+pub mod process_tree;
 pub mod raxe;
 pub mod receiver;
 pub mod scenario;

@@ -122,7 +122,7 @@ pub fn start_syslog_ng(
         .stderr(err)
         .spawn()
         .map_err(|e| format!("spawn {SYSLOG_NG}: {e}"))?;
-    let mut serve = Serve { child, started };
+    let mut serve = Serve::direct(child, started);
     while !control.exists() {
         if let Ok(Some(status)) = serve.child.try_wait() {
             return Err(format!(

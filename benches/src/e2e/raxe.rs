@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::feed::MSSP;
+use super::process_tree;
 use super::receiver::{HEC_TOKEN, SHARED_KEY, WORKSPACE};
 
 pub type Res<T> = Result<T, String>;
@@ -140,7 +141,12 @@ impl Raxe {
         cmd.arg("serve").stdout(log_file).stderr(err_file);
         let started = Instant::now();
         let child = cmd.spawn().map_err(|e| format!("spawn raxe serve: {e}"))?;
-        Ok(Serve { child, started })
+        Ok(Serve {
+            child,
+            started,
+            wrapped: self.wrap.is_some(),
+            under_wrapper: Vec::new(),
+        })
     }
 
     /// Waits until a fresh service has its control socket (it is up and delivering).
@@ -162,34 +168,71 @@ impl Raxe {
 pub struct Serve {
     pub child: Child,
     pub started: Instant,
+    /// Started under `--wrap`: `child` is the wrapper, the service one of its descendants.
+    wrapped: bool,
+    /// The wrapper's descendants, taken while it still ran (after it exits they are no
+    /// longer found through it).
+    under_wrapper: Vec<process_tree::Proc>,
 }
 
-/// Killed (SIGKILL) and reaped: a run that ends early (an error) leaves no process behind.
-/// A child already reaped (after `stop`) gets no signal.
+/// Killed (SIGKILL) and reaped: a run that ends early (an error) leaves no process behind,
+/// nor anything a wrapper started. A child already reaped (after `stop`) gets no signal.
 impl Drop for Serve {
     fn drop(&mut self) {
+        self.note_under_wrapper();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        process_tree::kill_all(&self.under_wrapper);
     }
 }
 
 impl Serve {
+    /// A process run directly (no wrapper), started at `started`.
+    pub fn direct(child: Child, started: Instant) -> Self {
+        Serve {
+            child,
+            started,
+            wrapped: false,
+            under_wrapper: Vec::new(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// SIGTERM and wait (a wrapper such as callgrind writes its output then).
+    /// SIGTERM and wait (a wrapper such as callgrind writes its output then). What a wrapper
+    /// leaves running when it exits gets SIGTERM too, and the rest of the wait.
     pub fn stop(mut self, timeout: Duration) {
+        self.note_under_wrapper();
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // Still running: dropped, so killed and reaped.
+        for p in &self.under_wrapper {
+            p.signal(libc::SIGTERM);
+        }
+        while self.under_wrapper.iter().any(process_tree::Proc::running)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Anything still running: dropped, so killed and reaped.
+    }
+
+    /// Records the wrapper's descendants while it is alive and unreaped (so its pid is
+    /// still its own).
+    fn note_under_wrapper(&mut self) {
+        if self.wrapped && self.under_wrapper.is_empty() {
+            if let Ok(None) = self.child.try_wait() {
+                self.under_wrapper = process_tree::descendants(self.pid());
+            }
+        }
     }
 
     /// kill -9, and reap (what dropping it does).
@@ -264,6 +307,53 @@ pub fn context_switches(pid: u32) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A "service" (a script that sleeps) under a wrapper that backgrounds it and dies on
+    /// a signal without passing it on, as `perf trace` leaves its workload.
+    fn wrapped_sleeper(dir: &Path) -> (Raxe, Serve, process_tree::Proc) {
+        // Both scripts are read by `sh`, never exec'd: a file just written can be busy
+        // (ETXTBSY) while a parallel test's fork still holds its descriptor.
+        let script = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("{body}\n")).unwrap();
+            path
+        };
+        let wrapper = script("wrapper", "sh \"$@\" &\nwait");
+        let raxe = Raxe {
+            bin: script("service", "exec sleep 600"),
+            data: dir.join("data"),
+            wrap: Some(format!("sh {}", wrapper.display())),
+        };
+        let serve = raxe.spawn_serve(&dir.join("serve.log")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let service = loop {
+            if let [only] = process_tree::descendants(serve.pid())[..] {
+                break only;
+            }
+            assert!(Instant::now() < deadline, "the wrapper started nothing");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        (raxe, serve, service)
+    }
+
+    /// Dropping (what `kill9` and an early error do) stops what the wrapper started too.
+    #[test]
+    fn a_dropped_wrapped_service_leaves_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_raxe, serve, service) = wrapped_sleeper(dir.path());
+        assert!(service.running());
+        serve.kill9();
+        assert!(!service.running(), "the wrapped service outlived the run");
+    }
+
+    /// `stop` sends SIGTERM to the wrapper, then to what it left running.
+    #[test]
+    fn a_stopped_wrapped_service_leaves_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_raxe, serve, service) = wrapped_sleeper(dir.path());
+        serve.stop(Duration::from_secs(10));
+        assert!(!service.running(), "the wrapped service outlived the run");
+    }
 
     /// A thread that sleeps switches out voluntarily, and the sum over this process's
     /// threads sees it.
