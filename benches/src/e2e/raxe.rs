@@ -2,6 +2,7 @@
 //! running `raxe serve` (optionally under a wrapper such as valgrind), and reading its
 //! peak RSS and CPU time from /proc while it runs.
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,7 +145,11 @@ impl Raxe {
         Ok(Serve {
             child,
             started,
-            wrapped: self.wrap.is_some(),
+            wrapped_bin: self
+                .wrap
+                .as_ref()
+                .map(|_| std::fs::canonicalize(&self.bin).unwrap_or_else(|_| self.bin.clone())),
+            service: OnceCell::new(),
             under_wrapper: Vec::new(),
         })
     }
@@ -168,8 +173,11 @@ impl Raxe {
 pub struct Serve {
     pub child: Child,
     pub started: Instant,
-    /// Started under `--wrap`: `child` is the wrapper, the service one of its descendants.
-    wrapped: bool,
+    /// Started under `--wrap`: `child` is the wrapper, and this the raxe binary that one of
+    /// its descendants runs (or the wrapper itself, as valgrind does).
+    wrapped_bin: Option<PathBuf>,
+    /// The wrapped service's pid, once seen.
+    service: OnceCell<u32>,
     /// The wrapper's descendants, taken while it still ran (after it exits they are no
     /// longer found through it).
     under_wrapper: Vec<process_tree::Proc>,
@@ -192,13 +200,31 @@ impl Serve {
         Serve {
             child,
             started,
-            wrapped: false,
+            wrapped_bin: None,
+            service: OnceCell::new(),
             under_wrapper: Vec::new(),
         }
     }
 
+    /// The process whose memory and CPU are measured: the service's own, also under a
+    /// wrapper that runs it as a child process (perf). The wrapper's when it runs the service
+    /// inside itself (valgrind), or has not started it yet.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        let Some(bin) = &self.wrapped_bin else {
+            return self.child.id();
+        };
+        if let Some(&pid) = self.service.get() {
+            return pid;
+        }
+        let runs_bin =
+            |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(bin.clone());
+        match process_tree::descendants(self.child.id())
+            .into_iter()
+            .find(|p| runs_bin(p.pid))
+        {
+            Some(p) => *self.service.get_or_init(|| p.pid),
+            None => self.child.id(),
+        }
     }
 
     /// SIGTERM and wait (a wrapper such as callgrind writes its output then). What a wrapper
@@ -206,7 +232,7 @@ impl Serve {
     pub fn stop(mut self, timeout: Duration) {
         self.note_under_wrapper();
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -228,9 +254,9 @@ impl Serve {
     /// Records the wrapper's descendants while it is alive and unreaped (so its pid is
     /// still its own).
     fn note_under_wrapper(&mut self) {
-        if self.wrapped && self.under_wrapper.is_empty() {
+        if self.wrapped_bin.is_some() && self.under_wrapper.is_empty() {
             if let Ok(None) = self.child.try_wait() {
-                self.under_wrapper = process_tree::descendants(self.pid());
+                self.under_wrapper = process_tree::descendants(self.child.id());
             }
         }
     }
@@ -311,23 +337,20 @@ mod tests {
     /// A "service" (a script that sleeps) under a wrapper that backgrounds it and dies on
     /// a signal without passing it on, as `perf trace` leaves its workload.
     fn wrapped_sleeper(dir: &Path) -> (Raxe, Serve, process_tree::Proc) {
-        // Both scripts are read by `sh`, never exec'd: a file just written can be busy
-        // (ETXTBSY) while a parallel test's fork still holds its descriptor.
-        let script = |name: &str, body: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("{body}\n")).unwrap();
-            path
-        };
-        let wrapper = script("wrapper", "sh \"$@\" &\nwait");
+        // The wrapper is read by `sh`, not exec'd: a file just written can be busy (ETXTBSY)
+        // while a parallel test's fork still holds its descriptor. It runs the "service"
+        // (`sleep`, in place of raxe) without the service's arguments.
+        let wrapper = dir.join("wrapper");
+        std::fs::write(&wrapper, "\"$1\" 600 &\nwait\n").unwrap();
         let raxe = Raxe {
-            bin: script("service", "exec sleep 600"),
+            bin: PathBuf::from("/bin/sleep"),
             data: dir.join("data"),
             wrap: Some(format!("sh {}", wrapper.display())),
         };
         let serve = raxe.spawn_serve(&dir.join("serve.log")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let service = loop {
-            if let [only] = process_tree::descendants(serve.pid())[..] {
+            if let [only] = process_tree::descendants(serve.child.id())[..] {
                 break only;
             }
             assert!(Instant::now() < deadline, "the wrapper started nothing");
@@ -342,6 +365,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_raxe, serve, service) = wrapped_sleeper(dir.path());
         assert!(service.running());
+        // Measured is the service, not the wrapper, once it runs the service's binary.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while serve.pid() != service.pid {
+            assert_eq!(serve.pid(), serve.child.id(), "neither wrapper nor service");
+            assert!(Instant::now() < deadline, "the service's pid was never found");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         serve.kill9();
         assert!(!service.running(), "the wrapped service outlived the run");
     }
