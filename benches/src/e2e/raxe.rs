@@ -217,7 +217,7 @@ impl Serve {
             return pid;
         }
         let runs_bin =
-            |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(bin.clone());
+            |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == *bin);
         match process_tree::descendants(self.child.id())
             .into_iter()
             .find(|p| runs_bin(p.pid))
@@ -334,8 +334,8 @@ pub fn context_switches(pid: u32) -> (u64, u64) {
 mod tests {
     use super::*;
 
-    /// A "service" (a script that sleeps) under a wrapper that backgrounds it and dies on
-    /// a signal without passing it on, as `perf trace` leaves its workload.
+    /// A stand-in service (`sleep`) under a wrapper that backgrounds it and dies on a
+    /// signal without passing it on, as `perf trace` leaves its workload.
     fn wrapped_sleeper(dir: &Path) -> (Raxe, Serve, process_tree::Proc) {
         // The wrapper is read by `sh`, not exec'd: a file just written can be busy (ETXTBSY)
         // while a parallel test's fork still holds its descriptor. It runs the "service"
@@ -369,7 +369,10 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         while serve.pid() != service.pid {
             assert_eq!(serve.pid(), serve.child.id(), "neither wrapper nor service");
-            assert!(Instant::now() < deadline, "the service's pid was never found");
+            assert!(
+                Instant::now() < deadline,
+                "the service's pid was never found"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         serve.kill9();
