@@ -10,14 +10,17 @@ pub struct Proc {
     start: u64,
 }
 
-/// Parent pid, start time (clock ticks since boot) and state of a process, from
-/// `/proc/<pid>/stat`.
-fn stat(pid: u32) -> Option<(u32, u64, char)> {
+/// The fields of `/proc/<pid>/stat` from the state on: index `i` is proc(5)'s field `i + 3`.
+/// They are counted after the command name's last ')', since the name may contain spaces.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields follow the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3 of proc(5) (index 0), ppid field 4, starttime field 22.
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Parent pid (field 4), start time (22, clock ticks since boot) and state (3).
+fn stat(pid: u32) -> Option<(u32, u64, char)> {
+    let f = stat_fields(pid)?;
     let state = f.first()?.chars().next()?;
     Some((f.get(1)?.parse().ok()?, f.get(19)?.parse().ok()?, state))
 }
@@ -36,7 +39,8 @@ pub fn descendants(root: u32) -> Vec<Proc> {
     let mut parents = vec![root];
     while let Some(parent) = parents.pop() {
         for &(pid, ppid, start) in &all {
-            if ppid == parent && !found.iter().any(|p: &Proc| p.pid == pid) {
+            // Each process has one parent, and each parent is visited once.
+            if ppid == parent {
                 found.push(Proc { pid, start });
                 parents.push(pid);
             }
@@ -60,15 +64,21 @@ impl Proc {
     }
 }
 
-/// SIGKILLs whatever of `procs` still runs and waits (up to 5 s) until none does.
-pub fn kill_all(procs: &[Proc]) {
+/// Sends `signal` to whatever of `procs` still runs, and waits until none does or
+/// `deadline` passes.
+pub fn signal_all(procs: &[Proc], signal: i32, deadline: std::time::Instant) {
     for p in procs {
-        p.signal(libc::SIGKILL);
+        p.signal(signal);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while procs.iter().any(Proc::running) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// SIGKILLs whatever of `procs` still runs and waits (up to 5 s) until none does.
+pub fn kill_all(procs: &[Proc]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    signal_all(procs, libc::SIGKILL, deadline);
 }
 
 #[cfg(test)]

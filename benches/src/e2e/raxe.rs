@@ -240,14 +240,7 @@ impl Serve {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        for p in &self.under_wrapper {
-            p.signal(libc::SIGTERM);
-        }
-        while self.under_wrapper.iter().any(process_tree::Proc::running)
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        process_tree::signal_all(&self.under_wrapper, libc::SIGTERM, deadline);
         // Anything still running: dropped, so killed and reaped.
     }
 
@@ -298,14 +291,10 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// (user, system) CPU seconds of a live process, reaped children included.
 pub fn cpu_times(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may contain spaces: fields are counted after its closing ')'.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+    let Some(f) = process_tree::stat_fields(pid) else {
         return (f64::NAN, f64::NAN);
     };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ')', state is field 3 of proc(5), so utime (14), stime (15), cutime (16) and
-    // cstime (17) are indices 11..=14 here.
+    // utime (field 14), stime (15), cutime (16) and cstime (17).
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
